@@ -1,0 +1,42 @@
+"""A thin cassandra-driver session factory shared by services and tests."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from schemas.settings import CassandraSettings
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Cluster, Session
+
+
+def connect(
+    settings: CassandraSettings,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    keyspace: str | None = None,
+    connect_timeout: float = 10.0,
+) -> tuple[Cluster, Session]:
+    """Open a session; the caller shuts the cluster down. Credentials default to ``settings``."""
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+    from cassandra.policies import DCAwareRoundRobinPolicy
+
+    user = username if username is not None else settings.username
+    secret = password if password is not None else settings.password
+    auth = PlainTextAuthProvider(user, secret) if user else None
+    cluster = Cluster(
+        list(settings.hosts),
+        port=settings.port,
+        auth_provider=auth,
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
+        protocol_version=5,
+        connect_timeout=connect_timeout,
+    )
+    try:
+        session = cluster.connect(keyspace)
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster, session

@@ -1,0 +1,119 @@
+"""Connection settings every service shares, read from the environment with loopback defaults.
+
+Cassandra credentials come from ``CASSANDRA_USERNAME``/``CASSANDRA_PASSWORD`` or, when those are
+unset, from ``$STATE_DIR/credentials.env`` that ``make up`` writes on first start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_STATE_DIR = ".state"
+CREDENTIALS_FILE_NAME = "credentials.env"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable and the value."""
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("STATE_DIR") or DEFAULT_STATE_DIR).resolve()
+
+
+def load_credentials_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines (``#`` comments and blank lines ignored).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.env"
+    >>> _ = p.write_text("# x\\nCASSANDRA_USERNAME=app\\nCASSANDRA_PASSWORD=a=b\\n")
+    >>> load_credentials_file(p)
+    {'CASSANDRA_USERNAME': 'app', 'CASSANDRA_PASSWORD': 'a=b'}
+    """
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{lineno}: expected KEY=VALUE, got {line[:40]!r}")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        port = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name}={raw!r} is outside 1..65535")
+    return port
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
+        env = os.environ if env is None else env
+        servers = env.get("KAFKA_BOOTSTRAP_SERVERS") or cls.bootstrap_servers
+        for server in servers.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise SettingsError(
+                    f"KAFKA_BOOTSTRAP_SERVERS={servers!r}: expected host:port[,host:port...]"
+                )
+        return cls(bootstrap_servers=servers)
+
+    @property
+    def first_port(self) -> int:
+        return int(self.bootstrap_servers.split(",")[0].rpartition(":")[2])
+
+
+@dataclass(frozen=True, kw_only=True)
+class CassandraSettings:
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    keyspace: str = "market"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    local_dc: str = "datacenter1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CassandraSettings:
+        env = os.environ if env is None else env
+        file_values = load_credentials_file(state_dir(env) / CREDENTIALS_FILE_NAME)
+        keyspace = env.get("CASSANDRA_KEYSPACE") or cls.keyspace
+        if not keyspace.replace("_", "").isalnum() or not keyspace[0].isalpha():
+            raise SettingsError(
+                f"CASSANDRA_KEYSPACE={keyspace!r}: use letters, digits and _ starting with a letter"
+            )
+        hosts = tuple(h.strip() for h in (env.get("CASSANDRA_HOSTS") or "127.0.0.1").split(","))
+        return cls(
+            hosts=tuple(h for h in hosts if h),
+            port=_port(env, "CASSANDRA_PORT", 9042),
+            keyspace=keyspace,
+            username=env.get("CASSANDRA_USERNAME") or file_values.get("CASSANDRA_USERNAME"),
+            password=env.get("CASSANDRA_PASSWORD") or file_values.get("CASSANDRA_PASSWORD"),
+        )
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def jars_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where Maven-resolved jars are cached, one folder per engine (kafka, cassandra, spark).
+
+    Outside STATE_DIR on purpose: ``make clean`` wipes state but never forces a re-download.
+    """
+    env = os.environ if env is None else env
+    return Path(env.get("JARS_DIR") or REPO_ROOT / ".cache" / "jars").resolve()

@@ -1,0 +1,75 @@
+"""SparkSession construction shared by the streaming and batch jobs.
+
+The connector jars (Kafka source, Avro, Cassandra) are resolved by ``make install`` into
+``$JARS_DIR/spark`` and passed as local files, so starting a job needs no network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from schemas.settings import CassandraSettings, SettingsError, jars_dir
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def connector_jars(env: Mapping[str, str] | None = None) -> list[Path]:
+    folder = jars_dir(env) / "spark"
+    jars = sorted(folder.glob("*.jar"))
+    if not jars:
+        raise SettingsError(
+            f"Spark connector jars not found in {folder}; run `make install` to resolve them"
+        )
+    return jars
+
+
+def spark_conf(
+    cassandra: CassandraSettings, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Spark settings for the connectors; Spark redacts keys containing 'password' in UI/logs."""
+    env = os.environ if env is None else env
+    conf = {
+        "spark.jars": ",".join(str(j) for j in connector_jars(env)),
+        "spark.sql.extensions": "com.datastax.spark.connector.CassandraSparkExtensions",
+        "spark.cassandra.connection.host": ",".join(cassandra.hosts),
+        "spark.cassandra.connection.port": str(cassandra.port),
+        "spark.cassandra.connection.localDC": cassandra.local_dc,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.host": env.get("SPARK_DRIVER_HOST", "127.0.0.1"),
+        "spark.driver.bindAddress": env.get("SPARK_DRIVER_HOST", "127.0.0.1"),
+        "spark.sql.shuffle.partitions": env.get("SPARK_SHUFFLE_PARTITIONS", "2"),
+        "spark.ui.enabled": env.get("SPARK_UI_ENABLED", "false"),
+        "spark.driver.memory": env.get("SPARK_DRIVER_MEMORY", "1g"),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    if cassandra.username:
+        conf["spark.cassandra.auth.username"] = cassandra.username
+        conf["spark.cassandra.auth.password"] = cassandra.password or ""
+    return conf
+
+
+def build_session(
+    app_name: str,
+    cassandra: CassandraSettings,
+    *,
+    master: str | None = None,
+    extra_conf: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """Get or create a session. ``master`` defaults to SPARK_MASTER or local[2]; under
+    spark-submit the submitted master wins because getOrCreate reuses its context."""
+    from pyspark.sql import SparkSession
+
+    env = os.environ if env is None else env
+    builder = SparkSession.builder.appName(app_name)
+    if not os.environ.get("SPARK_SUBMIT_MODE"):
+        builder = builder.master(master or env.get("SPARK_MASTER", "local[2]"))
+    for key, value in {**spark_conf(cassandra, env), **(extra_conf or {})}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(env.get("SPARK_LOG_LEVEL", "WARN"))
+    return session

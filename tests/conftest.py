@@ -1,0 +1,79 @@
+"""Shared fixtures. Integration tests get the real stack from ``stack``; it runs ``python -m infra
+up`` once per session (a no-op when it is already running) and leaves it running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from schemas.settings import CassandraSettings, KafkaSettings, state_dir
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Stack:
+    kafka: KafkaSettings
+    cassandra: CassandraSettings
+    state_dir: Path
+
+
+def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "infra", *args],
+        cwd=REPO_ROOT,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"python -m infra {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    run_infra("up")
+    return Stack(
+        kafka=KafkaSettings.from_env(),
+        cassandra=CassandraSettings.from_env(),
+        state_dir=state_dir(),
+    )
+
+
+@pytest.fixture(scope="session")
+def test_keyspace(stack: Stack) -> Iterator[CassandraSettings]:
+    """A fresh keyspace with every migration applied, dropped at the end of the session."""
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    run_infra("migrate", "--keyspace", name)
+    settings = CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": name})
+    yield settings
+    run_infra("drop-keyspace", name)
+
+
+@pytest.fixture
+def unique_topic(stack: Stack) -> Callable[[str], str]:
+    """Factory for a fresh topic name (auto-created by the broker or by the code under test)."""
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"recorded market data not found at {SHARED_DATA} (only CI and dev boxes have it)")
+    return SHARED_DATA
