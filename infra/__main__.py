@@ -1,0 +1,189 @@
+"""``python -m infra up|down|status|logs|restart|clean|install|migrate|drop-keyspace``.
+
+Runs the real Kafka (KRaft) and Cassandra on 127.0.0.1 with all state under STATE_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+
+from infra import process
+from infra.cassandra import CassandraService
+from infra.config import InfraConfig
+from infra.errors import InfraError, ServiceStartError
+from infra.java import find_java17
+from infra.kafka import KafkaService
+from infra.migrations import apply_migrations
+from infra.service import Service
+from schemas.settings import CassandraSettings, SettingsError
+
+
+def services(config: InfraConfig) -> dict[str, Service]:
+    return {"kafka": KafkaService(config), "cassandra": CassandraService(config)}
+
+
+def say(message: str) -> None:
+    print(f"infra: {message}", flush=True)
+
+
+def cmd_install(config: InfraConfig, _: argparse.Namespace) -> None:
+    find_java17(config.java17_home)
+    for name in ("kafka", "cassandra", "spark"):
+        from infra.maven import resolve_jars
+
+        path = resolve_jars(name, config.jars_dir)
+        say(f"{name} jars ready in {path}")
+
+
+def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
+    all_services = services(config)
+    chosen = {n: all_services[n] for n in (names or all_services)}
+    # Start every service first, then wait: the JVMs boot in parallel.
+    started = {name: svc.start() for name, svc in chosen.items()}
+    for name, svc in chosen.items():
+        timeout = (config.kafka_start_timeout if name == "kafka"
+                   else config.cassandra_start_timeout)
+        waited = svc.wait_ready(timeout)
+        svc.after_ready()
+        state = f"started in {waited:.0f} s" if started[name] else "already running"
+        say(f"{name}: {state} (pid {svc.pid()}, port {next(iter(svc.ports.values()))})")
+    if "cassandra" in chosen:
+        migrate(config, CassandraSettings.from_env().keyspace)
+
+
+def migrate(config: InfraConfig, keyspace: str) -> None:
+    cassandra = CassandraService(config)
+    cluster, session = cassandra.admin_session()
+    try:
+        app_user = CassandraSettings.from_env().username
+        applied = apply_migrations(session, keyspace, app_user)
+    finally:
+        cluster.shutdown()
+    say(f"keyspace {keyspace}: " + (f"applied {', '.join(applied)}" if applied
+                                    else "schema up to date"))
+
+
+def cmd_up(config: InfraConfig, args: argparse.Namespace) -> None:
+    up(config, args.services)
+    say("stack is up; `make status` shows health, `make down` stops it")
+
+
+def cmd_down(config: InfraConfig, args: argparse.Namespace) -> None:
+    for name, svc in reversed(list(services(config).items())):
+        if args.services and name not in args.services:
+            continue
+        say(f"{name}: {'stopped' if svc.stop() else 'not running'}")
+
+
+def cmd_restart(config: InfraConfig, args: argparse.Namespace) -> None:
+    cmd_down(config, args)
+    up(config, args.services)
+
+
+def cmd_status(config: InfraConfig, _: argparse.Namespace) -> None:
+    healthy = True
+    print(f"{'service':<10} {'pid':>8}  {'port':>5}  health")
+    for name, svc in services(config).items():
+        pid = svc.pid()
+        ok = pid is not None and svc.answers()
+        healthy &= ok
+        health = "healthy" if ok else ("starting/unresponsive" if pid else "stopped")
+        port = next(iter(svc.ports.values()))
+        print(f"{name:<10} {pid or '-':>8}  {port:>5}  {health}")
+    print(f"state: {config.state_dir}")
+    if not healthy:
+        raise SystemExit(1)
+
+
+def cmd_logs(config: InfraConfig, args: argparse.Namespace) -> None:
+    for name, svc in services(config).items():
+        if args.services and name not in args.services:
+            continue
+        print(f"===== {name}")
+        print(svc.last_log_lines(args.lines))
+
+
+def cmd_clean(config: InfraConfig, _: argparse.Namespace) -> None:
+    for svc in services(config).values():
+        svc.stop()
+    if config.state_dir.exists():
+        shutil.rmtree(config.state_dir)
+    say(f"removed {config.state_dir} (cached jars in {config.jars_dir} kept)")
+
+
+def cmd_migrate(config: InfraConfig, args: argparse.Namespace) -> None:
+    migrate(config, args.keyspace or CassandraSettings.from_env().keyspace)
+
+
+def cmd_drop_keyspace(config: InfraConfig, args: argparse.Namespace) -> None:
+    if args.keyspace == CassandraSettings.from_env().keyspace:
+        raise InfraError(f"refusing to drop the configured keyspace {args.keyspace!r}")
+    cluster, session = CassandraService(config).admin_session()
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {args.keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
+    say(f"dropped keyspace {args.keyspace}")
+
+
+def service_name(value: str) -> str:
+    if value not in ("kafka", "cassandra"):
+        raise argparse.ArgumentTypeError(f"unknown service {value!r}; use kafka or cassandra")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn, help_text in (
+        ("up", cmd_up, "install if needed, start, wait until healthy, migrate"),
+        ("down", cmd_down, "stop gracefully, keep data"),
+        ("restart", cmd_restart, "down then up"),
+        ("logs", cmd_logs, "print the last log lines"),
+    ):
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("services", nargs="*", type=service_name, metavar="SERVICE",
+                        help="kafka and/or cassandra (default: all)")
+        if name == "logs":
+            sp.add_argument("-n", "--lines", type=int, default=40)
+        sp.set_defaults(fn=fn)
+    sub.add_parser("status", help="pid, port and health of each service").set_defaults(
+        fn=cmd_status)
+    sub.add_parser("clean", help="stop and delete STATE_DIR").set_defaults(fn=cmd_clean)
+    sub.add_parser("install", help="check Java 17, resolve all jars").set_defaults(
+        fn=cmd_install)
+    sp = sub.add_parser("migrate", help="apply pending CQL migrations to a keyspace")
+    sp.add_argument("--keyspace")
+    sp.set_defaults(fn=cmd_migrate)
+    sp = sub.add_parser("drop-keyspace", help="drop a (test) keyspace")
+    sp.add_argument("keyspace")
+    sp.set_defaults(fn=cmd_drop_keyspace)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    # The Cassandra driver logs connection refusals at WARNING while we poll for readiness.
+    logging.getLogger("cassandra").setLevel(logging.CRITICAL)
+    args = parser().parse_args(argv)
+    try:
+        config = InfraConfig.from_env()
+        args.fn(config, args)
+    except ServiceStartError as exc:
+        print(f"infra: error: {exc}", file=sys.stderr)
+        print(exc.log_tail, file=sys.stderr)
+        return exc.exit_code
+    except (InfraError, SettingsError) as exc:
+        print(f"infra: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

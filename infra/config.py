@@ -1,0 +1,43 @@
+"""Infra settings from the environment; every port binds to 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.settings import CassandraSettings, KafkaSettings, _port, jars_dir, state_dir
+
+
+@dataclass(frozen=True, kw_only=True)
+class InfraConfig:
+    state_dir: Path
+    jars_dir: Path
+    kafka_port: int
+    kafka_controller_port: int
+    kafka_heap: str
+    cassandra_port: int
+    cassandra_storage_port: int
+    cassandra_heap: str
+    java17_home: str | None
+    kafka_start_timeout: float
+    cassandra_start_timeout: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> InfraConfig:
+        env = os.environ if env is None else env
+        kafka_port = KafkaSettings.from_env(env).first_port
+        return cls(
+            state_dir=state_dir(env),
+            jars_dir=jars_dir(env),
+            kafka_port=kafka_port,
+            kafka_controller_port=_port(env, "KAFKA_CONTROLLER_PORT", kafka_port + 1),
+            kafka_heap=env.get("KAFKA_HEAP", "512m"),
+            cassandra_port=CassandraSettings.from_env(env).port,
+            cassandra_storage_port=_port(env, "CASSANDRA_STORAGE_PORT", 7000),
+            cassandra_heap=env.get("CASSANDRA_HEAP", "1G"),
+            java17_home=env.get("JAVA17_HOME") or None,
+            kafka_start_timeout=float(env.get("KAFKA_START_TIMEOUT", "120")),
+            cassandra_start_timeout=float(env.get("CASSANDRA_START_TIMEOUT", "240")),
+        )

@@ -1,0 +1,32 @@
+"""Infra errors. Every message is one line a user can act on; ``__main__`` prints it and exits.
+
+InfraError
+ ├── JavaNotFoundError     no usable Java 17
+ ├── PortInUseError        a port we need is held by another process
+ ├── InstallError          Maven could not resolve the jars
+ └── ServiceStartError     a service died or did not answer in time (carries its last log lines)
+"""
+
+from __future__ import annotations
+
+
+class InfraError(Exception):
+    exit_code = 1
+
+
+class JavaNotFoundError(InfraError):
+    exit_code = 3
+
+
+class PortInUseError(InfraError):
+    exit_code = 4
+
+
+class InstallError(InfraError):
+    exit_code = 5
+
+
+class ServiceStartError(InfraError):
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail

@@ -1,0 +1,123 @@
+"""Apache Kafka 4.1 in KRaft mode (combined broker + controller) from Maven jars."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+from infra.errors import ServiceStartError
+from infra.service import Service, render
+from schemas.contracts import topic_specs
+
+logger = logging.getLogger(__name__)
+
+
+class KafkaService(Service):
+    name = "kafka"
+    main_class = "kafka.Kafka"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"client": self.config.kafka_port, "controller": self.config.kafka_controller_port}
+
+    @property
+    def main_log(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.config.kafka_port}"
+
+    def _log_props(self) -> list[str]:
+        return [
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.log_dir}",
+        ]
+
+    def prepare(self, java: Path, lib: Path) -> None:
+        props = self.home / "server.properties"
+        props.write_text(render(
+            "kafka-server.properties",
+            port=self.config.kafka_port,
+            controller_port=self.config.kafka_controller_port,
+            data_dir=self.data_dir,
+        ))
+        (self.home / "log4j2.properties").write_text(render("kafka-log4j2.properties"))
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id_file = self.home / "cluster.id"
+        tool = [str(java), "-Xmx256m", *self._log_props(), "-cp", f"{lib}/*",
+                "kafka.tools.StorageTool"]
+        if not cluster_id_file.exists():
+            cluster_id = subprocess.run(
+                [*tool, "random-uuid"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            cluster_id_file.write_text(cluster_id)
+        result = subprocess.run(
+            [*tool, "format", "-t", cluster_id_file.read_text().strip(), "-c", str(props),
+             "--ignore-formatted"],
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise ServiceStartError("kafka: formatting storage failed", result.stdout + result.stderr)
+
+    def command(self, java: Path, lib: Path) -> list[str]:
+        heap = self.config.kafka_heap
+        return [
+            str(java), f"-Xms{heap}", f"-Xmx{heap}", "-server", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+            "-XX:ActiveProcessorCount=2",
+            *self._log_props(), "-cp", f"{lib}/*", self.main_class,
+            str(self.home / "server.properties"),
+        ]
+
+    def _admin(self):  # type: ignore[no-untyped-def]
+        from kafka.admin import KafkaAdminClient
+
+        return KafkaAdminClient(
+            bootstrap_servers=self.bootstrap, request_timeout_ms=5000,
+            client_id="infra",
+        )
+
+    def answers(self) -> bool:
+        try:
+            admin = self._admin()
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        try:
+            admin.describe_cluster()
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+        finally:
+            admin.close()
+
+    def after_ready(self) -> None:
+        ensure_topics(self.bootstrap)
+
+
+def ensure_topics(bootstrap: str) -> list[str]:
+    """Create the contract topics that do not exist yet; returns the names created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000,
+                             client_id="infra")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=1,
+                topic_configs={"retention.ms": str(spec.retention_ms)},
+            )
+            for spec in topic_specs().values()
+            if spec.name not in existing
+        ]
+        if wanted:
+            admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        admin.close()

@@ -1,0 +1,78 @@
+"""Versioned, idempotent CQL migrations: each file in schemas/cql applied once, in name order,
+and recorded with its checksum in ``<keyspace>.schema_migrations``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from infra.errors import InfraError
+from schemas.contracts import CQL_DIR
+
+logger = logging.getLogger(__name__)
+
+KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+
+
+class MigrationError(InfraError):
+    pass
+
+
+def split_statements(cql: str) -> list[str]:
+    """Split a CQL file into statements. Our migration files keep ``;`` and ``--`` out of
+    string literals, which keeps this split exact.
+
+    >>> split_statements("-- a; comment\\nCREATE TABLE t (k int PRIMARY KEY);\\nINSERT INTO t (k) "
+    ...                  "VALUES (1); -- tail")
+    ['CREATE TABLE t (k int PRIMARY KEY)', 'INSERT INTO t (k) VALUES (1)']
+    """
+    text = "\n".join(line.split("--", 1)[0] for line in cql.splitlines())
+    return [" ".join(part.split()) for part in text.split(";") if part.strip()]
+
+
+def migration_files(folder: Path = CQL_DIR) -> list[Path]:
+    return sorted(folder.glob("*.cql"))
+
+
+def apply_migrations(session: Any, keyspace: str, app_role: str | None,
+                     folder: Path = CQL_DIR) -> list[str]:
+    """Create ``keyspace`` if needed, apply pending files, return the names applied now."""
+    if not KEYSPACE_RE.match(keyspace):
+        raise MigrationError(f"keyspace {keyspace!r}: use letters, digits and _ (max 48)")
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )
+    if app_role:
+        session.execute(f"GRANT ALL PERMISSIONS ON KEYSPACE {keyspace} TO {app_role}")
+    session.set_keyspace(keyspace)
+    session.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version text PRIMARY KEY, checksum text, applied_at timestamp)"
+    )
+    applied = {row.version: row.checksum for row in
+               session.execute("SELECT version, checksum FROM schema_migrations")}
+    done: list[str] = []
+    for path in migration_files(folder):
+        text = path.read_text(encoding="utf-8")
+        checksum = hashlib.sha256(text.encode()).hexdigest()
+        if path.name in applied:
+            if applied[path.name] != checksum:
+                raise MigrationError(
+                    f"{path.name} changed after it was applied to {keyspace}; add a new "
+                    "migration file instead of editing an applied one"
+                )
+            continue
+        for statement in split_statements(text):
+            session.execute(statement, timeout=60)
+        session.execute(
+            "INSERT INTO schema_migrations (version, checksum, applied_at) "
+            "VALUES (%s, %s, toTimestamp(now()))",
+            (path.name, checksum),
+        )
+        logger.info("applied %s to %s", path.name, keyspace)
+        done.append(path.name)
+    return done

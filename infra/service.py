@@ -1,0 +1,113 @@
+"""What every managed JVM service shares: layout under STATE_DIR, start, wait, stop."""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from infra import process
+from infra.config import InfraConfig
+from infra.errors import PortInUseError, ServiceStartError
+from infra.java import find_java17
+from infra.maven import resolve_jars
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def render(template: str, **values: object) -> str:
+    text = (CONF_DIR / template).read_text()
+    for key, value in values.items():
+        text = text.replace("${" + key + "}", str(value))
+    return text
+
+
+class Service(ABC):
+    name: str
+    main_class: str
+
+    def __init__(self, config: InfraConfig) -> None:
+        self.config = config
+        self.home = config.state_dir / self.name
+        self.log_dir = self.home / "logs"
+        self.data_dir = self.home / "data"
+        self.pid_file = self.home / "pid"
+        self.stdout_log = self.log_dir / "stdout.log"
+
+    @property
+    @abstractmethod
+    def ports(self) -> dict[str, int]: ...
+
+    @property
+    @abstractmethod
+    def main_log(self) -> Path: ...
+
+    @abstractmethod
+    def command(self, java: Path, lib: Path) -> list[str]: ...
+
+    @abstractmethod
+    def answers(self) -> bool:
+        """One real protocol round trip (not just an open port)."""
+
+    def prepare(self, java: Path, lib: Path) -> None:
+        """First-start work such as formatting storage; must be idempotent."""
+
+    def after_ready(self) -> None:
+        """Post-start work such as creating users, topics or tables; must be idempotent."""
+
+    def pid(self) -> int | None:
+        return process.read_pid(self.pid_file, self.main_class)
+
+    def install(self) -> Path:
+        return resolve_jars(self.name, self.config.jars_dir)
+
+    def start(self) -> bool:
+        """Start unless already running. Returns False when it was already running."""
+        if self.pid() is not None:
+            return False
+        for label, port in self.ports.items():
+            if not process.port_bindable(port):
+                raise PortInUseError(
+                    f"{self.name}: port 127.0.0.1:{port} ({label}) is already in use by another "
+                    "process; stop it or configure another port (see README, Configuration)"
+                )
+        java = find_java17(self.config.java17_home)
+        lib = self.install()
+        for folder in (self.log_dir, self.data_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.prepare(java, lib)
+        env = {**os.environ, "JAVA_HOME": str(java.parent.parent), "MALLOC_ARENA_MAX": "4"}
+        process.spawn(self.command(java, lib), log_file=self.stdout_log,
+                      pid_file=self.pid_file, env=env)
+        return True
+
+    def wait_ready(self, timeout: float) -> float:
+        start = time.monotonic()
+        deadline = start + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise ServiceStartError(
+                    f"{self.name} exited during start-up", self.last_log_lines()
+                )
+            if self.answers():
+                return time.monotonic() - start
+            time.sleep(1)
+        raise ServiceStartError(
+            f"{self.name} did not answer within {timeout:.0f} s", self.last_log_lines()
+        )
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        process.stop(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def last_log_lines(self, lines: int = 30) -> str:
+        parts = []
+        for path in (self.main_log, self.stdout_log):
+            if path.exists():
+                parts.append(f"--- {path}\n{process.tail(path, lines)}")
+        return "\n".join(parts) or f"(no logs under {self.log_dir})"
