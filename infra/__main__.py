@@ -12,12 +12,12 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from infra import process
 from infra.cassandra import CassandraService
 from infra.config import InfraConfig
 from infra.errors import InfraError, ServiceStartError
 from infra.java import find_java17
 from infra.kafka import KafkaService
+from infra.maven import resolve_jars
 from infra.migrations import apply_migrations
 from infra.service import Service
 from schemas.settings import CassandraSettings, SettingsError
@@ -34,8 +34,6 @@ def say(message: str) -> None:
 def cmd_install(config: InfraConfig, _: argparse.Namespace) -> None:
     find_java17(config.java17_home)
     for name in ("kafka", "cassandra", "spark"):
-        from infra.maven import resolve_jars
-
         path = resolve_jars(name, config.jars_dir)
         say(f"{name} jars ready in {path}")
 

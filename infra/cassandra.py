@@ -157,7 +157,8 @@ class CassandraService(Service):
     def bootstrap_auth(self, timeout: float = 60.0) -> None:
         """Create the admin and application roles and disable cassandra/cassandra. Idempotent."""
         admin_user, admin_pw = self.admin_credentials()
-        if not self._try_query(admin_user, admin_pw):
+        first_boot = not self._try_query(admin_user, admin_pw)
+        if first_boot:
             cluster, session = _retry(lambda: connect(
                 self.settings(), username="cassandra", password="cassandra"), timeout)
             try:
@@ -169,11 +170,13 @@ class CassandraService(Service):
                 cluster.shutdown()
         cluster, session = _retry(self.admin_session, timeout)
         try:
-            session.execute(
-                "ALTER ROLE cassandra WITH PASSWORD = "
-                f"'{_cql_literal(secrets.token_urlsafe(32))}' AND SUPERUSER = false "
-                "AND LOGIN = false"
-            )
+            if first_boot:
+                # The well-known default superuser must not stay usable.
+                session.execute(
+                    "ALTER ROLE cassandra WITH PASSWORD = "
+                    f"'{_cql_literal(secrets.token_urlsafe(32))}' AND SUPERUSER = false "
+                    "AND LOGIN = false"
+                )
             app = load_credentials_file(self.credentials_file)
             session.execute(
                 f"CREATE ROLE IF NOT EXISTS {app['CASSANDRA_USERNAME']} WITH PASSWORD = "

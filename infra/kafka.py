@@ -60,7 +60,9 @@ class KafkaService(Service):
             capture_output=True, text=True,
         )
         if result.returncode != 0:
-            raise ServiceStartError("kafka: formatting storage failed", result.stdout + result.stderr)
+            raise ServiceStartError(
+                "kafka: formatting storage failed", result.stdout + result.stderr
+            )
 
     def command(self, java: Path, lib: Path) -> list[str]:
         heap = self.config.kafka_heap

@@ -50,9 +50,11 @@ class Service(ABC):
     def answers(self) -> bool:
         """One real protocol round trip (not just an open port)."""
 
+    @abstractmethod
     def prepare(self, java: Path, lib: Path) -> None:
         """First-start work such as formatting storage; must be idempotent."""
 
+    @abstractmethod
     def after_ready(self) -> None:
         """Post-start work such as creating users, topics or tables; must be idempotent."""
 

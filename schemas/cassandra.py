@@ -17,10 +17,11 @@ def connect(
     password: str | None = None,
     keyspace: str | None = None,
     connect_timeout: float = 10.0,
+    request_timeout: float = 30.0,
 ) -> tuple[Cluster, Session]:
     """Open a session; the caller shuts the cluster down. Credentials default to ``settings``."""
     from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
 
     user = username if username is not None else settings.username
@@ -30,7 +31,12 @@ def connect(
         list(settings.hosts),
         port=settings.port,
         auth_provider=auth,
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
+        execution_profiles={
+            EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
+                request_timeout=request_timeout,
+            )
+        },
         protocol_version=5,
         connect_timeout=connect_timeout,
     )

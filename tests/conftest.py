@@ -75,5 +75,5 @@ def unique_topic(stack: Stack) -> Callable[[str], str]:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"recorded market data not found at {SHARED_DATA} (only CI and dev boxes have it)")
+        pytest.skip(f"recorded market data not found at {SHARED_DATA} (CI and dev boxes have it)")
     return SHARED_DATA

@@ -1,0 +1,57 @@
+# Two commands matter: `make demo` and `make test`. Everything they need is installed on demand.
+SHELL := /bin/bash
+PYTHON_BOOTSTRAP ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help install up down status logs clean demo test test-unit lint bench
+
+help:
+	@echo "make demo   - bring up the stack and run the pipeline on the built-in offline feed"
+	@echo "make test   - install what is missing and run every test (unit + integration)"
+	@echo "make up | down | status | logs | clean | lint | bench"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || command -v python3 >/dev/null || \
+		{ echo "error: Python 3.11 not found (set PYTHON_BOOTSTRAP=/path/to/python3.11)"; exit 1; }
+	@test -x $(PY) || $$(command -v $(PYTHON_BOOTSTRAP) || command -v python3) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+	$(PY) -m infra install
+
+up: install
+	$(PY) -m infra up
+
+down:
+	@test -x $(PY) && $(PY) -m infra down || true
+
+status: $(STAMP)
+	$(PY) -m infra status
+
+logs: $(STAMP)
+	$(PY) -m infra logs
+
+clean: $(STAMP)
+	$(PY) -m infra clean
+
+demo: install
+	$(PY) -m infra up
+	$(PY) -m infra demo
+
+test: install
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m 'not integration'
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/collector.py
+	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/gbm.py
