@@ -114,6 +114,12 @@ def cmd_clean(config: InfraConfig, _: argparse.Namespace) -> None:
     say(f"removed {config.state_dir} (cached jars in {config.jars_dir} kept)")
 
 
+def cmd_demo(config: InfraConfig, _: argparse.Namespace) -> None:
+    from infra.demo import run_demo
+
+    run_demo(config)
+
+
 def cmd_migrate(config: InfraConfig, args: argparse.Namespace) -> None:
     migrate(config, args.keyspace or CassandraSettings.from_env().keyspace)
 
@@ -152,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
     sub.add_parser("status", help="pid, port and health of each service").set_defaults(
         fn=cmd_status)
+    sub.add_parser("demo", help="run the pipeline on the offline feed").set_defaults(fn=cmd_demo)
     sub.add_parser("clean", help="stop and delete STATE_DIR").set_defaults(fn=cmd_clean)
     sub.add_parser("install", help="check Java 17, resolve all jars").set_defaults(
         fn=cmd_install)
