@@ -46,7 +46,14 @@ def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
     for name, svc in chosen.items():
         timeout = (config.kafka_start_timeout if name == "kafka"
                    else config.cassandra_start_timeout)
-        waited = svc.wait_ready(timeout)
+        try:
+            waited = svc.wait_ready(timeout)
+        except ServiceStartError:
+            # Leave nothing half-started behind: a later `up` starts from a clean slate.
+            for other, other_svc in chosen.items():
+                if started[other]:
+                    other_svc.stop()
+            raise
         svc.after_ready()
         state = f"started in {waited:.0f} s" if started[name] else "already running"
         say(f"{name}: {state} (pid {svc.pid()}, port {next(iter(svc.ports.values()))})")
@@ -176,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     # The Cassandra driver logs connection refusals at WARNING while we poll for readiness.
     logging.getLogger("cassandra").setLevel(logging.CRITICAL)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     args = parser().parse_args(argv)
     try:
         config = InfraConfig.from_env()

@@ -13,6 +13,7 @@ def run_demo(config: InfraConfig) -> None:
     print(f"""
 Stack is up (state in {config.state_dir}):
   Kafka      127.0.0.1:{config.kafka_port}   topics {topics['trades'].name}, {topics['dlq'].name}
-  Cassandra  127.0.0.1:{config.cassandra_port}   keyspace {cassandra.keyspace}, user {cassandra.username}
+  Cassandra  127.0.0.1:{config.cassandra_port}   keyspace {cassandra.keyspace},
+             user {cassandra.username}
              (password in {config.state_dir}/credentials.env)
 Stop it with `make down`; wipe it with `make clean`.""")

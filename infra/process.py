@@ -44,7 +44,9 @@ def read_pid(pid_file: Path, marker: str) -> int | None:
     return pid
 
 
-def spawn(argv: Sequence[str], *, log_file: Path, pid_file: Path, env: dict[str, str]) -> int:
+def spawn(
+    argv: Sequence[str], *, marker: str, log_file: Path, pid_file: Path, env: dict[str, str]
+) -> int:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
@@ -57,6 +59,12 @@ def spawn(argv: Sequence[str], *, log_file: Path, pid_file: Path, env: dict[str,
             close_fds=True,
         )
     pid_file.write_text(str(proc.pid))
+    # Until exec completes /proc shows the forking Python; wait so read_pid sees the JVM.
+    deadline = time.monotonic() + 10
+    while read_pid(pid_file, marker) is None and proc.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     return proc.pid
 
 

@@ -80,7 +80,7 @@ class Service(ABC):
             folder.mkdir(parents=True, exist_ok=True)
         self.prepare(java, lib)
         env = {**os.environ, "JAVA_HOME": str(java.parent.parent), "MALLOC_ARENA_MAX": "4"}
-        process.spawn(self.command(java, lib), log_file=self.stdout_log,
+        process.spawn(self.command(java, lib), marker=self.main_class, log_file=self.stdout_log,
                       pid_file=self.pid_file, env=env)
         return True
 

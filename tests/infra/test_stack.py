@@ -187,3 +187,15 @@ def test_missing_jdk_gives_one_line_error(tmp_path: Path) -> None:
         f"infra: error: JAVA17_HOME={tmp_path / 'no-jdk'} has no bin/java; install OpenJDK 17 "
         "(apt-get install openjdk-17-jdk-headless) or point JAVA17_HOME at one"
     )
+
+
+def test_service_that_does_not_answer_in_time_is_named_with_its_log(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path, KAFKA_START_TIMEOUT="0")
+    result = infra("up", "kafka", env=env)
+    assert result.returncode == 1
+    first_line = result.stderr.splitlines()[0]
+    assert first_line == "infra: error: kafka did not answer within 0 s"
+    assert f"--- {tmp_path / 'state' / 'kafka' / 'logs'}" in result.stderr
+    # The half-started broker was stopped again.
+    assert "kafka" in infra("status", env=env).stdout
+    assert infra("status", env=env).stdout.splitlines()[1].split()[1] == "-"
