@@ -43,13 +43,20 @@ def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 60
 
 
 @pytest.fixture(scope="session")
-def stack() -> Stack:
+def stack() -> Iterator[Stack]:
+    """The running stack; started (and stopped again at the end) if it was not running.
+    KEEP_STACK=1 leaves a stack this session started running."""
+    was_running = subprocess.run(
+        [sys.executable, "-m", "infra", "status"], cwd=REPO_ROOT, capture_output=True
+    ).returncode == 0
     run_infra("up")
-    return Stack(
+    yield Stack(
         kafka=KafkaSettings.from_env(),
         cassandra=CassandraSettings.from_env(),
         state_dir=state_dir(),
     )
+    if not was_running and os.environ.get("KEEP_STACK") != "1":
+        run_infra("down")
 
 
 @pytest.fixture(scope="session")
