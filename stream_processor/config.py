@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from schemas.contracts import topic_specs
@@ -28,10 +28,20 @@ QueryName = Literal["trades_raw", "bars_5s", "bars_1m", "bars_1h"]
 QUERY_NAMES: tuple[QueryName, ...] = get_args(QueryName)
 
 _UNITS_MS = {
-    "ms": 1, "millisecond": 1, "milliseconds": 1,
-    "s": 1000, "sec": 1000, "second": 1000, "seconds": 1000,
-    "m": 60_000, "min": 60_000, "minute": 60_000, "minutes": 60_000,
-    "h": 3_600_000, "hour": 3_600_000, "hours": 3_600_000,
+    "ms": 1,
+    "millisecond": 1,
+    "milliseconds": 1,
+    "s": 1000,
+    "sec": 1000,
+    "second": 1000,
+    "seconds": 1000,
+    "m": 60_000,
+    "min": 60_000,
+    "minute": 60_000,
+    "minutes": 60_000,
+    "h": 3_600_000,
+    "hour": 3_600_000,
+    "hours": 3_600_000,
 }
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$")
 
@@ -47,10 +57,10 @@ def parse_duration_ms(name: str, raw: str) -> int:
     10000
     >>> parse_duration_ms("RAW_TRIGGER", "500ms")
     500
-    >>> parse_duration_ms("BARS_WATERMARK", "ten")
+    >>> parse_duration_ms("BARS_WATERMARK", "ten")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    stream_processor.exceptions.ConfigError: BARS_WATERMARK='ten': expected a duration like '10 seconds', '500 ms' or '1 minute'
+    stream_processor.exceptions.ConfigError: BARS_WATERMARK='ten': expected a duration like ...
     """
     match = _DURATION_RE.match(raw.lower())
     unit = match.group(2) if match else ""
@@ -74,9 +84,7 @@ def parse_queries(name: str, raw: str) -> tuple[QueryName, ...]:
         return QUERY_NAMES
     unknown = sorted(wanted - set(QUERY_NAMES))
     if unknown or not wanted:
-        raise ConfigError(
-            f"{name}={raw!r}: choose from {', '.join(QUERY_NAMES)} or 'all'"
-        )
+        raise ConfigError(f"{name}={raw!r}: choose from {', '.join(QUERY_NAMES)} or 'all'")
     return tuple(q for q in QUERY_NAMES if q in wanted)
 
 
@@ -102,7 +110,10 @@ class StreamSettings:
     :param checkpoint_dir: any Hadoop path; each query checkpoints under ``<dir>/<query name>``.
     :param queries: which queries to run.
     :param starting_offsets: Kafka ``startingOffsets`` for a query without a checkpoint.
-    :param max_offsets_per_trigger: cap on records per micro-batch (0: no cap).
+    :param max_offsets_per_trigger: cap on records per micro-batch (0, the default: no cap).
+        Kafka partitions are read in proportion to their offsets, not their event time, so
+        with a cap a backfill can put one partition more than the watermark ahead of another
+        and the bars drop the lagging partition's trades; leave it at 0 unless memory forces it.
     :param raw_trigger_ms: trigger interval of the raw query and the 5-s bars, ms.
     :param rollup_trigger_ms: trigger interval of the 1-min and 1-h bars, ms.
     :param watermark_ms: event-time watermark delay of every bar query, ms.
@@ -126,7 +137,7 @@ class StreamSettings:
     checkpoint_dir: str
     queries: tuple[QueryName, ...] = QUERY_NAMES
     starting_offsets: str = "earliest"
-    max_offsets_per_trigger: int = 500_000
+    max_offsets_per_trigger: int = 0
     raw_trigger_ms: int = 1000
     rollup_trigger_ms: int = 5000
     watermark_ms: int = 10_000
@@ -135,7 +146,6 @@ class StreamSettings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     fail_on_data_loss: bool = True
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.starting_offsets not in ("earliest", "latest") and not (
@@ -181,7 +191,7 @@ class StreamSettings:
             checkpoint_dir=env.get("CHECKPOINT_DIR") or str(state_dir(env) / "checkpoints"),
             queries=parse_queries("STREAM_QUERIES", env.get("STREAM_QUERIES") or "all"),
             starting_offsets=env.get("STARTING_OFFSETS") or "earliest",
-            max_offsets_per_trigger=_int(env, "MAX_OFFSETS_PER_TRIGGER", 500_000, 0),
+            max_offsets_per_trigger=_int(env, "MAX_OFFSETS_PER_TRIGGER", 0, 0),
             raw_trigger_ms=parse_duration_ms("RAW_TRIGGER", env.get("RAW_TRIGGER") or "1s"),
             rollup_trigger_ms=parse_duration_ms(
                 "ROLLUP_TRIGGER", env.get("ROLLUP_TRIGGER") or "5s"

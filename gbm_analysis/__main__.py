@@ -1,0 +1,193 @@
+"""``python -m gbm_analysis``: hourly Monte Carlo forecasts, their backtest, and the API.
+
+Usage::
+
+    python -m gbm_analysis run --once [--as-of 2024-08-09T00:00:00Z] [--seed 42]
+    python -m gbm_analysis run --every 1h          # the hourly schedule, aligned to the clock
+    python -m gbm_analysis backtest                # score every stored forecast
+    python -m gbm_analysis serve                   # HTTP API on GBM_API_HOST:GBM_API_PORT
+
+Under spark-submit (``SPARK_SUBMIT_MODE=1`` lets the submitted master win)::
+
+    SPARK_SUBMIT_MODE=1 spark-submit --master local[2] --driver-memory 1g \\
+        --jars "$(ls .cache/jars/spark/*.jar | paste -sd,)" gbm_analysis/__main__.py run --once
+
+Exit codes: 0 success, 1 Cassandra or Spark failure, 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from types import FrameType
+
+from gbm_analysis.config import ApiSettings, GbmSettings, parse_duration
+from gbm_analysis.exceptions import ConfigError, GbmError, StorageError
+from schemas.settings import CassandraSettings, SettingsError
+
+logger = logging.getLogger("gbm_analysis")
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--as-of={text!r} is not an ISO-8601 time like 2024-08-09T00:00Z"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gbm_analysis", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="forecast every symbol with recent bars")
+    when = run.add_mutually_exclusive_group(required=True)
+    when.add_argument("--once", action="store_true", help="one run, then exit")
+    when.add_argument("--every", metavar="DURATION", help="repeat, e.g. 1h, aligned to the clock")
+    run.add_argument("--as-of", help="end of the lookback window (ISO-8601, default now)")
+    run.add_argument("--seed", type=int, help="run seed (default GBM_SEED or random; stored)")
+    sub.add_parser("backtest", help="score every stored forecast against realised prices")
+    sub.add_parser("serve", help="serve the latest forecast and backtest per symbol over HTTP")
+    return parser
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:  # a second Ctrl+C kills
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.info("signal %d: stopping after the current run", signum)
+
+
+def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSettings) -> int:
+    from gbm_analysis.io import GbmStore
+    from gbm_analysis.job import run_forecasts
+    from schemas.cassandra import connect
+    from schemas.spark import build_session
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    interval = parse_duration(args.every, name="--every") if args.every else None
+    fixed_as_of = _parse_time(args.as_of) if args.as_of else None
+    base_seed = args.seed if args.seed is not None else settings.seed
+    cluster, session = connect(cassandra)
+    spark = build_session("gbm_analysis", cassandra)
+    stop = _Stop() if interval else None
+    try:
+        store = GbmStore(session, cassandra.keyspace)
+        while True:
+            issued_at = datetime.now(UTC)
+            seed = base_seed if base_seed is not None else secrets.randbits(63)
+            result = run_forecasts(
+                spark,
+                store,
+                settings,
+                as_of=fixed_as_of or issued_at,
+                issued_at=issued_at,
+                seed=seed,
+            )
+            skipped = len(result.statuses) - result.n_ok
+            print(
+                f"run {result.run_id}: seed {result.seed}, {result.n_ok} forecasts written, "
+                f"{skipped} skipped (see gbm_forecast_runs.status), {result.duration_s:.1f}s"
+            )
+            if interval is None or (stop and stop.requested):
+                return 0
+            wait = interval - time.time() % interval
+            logger.info("next run in %.0fs", wait)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and not (stop and stop.requested):
+                time.sleep(min(1.0, deadline - time.monotonic()))
+            if stop and stop.requested:
+                return 0
+    finally:
+        spark.stop()
+        cluster.shutdown()
+
+
+def _backtest(settings: GbmSettings, cassandra: CassandraSettings) -> int:
+    from gbm_analysis.evaluation import format_report, run_backtest
+    from gbm_analysis.io import GbmStore
+    from schemas.cassandra import connect
+
+    cluster, session = connect(cassandra)
+    try:
+        now = datetime.now(UTC)
+        backtest_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        forecasts, summary = run_backtest(
+            GbmStore(session, cassandra.keyspace),
+            bar_seconds=settings.bar_seconds,
+            max_gap_seconds=settings.max_gap_seconds,
+            evaluated_at=now,
+            backtest_id=backtest_id,
+        )
+        print(format_report(forecasts, summary))
+        if not summary.empty:
+            print(f"backtest {backtest_id}: {len(summary)} rows written to gbm_backtest")
+        return 0
+    finally:
+        cluster.shutdown()
+
+
+def _serve(cassandra: CassandraSettings) -> int:
+    import uvicorn
+
+    from gbm_analysis.api import create_app
+    from gbm_analysis.io import GbmStore
+    from schemas.cassandra import connect
+
+    api = ApiSettings.from_env()
+    cluster, session = connect(cassandra)
+    try:
+        app = create_app(GbmStore(session, cassandra.keyspace))
+        logger.info("serving on http://%s:%d (OpenAPI at /docs)", api.host, api.port)
+        uvicorn.run(app, host=api.host, port=api.port, log_level="info")
+        return 0
+    finally:
+        cluster.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    args = _parser().parse_args(argv)
+    try:
+        settings = GbmSettings.from_env()
+        cassandra = CassandraSettings.from_env()
+        if args.command == "run":
+            return _run(args, settings, cassandra)
+        if args.command == "backtest":
+            return _backtest(settings, cassandra)
+        return _serve(cassandra)
+    except (ConfigError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (StorageError, GbmError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the driver's NoHostAvailable etc.: one line, not a stack trace
+        if type(exc).__module__.split(".")[0] not in {"cassandra", "py4j", "pyspark"}:
+            raise
+        logger.debug("failure", exc_info=True)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

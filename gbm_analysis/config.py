@@ -1,0 +1,209 @@
+"""Settings of the GBM job and its API, read from ``GBM_*`` environment variables.
+
+Only the entrypoint calls :meth:`GbmSettings.from_env`; everything else receives the frozen object.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from gbm_analysis.exceptions import ConfigError
+
+__all__ = [
+    "ApiSettings",
+    "DriftMode",
+    "GbmSettings",
+    "ModelName",
+    "parse_duration",
+]
+
+ModelName = Literal["gbm", "ewma_t", "hist_sim"]
+DriftMode = Literal["zero", "estimated"]
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+DRIFT_MODES: tuple[str, ...] = get_args(DriftMode)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str, *, name: str = "duration") -> int:
+    """Seconds in ``text``: an integer with an optional unit ``s``, ``m``, ``h`` or ``d``.
+
+    :param text: e.g. ``"6h"``, ``"90m"``, ``"3600"`` (seconds)
+    :param name: the setting named in the error message
+    :raises ConfigError: when the text is not a positive duration
+
+    >>> parse_duration("6h"), parse_duration("90m"), parse_duration("15")
+    (21600, 5400, 15)
+    """
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise ConfigError(f"{name}={text!r} is not a positive duration like 30s, 5m, 6h or 1d")
+    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GbmSettings:
+    """What one forecast run does. All durations are in seconds.
+
+    :param lookback_seconds: bars used for estimation, ending at the run's as-of time (6 h)
+    :param bar_seconds: width of the input bars, the regular grid of returns (5 s)
+    :param step_seconds: length of one simulated horizon step (60 s)
+    :param n_steps: horizon steps per forecast (60, so one hour)
+    :param n_paths: Monte Carlo paths per symbol and model (10,000)
+    :param n_sample_paths: paths kept in ``gbm_paths`` for plotting (50)
+    :param histogram_bins: bins of the stored terminal-price histogram (50)
+    :param models: models to run, any of ``gbm``, ``ewma_t``, ``hist_sim``
+    :param drift: ``zero`` (default: intraday drift is not estimable) or ``estimated``
+    :param min_bars: fewer bars than this in the window and the symbol is skipped (30)
+    :param max_gap_seconds: a gap between bars longer than this (market closed, outage) splits
+        the series; no return is taken across it (300)
+    :param ewma_half_life_seconds: half-life of the EWMA variance (1800)
+    :param t_dof: Student-t degrees of freedom of ``ewma_t``; None estimates it from kurtosis
+    :param chunk_paths: paths simulated per chunk, bounding temporary memory (2,000)
+    :param seed: run seed; None draws one from OS entropy (stored with the run either way)
+    :param symbols: only these symbols; empty means every symbol with bars
+    :raises ConfigError: on any out-of-range value, naming the field
+
+    >>> GbmSettings(n_paths=100).n_paths
+    100
+    >>> GbmSettings(models=("nope",))
+    Traceback (most recent call last):
+    ...
+    gbm_analysis.exceptions.ConfigError: models: 'nope' is not one of gbm, ewma_t, hist_sim
+    """
+
+    lookback_seconds: int = 6 * 3600
+    bar_seconds: int = 5
+    step_seconds: int = 60
+    n_steps: int = 60
+    n_paths: int = 10_000
+    n_sample_paths: int = 50
+    histogram_bins: int = 50
+    models: tuple[str, ...] = MODEL_NAMES
+    drift: str = "zero"
+    min_bars: int = 30
+    max_gap_seconds: int = 300
+    ewma_half_life_seconds: int = 1800
+    t_dof: float | None = None
+    chunk_paths: int = 2_000
+    seed: int | None = None
+    symbols: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        positive = {
+            "lookback_seconds": self.lookback_seconds,
+            "bar_seconds": self.bar_seconds,
+            "step_seconds": self.step_seconds,
+            "n_steps": self.n_steps,
+            "n_paths": self.n_paths,
+            "histogram_bins": self.histogram_bins,
+            "max_gap_seconds": self.max_gap_seconds,
+            "ewma_half_life_seconds": self.ewma_half_life_seconds,
+            "chunk_paths": self.chunk_paths,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}={value!r} must be a positive integer")
+        if self.min_bars < 3:
+            raise ConfigError(f"min_bars={self.min_bars!r} must be at least 3")
+        if not 0 <= self.n_sample_paths <= self.n_paths:
+            raise ConfigError(f"n_sample_paths={self.n_sample_paths!r} must be in 0..n_paths")
+        if self.step_seconds % self.bar_seconds:
+            raise ConfigError(
+                f"step_seconds={self.step_seconds!r} must be a multiple of "
+                f"bar_seconds={self.bar_seconds!r}"
+            )
+        if not self.models:
+            raise ConfigError("models: choose at least one of " + ", ".join(MODEL_NAMES))
+        for model in self.models:
+            if model not in MODEL_NAMES:
+                raise ConfigError(f"models: {model!r} is not one of {', '.join(MODEL_NAMES)}")
+        if self.drift not in DRIFT_MODES:
+            raise ConfigError(f"drift={self.drift!r} is not one of {', '.join(DRIFT_MODES)}")
+        if self.t_dof is not None and not self.t_dof > 2:
+            raise ConfigError(f"t_dof={self.t_dof!r} must be > 2 (finite variance) or auto")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed={self.seed!r} must be in 0..2**63-1")
+
+    @property
+    def horizon_seconds(self) -> int:
+        return self.step_seconds * self.n_steps
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GbmSettings:
+        """Read ``GBM_*`` variables; unset ones keep the defaults above.
+
+        >>> GbmSettings.from_env({"GBM_LOOKBACK": "30m", "GBM_MODELS": "gbm"}).lookback_seconds
+        1800
+        """
+        env = os.environ if env is None else env
+        kwargs: dict[str, object] = {}
+        durations = {
+            "GBM_LOOKBACK": "lookback_seconds",
+            "GBM_BAR_SECONDS": "bar_seconds",
+            "GBM_STEP": "step_seconds",
+            "GBM_MAX_GAP": "max_gap_seconds",
+            "GBM_EWMA_HALF_LIFE": "ewma_half_life_seconds",
+        }
+        for var, attr in durations.items():
+            if env.get(var):
+                kwargs[attr] = parse_duration(env[var], name=var)
+        integers = {
+            "GBM_STEPS": "n_steps",
+            "GBM_PATHS": "n_paths",
+            "GBM_SAMPLE_PATHS": "n_sample_paths",
+            "GBM_HIST_BINS": "histogram_bins",
+            "GBM_MIN_BARS": "min_bars",
+            "GBM_CHUNK_PATHS": "chunk_paths",
+            "GBM_SEED": "seed",
+        }
+        for var, attr in integers.items():
+            if env.get(var):
+                kwargs[attr] = _int(env[var], var)
+        if env.get("GBM_MODELS"):
+            kwargs["models"] = _csv(env["GBM_MODELS"])
+        if env.get("GBM_SYMBOLS"):
+            kwargs["symbols"] = _csv(env["GBM_SYMBOLS"])
+        if env.get("GBM_DRIFT"):
+            kwargs["drift"] = env["GBM_DRIFT"].strip()
+        raw_dof = (env.get("GBM_T_DOF") or "auto").strip()
+        if raw_dof != "auto":
+            try:
+                kwargs["t_dof"] = float(raw_dof)
+            except ValueError:
+                raise ConfigError(f"GBM_T_DOF={raw_dof!r} is not a number or 'auto'") from None
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    """Where ``python -m gbm_analysis serve`` listens (loopback by default)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"GBM_API_PORT={self.port!r} is outside 1..65535")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
+        env = os.environ if env is None else env
+        port = _int(env.get("GBM_API_PORT") or "8000", "GBM_API_PORT")
+        return cls(host=env.get("GBM_API_HOST") or "127.0.0.1", port=port)
+
+
+def _int(raw: str, name: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())

@@ -1,0 +1,141 @@
+"""The backtest run: read every stored forecast and the bars that realised it, score, report.
+
+Reads with the cassandra driver, one forecast partition (symbol, day) at a time, and logs
+progress per partition; the scoring itself is :mod:`gbm_analysis.backtest` (pure).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL, realised_prices, summarise_scores
+from gbm_analysis.io import GbmStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["format_report", "realised_forecasts", "run_backtest"]
+
+logger = logging.getLogger(__name__)
+
+
+def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: int) -> pd.DataFrame:
+    """Every stored forecast step with its ``realised`` price (NaN unless scored) and ``status``."""
+    import pandas as pd
+
+    by_symbol: dict[str, list[tuple[str, object]]] = defaultdict(list)
+    for symbol, day in store.forecast_partitions():
+        by_symbol[symbol].append((symbol, day))
+    frames = []
+    for i, (symbol, parts) in enumerate(sorted(by_symbol.items()), start=1):
+        chunks = list(store.iter_forecasts(parts))  # type: ignore[arg-type]
+        if not chunks:
+            continue
+        fc = pd.concat(chunks, ignore_index=True)
+        start = fc["as_of"].min().to_pydatetime() - timedelta(seconds=max_gap_seconds)
+        # bars slightly past the last target tell us whether the last targets are realised yet
+        end = fc["target_ts"].max().to_pydatetime() + timedelta(
+            seconds=max_gap_seconds + bar_seconds
+        )
+        bars = store.read_bars(symbol, start, end)
+        targets = fc["target_ts"].astype("int64").to_numpy() / 1e9
+        price, status = realised_prices(
+            targets,
+            bars["window_end"].to_numpy(dtype=np.float64),
+            bars["close"].to_numpy(dtype=np.float64),
+            max_gap_seconds=max_gap_seconds,
+        )
+        fc["realised"] = price
+        fc["status"] = status
+        logger.info(
+            "[%d/%d] %s: %d forecast steps, %d scored, %d pending, %d in gaps (%d bars read)",
+            i,
+            len(by_symbol),
+            symbol,
+            len(fc),
+            int((status == "scored").sum()),
+            int((status == "pending").sum()),
+            int((status == "gap").sum()),
+            len(bars),
+        )
+        frames.append(fc)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_backtest(
+    store: GbmStore,
+    *,
+    bar_seconds: int,
+    max_gap_seconds: int,
+    evaluated_at: datetime,
+    backtest_id: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every stored forecast and write ``gbm_backtest``; returns (steps, summary)."""
+    forecasts = realised_forecasts(store, bar_seconds=bar_seconds, max_gap_seconds=max_gap_seconds)
+    if forecasts.empty:
+        return forecasts, forecasts
+    summary = summarise_scores(forecasts)
+    if not summary.empty:
+        written = store.write_backtest(
+            summary, backtest_id=backtest_id, evaluated_at=evaluated_at.astimezone(UTC)
+        )
+        logger.info("backtest %s: wrote %d rows", backtest_id, written)
+    return forecasts, summary
+
+
+def _fmt(value: float, spec: str) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def format_report(forecasts: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Plain-text report of the pooled rows: coverage with its binomial band, losses, skill."""
+    if forecasts.empty:
+        return "backtest: no forecasts stored yet; run `python -m gbm_analysis run --once` first"
+    counts = forecasts["status"].value_counts()
+    lines = [
+        f"backtest: {len(forecasts)} forecast steps from "
+        f"{forecasts['run_id'].nunique()} runs, {forecasts['symbol'].nunique()} symbols: "
+        f"{counts.get('scored', 0)} scored, {counts.get('pending', 0)} not yet realised, "
+        f"{counts.get('gap', 0)} in data gaps",
+    ]
+    if summary.empty:
+        lines.append("nothing to score yet: no forecast step has been realised by the bars")
+        return "\n".join(lines)
+    pooled = summary[summary["symbol"] == POOLED_SYMBOL]
+    n_steps = int(pooled["step"].max())
+    show = sorted({1, max(1, n_steps // 4), max(1, n_steps // 2), n_steps})
+    header = (
+        f"{'model':<9}{'step':>5}{'horizon':>9}{'n':>6}  {'cover50 [band]':<22}"
+        f"{'cover90 [band]':<22}{'pinball':>8}{'crps':>8}{'skill':>7}"
+    )
+    lines += [
+        "",
+        "pooled over symbols; losses in bps of log return; skill = 1 - CRPS/CRPS("
+        f"{BASELINE_MODEL})",
+        header,
+        "-" * len(header),
+    ]
+    for row in pooled[pooled["step"].isin(show)].itertuples():
+        c50 = f"{row.cover50:.2f} [{_fmt(row.cover50_lo, '.2f')},{_fmt(row.cover50_hi, '.2f')}]"
+        c90 = f"{row.cover90:.2f} [{_fmt(row.cover90_lo, '.2f')},{_fmt(row.cover90_hi, '.2f')}]"
+        flag50 = "" if row.cover50_lo <= row.cover50 <= row.cover50_hi else "!"
+        flag90 = "" if row.cover90_lo <= row.cover90 <= row.cover90_hi else "!"
+        lines.append(
+            f"{row.model:<9}{row.step:>5}{row.horizon_s:>8}s{row.n:>6}  {c50 + flag50:<22}"
+            f"{c90 + flag90:<22}{row.pinball_bps:>8.2f}{row.crps_bps:>8.2f}"
+            f"{_fmt(row.crps_skill, '.3f'):>7}"
+        )
+    lines.append("! = coverage outside its 95% binomial band")
+    return "\n".join(lines)

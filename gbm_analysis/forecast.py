@@ -1,0 +1,288 @@
+"""Per-symbol forecast: bars in, one result per model out. Pure (no I/O, no clock).
+
+The Spark job calls :func:`forecast_frame` once per symbol inside ``applyInPandas``; the same
+function runs without Spark in tests and benchmarks.
+
+Seeds: the run stores one seed. Each (symbol, model) draws from
+``SeedSequence(run_seed, spawn_key=(crc32(symbol), model_index))``, so a symbol's numbers do not
+depend on which executor handles it or on which other symbols are in the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gbm_analysis.config import MODEL_NAMES, GbmSettings
+from gbm_analysis.exceptions import DataError
+from gbm_analysis.model import (
+    SECONDS_PER_YEAR,
+    PathSummary,
+    ReturnSeries,
+    estimate,
+    estimate_ewma,
+    grid_log_returns,
+    simulate_bootstrap_paths,
+    simulate_paths,
+    step_log_returns,
+    summarise_paths,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "FORECAST_COLUMNS",
+    "ModelForecast",
+    "forecast_frame",
+    "forecast_symbol",
+    "generator_for",
+]
+
+logger = logging.getLogger(__name__)
+
+STATUS_OK = "ok"
+
+
+@dataclass(frozen=True)
+class ModelForecast:
+    """One model's forecast for one symbol, or the reason there is none (``status != "ok"``).
+
+    Rates are per second; ``as_of`` is the end of the last bar (epoch seconds, event time), and
+    step ``k`` (1-based) targets ``as_of + k * step_seconds``.
+    """
+
+    symbol: str
+    model: str
+    status: str
+    message: str
+    as_of: float
+    last_price: float
+    mu: float
+    sigma: float
+    sigma_annualised: float
+    sigma_stderr: float
+    dof: float
+    n_bars: int
+    n_returns: int
+    n_rejected: int
+    n_segments: int
+    summary: PathSummary | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+
+def generator_for(run_seed: int, symbol: str, model: str) -> np.random.Generator:
+    """The generator of one (symbol, model) in a run.
+
+    >>> a = generator_for(1, "AAPL", "gbm").standard_normal()
+    >>> a == generator_for(1, "AAPL", "gbm").standard_normal() != generator_for(1, "AAPL",
+    ...     "ewma_t").standard_normal()
+    True
+    """
+    key = (zlib.crc32(symbol.encode("utf-8")), MODEL_NAMES.index(model))
+    return np.random.default_rng(np.random.SeedSequence(run_seed, spawn_key=key))
+
+
+def _failed(symbol: str, model: str, exc: DataError, series: ReturnSeries | None) -> ModelForecast:
+    nan = math.nan
+    return ModelForecast(
+        symbol=symbol,
+        model=model,
+        status=exc.status,
+        message=str(exc),
+        as_of=series.last_end if series else nan,
+        last_price=series.last_price if series else nan,
+        mu=nan,
+        sigma=nan,
+        sigma_annualised=nan,
+        sigma_stderr=nan,
+        dof=nan,
+        n_bars=series.n_bars if series else 0,
+        n_returns=int(series.returns.size) if series else 0,
+        n_rejected=series.n_rejected if series else 0,
+        n_segments=series.n_segments if series else 0,
+        summary=None,
+    )
+
+
+def _one_model(
+    symbol: str, model: str, series: ReturnSeries, settings: GbmSettings, run_seed: int
+) -> ModelForecast:
+    rng = generator_for(run_seed, symbol, model)
+    s0 = series.last_price
+    common = {
+        "n_steps": settings.n_steps,
+        "n_paths": settings.n_paths,
+        "rng": rng,
+        "chunk_paths": settings.chunk_paths,
+    }
+    stderr = dof = math.nan
+    if model == "gbm":
+        est = estimate(series, drift=settings.drift)
+        mu, sigma, stderr = est.mu, est.sigma, est.sigma_stderr
+        paths = simulate_paths(s0, mu, sigma, float(settings.step_seconds), **common)
+    elif model == "ewma_t":
+        ewma = estimate_ewma(
+            series,
+            half_life_seconds=settings.ewma_half_life_seconds,
+            step_seconds=settings.step_seconds,
+            drift=settings.drift,
+            dof=settings.t_dof,
+        )
+        mu, sigma, dof = ewma.mu, ewma.sigma, ewma.dof
+        paths = simulate_paths(s0, mu, sigma, float(settings.step_seconds), dof=dof, **common)
+    else:  # hist_sim: bootstrap of overlapping historical step returns
+        hist = step_log_returns(series, step_bars=settings.step_seconds // settings.bar_seconds)
+        paths = simulate_bootstrap_paths(s0, hist, **common)
+        mu = float(hist.mean() / settings.step_seconds)
+        sigma = float(hist.std(ddof=1) / math.sqrt(settings.step_seconds))
+    summary = summarise_paths(
+        paths, s0, n_sample=settings.n_sample_paths, bins=settings.histogram_bins
+    )
+    return ModelForecast(
+        symbol=symbol,
+        model=model,
+        status=STATUS_OK,
+        message="",
+        as_of=series.last_end,
+        last_price=s0,
+        mu=mu,
+        sigma=sigma,
+        sigma_annualised=sigma * math.sqrt(SECONDS_PER_YEAR),
+        sigma_stderr=stderr,
+        dof=dof,
+        n_bars=series.n_bars,
+        n_returns=int(series.returns.size),
+        n_rejected=series.n_rejected,
+        n_segments=series.n_segments,
+        summary=summary,
+    )
+
+
+def forecast_symbol(
+    symbol: str,
+    window_start: np.ndarray,
+    close: np.ndarray,
+    settings: GbmSettings,
+    run_seed: int,
+) -> list[ModelForecast]:
+    """Run every configured model on one symbol's bars.
+
+    Thin or bad data never raises: each model gets a result whose ``status`` says why it was
+    skipped (``too_few_bars``, ``constant_price``, ``invalid_data``) and whose ``message`` is a
+    one-line explanation naming the symbol's numbers.
+
+    :param symbol: the symbol, used for the seed and the messages
+    :param window_start: bar start times, epoch seconds
+    :param close: bar closes
+    :param settings: the run's settings
+    :param run_seed: the run's seed
+    """
+    try:
+        series = grid_log_returns(
+            window_start,
+            close,
+            bar_seconds=settings.bar_seconds,
+            max_gap_seconds=settings.max_gap_seconds,
+            min_bars=settings.min_bars,
+        )
+    except DataError as exc:
+        logger.warning("symbol %s: skipped, %s", symbol, exc)
+        return [_failed(symbol, model, exc, None) for model in settings.models]
+    if series.n_rejected:
+        logger.warning(
+            "symbol %s: %d bars with a NaN or non-positive close were left out",
+            symbol,
+            series.n_rejected,
+        )
+    results = []
+    for model in settings.models:
+        try:
+            results.append(_one_model(symbol, model, series, settings, run_seed))
+        except DataError as exc:
+            logger.warning("symbol %s model %s: skipped, %s", symbol, model, exc)
+            results.append(_failed(symbol, model, exc, series))
+    return results
+
+
+#: columns of :func:`forecast_frame`, one row per (symbol, model); arrays are flattened row-major
+FORECAST_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "model",
+    "status",
+    "message",
+    "as_of",
+    "last_price",
+    "mu",
+    "sigma",
+    "sigma_annualised",
+    "sigma_stderr",
+    "dof",
+    "n_bars",
+    "n_returns",
+    "n_rejected",
+    "n_segments",
+    "mean",
+    "p_above",
+    "percentiles",
+    "sample",
+    "hist_edges",
+    "hist_counts",
+)
+
+
+def forecast_frame(bars: pd.DataFrame, settings: GbmSettings, run_seed: int) -> pd.DataFrame:
+    """``applyInPandas`` body: one symbol's bars (``symbol``, ``window_start``, ``close``) in,
+    one row per model out (see :data:`FORECAST_COLUMNS`).
+
+    ``window_start`` may be a datetime column (as Spark delivers it) or epoch seconds.
+    """
+    import pandas as pd
+
+    if bars.empty:
+        return pd.DataFrame({c: [] for c in FORECAST_COLUMNS})
+    symbol = str(bars["symbol"].iloc[0])
+    ws = bars["window_start"]
+    if pd.api.types.is_datetime64_any_dtype(ws):
+        starts = ws.dt.tz_localize(None).astype("datetime64[ns]").astype("int64") / 1e9
+        start_s = starts.to_numpy(dtype=np.float64)
+    else:
+        start_s = ws.to_numpy(dtype=np.float64)
+    close = pd.to_numeric(bars["close"], errors="coerce").to_numpy(dtype=np.float64)
+    rows = []
+    for fc in forecast_symbol(symbol, start_s, close, settings, run_seed):
+        s = fc.summary
+        rows.append(
+            {
+                "symbol": fc.symbol,
+                "model": fc.model,
+                "status": fc.status,
+                "message": fc.message,
+                "as_of": fc.as_of,
+                "last_price": fc.last_price,
+                "mu": fc.mu,
+                "sigma": fc.sigma,
+                "sigma_annualised": fc.sigma_annualised,
+                "sigma_stderr": fc.sigma_stderr,
+                "dof": fc.dof,
+                "n_bars": fc.n_bars,
+                "n_returns": fc.n_returns,
+                "n_rejected": fc.n_rejected,
+                "n_segments": fc.n_segments,
+                "mean": s.mean.tolist() if s else [],
+                "p_above": s.p_above.tolist() if s else [],
+                "percentiles": s.percentiles.ravel().tolist() if s else [],
+                "sample": s.sample.ravel().tolist() if s else [],
+                "hist_edges": s.hist_edges.tolist() if s else [],
+                "hist_counts": s.hist_counts.tolist() if s else [],
+            }
+        )
+    return pd.DataFrame(rows, columns=list(FORECAST_COLUMNS))

@@ -1,0 +1,319 @@
+"""Cassandra I/O of the GBM job: bars in, forecasts, runs and backtests out.
+
+The forecast job reads bars and writes results through Spark (the Cassandra connector); the
+backtest and the API read with the cassandra driver. Driver errors are translated to
+:class:`~gbm_analysis.exceptions.StorageError` here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from gbm_analysis.config import GbmSettings
+from gbm_analysis.exceptions import StorageError
+from schemas.contracts import TABLE_AGG_5S
+from schemas.gbm_tables import (
+    TABLE_GBM_BACKTEST,
+    TABLE_GBM_FORECAST_RUNS,
+    TABLE_GBM_FORECASTS,
+    TABLE_GBM_RUNS,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from cassandra.cluster import Session
+
+__all__ = [
+    "GbmStore",
+    "days_between",
+    "to_utc",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def to_utc(value: datetime) -> datetime:
+    """The driver returns naive UTC datetimes; make them aware (naive input is taken as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def days_between(start: datetime, end: datetime) -> list[date]:
+    """UTC dates from ``start`` to ``end`` inclusive.
+
+    >>> days_between(datetime(2024, 1, 1, 23, tzinfo=UTC), datetime(2024, 1, 2, 1, tzinfo=UTC))
+    [datetime.date(2024, 1, 1), datetime.date(2024, 1, 2)]
+    """
+    first, last = to_utc(start).date(), to_utc(end).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _nan_to_none(value: Any) -> Any:
+    """Driver values made JSON-friendly: NaN -> None, naive UTC datetimes -> aware, Date -> date."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, datetime):
+        return to_utc(value)
+    if type(value).__name__ == "Date" and hasattr(value, "date"):
+        return value.date()
+    return value
+
+
+def _storage(what: str, exc: Exception) -> StorageError:
+    return StorageError(f"cassandra {what} failed: {type(exc).__name__}: {exc}")
+
+
+class GbmStore:
+    """Driver-side reads and writes of the GBM tables in one keyspace.
+
+    :param session: a connected cassandra-driver session (``schemas.cassandra.connect``)
+    :param keyspace: keyspace holding the bars and the GBM tables
+    """
+
+    def __init__(self, session: Session, keyspace: str) -> None:
+        self.session = session
+        self.keyspace = keyspace
+
+    def _execute(self, what: str, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        from cassandra import DriverException
+
+        try:
+            return list(self.session.execute(query, params))
+        except DriverException as exc:
+            raise _storage(what, exc) from exc
+
+    # --- bars ---------------------------------------------------------------------------
+
+    def bar_partitions(self, days: Iterable[date]) -> list[tuple[str, date]]:
+        """(symbol, day) partitions of the 5-second bars on the given days."""
+        wanted = set(days)
+        rows = self._execute(
+            "bar partitions", f"SELECT DISTINCT symbol, day FROM {self.keyspace}.{TABLE_AGG_5S}"
+        )
+        out = []
+        for row in rows:
+            day = row.day.date() if hasattr(row.day, "date") else row.day
+            if isinstance(day, date) and day in wanted:
+                out.append((row.symbol, day))
+        return sorted(out)
+
+    def read_bars(self, symbol: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Bars of one symbol with ``start <= window_start < end``, oldest first; columns
+        ``window_start`` (epoch seconds), ``window_end`` (epoch seconds), ``close``."""
+        import pandas as pd
+
+        rows: list[Any] = []
+        for day in days_between(start, end):
+            rows.extend(
+                self._execute(
+                    f"read bars {symbol} {day}",
+                    f"SELECT window_start, window_end, close FROM {self.keyspace}.{TABLE_AGG_5S} "
+                    "WHERE symbol = %s AND day = %s AND window_start >= %s AND window_start < %s",
+                    (symbol, day, start, end),
+                )
+            )
+        frame = pd.DataFrame(
+            {
+                "window_start": [to_utc(r.window_start).timestamp() for r in rows],
+                "window_end": [to_utc(r.window_end).timestamp() for r in rows],
+                "close": [r.close for r in rows],
+            }
+        )
+        return frame.sort_values("window_start", kind="stable").reset_index(drop=True)
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def write_run(
+        self,
+        *,
+        run_id: str,
+        issued_at: datetime,
+        seed: int,
+        settings: GbmSettings,
+        n_symbols: int,
+        n_ok: int,
+        n_skipped: int,
+        duration_s: float,
+    ) -> None:
+        self._execute(
+            f"write run {run_id}",
+            f"INSERT INTO {self.keyspace}.{TABLE_GBM_RUNS} (day, issued_at, run_id, seed, "
+            "settings, n_symbols, n_ok, n_skipped, duration_s) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (
+                to_utc(issued_at).date(),
+                issued_at,
+                run_id,
+                seed,
+                json.dumps(asdict(settings), sort_keys=True),
+                n_symbols,
+                n_ok,
+                n_skipped,
+                duration_s,
+            ),
+        )
+
+    def write_skipped(
+        self,
+        *,
+        symbol: str,
+        run_id: str,
+        issued_at: datetime,
+        seed: int,
+        models: Sequence[str],
+        status: str,
+        message: str,
+    ) -> None:
+        """Record that a requested symbol had no bars at all, so the API can say why."""
+        for model in models:
+            self._execute(
+                f"write skipped {symbol}",
+                f"INSERT INTO {self.keyspace}.{TABLE_GBM_FORECAST_RUNS} (symbol, day, issued_at, "
+                "run_id, model, status, message, seed, n_bars) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,0)",
+                (symbol, to_utc(issued_at).date(), issued_at, run_id, model, status, message, seed),
+            )
+
+    def latest_runs(self, symbol: str, *, days_back: int, now: datetime) -> list[dict[str, Any]]:
+        """Rows of the newest run that covered ``symbol`` (one per model), searching back
+        ``days_back`` days; empty when there is none."""
+        for day in reversed(days_between(now - timedelta(days=days_back), now)):
+            rows = self._execute(
+                f"latest run {symbol}",
+                f"SELECT * FROM {self.keyspace}.{TABLE_GBM_FORECAST_RUNS} "
+                "WHERE symbol = %s AND day = %s LIMIT 20",
+                (symbol, day),
+            )
+            if rows:
+                first = rows[0]
+                same = [r for r in rows if r.run_id == first.run_id]
+                return [{k: _nan_to_none(v) for k, v in r._asdict().items()} for r in same]
+        return []
+
+    def forecast_steps(
+        self, symbol: str, day: date, issued_at: datetime, run_id: str
+    ) -> list[dict[str, Any]]:
+        rows = self._execute(
+            f"forecast steps {symbol}",
+            f"SELECT * FROM {self.keyspace}.{TABLE_GBM_FORECASTS} "
+            "WHERE symbol = %s AND day = %s AND issued_at = %s AND run_id = %s",
+            (symbol, day, issued_at, run_id),
+        )
+        return [{k: _nan_to_none(v) for k, v in r._asdict().items()} for r in rows]
+
+    # --- backtest -----------------------------------------------------------------------
+
+    def forecast_partitions(self) -> list[tuple[str, date]]:
+        rows = self._execute(
+            "forecast partitions",
+            f"SELECT DISTINCT symbol, day FROM {self.keyspace}.{TABLE_GBM_FORECASTS}",
+        )
+        return sorted((r.symbol, r.day.date() if hasattr(r.day, "date") else r.day) for r in rows)
+
+    def iter_forecasts(self, partitions: Sequence[tuple[str, date]]) -> Iterator[pd.DataFrame]:
+        """Forecast steps partition by partition (logs progress), as DataFrames."""
+        import pandas as pd
+
+        cols = (
+            "symbol, day, issued_at, run_id, model, step, target_ts, horizon_s, as_of, "
+            "last_price, percentiles"
+        )
+        for i, (symbol, day) in enumerate(partitions, start=1):
+            rows = self._execute(
+                f"read forecasts {symbol} {day}",
+                f"SELECT {cols} FROM {self.keyspace}.{TABLE_GBM_FORECASTS} "
+                "WHERE symbol = %s AND day = %s",
+                (symbol, day),
+            )
+            logger.info(
+                "[%d/%d] read %d forecast steps of %s on %s",
+                i,
+                len(partitions),
+                len(rows),
+                symbol,
+                day,
+            )
+            frame = pd.DataFrame([r._asdict() for r in rows])
+            if not frame.empty:
+                for col in ("issued_at", "target_ts", "as_of"):
+                    frame[col] = pd.to_datetime(frame[col], utc=True)
+                yield frame
+
+    def write_backtest(
+        self, rows: pd.DataFrame, *, backtest_id: str, evaluated_at: datetime
+    ) -> int:
+        """Upsert the rows of :func:`gbm_analysis.backtest.summarise_scores`."""
+        from cassandra import DriverException
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        cols = [
+            "horizon_s",
+            "n",
+            "n_pending",
+            "n_gap",
+            "cover50",
+            "cover50_lo",
+            "cover50_hi",
+            "kupiec50_p",
+            "cover90",
+            "cover90_lo",
+            "cover90_hi",
+            "kupiec90_p",
+            "pinball_bps",
+            "crps_bps",
+            "crps_baseline_bps",
+            "crps_skill",
+            "n_paired",
+            "first_issued",
+            "last_issued",
+        ]
+        key = ["symbol", "day", "evaluated_at", "backtest_id", "model", "step"]
+        statement = self.session.prepare(
+            f"INSERT INTO {self.keyspace}.{TABLE_GBM_BACKTEST} ({', '.join(key + cols)}) "
+            f"VALUES ({', '.join('?' * len(key + cols))})"
+        )
+        day = to_utc(evaluated_at).date()
+        params = []
+        for rec in rows.to_dict("records"):
+            values = [rec["symbol"], day, evaluated_at, backtest_id, rec["model"], int(rec["step"])]
+            for col in cols:
+                value = rec[col]
+                if hasattr(value, "to_pydatetime"):
+                    value = value.to_pydatetime()
+                elif col in ("horizon_s", "n", "n_pending", "n_gap", "n_paired"):
+                    value = int(value)
+                values.append(value)
+            params.append(values)
+        try:
+            results = execute_concurrent_with_args(
+                self.session, statement, params, concurrency=16, raise_on_first_error=True
+            )
+        except DriverException as exc:
+            raise _storage(f"write backtest {backtest_id}", exc) from exc
+        return len(results)
+
+    def latest_backtest(
+        self, symbol: str, *, days_back: int, now: datetime
+    ) -> list[dict[str, Any]]:
+        """Rows of the newest backtest that scored ``symbol``; empty when there is none."""
+        for day in reversed(days_between(now - timedelta(days=days_back), now)):
+            rows = self._execute(
+                f"latest backtest {symbol}",
+                f"SELECT * FROM {self.keyspace}.{TABLE_GBM_BACKTEST} "
+                "WHERE symbol = %s AND day = %s LIMIT 1",
+                (symbol, day),
+            )
+            if rows:
+                rows = self._execute(
+                    f"latest backtest {symbol}",
+                    f"SELECT * FROM {self.keyspace}.{TABLE_GBM_BACKTEST} "
+                    "WHERE symbol = %s AND day = %s AND evaluated_at = %s AND backtest_id = %s",
+                    (symbol, day, rows[0].evaluated_at, rows[0].backtest_id),
+                )
+                return [{k: _nan_to_none(v) for k, v in r._asdict().items()} for r in rows]
+        return []

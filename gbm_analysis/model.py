@@ -1,0 +1,436 @@
+"""Pure numpy maths of the forecasts: returns on a bar grid, estimators, path simulation, summaries.
+
+Nothing here does I/O or reads the clock; every random draw comes from a ``numpy.random.Generator``
+passed in, so the same seed gives the same numbers.
+
+Conventions (all times in seconds, all rates per second):
+
+* **Grid.** Bars sit on a regular grid of ``bar_seconds``. A missing bar (no trade in that slot)
+  means the price did not print, so the next return spans the gap: ``r = log(c_j / c_i)`` over
+  ``dt = t_j - t_i``. This is the same as forward-filling the grid, and the estimators weight each
+  return by its ``dt``. A gap longer than ``max_gap_seconds`` (market closed, collector outage)
+  splits the series: no return is taken across it, so an overnight jump does not inflate sigma.
+* **Drift.** ``mu`` is the arithmetic drift, ``E[S(t+d)] = S(t) exp(mu d)``. The default is
+  ``mu = 0`` (a martingale): over six hours the standard error of an estimated drift is far larger
+  than any plausible drift. ``estimated`` uses ``mu = m + sigma^2/2`` with ``m`` the mean log
+  return per second, so the Ito term is applied exactly once in the step below.
+* **Step.** ``S(t+d) = S(t) exp((mu - sigma^2/2) d + sigma sqrt(d) Z)``, exact for GBM.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gbm_analysis.exceptions import (
+    ConfigError,
+    DegenerateDataError,
+    InsufficientDataError,
+    InvalidDataError,
+)
+
+__all__ = [
+    "PERCENTILE_LEVELS",
+    "SECONDS_PER_YEAR",
+    "Estimate",
+    "EwmaEstimate",
+    "PathSummary",
+    "ReturnSeries",
+    "estimate",
+    "estimate_ewma",
+    "grid_log_returns",
+    "simulate_bootstrap_paths",
+    "simulate_paths",
+    "step_log_returns",
+    "summarise_paths",
+]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+
+#: crypto trades around the clock, so volatility is annualised over calendar seconds
+SECONDS_PER_YEAR = 365.25 * 86_400
+#: percentiles 1..99 stored per horizon step; CRPS is scored from them
+PERCENTILE_LEVELS: FloatArray = np.arange(1, 100, dtype=np.float64) / 100.0
+#: the t degrees of freedom estimated from kurtosis are clipped to this range
+DOF_RANGE = (4.05, 30.0)
+
+
+@dataclass(frozen=True)
+class ReturnSeries:
+    """Log returns of one symbol on its bar grid.
+
+    :param returns: log returns, one per pair of consecutive bars inside a segment
+    :param dts: seconds each return spans (a multiple of the bar width)
+    :param grid_log_prices: forward-filled log closes per segment (for historical simulation)
+    :param n_bars: bars used after cleaning
+    :param n_rejected: bars dropped for a NaN, infinite or non-positive close
+    :param n_segments: pieces the series was split into at long gaps
+    :param last_price: close of the last bar
+    :param last_end: end of the last bar, epoch seconds (the forecast's as-of time)
+    """
+
+    returns: FloatArray
+    dts: FloatArray
+    grid_log_prices: tuple[FloatArray, ...]
+    n_bars: int
+    n_rejected: int
+    n_segments: int
+    last_price: float
+    last_end: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """GBM parameters per second, with the standard error of sigma."""
+
+    mu: float
+    sigma: float
+    sigma_stderr: float
+    n_returns: int
+
+    @property
+    def sigma_annualised(self) -> float:
+        return self.sigma * math.sqrt(SECONDS_PER_YEAR)
+
+
+@dataclass(frozen=True)
+class EwmaEstimate:
+    """EWMA volatility (per second, as of the last bar) and Student-t degrees of freedom."""
+
+    mu: float
+    sigma: float
+    dof: float
+    n_returns: int
+
+    @property
+    def sigma_annualised(self) -> float:
+        return self.sigma * math.sqrt(SECONDS_PER_YEAR)
+
+
+def grid_log_returns(
+    window_start: FloatArray,
+    close: FloatArray,
+    *,
+    bar_seconds: float,
+    max_gap_seconds: float,
+    min_bars: int,
+) -> ReturnSeries:
+    """Clean the bars and take log returns on the regular grid (see the module notes).
+
+    :param window_start: bar start times, epoch seconds, any order
+    :param close: bar closes, same length
+    :param bar_seconds: bar width; times are snapped to this grid
+    :param max_gap_seconds: longer gaps split the series
+    :param min_bars: fewer usable bars raise
+    :raises InsufficientDataError: fewer than ``min_bars`` bars or no return at all
+    :raises InvalidDataError: so many NaN/non-positive closes that too few bars remain
+    :raises DegenerateDataError: the close never changes
+
+    >>> s = grid_log_returns(np.array([0., 5, 15, 1000, 1005]), np.array([1., 2, 4, 8, 8]),
+    ...                      bar_seconds=5, max_gap_seconds=60, min_bars=3)
+    >>> s.dts.tolist(), s.n_segments, s.last_end
+    ([5.0, 10.0, 5.0], 2, 1010.0)
+    """
+    t = np.asarray(window_start, dtype=np.float64)
+    c = np.asarray(close, dtype=np.float64)
+    if t.shape != c.shape or t.ndim != 1:
+        raise InvalidDataError(f"window_start and close differ in shape: {t.shape} vs {c.shape}")
+    ok = np.isfinite(t) & np.isfinite(c) & (c > 0)
+    n_rejected = int(t.size - ok.sum())
+    t, c = t[ok], c[ok]
+    order = np.argsort(t, kind="stable")
+    t, c = t[order], c[order]
+    if t.size:
+        # a replayed bar can appear twice: keep the last copy of each slot
+        keep = np.append(np.diff(t) != 0, True)
+        t, c = t[keep], c[keep]
+    if t.size < min_bars:
+        if n_rejected:
+            raise InvalidDataError(
+                f"{n_rejected} bars had a NaN, infinite or non-positive close; "
+                f"{t.size} usable bars remain, need at least {min_bars}"
+            )
+        raise InsufficientDataError(f"{t.size} bars in the window, need at least {min_bars}")
+    slots = np.rint((t - t[0]) / bar_seconds)
+    gaps = np.diff(slots) * bar_seconds
+    inside = gaps <= max_gap_seconds
+    log_c = np.log(c)
+    returns = np.diff(log_c)[inside]
+    dts = gaps[inside]
+    if returns.size < 2:
+        raise InsufficientDataError(
+            f"{returns.size} returns in the window (gaps over {max_gap_seconds:g}s split it), "
+            "need at least 2"
+        )
+    if not np.any(returns != 0.0):
+        raise DegenerateDataError(
+            f"close is constant at {c[-1]:g} over {t.size} bars, so sigma = 0"
+        )
+    breaks = np.flatnonzero(~inside) + 1
+    segments = []
+    for seg_slots, seg_log in zip(np.split(slots, breaks), np.split(log_c, breaks), strict=True):
+        idx = (seg_slots - seg_slots[0]).astype(np.int64)
+        filled = np.empty(idx[-1] + 1, dtype=np.float64)
+        # forward fill: every grid slot takes the last close at or before it
+        pos = np.searchsorted(idx, np.arange(idx[-1] + 1), side="right") - 1
+        filled[:] = seg_log[pos]
+        segments.append(filled)
+    return ReturnSeries(
+        returns=returns,
+        dts=dts,
+        grid_log_prices=tuple(segments),
+        n_bars=int(t.size),
+        n_rejected=n_rejected,
+        n_segments=len(segments),
+        last_price=float(c[-1]),
+        last_end=float(t[-1] + bar_seconds),
+    )
+
+
+def estimate(series: ReturnSeries, *, drift: str = "zero") -> Estimate:
+    """Maximum-likelihood sigma (and optionally drift) of a GBM from grid returns.
+
+    Each return is ``N(m dt, sigma^2 dt)``; so ``m = sum(r) / sum(dt)`` and
+    ``sigma^2 = mean((r - m dt)^2 / dt)``, with ``m = 0`` under the zero-drift default.
+    The standard error of sigma is ``sigma / sqrt(2 n)``.
+
+    :param series: from :func:`grid_log_returns`
+    :param drift: ``zero`` (mu = 0) or ``estimated`` (mu = m + sigma^2 / 2)
+    :raises DegenerateDataError: sigma is 0
+    :raises ConfigError: unknown drift mode
+    """
+    r, dt = series.returns, series.dts
+    n = r.size
+    if drift == "zero":
+        m = 0.0
+        var = float(np.mean(r * r / dt))
+    elif drift == "estimated":
+        m = float(r.sum() / dt.sum())
+        var = float(np.sum((r - m * dt) ** 2 / dt) / max(n - 1, 1))
+    else:
+        raise ConfigError(f"drift={drift!r} is not one of zero, estimated")
+    sigma = math.sqrt(var)
+    if sigma == 0.0:
+        raise DegenerateDataError("sigma = 0: the close never changes")
+    mu = m + 0.5 * var if drift == "estimated" else 0.0
+    return Estimate(mu=mu, sigma=sigma, sigma_stderr=sigma / math.sqrt(2 * n), n_returns=n)
+
+
+def estimate_ewma(
+    series: ReturnSeries,
+    *,
+    half_life_seconds: float,
+    step_seconds: float,
+    drift: str = "zero",
+    dof: float | None = None,
+) -> EwmaEstimate:
+    """EWMA variance per second with a half-life in seconds, and Student-t degrees of freedom.
+
+    The variance of return ``i`` enters with weight ``1 - lambda_i``,
+    ``lambda_i = 0.5 ** (dt_i / half_life)``, starting from the whole-window estimate. The forecast
+    holds this variance flat over the horizon (EWMA has no mean reversion). When ``dof`` is None it
+    comes from the excess kurtosis ``k`` of the one-step-ahead standardised returns, scaled to the
+    simulation step assuming independence (``k_step = k * bar / step``), and
+    ``dof = 4 + 6 / k_step`` clipped to 4.05..30.
+
+    :raises DegenerateDataError: sigma is 0
+    """
+    base = estimate(series, drift=drift)
+    r, dt = series.returns, series.dts
+    m = (base.mu - 0.5 * base.sigma**2) if drift == "estimated" else 0.0
+    x = (r - m * dt) ** 2 / dt
+    lam = np.power(0.5, dt / half_life_seconds)
+    var = base.sigma**2
+    prior = np.empty_like(x)
+    for i in range(x.size):  # one pass over ~4,000 returns; the recursion is inherently serial
+        prior[i] = var
+        var = lam[i] * var + (1.0 - lam[i]) * x[i]
+    if dof is None:
+        z = (r - m * dt) / np.sqrt(prior * dt)
+        k = float(np.mean(z**4) / np.mean(z**2) ** 2 - 3.0)
+        bar = float(np.median(dt))
+        k_step = k * bar / step_seconds
+        dof = DOF_RANGE[1] if k_step <= 6.0 / (DOF_RANGE[1] - 4.0) else 4.0 + 6.0 / k_step
+        dof = float(min(max(dof, DOF_RANGE[0]), DOF_RANGE[1]))
+    sigma = math.sqrt(var)
+    if sigma == 0.0:
+        raise DegenerateDataError("EWMA sigma = 0: the close has not changed recently")
+    mu = m + 0.5 * var if drift == "estimated" else 0.0
+    return EwmaEstimate(mu=mu, sigma=sigma, dof=float(dof), n_returns=int(r.size))
+
+
+def step_log_returns(series: ReturnSeries, *, step_bars: int) -> FloatArray:
+    """Overlapping log returns over ``step_bars`` grid slots, taken inside each segment.
+
+    >>> s = grid_log_returns(np.arange(6) * 5.0, np.exp(np.arange(6.0)), bar_seconds=5,
+    ...                      max_gap_seconds=60, min_bars=3)
+    >>> step_log_returns(s, step_bars=2).tolist()
+    [2.0, 2.0, 2.0, 2.0]
+    """
+    parts = [
+        seg[step_bars:] - seg[:-step_bars] for seg in series.grid_log_prices if seg.size > step_bars
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+
+
+def _chunks(n_paths: int, chunk_paths: int) -> Iterator[tuple[int, int]]:
+    if chunk_paths <= 0:
+        raise ConfigError(f"chunk_paths={chunk_paths!r} must be positive")
+    for lo in range(0, n_paths, chunk_paths):
+        yield lo, min(lo + chunk_paths, n_paths)
+
+
+def simulate_paths(
+    s0: float,
+    mu: float,
+    sigma: float,
+    dt: float,
+    n_steps: int,
+    n_paths: int,
+    rng: np.random.Generator,
+    *,
+    dof: float | None = None,
+    chunk_paths: int = 2_000,
+) -> FloatArray:
+    """Simulate GBM prices with the exact log-normal step, vectorised and chunked.
+
+    ``S(t+dt) = S(t) exp((mu - sigma^2/2) dt + sigma sqrt(dt) Z)``; ``Z`` is standard normal, or,
+    with ``dof``, Student-t scaled to unit variance (fat tails, same variance). Paths are filled
+    ``chunk_paths`` rows at a time into the result, so temporary memory is one chunk; the draws are
+    taken in row order, so the result does not depend on ``chunk_paths``.
+
+    :param s0: price at the start, > 0
+    :param mu: arithmetic drift per second
+    :param sigma: volatility per second, >= 0
+    :param dt: step length in seconds, > 0
+    :param n_steps: steps per path
+    :param n_paths: number of paths
+    :param rng: the generator, e.g. ``np.random.default_rng(seed)``
+    :param dof: Student-t degrees of freedom (> 2) instead of normal innovations
+    :param chunk_paths: rows simulated per chunk
+    :returns: prices, shape ``(n_paths, n_steps)``; column ``k`` is the price at ``(k+1) dt``
+    :raises ConfigError: on a non-positive price, step or size
+
+    >>> p = simulate_paths(100.0, 0.0, 0.001, 60.0, 3, 4, np.random.default_rng(7))
+    >>> p.shape, bool((p > 0).all())
+    ((4, 3), True)
+    """
+    if not (s0 > 0 and math.isfinite(s0)):
+        raise ConfigError(f"s0={s0!r} must be a positive finite price")
+    if not (sigma >= 0 and math.isfinite(sigma)) or not dt > 0:
+        raise ConfigError(f"sigma={sigma!r} must be >= 0 and dt={dt!r} > 0")
+    if n_steps <= 0 or n_paths <= 0:
+        raise ConfigError(f"n_steps={n_steps!r} and n_paths={n_paths!r} must be positive")
+    if dof is not None and not dof > 2:
+        raise ConfigError(f"dof={dof!r} must be > 2")
+    out = np.empty((n_paths, n_steps), dtype=np.float64)
+    drift = (mu - 0.5 * sigma * sigma) * dt
+    vol = sigma * math.sqrt(dt)
+    t_scale = math.sqrt((dof - 2.0) / dof) if dof is not None else 1.0
+    log_s0 = math.log(s0)
+    for lo, hi in _chunks(n_paths, chunk_paths):
+        block = out[lo:hi]
+        if dof is None:
+            rng.standard_normal(out=block)
+        else:
+            block[:] = rng.standard_t(dof, size=block.shape)
+        block *= vol * t_scale
+        block += drift
+        np.cumsum(block, axis=1, out=block)
+        block += log_s0
+        np.exp(block, out=block)
+    return out
+
+
+def simulate_bootstrap_paths(
+    s0: float,
+    step_returns: FloatArray,
+    n_steps: int,
+    n_paths: int,
+    rng: np.random.Generator,
+    *,
+    chunk_paths: int = 2_000,
+) -> FloatArray:
+    """Historical simulation: each step's log return is drawn with replacement from the past.
+
+    :param step_returns: historical log returns over one step (e.g. from :func:`step_log_returns`)
+    :returns: prices, shape ``(n_paths, n_steps)``
+    :raises InsufficientDataError: fewer than 10 historical step returns
+    """
+    if step_returns.size < 10:
+        raise InsufficientDataError(
+            f"{step_returns.size} historical step returns, need at least 10 for historical "
+            "simulation"
+        )
+    out = np.empty((n_paths, n_steps), dtype=np.float64)
+    log_s0 = math.log(s0)
+    for lo, hi in _chunks(n_paths, chunk_paths):
+        block = out[lo:hi]
+        idx = rng.integers(0, step_returns.size, size=block.shape)
+        np.take(step_returns, idx, out=block)
+        np.cumsum(block, axis=1, out=block)
+        block += log_s0
+        np.exp(block, out=block)
+    return out
+
+
+@dataclass(frozen=True)
+class PathSummary:
+    """Per-step statistics of simulated prices.
+
+    :param mean: mean price per step
+    :param percentiles: shape ``(n_steps, 99)``, percentiles 1..99 (linear interpolation)
+    :param p_above: share of paths above the last price, per step
+    :param sample: the first ``n_sample`` paths (draws are exchangeable, so the first are random)
+    :param hist_edges: terminal-price histogram edges (``bins + 1``), spanning every path
+    :param hist_counts: terminal-price counts per bin; they sum to ``n_paths``
+    """
+
+    mean: FloatArray
+    percentiles: FloatArray
+    p_above: FloatArray
+    sample: FloatArray
+    hist_edges: FloatArray
+    hist_counts: NDArray[np.int64]
+
+    def quantile(self, level: float) -> FloatArray:
+        """Stored percentile at ``level`` (0.01 .. 0.99) per step."""
+        i = int(round(level * 100)) - 1
+        if not 0 <= i < PERCENTILE_LEVELS.size or abs(PERCENTILE_LEVELS[i] - level) > 1e-9:
+            raise ConfigError(f"level={level!r} is not one of the stored percentiles 0.01..0.99")
+        return self.percentiles[:, i]
+
+
+def summarise_paths(
+    paths: FloatArray, s0: float, *, n_sample: int = 50, bins: int = 50
+) -> PathSummary:
+    """Mean, percentiles 1..99, P(price > s0) per step, a path sample and a terminal histogram.
+
+    >>> p = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    >>> s = summarise_paths(p, 2.5, n_sample=1, bins=2)
+    >>> s.mean.tolist(), s.p_above.tolist(), s.hist_counts.tolist()
+    ([3.0, 4.0], [0.6666666666666666, 0.6666666666666666], [1, 2])
+    """
+    n = paths.shape[0]
+    ordered = np.sort(paths, axis=0)
+    pos = PERCENTILE_LEVELS * (n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (pos - lo)[:, None]
+    pct = ordered[lo] * (1.0 - frac) + ordered[hi] * frac  # (99, n_steps)
+    counts, edges = np.histogram(paths[:, -1], bins=bins)
+    return PathSummary(
+        mean=paths.mean(axis=0),
+        percentiles=np.ascontiguousarray(pct.T),
+        p_above=(paths > s0).mean(axis=0),
+        sample=paths[:n_sample].copy(),
+        hist_edges=edges.astype(np.float64),
+        hist_counts=counts.astype(np.int64),
+    )

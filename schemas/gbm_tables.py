@@ -1,0 +1,17 @@
+"""Names of the tables of ``cql/004_gbm.cql``, written by ``gbm_analysis`` and read by dashboards."""
+
+from __future__ import annotations
+
+__all__ = [
+    "TABLE_GBM_BACKTEST",
+    "TABLE_GBM_FORECASTS",
+    "TABLE_GBM_FORECAST_RUNS",
+    "TABLE_GBM_PATHS",
+    "TABLE_GBM_RUNS",
+]
+
+TABLE_GBM_RUNS = "gbm_runs"
+TABLE_GBM_FORECAST_RUNS = "gbm_forecast_runs"
+TABLE_GBM_FORECASTS = "gbm_forecasts"
+TABLE_GBM_PATHS = "gbm_paths"
+TABLE_GBM_BACKTEST = "gbm_backtest"

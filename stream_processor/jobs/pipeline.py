@@ -1,0 +1,172 @@
+"""Streaming job: Kafka ``trades`` (Avro) -> Cassandra raw trades, 5-s bars, 1-min and 1-h rollups.
+
+Usage (local mode, local[2] unless SPARK_MASTER says otherwise)::
+
+    .venv/bin/python -m stream_processor                 # run until SIGTERM / Ctrl+C
+    .venv/bin/python -m stream_processor --once          # drain what is in Kafka now, then exit
+    .venv/bin/python -m stream_processor --queries trades_raw,bars_5s
+
+With spark-submit against any master (connector jars from the project cache, no network)::
+
+    SPARK_SUBMIT_MODE=1 .venv/bin/spark-submit --master local[2] --driver-memory 1g \\
+        --conf spark.sql.shuffle.partitions=2 \\
+        --jars "$(ls .cache/jars/spark/*.jar | paste -sd, -)" stream_processor/__main__.py
+
+A query that fails (e.g. Kafka or Cassandra unreachable for longer than the sink retry) is
+restarted from its checkpoint with backoff; after QUERY_MAX_RESTARTS failures of one query within
+ten minutes the job exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from pyspark.errors import StreamingQueryException
+
+from schemas.spark import build_session
+from stream_processor.config import QueryName, StreamSettings
+from stream_processor.exceptions import ConfigError
+from stream_processor.metrics import PrometheusListener
+from stream_processor.queries import start_query
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+__all__ = ["main", "parse_args", "supervise"]
+
+logger = logging.getLogger(__name__)
+
+_FAILURE_WINDOW_S = 600.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m stream_processor",
+        description="Kafka trades -> Cassandra raw trades and OHLCV/VWAP bars (Spark streaming).",
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="process what is in Kafka now (availableNow), then exit"
+    )
+    parser.add_argument("--queries", help="comma-separated subset (env STREAM_QUERIES)")
+    parser.add_argument(
+        "--starting-offsets", help="earliest|latest|JSON, for queries without a checkpoint"
+    )
+    parser.add_argument("--checkpoint-dir", help="any Hadoop path (env CHECKPOINT_DIR)")
+    parser.add_argument("--topic", help="trades topic (env TRADES_TOPIC)")
+    parser.add_argument("--keyspace", help="Cassandra keyspace (env CASSANDRA_KEYSPACE)")
+    return parser.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace) -> StreamSettings:
+    overrides = {
+        "STREAM_QUERIES": args.queries,
+        "STARTING_OFFSETS": args.starting_offsets,
+        "CHECKPOINT_DIR": args.checkpoint_dir,
+        "TRADES_TOPIC": args.topic,
+        "CASSANDRA_KEYSPACE": args.keyspace,
+    }
+    env = {**os.environ, **{k: v for k, v in overrides.items() if v}}
+    return StreamSettings.from_env(env)
+
+
+def supervise(
+    spark: SparkSession,
+    settings: StreamSettings,
+    *,
+    once: bool,
+    max_restarts: int,
+    should_stop: list[bool],
+) -> int:
+    """Run the selected queries, restarting a failed one from its checkpoint.
+
+    :returns: 0 when every query stopped cleanly (``once``) or a stop was requested; 1 when a
+        query failed more than ``max_restarts`` times within ten minutes.
+    """
+    running: dict[QueryName, StreamingQuery] = {
+        q: start_query(spark, settings, q, once=once) for q in settings.queries
+    }
+    failures: dict[QueryName, deque[float]] = {q: deque() for q in settings.queries}
+    while running and not should_stop[0]:
+        try:
+            spark.streams.awaitAnyTermination(1)
+        except StreamingQueryException:
+            pass  # inspected per query below
+        spark.streams.resetTerminated()
+        for name, query in list(running.items()):
+            if query.isActive:
+                continue
+            error = query.exception()
+            if error is None:
+                logger.info("query %s finished", name)
+                del running[name]
+                continue
+            now = time.monotonic()
+            history = failures[name]
+            history.append(now)
+            while history and now - history[0] > _FAILURE_WINDOW_S:
+                history.popleft()
+            if len(history) > max_restarts:
+                logger.error(
+                    "query %s failed %d times in %.0f s, giving up: %s",
+                    name,
+                    len(history),
+                    _FAILURE_WINDOW_S,
+                    error.desc,
+                )
+                for other in running.values():
+                    other.stop()
+                return 1
+            delay = min(2.0 ** len(history), 30.0)
+            logger.error(
+                "query %s failed, restarting from its checkpoint in %.0f s: %s",
+                name,
+                delay,
+                error.desc.splitlines()[0] if error.desc else error,
+            )
+            time.sleep(delay)
+            running[name] = start_query(spark, settings, name, once=once)
+    for query in running.values():
+        query.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m stream_processor``; returns the process exit code."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    args = parse_args(argv)
+    try:
+        settings = _settings(args)
+        max_restarts = int(os.environ.get("QUERY_MAX_RESTARTS") or "10")
+    except (ConfigError, ValueError) as exc:
+        logger.error("configuration error: %s", exc)
+        return 2
+    should_stop = [False]
+
+    def _request_stop(signum: int, frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping queries (again to kill)", signum)
+        should_stop[0] = True
+        signal.signal(signum, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    spark = build_session("stream_processor", settings.cassandra)
+    listener = PrometheusListener()
+    spark.streams.addListener(listener)
+    if settings.metrics_port:
+        listener.serve(settings.metrics_host, settings.metrics_port)
+    logger.info("settings: %s", settings)
+    return supervise(
+        spark, settings, once=args.once, max_restarts=max_restarts, should_stop=should_stop
+    )

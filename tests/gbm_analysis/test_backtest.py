@@ -1,0 +1,146 @@
+"""Backtest scoring: calibrated forecasts cover at the nominal rate, bad ones are caught."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from gbm_analysis.backtest import (
+    POOLED_SYMBOL,
+    binomial_band,
+    crps_from_percentiles,
+    kupiec_pvalue,
+    realised_prices,
+    summarise_scores,
+)
+from gbm_analysis.config import GbmSettings
+from gbm_analysis.forecast import forecast_symbol
+from gbm_analysis.model import PERCENTILE_LEVELS, SECONDS_PER_YEAR
+from tests.gbm_analysis.conftest import BAR, gbm_closes
+
+SIGMA = 0.5 / math.sqrt(SECONDS_PER_YEAR)
+
+
+def test_band_coverage_on_synthetic_gbm_matches_the_nominal_level() -> None:
+    """Forecast many independent GBM histories and realise each with its true continuation."""
+    settings = GbmSettings(
+        lookback_seconds=3600, n_paths=2_000, n_steps=3, models=("gbm",), n_sample_paths=0
+    )
+    n_hist, n_future = 720, 3 * 12
+    rows = []
+    for rep in range(300):
+        closes = gbm_closes(n_hist + n_future, sigma_per_s=SIGMA, seed=1_000 + rep)
+        times = np.arange(n_hist) * BAR
+        (fc,) = forecast_symbol("SYN", times, closes[:n_hist], settings, run_seed=rep)
+        assert fc.ok and fc.summary is not None
+        for step in range(1, 4):
+            rows.append(
+                {
+                    "symbol": "SYN",
+                    "model": "gbm",
+                    "run_id": f"r{rep}",
+                    "issued_at": pd.Timestamp(0, unit="s", tz="UTC"),
+                    "step": step,
+                    "horizon_s": 60 * step,
+                    "last_price": fc.last_price,
+                    "percentiles": fc.summary.percentiles[step - 1],
+                    "realised": closes[n_hist - 1 + 12 * step],
+                    "status": "scored",
+                }
+            )
+    summary = summarise_scores(pd.DataFrame(rows))
+    pooled = summary[summary["symbol"] == POOLED_SYMBOL]
+    assert list(pooled["step"]) == [1, 2, 3] and set(pooled["n"]) == {300}
+    for row in pooled.itertuples():
+        wide50, wide90 = binomial_band(300, 0.5, 0.99), binomial_band(300, 0.9, 0.99)
+        assert wide50.low <= row.cover50 <= wide50.high
+        assert wide90.low <= row.cover90 <= wide90.high
+        assert math.isnan(row.crps_skill)  # no baseline in this run
+
+
+def _normal_rows(scale: float, model: str, y: np.ndarray) -> pd.DataFrame:
+    pct = 100 * np.exp(stats.norm.ppf(PERCENTILE_LEVELS) * scale / 1e4)
+    return pd.DataFrame(
+        {
+            "symbol": ["S"] * y.size,
+            "model": model,
+            "run_id": [f"r{i}" for i in range(y.size)],
+            "issued_at": pd.Timestamp("2024-01-01", tz="UTC"),
+            "step": 1,
+            "horizon_s": 60,
+            "last_price": 100.0,
+            "percentiles": [pct] * y.size,
+            "realised": 100 * np.exp(y / 1e4),
+            "status": "scored",
+        }
+    )
+
+
+def test_too_narrow_bands_fail_coverage_and_lose_to_the_baseline() -> None:
+    y = np.random.default_rng(0).standard_normal(400) * 10.0  # outcomes in bps, sd 10
+    frame = pd.concat(
+        [
+            _normal_rows(10.0, "gbm", y),  # calibrated
+            _normal_rows(3.0, "ewma_t", y),  # far too narrow
+            _normal_rows(20.0, "hist_sim", y),  # too wide: the baseline
+        ]
+    )
+    rows = summarise_scores(frame).set_index(["symbol", "model"])
+    good, narrow = rows.loc[("S", "gbm")], rows.loc[("S", "ewma_t")]
+    assert good["cover50_lo"] <= good["cover50"] <= good["cover50_hi"]
+    assert good["cover90_lo"] <= good["cover90"] <= good["cover90_hi"]
+    assert narrow["cover90"] < narrow["cover90_lo"] and narrow["kupiec90_p"] < 1e-6
+    assert good["crps_skill"] > 0 > narrow["crps_skill"]
+    assert good["pinball_bps"] < narrow["pinball_bps"]
+    assert good["n_paired"] == 400
+    # expected CRPS of a calibrated N(0, s) forecast is s / sqrt(pi)
+    assert good["crps_bps"] == pytest.approx(10 / math.sqrt(math.pi), rel=0.1)
+
+
+def test_crps_from_percentiles_matches_the_normal_closed_form() -> None:
+    y = np.array([-2.0, 0.0, 0.7, 3.0])
+    pct = np.tile(stats.norm.ppf(PERCENTILE_LEVELS), (4, 1))
+    exact = y * (2 * stats.norm.cdf(y) - 1) + 2 * stats.norm.pdf(y) - 1 / math.sqrt(math.pi)
+    assert np.allclose(crps_from_percentiles(y, pct), exact, rtol=0.03, atol=0.01)
+
+
+@pytest.mark.parametrize(
+    ("hits", "n", "p", "reject"),
+    [(90, 100, 0.9, False), (80, 100, 0.9, True), (48, 100, 0.5, False), (30, 100, 0.5, True)],
+)
+def test_kupiec_rejects_only_miscalibrated_hit_counts(
+    hits: int, n: int, p: float, reject: bool
+) -> None:
+    assert (kupiec_pvalue(hits, n, p) < 0.05) is reject
+
+
+def test_kupiec_handles_all_hits_and_no_data() -> None:
+    assert kupiec_pvalue(100, 100, 0.9) < 0.01
+    assert math.isnan(kupiec_pvalue(0, 0, 0.9))
+    assert math.isnan(binomial_band(0, 0.9).low)
+
+
+def test_realised_price_is_the_last_close_before_the_target() -> None:
+    bar_end = np.array([100.0, 105.0, 110.0, 500.0])
+    close = np.array([1.0, 2.0, 3.0, 4.0])
+    price, status = realised_prices(
+        np.array([99.0, 105.0, 107.0, 400.0, 500.0, 501.0]), bar_end, close, max_gap_seconds=60
+    )
+    assert status.tolist() == ["gap", "scored", "scored", "gap", "scored", "pending"]
+    assert price[1:3].tolist() == [2.0, 2.0] and price[4] == 4.0
+    assert np.isnan(price[[0, 3, 5]]).all()
+    empty = realised_prices(np.array([1.0]), np.array([]), np.array([]), max_gap_seconds=60)
+    assert empty[1].tolist() == ["pending"]
+
+
+def test_pending_and_gap_steps_are_counted_not_scored() -> None:
+    frame = _normal_rows(10.0, "gbm", np.zeros(4))
+    frame.loc[1, ["realised", "status"]] = [np.nan, "pending"]
+    frame.loc[2, ["realised", "status"]] = [np.nan, "gap"]
+    row = summarise_scores(frame).iloc[0]
+    assert (row["n"], row["n_pending"], row["n_gap"]) == (2, 1, 1)
+    assert summarise_scores(frame.iloc[[1, 2]]).empty

@@ -1,0 +1,93 @@
+"""Settings: defaults, environment parsing, and one-line errors naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+import gbm_analysis.backtest
+import gbm_analysis.config
+import gbm_analysis.exceptions
+import gbm_analysis.forecast
+import gbm_analysis.model
+from gbm_analysis.config import ApiSettings, GbmSettings, parse_duration
+from gbm_analysis.exceptions import ConfigError, GbmError
+
+
+def test_defaults_follow_the_issue() -> None:
+    s = GbmSettings()
+    assert (s.lookback_seconds, s.n_paths, s.n_steps, s.step_seconds) == (21_600, 10_000, 60, 60)
+    assert s.horizon_seconds == 3_600 and s.drift == "zero" and s.n_sample_paths == 50
+    assert GbmSettings.from_env({}) == s
+
+
+def test_environment_overrides() -> None:
+    s = GbmSettings.from_env(
+        {
+            "GBM_LOOKBACK": "30m",
+            "GBM_STEP": "10s",
+            "GBM_STEPS": "6",
+            "GBM_PATHS": "500",
+            "GBM_MODELS": "gbm, ewma_t",
+            "GBM_SYMBOLS": "AAPL,BINANCE:BTCUSDT",
+            "GBM_DRIFT": "estimated",
+            "GBM_T_DOF": "5",
+            "GBM_SEED": "9",
+            "GBM_MIN_BARS": "10",
+        }
+    )
+    assert (s.lookback_seconds, s.step_seconds, s.n_steps, s.n_paths) == (1800, 10, 6, 500)
+    assert s.models == ("gbm", "ewma_t") and s.symbols == ("AAPL", "BINANCE:BTCUSDT")
+    assert (s.drift, s.t_dof, s.seed, s.min_bars) == ("estimated", 5.0, 9, 10)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GBM_PATHS": "many"}, "GBM_PATHS='many' is not an integer"),
+        ({"GBM_PATHS": "0"}, "n_paths=0 must be a positive integer"),
+        ({"GBM_LOOKBACK": "6 hours"}, "GBM_LOOKBACK='6 hours' is not a positive duration"),
+        ({"GBM_STEP": "7s"}, "step_seconds=7 must be a multiple of bar_seconds=5"),
+        ({"GBM_MODELS": "gbm,garch"}, "models: 'garch' is not one of gbm, ewma_t, hist_sim"),
+        ({"GBM_DRIFT": "up"}, "drift='up' is not one of zero, estimated"),
+        ({"GBM_T_DOF": "2"}, "t_dof=2.0 must be > 2"),
+        ({"GBM_T_DOF": "fat"}, "GBM_T_DOF='fat' is not a number or 'auto'"),
+        ({"GBM_MIN_BARS": "2"}, "min_bars=2 must be at least 3"),
+        ({"GBM_SAMPLE_PATHS": "20000"}, "n_sample_paths=20000 must be in 0..n_paths"),
+        ({"GBM_SEED": "-1"}, "seed=-1 must be in"),
+    ],
+)
+def test_bad_settings_name_the_field(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")) as info:
+        GbmSettings.from_env(env)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("45", 45), ("45s", 45), ("5m", 300), ("1d", 86400)])
+def test_parse_duration(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_api_settings() -> None:
+    assert ApiSettings.from_env({}) == ApiSettings(host="127.0.0.1", port=8000)
+    with pytest.raises(ConfigError, match="GBM_API_PORT=70000"):
+        ApiSettings.from_env({"GBM_API_PORT": "70000"})
+
+
+def test_every_error_is_a_gbm_error() -> None:
+    for name in gbm_analysis.exceptions.__all__:
+        assert issubclass(getattr(gbm_analysis.exceptions, name), GbmError)
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        (gbm_analysis.model, {"simulate_paths", "estimate", "estimate_ewma", "summarise_paths"}),
+        (gbm_analysis.backtest, {"summarise_scores", "kupiec_pvalue", "binomial_band"}),
+        (gbm_analysis.forecast, {"forecast_symbol", "forecast_frame"}),
+        (gbm_analysis.config, {"GbmSettings", "ApiSettings", "parse_duration"}),
+    ],
+)
+def test_public_surface(module: object, names: set[str]) -> None:
+    exported = set(module.__all__)  # type: ignore[attr-defined]
+    assert names <= exported
+    assert all(hasattr(module, n) for n in exported)

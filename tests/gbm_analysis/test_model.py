@@ -1,0 +1,226 @@
+"""The maths: estimators recover known parameters, simulation matches theory, seeds reproduce."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gbm_analysis.exceptions import (
+    ConfigError,
+    DegenerateDataError,
+    InsufficientDataError,
+    InvalidDataError,
+)
+from gbm_analysis.model import (
+    PERCENTILE_LEVELS,
+    SECONDS_PER_YEAR,
+    estimate,
+    estimate_ewma,
+    grid_log_returns,
+    simulate_bootstrap_paths,
+    simulate_paths,
+    step_log_returns,
+    summarise_paths,
+)
+from tests.gbm_analysis.conftest import BAR, gbm_closes
+
+SIGMA = 0.8 / math.sqrt(SECONDS_PER_YEAR)
+N_6H = 6 * 3600 // int(BAR)
+
+
+def _series(closes: np.ndarray, times: np.ndarray | None = None, max_gap: float = 300.0):
+    t = np.arange(closes.size) * BAR if times is None else times
+    return grid_log_returns(t, closes, bar_seconds=BAR, max_gap_seconds=max_gap, min_bars=30)
+
+
+@pytest.mark.parametrize("drift", ["zero", "estimated"])
+def test_sigma_estimate_falls_within_its_standard_error(drift: str) -> None:
+    inside = 0
+    n_rep = 200
+    for seed in range(n_rep):
+        est = estimate(_series(gbm_closes(N_6H, sigma_per_s=SIGMA, seed=seed)), drift=drift)
+        inside += abs(est.sigma - SIGMA) <= 1.96 * est.sigma_stderr
+    band = stats.binom.ppf([0.005, 0.995], n_rep, 0.95)
+    assert band[0] <= inside <= band[1]
+
+
+def test_estimated_drift_recovers_mu_within_its_standard_error() -> None:
+    mu = 50 * SIGMA**2  # strong enough to see within six hours of many replications
+    errors = []
+    for seed in range(100):
+        est = estimate(
+            _series(gbm_closes(N_6H, sigma_per_s=SIGMA, mu_per_s=mu, seed=seed)),
+            drift="estimated",
+        )
+        errors.append(est.mu - mu)
+    stderr = SIGMA / math.sqrt(N_6H * BAR)  # of the drift per second
+    assert abs(np.mean(errors)) < 4 * stderr / math.sqrt(100)
+    assert np.std(errors) == pytest.approx(stderr, rel=0.25)
+
+
+def test_missing_bars_do_not_bias_sigma() -> None:
+    closes = gbm_closes(N_6H, sigma_per_s=SIGMA, seed=3)
+    keep = np.random.default_rng(4).random(N_6H) > 0.4  # 40% of slots had no trade
+    series = _series(closes[keep], np.arange(N_6H)[keep] * BAR)
+    est = estimate(series)
+    assert series.n_bars == keep.sum() and series.dts.max() > BAR
+    assert abs(est.sigma - SIGMA) < 4 * est.sigma_stderr
+
+
+def test_a_long_gap_splits_the_series_and_its_jump_is_ignored() -> None:
+    closes = gbm_closes(N_6H, sigma_per_s=SIGMA, seed=5)
+    closes[N_6H // 2 :] *= 1.2  # a 20% overnight jump
+    times = np.arange(N_6H) * BAR
+    times[N_6H // 2 :] += 16 * 3600  # the market was closed for 16 hours
+    series = _series(closes, times)
+    split = estimate(series)
+    assert abs(split.sigma - SIGMA) < 4 * split.sigma_stderr
+    assert (series.n_segments, split.n_returns) == (2, N_6H - 2)
+    assert np.abs(series.returns).max() < 0.05
+    joined = _series(closes, times, max_gap=10**6)  # what happens without the split
+    assert np.abs(joined.returns).max() > 0.15 and joined.n_segments == 1
+
+
+def test_sigma_is_annualised_over_calendar_seconds() -> None:
+    est = estimate(_series(gbm_closes(N_6H, sigma_per_s=SIGMA, seed=1)))
+    assert est.sigma_annualised == pytest.approx(est.sigma * math.sqrt(365.25 * 86400))
+    assert abs(est.sigma_annualised - 0.8) < 4 * est.sigma_stderr * math.sqrt(SECONDS_PER_YEAR)
+
+
+@pytest.mark.parametrize(
+    ("closes", "error", "message"),
+    [
+        (np.full(10, 5.0), InsufficientDataError, "10 bars in the window, need at least 30"),
+        (np.full(40, 5.0), DegenerateDataError, "constant at 5 over 40 bars"),
+        (
+            np.r_[np.full(20, np.nan), np.linspace(1, 2, 20)],
+            InvalidDataError,
+            "20 bars had a NaN, infinite or non-positive close; 20 usable bars remain",
+        ),
+        (np.r_[np.zeros(15), np.linspace(1, 2, 20)], InvalidDataError, "15 bars had a NaN"),
+    ],
+)
+def test_bad_or_thin_data_raises_a_clear_data_error(
+    closes: np.ndarray, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message.replace("(", r"\(")):
+        _series(closes)
+
+
+def test_nan_bars_are_dropped_and_counted() -> None:
+    closes = gbm_closes(200, sigma_per_s=SIGMA, seed=2)
+    closes[[3, 50, 51]] = [np.nan, np.inf, -1.0]
+    series = _series(closes)
+    assert (series.n_bars, series.n_rejected) == (197, 3)
+    assert np.isfinite(series.returns).all()
+
+
+def test_unsorted_and_duplicated_bars_give_the_same_series() -> None:
+    closes = gbm_closes(100, sigma_per_s=SIGMA, seed=8)
+    times = np.arange(100) * BAR
+    order = np.random.default_rng(1).permutation(100)
+    shuffled = _series(np.r_[closes[order], closes[:5]], np.r_[times[order], times[:5]])
+    plain = _series(closes, times)
+    assert np.array_equal(shuffled.returns, plain.returns)
+    assert shuffled.last_end == times[-1] + BAR
+
+
+@pytest.mark.parametrize("dof", [None, 5.0])
+def test_terminal_log_price_matches_theory(dof: float | None) -> None:
+    s0, mu, sigma, dt, n_steps, n_paths = 100.0, 2e-5, 3e-4, 60.0, 30, 40_000
+    paths = simulate_paths(s0, mu, sigma, dt, n_steps, n_paths, np.random.default_rng(0), dof=dof)
+    horizon = dt * n_steps
+    x = np.log(paths[:, -1] / s0)
+    mean_se = sigma * math.sqrt(horizon / n_paths)
+    assert abs(x.mean() - (mu - sigma**2 / 2) * horizon) < 4 * mean_se
+    var = sigma**2 * horizon
+    # the variance of the sample variance grows with the kurtosis of the sum of steps
+    kurt = 0.0 if dof is None else 6 / (dof - 4) / n_steps
+    assert abs(x.var() - var) < 4 * var * math.sqrt((2 + kurt) / n_paths)
+    if dof is None:
+        growth = s0 * math.exp(mu * horizon)
+        assert abs(paths[:, -1].mean() - growth) < 4 * paths[:, -1].std() / math.sqrt(n_paths)
+
+
+def test_student_t_innovations_have_fat_tails_and_unit_variance() -> None:
+    one = simulate_paths(1.0, 0.0, 1e-3, 1.0, 1, 200_000, np.random.default_rng(2), dof=5.0)
+    z = np.log(one[:, 0]) / 1e-3 + 0.5e-3
+    assert abs(z.var() - 1.0) < 0.03
+    assert stats.kurtosis(z) > 2.0  # normal: 0; t(5): 6
+
+
+@pytest.mark.parametrize("dof", [None, 4.5])
+def test_same_seed_same_paths_whatever_the_chunking(dof: float | None) -> None:
+    def run(seed: int, chunk: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return simulate_paths(50.0, 0.0, 1e-4, 60.0, 12, 1_001, rng, dof=dof, chunk_paths=chunk)
+
+    first = run(7, 1_001)
+    assert np.array_equal(first, run(7, 1_001))
+    assert np.array_equal(first, run(7, 64))
+    assert not np.array_equal(first, run(8, 1_001))
+
+
+def test_paths_start_from_s0_and_constant_when_sigma_and_mu_are_zero() -> None:
+    flat = simulate_paths(7.0, 0.0, 0.0, 60.0, 5, 3, np.random.default_rng(0))
+    assert np.allclose(flat, 7.0, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"s0": 0.0}, {"s0": float("nan")}, {"sigma": -1.0}, {"dt": 0.0}, {"n_steps": 0}, {"dof": 2.0}],
+)
+def test_simulate_rejects_bad_parameters(kwargs: dict[str, float]) -> None:
+    args = {"s0": 1.0, "mu": 0.0, "sigma": 1e-3, "dt": 1.0, "n_steps": 2, "n_paths": 2}
+    args.update(kwargs)
+    with pytest.raises(ConfigError):
+        simulate_paths(rng=np.random.default_rng(0), **args)  # type: ignore[arg-type]
+
+
+def test_ewma_follows_a_volatility_regime_change() -> None:
+    calm = gbm_closes(N_6H - 720, sigma_per_s=SIGMA, seed=1)
+    wild = gbm_closes(720, sigma_per_s=3 * SIGMA, s0=float(calm[-1]), seed=2)
+    series = _series(np.r_[calm, wild])
+    whole = estimate(series)
+    ewma = estimate_ewma(series, half_life_seconds=900, step_seconds=60)
+    assert abs(ewma.sigma - 3 * SIGMA) < abs(whole.sigma - 3 * SIGMA)
+    assert ewma.sigma > 2.5 * SIGMA
+
+
+def test_ewma_dof_is_small_for_fat_tails_and_large_for_normal_returns() -> None:
+    rng = np.random.default_rng(3)
+    t_steps = SIGMA * math.sqrt(BAR) * rng.standard_t(4.5, N_6H) * math.sqrt(2.5 / 4.5)
+    fat = _series(100 * np.exp(np.cumsum(t_steps)))
+    normal = _series(gbm_closes(N_6H, sigma_per_s=SIGMA, seed=3))
+    # kurtosis is scaled from 5-second bars to one step of 5 seconds here
+    assert estimate_ewma(fat, half_life_seconds=10**6, step_seconds=5).dof < 8
+    assert estimate_ewma(normal, half_life_seconds=10**6, step_seconds=5).dof > 15
+    fixed = estimate_ewma(normal, half_life_seconds=900, step_seconds=60, dof=6.0)
+    assert fixed.dof == 6.0
+
+
+def test_historical_simulation_draws_only_observed_step_returns() -> None:
+    series = _series(gbm_closes(400, sigma_per_s=SIGMA, seed=4))
+    hist = step_log_returns(series, step_bars=12)
+    assert hist.size == 400 - 12
+    paths = simulate_bootstrap_paths(10.0, hist, 3, 500, np.random.default_rng(0))
+    first = np.log(paths[:, 0] / 10.0)
+    assert np.isin(np.round(first, 12), np.round(hist, 12)).all()
+    with pytest.raises(InsufficientDataError, match="need at least 10"):
+        simulate_bootstrap_paths(10.0, hist[:9], 3, 5, np.random.default_rng(0))
+
+
+def test_summary_matches_numpy_percentiles_and_counts_every_path() -> None:
+    paths = simulate_paths(20.0, 0.0, 5e-4, 60.0, 4, 3_001, np.random.default_rng(1))
+    summary = summarise_paths(paths, 20.0, n_sample=5, bins=17)
+    expected = np.percentile(paths, PERCENTILE_LEVELS * 100, axis=0).T
+    assert np.allclose(summary.percentiles, expected)
+    assert np.array_equal(summary.quantile(0.05), summary.percentiles[:, 4])
+    assert summary.hist_counts.sum() == 3_001 and summary.hist_edges.size == 18
+    assert np.array_equal(summary.p_above, (paths > 20.0).mean(axis=0))
+    assert np.array_equal(summary.sample, paths[:5])
+    with pytest.raises(ConfigError, match="level=0.333"):
+        summary.quantile(0.333)

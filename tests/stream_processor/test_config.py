@@ -1,0 +1,86 @@
+"""Settings parsing: defaults, overrides and one-line errors naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_processor.config import QUERY_NAMES, StreamSettings, parse_duration_ms
+from stream_processor.exceptions import ConfigError
+
+BASE = {"STATE_DIR": "/tmp/sp-state"}
+
+
+def test_defaults() -> None:
+    s = StreamSettings.from_env(BASE)
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert s.cassandra.keyspace == "market"
+    assert (s.trades_topic, s.dlq_topic) == ("trades", "trades.dlq")
+    assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s"
+    assert s.queries == QUERY_NAMES
+    assert (s.raw_trigger_ms, s.rollup_trigger_ms, s.watermark_ms) == (1000, 5000, 10_000)
+    assert s.starting_offsets == "earliest" and s.fail_on_data_loss is True
+    assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 9108)
+
+
+def test_overrides() -> None:
+    s = StreamSettings.from_env(
+        {
+            **BASE,
+            "CHECKPOINT_DIR": "hdfs://nn:8020/cp/",
+            "TRADES_TOPIC": "t1",
+            "STREAM_QUERIES": "bars_1h,trades_raw",
+            "BARS_WATERMARK": "2 minutes",
+            "RAW_TRIGGER": "250 ms",
+            "MAX_OFFSETS_PER_TRIGGER": "0",
+            "FAIL_ON_DATA_LOSS": "false",
+            "STARTING_OFFSETS": "latest",
+        }
+    )
+    assert s.checkpoint("trades_raw") == "hdfs://nn:8020/cp/trades_raw"
+    assert (s.trades_topic, s.dlq_topic) == ("t1", "t1.dlq")
+    assert s.queries == ("trades_raw", "bars_1h")
+    assert (s.watermark_ms, s.raw_trigger_ms, s.max_offsets_per_trigger) == (120_000, 250, 0)
+    assert s.fail_on_data_loss is False and s.starting_offsets == "latest"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BARS_WATERMARK": "soon"}, "BARS_WATERMARK='soon': expected a duration"),
+        ({"BARS_WATERMARK": "10 fortnights"}, "BARS_WATERMARK='10 fortnights'"),
+        ({"RAW_TRIGGER": "5s"}, "RAW_TRIGGER=5000 ms: the raw query must trigger at least"),
+        ({"STREAM_QUERIES": "bars_2s"}, "STREAM_QUERIES='bars_2s': choose from trades_raw"),
+        ({"MAX_OFFSETS_PER_TRIGGER": "-1"}, "MAX_OFFSETS_PER_TRIGGER='-1' must be >= 0"),
+        ({"METRICS_PORT": "http"}, "METRICS_PORT='http' is not an integer"),
+        ({"FAIL_ON_DATA_LOSS": "yes"}, "FAIL_ON_DATA_LOSS='yes': use true or false"),
+        ({"STARTING_OFFSETS": "first"}, "STARTING_OFFSETS='first': use earliest, latest"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS='nohost'"),
+        ({"CASSANDRA_PORT": "99999"}, "CASSANDRA_PORT='99999' is outside"),
+    ],
+)
+def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        StreamSettings.from_env({**BASE, **env})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "ms"),
+    [
+        ("10", 10_000),
+        ("10s", 10_000),
+        ("10 seconds", 10_000),
+        ("1 minute", 60_000),
+        ("500 ms", 500),
+        ("2h", 7_200_000),
+        (" 3 MIN ", 180_000),
+    ],
+)
+def test_parse_duration(raw: str, ms: int) -> None:
+    assert parse_duration_ms("X", raw) == ms
+
+
+def test_repr_hides_password() -> None:
+    s = StreamSettings.from_env({**BASE, "CASSANDRA_USERNAME": "u", "CASSANDRA_PASSWORD": "s3cr3t"})
+    assert "s3cr3t" not in repr(s) and s.cassandra.password == "s3cr3t"

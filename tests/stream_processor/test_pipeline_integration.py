@@ -1,0 +1,152 @@
+"""The streaming queries against the real Kafka, Spark and Cassandra, compared with pandas."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from schemas import avro_codec
+from schemas.settings import CassandraSettings
+from stream_processor.config import StreamSettings
+from stream_processor.queries import start_queries
+from tests.conftest import Stack
+from tests.stream_processor.conftest import (
+    consume_all,
+    create_topic,
+    encode_trades,
+    make_trade,
+    produce,
+    read_table,
+)
+from tests.stream_processor.oracle import BAR_MS, assert_bars_equal, cassandra_trades, expected_bars
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC: a day and an hour boundary
+WATERMARK_MS = 10_000
+
+
+def _settings(stack: Stack, cassandra: CassandraSettings, topic: str, tmp: Path) -> StreamSettings:
+    env = {
+        **os.environ,
+        "TRADES_TOPIC": topic,
+        "CASSANDRA_KEYSPACE": cassandra.keyspace,
+        "CHECKPOINT_DIR": str(tmp / "checkpoints"),
+        "BARS_WATERMARK": f"{WATERMARK_MS} ms",
+        "METRICS_PORT": "0",
+    }
+    return StreamSettings.from_env(env)
+
+
+def _phase1() -> list[dict[str, Any]]:
+    a, b, q = "TEST:AAA", "TEST:BBB", "TEST:QQQ"
+    return [
+        make_trade(q, T0 + 500, 7.0, 1.0),  # then QQQ goes quiet
+        # three trades in one millisecond: open/close decided by trade id
+        make_trade(a, T0 + 100, 10.0, 1.0, 0),
+        make_trade(a, T0 + 100, 10.5, 2.0, 1),
+        make_trade(a, T0 + 100, 9.5, 0.5, 2),
+        make_trade(a, T0 + 1_200, 11.0, 3.0, conditions=["1", "12"]),
+        make_trade(a, T0 + 7_300, 12.0, 1.0),  # out of order inside the watermark
+        make_trade(a, T0 + 5_000, 11.5, 1.0),
+        make_trade(a, T0 + 4_999, 11.2, 0.25),
+        make_trade(b, T0 + 3_000, 100.0, 0.0),  # a bar with zero volume: vwap is null
+        make_trade(b, T0 + 21_000, 101.0, 2.0),
+        make_trade(b, T0 + 21_000, 101.0, 2.0, 1),  # identical trade, a different trade
+        make_trade(a, T0 + 57_000, 13.0, 1.0),
+        make_trade(a, T0 + 60_000, 14.0, 1.0),  # moves the watermark to T0 + 50 s
+    ]
+
+
+def _phase2() -> list[dict[str, Any]]:
+    a = "TEST:AAA"
+    return [
+        make_trade(a, T0 + 2_000, 8.0, 1.0),  # beyond the watermark for 5 s, inside for 1 m
+        make_trade(a, T0 - 30_000, 5.0, 1.0),  # beyond for every bar size: raw table only
+        make_trade(a, T0 + 56_000, 15.0, 4.0),  # inside: corrects the [55 s, 60 s) bar
+        make_trade(a, T0 + 57_000, 12.5, 1.0, 7),  # same ms as a phase-1 trade
+    ]
+
+
+def _malformed() -> list[tuple[bytes | None, bytes | None]]:
+    good = make_trade("TEST:AAA", T0 + 1_000, 10.0, 1.0, 99)
+    return [
+        (b"TEST:AAA", b"not avro at all"),
+        (b"TEST:AAA", avro_codec.header() + b"\xff\xff\xff"),
+        (b"TEST:AAA", avro_codec.encode(good)[:14]),
+        (b"TEST:AAA", avro_codec.encode({**good, "price": -1.0})),
+        (b"TEST:AAA", avro_codec.encode({**good, "volume": float("nan")})),
+        (b"TEST:AAA", None),  # a tombstone
+    ]
+
+
+def _late_mask(trades: pd.DataFrame, phase: pd.Series, bar: str, watermark: int) -> pd.Series:
+    size = BAR_MS[bar]
+    window_end = (trades["trade_ts"] // size) * size + size
+    return (phase == 2) & (window_end <= watermark)
+
+
+def test_known_trade_set_matches_pandas(
+    stack: Stack,
+    spark: Any,
+    keyspace_factory: Callable[[], CassandraSettings],
+    unique_topic: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    cassandra = keyspace_factory()
+    topic = unique_topic("sp-known")
+    create_topic(stack.kafka.bootstrap_servers, topic)
+    settings = _settings(stack, cassandra, topic, tmp_path)
+    p1, p2 = _phase1(), _phase2()
+    produce(stack.kafka.bootstrap_servers, topic, encode_trades(p1) + _malformed())
+    queries = start_queries(spark, settings)
+    try:
+        for q in queries:
+            q.processAllAvailable()
+        produce(stack.kafka.bootstrap_servers, topic, encode_trades(p2))
+        for q in queries:
+            q.processAllAvailable()
+        late = {
+            q.name: sum(
+                op["numRowsDroppedByWatermark"]
+                for p in q.recentProgress
+                for op in p["stateOperators"]
+            )
+            for q in queries
+        }
+    finally:
+        for q in queries:
+            q.stop()
+
+    trades = pd.DataFrame(p1 + p2)
+    phase = pd.Series([1] * len(p1) + [2] * len(p2))
+    watermark = max(t["trade_ts"] for t in p1) - WATERMARK_MS
+
+    raw = cassandra_trades(read_table(cassandra, "trades"))
+    want = trades.sort_values(["symbol", "trade_ts", "trade_id"]).reset_index(drop=True)
+    assert len(raw) == len(trades) == 17
+    for col in ("symbol", "trade_ts", "trade_id", "source", "ingest_ts", "conditions"):
+        assert raw[col].tolist() == want[col].tolist(), col
+    np.testing.assert_array_equal(raw["price"], want["price"])
+    np.testing.assert_array_equal(raw["volume"], want["volume"])
+    days = pd.to_datetime(want["trade_ts"], unit="ms", utc=True).dt.date.astype(str)
+    assert raw["day"].astype(str).tolist() == days.tolist()
+
+    for bar, table in (("5s", "trades_agg_5s"), ("1m", "trades_agg_1m"), ("1h", "trades_agg_1h")):
+        dropped = _late_mask(trades, phase, bar, watermark)
+        assert_bars_equal(read_table(cassandra, table), expected_bars(trades, bar, dropped))
+        assert late[f"bars_{bar}"] == int(dropped.sum()), bar
+    assert late["bars_5s"] == 2 and late["bars_1m"] == 1  # the data exercises both paths
+
+    letters = consume_all(stack.kafka.bootstrap_servers, settings.dlq_topic)
+    reasons = sorted(json.loads(v)["reason"].split(":")[0] for _, v in letters)
+    assert reasons == ["avro", "avro", "header", "price", "value", "volume"]
+    offsets = sorted(json.loads(v)["offset"] for _, v in letters)
+    assert len(set(offsets)) == len(offsets)
