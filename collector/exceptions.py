@@ -6,7 +6,7 @@ none ever contains the Finnhub token.
     CollectorError                  root: catch this to handle any collector failure
     ├── ConfigError                 a setting (environment variable or option) has an unusable value
     ├── FeedConnectionError         the websocket could not be opened, or broke, or went silent
-    │   └── AuthenticationError     the server refused our token (HTTP 401/403): retrying cannot help
+    │   └── AuthenticationError     the server refused the token (HTTP 401/403): no retry helps
     ├── SinkError                   Kafka: setup failed, or records were not delivered
     │   ├── SinkSetupError          the producer could not start or reach the topics
     │   └── DeliveryError           records that were handed to the producer were not acknowledged

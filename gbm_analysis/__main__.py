@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from gbm_analysis.config import ApiSettings, GbmSettings, parse_duration
@@ -35,12 +35,15 @@ from schemas.settings import CassandraSettings, SettingsError
 logger = logging.getLogger("gbm_analysis")
 
 
-def _parse_time(text: str) -> datetime:
+def _parse_time(text: str, now: datetime) -> datetime:
+    """``--as-of``: an ISO-8601 time, or ``-DURATION`` before now (``-2m``)."""
+    if text.startswith("-"):
+        return now - timedelta(seconds=parse_duration(text[1:], name="--as-of"))
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(
-            f"--as-of={text!r} is not an ISO-8601 time like 2024-08-09T00:00Z"
+            f"--as-of={text!r} is not an ISO-8601 time like 2024-08-09T00:00Z or -DURATION like -2m"
         ) from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -54,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     when = run.add_mutually_exclusive_group(required=True)
     when.add_argument("--once", action="store_true", help="one run, then exit")
     when.add_argument("--every", metavar="DURATION", help="repeat, e.g. 1h, aligned to the clock")
-    run.add_argument("--as-of", help="end of the lookback window (ISO-8601, default now)")
+    run.add_argument(
+        "--as-of",
+        help="end of the lookback window: ISO-8601, or -DURATION before now (default now)",
+    )
     run.add_argument("--seed", type=int, help="run seed (default GBM_SEED or random; stored)")
     sub.add_parser("backtest", help="score every stored forecast against realised prices")
     sub.add_parser("serve", help="serve the latest forecast and backtest per symbol over HTTP")
@@ -75,6 +81,8 @@ class _Stop:
 
 
 def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSettings) -> int:
+    from py4j.protocol import Py4JError
+
     from gbm_analysis.io import GbmStore
     from gbm_analysis.job import run_forecasts
     from schemas.cassandra import connect
@@ -82,7 +90,9 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     interval = parse_duration(args.every, name="--every") if args.every else None
-    fixed_as_of = _parse_time(args.as_of) if args.as_of else None
+    as_of_text = args.as_of
+    if as_of_text:
+        _parse_time(as_of_text, datetime.now(UTC))  # fail before Spark starts
     base_seed = args.seed if args.seed is not None else settings.seed
     cluster, session = connect(cassandra)
     spark = build_session("gbm_analysis", cassandra)
@@ -92,11 +102,12 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
         while True:
             issued_at = datetime.now(UTC)
             seed = base_seed if base_seed is not None else secrets.randbits(63)
+            as_of = _parse_time(as_of_text, issued_at) if as_of_text else issued_at
             result = run_forecasts(
                 spark,
                 store,
                 settings,
-                as_of=fixed_as_of or issued_at,
+                as_of=as_of,
                 issued_at=issued_at,
                 seed=seed,
             )
@@ -115,7 +126,10 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
             if stop and stop.requested:
                 return 0
     finally:
-        spark.stop()
+        try:
+            spark.stop()
+        except Py4JError as exc:  # Ctrl+C reaches the JVM too (same process group)
+            logger.warning("spark had already stopped: %s", exc)
         cluster.shutdown()
 
 
@@ -166,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
         settings = GbmSettings.from_env()

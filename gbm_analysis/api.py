@@ -66,12 +66,14 @@ def create_app(store: GbmStore, *, clock: Callable[[], datetime] = _now) -> Fast
                 detail=f"unknown symbol {symbol!r}: no forecast in the last {SEARCH_DAYS} days",
             )
         first = runs[0]
+        all_steps = []
+        if any(run["status"] == "ok" for run in runs):
+            all_steps = store.forecast_steps(
+                symbol, first["day"], first["issued_at"], first["run_id"]
+            )
         models = []
         for run in runs:
-            steps = []
-            if run["status"] == "ok":
-                steps = store.forecast_steps(symbol, run["day"], run["issued_at"], run["run_id"])
-                steps = [s for s in steps if s["model"] == run["model"]]
+            steps = [s for s in all_steps if s["model"] == run["model"]]
             models.append(
                 {
                     **{k: v for k, v in run.items() if k not in ("symbol", "day", "run_id")},

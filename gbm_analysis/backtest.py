@@ -114,7 +114,7 @@ def pinball_loss(
     [0.9, 0.09999999999999998]
     """
     d = y - q
-    return np.maximum(level * d, (level - 1.0) * d)
+    return np.asarray(np.maximum(level * d, (level - 1.0) * d), dtype=np.float64)
 
 
 def crps_from_percentiles(y: NDArray[np.float64], pct: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -125,7 +125,7 @@ def crps_from_percentiles(y: NDArray[np.float64], pct: NDArray[np.float64]) -> N
     """
     d = y[:, None] - pct
     lv = PERCENTILE_LEVELS[None, :]
-    return 2.0 * np.maximum(lv * d, (lv - 1.0) * d).mean(axis=1)
+    return np.asarray(2.0 * np.maximum(lv * d, (lv - 1.0) * d).mean(axis=1), dtype=np.float64)
 
 
 def realised_prices(
@@ -175,7 +175,7 @@ def score_forecasts(forecasts: pd.DataFrame) -> pd.DataFrame:
     pct = np.log(np.vstack(scored["percentiles"].to_numpy()) / s0[:, None]) * _BPS
 
     def q(level: float) -> NDArray[np.float64]:
-        return pct[:, int(round(level * 100)) - 1]
+        return np.asarray(pct[:, int(round(level * 100)) - 1], dtype=np.float64)
 
     scored["y_bps"] = y
     scored["hit50"] = (y >= q(0.25)) & (y <= q(0.75))

@@ -84,8 +84,8 @@ class GbmSettings:
     n_paths: int = 10_000
     n_sample_paths: int = 50
     histogram_bins: int = 50
-    models: tuple[str, ...] = MODEL_NAMES
-    drift: str = "zero"
+    models: tuple[ModelName, ...] = MODEL_NAMES  # type: ignore[assignment]
+    drift: DriftMode = "zero"
     min_bars: int = 30
     max_gap_seconds: int = 300
     ewma_half_life_seconds: int = 1800

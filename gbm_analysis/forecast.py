@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from gbm_analysis.config import MODEL_NAMES, GbmSettings
 from gbm_analysis.exceptions import DataError
@@ -118,17 +119,13 @@ def _one_model(
 ) -> ModelForecast:
     rng = generator_for(run_seed, symbol, model)
     s0 = series.last_price
-    common = {
-        "n_steps": settings.n_steps,
-        "n_paths": settings.n_paths,
-        "rng": rng,
-        "chunk_paths": settings.chunk_paths,
-    }
+    n_steps, n_paths, chunk = settings.n_steps, settings.n_paths, settings.chunk_paths
+    dt = float(settings.step_seconds)
     stderr = dof = math.nan
     if model == "gbm":
         est = estimate(series, drift=settings.drift)
         mu, sigma, stderr = est.mu, est.sigma, est.sigma_stderr
-        paths = simulate_paths(s0, mu, sigma, float(settings.step_seconds), **common)
+        paths = simulate_paths(s0, mu, sigma, dt, n_steps, n_paths, rng, chunk_paths=chunk)
     elif model == "ewma_t":
         ewma = estimate_ewma(
             series,
@@ -138,10 +135,10 @@ def _one_model(
             dof=settings.t_dof,
         )
         mu, sigma, dof = ewma.mu, ewma.sigma, ewma.dof
-        paths = simulate_paths(s0, mu, sigma, float(settings.step_seconds), dof=dof, **common)
+        paths = simulate_paths(s0, mu, sigma, dt, n_steps, n_paths, rng, dof=dof, chunk_paths=chunk)
     else:  # hist_sim: bootstrap of overlapping historical step returns
         hist = step_log_returns(series, step_bars=settings.step_seconds // settings.bar_seconds)
-        paths = simulate_bootstrap_paths(s0, hist, **common)
+        paths = simulate_bootstrap_paths(s0, hist, n_steps, n_paths, rng, chunk_paths=chunk)
         mu = float(hist.mean() / settings.step_seconds)
         sigma = float(hist.std(ddof=1) / math.sqrt(settings.step_seconds))
     summary = summarise_paths(
@@ -169,8 +166,8 @@ def _one_model(
 
 def forecast_symbol(
     symbol: str,
-    window_start: np.ndarray,
-    close: np.ndarray,
+    window_start: NDArray[np.float64],
+    close: NDArray[np.float64],
     settings: GbmSettings,
     run_seed: int,
 ) -> list[ModelForecast]:

@@ -70,6 +70,15 @@ def _storage(what: str, exc: Exception) -> StorageError:
     return StorageError(f"cassandra {what} failed: {type(exc).__name__}: {exc}")
 
 
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """Every error the driver raises for a failed request (NoHostAvailable is not a
+    DriverException)."""
+    from cassandra import DriverException
+    from cassandra.cluster import NoHostAvailable
+
+    return (DriverException, NoHostAvailable)
+
+
 class GbmStore:
     """Driver-side reads and writes of the GBM tables in one keyspace.
 
@@ -82,11 +91,9 @@ class GbmStore:
         self.keyspace = keyspace
 
     def _execute(self, what: str, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        from cassandra import DriverException
-
         try:
             return list(self.session.execute(query, params))
-        except DriverException as exc:
+        except _driver_errors() as exc:
             raise _storage(what, exc) from exc
 
     # --- bars ---------------------------------------------------------------------------
@@ -248,7 +255,6 @@ class GbmStore:
         self, rows: pd.DataFrame, *, backtest_id: str, evaluated_at: datetime
     ) -> int:
         """Upsert the rows of :func:`gbm_analysis.backtest.summarise_scores`."""
-        from cassandra import DriverException
         from cassandra.concurrent import execute_concurrent_with_args
 
         cols = [
@@ -273,10 +279,13 @@ class GbmStore:
             "last_issued",
         ]
         key = ["symbol", "day", "evaluated_at", "backtest_id", "model", "step"]
-        statement = self.session.prepare(
-            f"INSERT INTO {self.keyspace}.{TABLE_GBM_BACKTEST} ({', '.join(key + cols)}) "
-            f"VALUES ({', '.join('?' * len(key + cols))})"
-        )
+        try:
+            statement = self.session.prepare(
+                f"INSERT INTO {self.keyspace}.{TABLE_GBM_BACKTEST} ({', '.join(key + cols)}) "
+                f"VALUES ({', '.join('?' * len(key + cols))})"
+            )
+        except _driver_errors() as exc:
+            raise _storage(f"prepare backtest insert {backtest_id}", exc) from exc
         day = to_utc(evaluated_at).date()
         params = []
         for rec in rows.to_dict("records"):
@@ -293,7 +302,7 @@ class GbmStore:
             results = execute_concurrent_with_args(
                 self.session, statement, params, concurrency=16, raise_on_first_error=True
             )
-        except DriverException as exc:
+        except _driver_errors() as exc:
             raise _storage(f"write backtest {backtest_id}", exc) from exc
         return len(results)
 

@@ -30,7 +30,9 @@ from schemas.contracts import TABLE_AGG_5S
 from schemas.gbm_tables import TABLE_GBM_FORECAST_RUNS, TABLE_GBM_FORECASTS, TABLE_GBM_PATHS
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from datetime import date
+
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 __all__ = ["RunResult", "new_run_id", "run_forecasts"]
 
@@ -69,7 +71,7 @@ def new_run_id(issued_at: datetime) -> str:
 def _read_bars(
     spark: SparkSession,
     keyspace: str,
-    partitions: list[tuple[str, object]],
+    partitions: list[tuple[str, date]],
     start: datetime,
     end: datetime,
 ) -> DataFrame:
@@ -98,7 +100,7 @@ def _tables(
 ) -> dict[str, DataFrame]:
     from pyspark.sql import functions as F
 
-    def nan_null(name: str) -> object:
+    def nan_null(name: str) -> Column:
         return F.nanvl(F.col(name), F.lit(None).cast("double")).alias(name)
 
     n_pct = 99
@@ -144,7 +146,7 @@ def _tables(
         F.posexplode("mean").alias("i", "mean"),
     )
 
-    def pct(level: int) -> object:
+    def pct(level: int) -> Column:
         return F.element_at("percentiles", F.col("i") * n_pct + level).alias(f"q{level:02d}")
 
     forecasts = steps.select(
@@ -280,10 +282,14 @@ def run_forecasts(
         finally:
             progress.stop()
             result.unpersist()
-    # a symbol asked for by name that has no bars at all still gets a row saying so
-    for symbol in sorted(set(settings.symbols) - set(found)):
-        message = f"0 bars in the last {settings.lookback_seconds}s, need at least "
-        message += str(settings.min_bars)
+    # a symbol asked for by name, or with bars only outside the window, still gets a row saying
+    # why it has no forecast
+    covered = {symbol for symbol, *_ in statuses}
+    for symbol in sorted((set(settings.symbols) | set(found)) - covered):
+        message = (
+            f"0 bars in the {settings.lookback_seconds}s before {as_of.isoformat()}, "
+            f"need at least {settings.min_bars}"
+        )
         store.write_skipped(
             symbol=symbol,
             run_id=run_id,

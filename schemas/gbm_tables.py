@@ -1,4 +1,4 @@
-"""Names of the tables of ``cql/004_gbm.cql``, written by ``gbm_analysis`` and read by dashboards."""
+"""Table names of ``cql/004_gbm.cql``: written by ``gbm_analysis``, read by dashboards."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ Exposed series (prefix ``stream_``): ``input_rows_per_second``, ``processed_rows
 ``batch_duration_seconds``, ``kafka_offsets_behind_latest`` (max over partitions),
 ``watermark_seconds`` (the event-time watermark as epoch seconds; ``time() - watermark`` is
 how far the bars trail the wall clock), and the counters ``input_rows_total``,
-``late_rows_dropped_total`` (``numRowsDroppedByWatermark``), ``dlq_rows_total``, ``batches_total``, ``query_failures_total``.
+``late_rows_dropped_total`` (``numRowsDroppedByWatermark``), ``dlq_rows_total``,
+``batches_total``, ``query_failures_total``.
 
 Spark counts ``numRowsDroppedByWatermark`` after partial aggregation: late trades of one symbol
 that fall in the same closed window within one micro-batch task count once. The counter is

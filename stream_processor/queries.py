@@ -14,6 +14,7 @@ resumes from there. Bars use update output mode, so every micro-batch upserts th
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
@@ -66,11 +67,17 @@ def _trigger(settings: StreamSettings, query: QueryName, once: bool) -> dict[str
 
 
 def start_query(
-    spark: SparkSession, settings: StreamSettings, query: QueryName, *, once: bool = False
+    spark: SparkSession,
+    settings: StreamSettings,
+    query: QueryName,
+    *,
+    once: bool = False,
+    stop: threading.Event | None = None,
 ) -> StreamingQuery:
     """Start one query by name.
 
     :param once: process what is in Kafka now (``availableNow``), then stop.
+    :param stop: set on shutdown, so that a sink retrying a failed write gives up at once.
     """
     decoded = transforms.decoded_trades(
         kafka_records(spark, settings), max_future_skew_ms=settings.max_future_skew_ms
@@ -88,6 +95,7 @@ def start_query(
             bootstrap_servers=settings.kafka.bootstrap_servers,
             dlq_topic=settings.dlq_topic,
             retry_ms=settings.sink_retry_ms,
+            stop=stop,
         )
         mode = "append"
     else:
@@ -95,7 +103,7 @@ def start_query(
         frame = transforms.ohlcv_bars(
             transforms.valid_trades(decoded), duration, f"{settings.watermark_ms} milliseconds"
         )
-        sink = BarsSink(keyspace=keyspace, table=table, retry_ms=settings.sink_retry_ms)
+        sink = BarsSink(keyspace=keyspace, table=table, retry_ms=settings.sink_retry_ms, stop=stop)
         mode = "update"
     started = (
         frame.writeStream.queryName(query)
@@ -117,7 +125,11 @@ def start_query(
 
 
 def start_queries(
-    spark: SparkSession, settings: StreamSettings, *, once: bool = False
+    spark: SparkSession,
+    settings: StreamSettings,
+    *,
+    once: bool = False,
+    stop: threading.Event | None = None,
 ) -> list[StreamingQuery]:
     """Start every query in ``settings.queries``."""
-    return [start_query(spark, settings, q, once=once) for q in settings.queries]
+    return [start_query(spark, settings, q, once=once, stop=stop) for q in settings.queries]

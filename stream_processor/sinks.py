@@ -9,6 +9,7 @@ at-least-once: a replayed batch can repeat a dead letter; each carries ``source_
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ def retry_write(
     error: type[SinkError],
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    stop: threading.Event | None = None,
 ) -> int:
     """Run ``write`` until it succeeds, retrying JVM-side failures with capped backoff.
 
@@ -50,6 +52,7 @@ def retry_write(
     :param batch_id: the micro-batch id, for log lines.
     :param timeout_ms: give up after this long (ms) and raise ``error``.
     :param error: the :class:`SinkError` subclass to raise when giving up.
+    :param stop: when set (the job is shutting down), give up at once instead of retrying.
     :returns: the number of attempts it took.
     :raises SinkError: when the write still fails after ``timeout_ms``.
 
@@ -72,7 +75,8 @@ def retry_write(
             return attempt
         except (Py4JError, CapturedException) as exc:
             summary = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            if clock() + backoff > deadline:
+            stopping = stop is not None and stop.is_set()
+            if stopping or clock() + backoff > deadline:
                 logger.error(
                     "batch %d: writing to %s failed after %d attempts, giving up: %s",
                     batch_id,
@@ -93,7 +97,10 @@ def retry_write(
                 backoff,
                 summary,
             )
-            sleep(backoff)
+            if stop is not None:
+                stop.wait(backoff)
+            else:
+                sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
 
@@ -116,6 +123,7 @@ class RawTradesSink:
     :param bootstrap_servers: Kafka brokers for the DLQ.
     :param dlq_topic: DLQ topic name.
     :param retry_ms: how long to retry a failing write (ms).
+    :param stop: set when the job shuts down; a retrying write then gives up at once.
     """
 
     keyspace: str
@@ -123,6 +131,7 @@ class RawTradesSink:
     bootstrap_servers: str
     dlq_topic: str
     retry_ms: int
+    stop: threading.Event | None = None
 
     def __call__(self, decoded: DataFrame, batch_id: int) -> None:
         decoded.persist()
@@ -134,6 +143,7 @@ class RawTradesSink:
                 batch_id=batch_id,
                 timeout_ms=self.retry_ms,
                 error=CassandraSinkError,
+                stop=self.stop,
             )
             letters = transforms.dead_letters(decoded)
             retry_write(
@@ -142,6 +152,7 @@ class RawTradesSink:
                 batch_id=batch_id,
                 timeout_ms=self.retry_ms,
                 error=DeadLetterSinkError,
+                stop=self.stop,
             )
         finally:
             decoded.unpersist()
@@ -163,11 +174,13 @@ class BarsSink:
     :param keyspace: Cassandra keyspace.
     :param table: one of the ``trades_agg_*`` tables.
     :param retry_ms: how long to retry a failing write (ms).
+    :param stop: set when the job shuts down; a retrying write then gives up at once.
     """
 
     keyspace: str
     table: str
     retry_ms: int
+    stop: threading.Event | None = None
 
     def __call__(self, bars: DataFrame, batch_id: int) -> None:
         # Cached so that a retry rewrites the same rows instead of re-running the stateful plan.
@@ -179,6 +192,7 @@ class BarsSink:
                 batch_id=batch_id,
                 timeout_ms=self.retry_ms,
                 error=CassandraSinkError,
+                stop=self.stop,
             )
         finally:
             bars.unpersist()

@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -84,7 +85,7 @@ def supervise(
     *,
     once: bool,
     max_restarts: int,
-    should_stop: list[bool],
+    stop: threading.Event,
 ) -> int:
     """Run the selected queries, restarting a failed one from its checkpoint.
 
@@ -92,10 +93,10 @@ def supervise(
         query failed more than ``max_restarts`` times within ten minutes.
     """
     running: dict[QueryName, StreamingQuery] = {
-        q: start_query(spark, settings, q, once=once) for q in settings.queries
+        q: start_query(spark, settings, q, once=once, stop=stop) for q in settings.queries
     }
     failures: dict[QueryName, deque[float]] = {q: deque() for q in settings.queries}
-    while running and not should_stop[0]:
+    while running and not stop.is_set():
         try:
             spark.streams.awaitAnyTermination(1)
         except StreamingQueryException:
@@ -132,8 +133,9 @@ def supervise(
                 delay,
                 error.desc.splitlines()[0] if error.desc else error,
             )
-            time.sleep(delay)
-            running[name] = start_query(spark, settings, name, once=once)
+            if stop.wait(delay):
+                break
+            running[name] = start_query(spark, settings, name, once=once, stop=stop)
     for query in running.values():
         query.stop()
     return 0
@@ -152,11 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         logger.error("configuration error: %s", exc)
         return 2
-    should_stop = [False]
+    stop = threading.Event()
 
     def _request_stop(signum: int, frame: FrameType | None) -> None:
         logger.info("signal %d: stopping queries (again to kill)", signum)
-        should_stop[0] = True
+        stop.set()
         signal.signal(signum, signal.SIG_DFL)
 
     signal.signal(signal.SIGTERM, _request_stop)
@@ -167,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port:
         listener.serve(settings.metrics_host, settings.metrics_port)
     logger.info("settings: %s", settings)
-    return supervise(
-        spark, settings, once=args.once, max_restarts=max_restarts, should_stop=should_stop
-    )
+    try:
+        return supervise(spark, settings, once=args.once, max_restarts=max_restarts, stop=stop)
+    finally:
+        spark.stop()

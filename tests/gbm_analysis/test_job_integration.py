@@ -205,3 +205,17 @@ def test_api_serves_latest_forecast_and_backtest(
     assert client.get("/backtest/NOPE:NOTHING").status_code == 404
     spec = client.get("/openapi.json").json()
     assert {"/forecast/{symbol}", "/backtest/{symbol}"} <= set(spec["paths"])
+
+
+def test_cassandra_errors_become_storage_errors_and_503(cassandra_session: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from gbm_analysis.api import create_app
+    from gbm_analysis.exceptions import StorageError
+
+    store = GbmStore(cassandra_session, "no_such_keyspace_gbm")
+    with pytest.raises(StorageError, match="^cassandra latest run X failed: InvalidRequest"):
+        store.latest_runs("X", days_back=0, now=datetime.now(UTC))
+    response = TestClient(create_app(store)).get("/forecast/X")
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("cassandra latest run X failed")

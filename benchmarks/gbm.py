@@ -1,0 +1,264 @@
+"""GBM benchmark: vectorised simulation against per-path loops, and the whole hourly job.
+
+Usage::
+
+    .venv/bin/python benchmarks/gbm.py [--symbols 50] [--paths 10000] [--steps 60] [--skip-job]
+
+1. Simulation throughput at equal work (``--paths`` x ``--steps`` path-steps): the chunked,
+   vectorised :func:`gbm_analysis.model.simulate_paths`; a per-path Python loop calling numpy once
+   per path; a pure-Python loop (one ``random.gauss`` per path-step); the naive loop that draws
+   one numpy scalar per path-step (what the reference job's single ``np.random.normal()`` becomes
+   when it is put in a loop).
+2. The whole job: ``--symbols`` symbols with six hours of 5-second bars each in a scratch keyspace
+   (created with ``python -m infra migrate`` and dropped afterwards), one
+   :func:`gbm_analysis.job.run_forecasts` through Spark local[2] with the three models, timed from
+   the read of the bars to the last write (the Spark session start is reported separately).
+   Needs the stack (``python -m infra up``).
+
+Prints a table and writes ``benchmarks/results/gbm.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gbm_analysis.config import GbmSettings  # noqa: E402
+from gbm_analysis.forecast import forecast_symbol  # noqa: E402
+from gbm_analysis.model import SECONDS_PER_YEAR, simulate_paths  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "gbm.json"
+S0, MU, DT = 100.0, 0.0, 60.0
+SIGMA = 0.6 / math.sqrt(SECONDS_PER_YEAR)
+
+
+def _best(fn: Any, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_simulation(n_paths: int, n_steps: int) -> list[dict[str, Any]]:
+    work = n_paths * n_steps
+
+    def vectorised() -> None:
+        simulate_paths(S0, MU, SIGMA, DT, n_steps, n_paths, np.random.default_rng(1))
+
+    def numpy_per_path() -> None:
+        rng = np.random.default_rng(1)
+        out = np.empty((n_paths, n_steps))
+        drift, vol = (MU - SIGMA**2 / 2) * DT, SIGMA * math.sqrt(DT)
+        for p in range(n_paths):
+            out[p] = S0 * np.exp(np.cumsum(drift + vol * rng.standard_normal(n_steps)))
+
+    def pure_python() -> None:
+        rnd = random.Random(1)
+        drift, vol = (MU - SIGMA**2 / 2) * DT, SIGMA * math.sqrt(DT)
+        out = []
+        for _ in range(n_paths):
+            s, path = S0, []
+            for _ in range(n_steps):
+                s *= math.exp(drift + vol * rnd.gauss(0.0, 1.0))
+                path.append(s)
+            out.append(path)
+
+    def numpy_scalars() -> None:
+        rng = np.random.default_rng(1)
+        out = np.empty((n_paths, n_steps))
+        drift, vol = (MU - SIGMA**2 / 2) * DT, SIGMA * math.sqrt(DT)
+        for p in range(n_paths):
+            s = S0
+            for k in range(n_steps):
+                s = s * np.exp(drift + vol * rng.standard_normal())
+                out[p, k] = s
+
+    rows = []
+    print(f"simulation: {n_paths:,} paths x {n_steps} steps = {work:,} path-steps each", flush=True)
+    for name, fn, repeat in (
+        ("vectorised (chunked numpy)", vectorised, 7),
+        ("per-path loop (numpy per path)", numpy_per_path, 3),
+        ("per-path loop (pure Python)", pure_python, 1),
+        ("per-path loop (numpy scalars)", numpy_scalars, 1),
+    ):
+        seconds = _best(fn, repeat)
+        rows.append({"method": name, "seconds": seconds, "path_steps_per_s": work / seconds})
+        print(f"  {name:<32} {seconds:8.4f} s", flush=True)
+    base = rows[0]["path_steps_per_s"]
+    for row in rows:
+        row["speedup_of_vectorised"] = base / row["path_steps_per_s"]
+    return rows
+
+
+def bench_forecast_numpy(n_symbols: int, settings: GbmSettings) -> dict[str, Any]:
+    """The per-symbol work without Spark or Cassandra, on one core."""
+    n = settings.lookback_seconds // settings.bar_seconds
+    t = np.arange(n) * float(settings.bar_seconds)
+    rng = np.random.default_rng(0)
+    bars = [
+        100 * np.exp(np.cumsum(SIGMA * math.sqrt(5) * rng.standard_normal(n)))
+        for _ in range(n_symbols)
+    ]
+    t0 = time.perf_counter()
+    for i, closes in enumerate(bars):
+        forecast_symbol(f"S{i}", t, closes, settings, run_seed=1)
+    seconds = time.perf_counter() - t0
+    return {"symbols": n_symbols, "bars_per_symbol": n, "seconds": seconds}
+
+
+def _infra(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "infra", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def bench_job(n_symbols: int, settings: GbmSettings) -> dict[str, Any]:
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    from gbm_analysis.io import GbmStore
+    from gbm_analysis.job import run_forecasts
+    from schemas.cassandra import connect
+    from schemas.settings import CassandraSettings
+    from schemas.spark import build_session
+
+    keyspace = f"bench_gbm_{uuid.uuid4().hex[:6]}"
+    print(f"job: creating scratch keyspace {keyspace}", flush=True)
+    _infra("migrate", "--keyspace", keyspace)
+    cassandra = CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": keyspace})
+    cluster, session = connect(cassandra)
+    try:
+        as_of = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        n = settings.lookback_seconds // settings.bar_seconds
+        stmt = session.prepare(
+            f"INSERT INTO {keyspace}.trades_agg_5s (symbol, day, window_start, window_end, close) "
+            "VALUES (?,?,?,?,?)"
+        )
+        starts = [as_of - timedelta(seconds=settings.bar_seconds * (n - i)) for i in range(n)]
+        rng = np.random.default_rng(0)
+        t0 = time.perf_counter()
+        for k in range(n_symbols):
+            closes = 100 * np.exp(np.cumsum(SIGMA * math.sqrt(5) * rng.standard_normal(n)))
+            params = [
+                (f"BENCH:{k:03d}", ws.date(), ws, ws + timedelta(seconds=5), float(c))
+                for ws, c in zip(starts, closes, strict=True)
+            ]
+            execute_concurrent_with_args(session, stmt, params, concurrency=64)
+            print(f"  bars: {k + 1}/{n_symbols} symbols x {n} bars written", end="\r", flush=True)
+        print(f"\n  bars written in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        t0 = time.perf_counter()
+        spark = build_session("gbm_benchmark", cassandra)
+        spark_start = time.perf_counter() - t0
+        store = GbmStore(session, keyspace)
+        try:
+            runs = []
+            for attempt in range(2):  # the first run also warms the Python workers
+                t0 = time.perf_counter()
+                result = run_forecasts(
+                    spark, store, settings, as_of=as_of, issued_at=datetime.now(UTC), seed=attempt
+                )
+                runs.append(time.perf_counter() - t0)
+                print(
+                    f"  run {attempt + 1}: {runs[-1]:.1f} s, {result.n_ok} forecasts ok", flush=True
+                )
+        finally:
+            spark.stop()
+        return {
+            "symbols": n_symbols,
+            "bars_per_symbol": n,
+            "models": list(settings.models),
+            "paths": settings.n_paths,
+            "steps": settings.n_steps,
+            "spark_session_start_s": spark_start,
+            "first_run_s": runs[0],
+            "second_run_s": runs[1],
+            "forecasts_ok": result.n_ok,
+            "gbm_forecasts_rows_per_run": result.n_ok * settings.n_steps,
+        }
+    finally:
+        cluster.shutdown()
+        _infra("drop-keyspace", keyspace)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--paths", type=int, default=10_000)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--skip-job", action="store_true", help="only the numpy benchmarks")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    settings = GbmSettings(n_paths=args.paths, n_steps=args.steps)
+
+    simulation = bench_simulation(args.paths, args.steps)
+    per_symbol = bench_forecast_numpy(args.symbols, settings)
+    print(
+        f"forecast without Spark: {per_symbol['seconds']:.2f} s for {args.symbols} symbols "
+        "x 3 models on one core",
+        flush=True,
+    )
+    job = None if args.skip_job else bench_job(args.symbols, settings)
+
+    print("\n| measurement | value |\n|---|---|")
+    for row in simulation:
+        print(
+            f"| {row['method']} | {row['path_steps_per_s'] / 1e6:,.2f} M path-steps/s "
+            f"({row['speedup_of_vectorised']:,.1f}x slower than vectorised) |"
+            if row["speedup_of_vectorised"] > 1.0001
+            else f"| {row['method']} | {row['path_steps_per_s'] / 1e6:,.2f} M path-steps/s |"
+        )
+    print(
+        f"| 3 models x {args.symbols} symbols, numpy only, 1 core | {per_symbol['seconds']:.2f} s |"
+    )
+    if job:
+        print(f"| Spark session start | {job['spark_session_start_s']:.1f} s |")
+        print(f"| whole job, first run (target <= 30 s) | {job['first_run_s']:.1f} s |")
+        print(f"| whole job, second run | {job['second_run_s']:.1f} s |")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "numpy": np.__version__,
+                },
+                "simulation": simulation,
+                "forecast_numpy": per_symbol,
+                "job": job,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

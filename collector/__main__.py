@@ -1,0 +1,175 @@
+"""``python -m collector``: Finnhub websocket -> validated Avro trades in Kafka.
+
+Usage::
+
+    FINNHUB_TOKEN=... python -m collector                     # the live Finnhub
+    FINNHUB_WS_URL=ws://127.0.0.1:8765 python -m collector    # the offline feed, no token
+    python -m collector --record frames.jsonl --duration 60   # also keep the raw frames
+
+Exit codes: 0 clean stop (everything acknowledged by Kafka), 1 runtime failure (Kafka refused
+records, the token was refused), 2 bad configuration, 130 killed by a second Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from collector.config import CollectorConfig
+from collector.connection import FinnhubConnection
+from collector.exceptions import CollectorError, ConfigError
+from collector.finnhub import FrameParser
+from collector.gaps import CassandraGapStore, GapSink, LoggingGapStore
+from collector.metrics import CollectorMetrics
+from collector.pipeline import FrameHandler
+from collector.producer import KafkaSink
+from collector.recorder import FrameRecorder
+
+logger = logging.getLogger("collector")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m collector",
+        description="Finnhub websocket -> validated Avro trades in Kafka (settings: environment "
+        "variables, see README).",
+    )
+    parser.add_argument("--record", type=Path, metavar="FILE", help="also write every frame here")
+    parser.add_argument(
+        "--max-trades", type=int, metavar="N", help="stop after producing at least N trades"
+    )
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    args = parser.parse_args(argv)
+    if args.max_trades is not None and args.max_trades < 1:
+        parser.error(f"--max-trades {args.max_trades}: must be >= 1")
+    if args.duration is not None and args.duration <= 0:
+        parser.error(f"--duration {args.duration:g}: must be > 0")
+    return args
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # websocket-client's own logger may print handshake details; keep it to warnings.
+    logging.getLogger("websocket").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("cassandra").setLevel(logging.WARNING)
+
+
+def _install_signal_handlers(connection: FinnhubConnection) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info(
+            "%s: stopping after the current frame, then flushing Kafka", signal.Signals(signum).name
+        )
+        connection.stop()
+        # A second Ctrl+C interrupts the flush.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def run(config: CollectorConfig, args: argparse.Namespace) -> int:
+    metrics = CollectorMetrics()
+    metrics.watch_symbols(config.symbols)
+    if config.metrics_port:
+        try:
+            metrics.serve(config.metrics_host, config.metrics_port)
+        except OSError as exc:
+            raise ConfigError(
+                f"COLLECTOR_METRICS_PORT={config.metrics_port}: cannot listen on "
+                f"{config.metrics_host} ({exc.strerror}); set another port or 0 to disable"
+            ) from None
+    sink = KafkaSink(
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        trades_topic=config.trades_topic,
+        dlq_topic=config.dlq_topic,
+        linger_ms=config.linger_ms,
+        batch_bytes=config.batch_bytes,
+        compression=config.compression,
+        metrics=metrics,
+    )
+    sink.setup()
+    gaps: GapSink = (
+        CassandraGapStore(config.cassandra, metrics) if config.record_gaps else LoggingGapStore()
+    )
+    recorder = FrameRecorder(args.record) if args.record else None
+    handler = FrameHandler(
+        FrameParser(
+            config.symbols,
+            source=config.source,
+            max_future_skew_ms=int(config.max_future_skew_s * 1000),
+            max_past_skew_ms=int(config.max_past_skew_s * 1000),
+        ),
+        sink,
+        metrics,
+        recorder=recorder,
+        max_trades=args.max_trades,
+        progress_interval_s=config.progress_interval_s,
+    )
+    connection = FinnhubConnection(
+        config, handler, gaps=gaps, metrics=metrics, on_idle=handler.tick
+    )
+    _install_signal_handlers(connection)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    logger.info(
+        "collecting %s from %s into %s (dlq %s), source %s, metrics %s",
+        ",".join(config.symbols),
+        config.ws_url,
+        config.trades_topic,
+        config.dlq_topic,
+        config.source,
+        f"http://{config.metrics_host}:{config.metrics_port}/metrics"
+        if config.metrics_port
+        else "off",
+    )
+    try:
+        connection.run(
+            should_stop=lambda: handler.done
+            or (deadline is not None and time.monotonic() >= deadline)
+        )
+    finally:
+        try:
+            sink.close(config.flush_timeout_s)
+        finally:
+            gaps.close()
+            if recorder is not None:
+                recorder.close()
+    logger.info("stopped cleanly: %s, all acknowledged by Kafka", handler.summary())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    _configure_logging(args.log_level)
+    try:
+        config = CollectorConfig.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(config, args)
+    except ConfigError as exc:
+        print(f"error: {config.redact(str(exc))}", file=sys.stderr)
+        return 2
+    except CollectorError as exc:
+        print(f"error: {config.redact(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted twice, Kafka flush abandoned", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

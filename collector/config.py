@@ -1,0 +1,283 @@
+"""Collector settings: one frozen object, read from the environment only by the entrypoint.
+
+Every variable has a default that works on loopback against ``python -m collector.feed``; against
+the live Finnhub only ``FINNHUB_TOKEN`` is needed (and ``FINNHUB_WS_URL`` left at its default).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from collector.exceptions import ConfigError
+from schemas.contracts import topic_specs
+from schemas.settings import CassandraSettings, KafkaSettings, SettingsError
+
+__all__ = [
+    "DEFAULT_SYMBOLS",
+    "FINNHUB_WS_URL",
+    "CollectorConfig",
+    "Compression",
+    "SecretStr",
+    "Source",
+    "redact",
+]
+
+FINNHUB_WS_URL = "wss://ws.finnhub.io"
+DEFAULT_SYMBOLS: tuple[str, ...] = (
+    "BINANCE:BTCUSDT",
+    "BINANCE:ETHUSDT",
+    "BINANCE:XRPUSDT",
+    "BINANCE:DOGEUSDT",
+    "AAPL",
+    "AMZN",
+    "MSFT",
+)
+Source = Literal["finnhub", "feed", "replay"]
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+_REDACTED = "***"
+
+
+class SecretStr:
+    """A string that never shows itself in ``repr``/``str``/f-strings.
+
+    >>> s = SecretStr("abc123")
+    >>> (repr(s), f"{s}", s.get_secret_value())
+    ("SecretStr('***')", '***', 'abc123')
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"SecretStr('{_REDACTED}')"
+
+    def __str__(self) -> str:
+        return _REDACTED
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def redact(text: str, secret: SecretStr | None) -> str:
+    """``text`` with every occurrence of the secret (and its URL-encoded form) replaced by ``***``.
+
+    >>> redact("GET wss://h/?token=s3cr%2Ft failed", SecretStr("s3cr/t"))
+    'GET wss://h/?token=*** failed'
+    """
+    if secret is None or not secret.get_secret_value():
+        return text
+    value = secret.get_secret_value()
+    for form in {value, urlencode({"": value})[1:]}:
+        text = text.replace(form, _REDACTED)
+    return text
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return raw.strip() if raw is not None and raw.strip() else None
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be a finite number >= {minimum:g}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() not in allowed:
+        raise ConfigError(f"{name}={raw!r}: allowed values are {', '.join(allowed)}")
+    return raw.lower()
+
+
+def _symbols(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return DEFAULT_SYMBOLS
+    symbols = tuple(dict.fromkeys(s.strip() for s in raw.split(",") if s.strip()))
+    if not symbols:
+        raise ConfigError(f"SYMBOLS={raw!r} names no symbol (expected e.g. AAPL,BINANCE:BTCUSDT)")
+    for symbol in symbols:
+        if any(ch.isspace() for ch in symbol) or len(symbol) > 64:
+            raise ConfigError(f"SYMBOLS: {symbol!r} is not a symbol (no spaces, <= 64 chars)")
+    return symbols
+
+
+def _ws_url(raw: str | None) -> str:
+    url = raw or FINNHUB_WS_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigError(f"FINNHUB_WS_URL={url!r}: expected ws://host[:port] or wss://host")
+    if any(k == "token" for k, _ in parse_qsl(parts.query)):
+        raise ConfigError("FINNHUB_WS_URL must not contain the token: set FINNHUB_TOKEN instead")
+    return url
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectorConfig:
+    """Everything the collector needs, validated on construction.
+
+    :param ws_url: websocket base URL, without the token (``FINNHUB_WS_URL``).
+    :param token: Finnhub API token (``FINNHUB_TOKEN``); required for ``wss://ws.finnhub.io``,
+        optional for the offline feed. Never logged.
+    :param symbols: symbols to subscribe (``SYMBOLS``, comma-separated).
+    :param source: the ``source`` field of every record: ``finnhub``, ``feed`` or ``replay``.
+    :param max_future_skew_s: a trade later than now + this (s) goes to the DLQ (default 60).
+    :param max_past_skew_s: a trade older than now - this (s) goes to the DLQ (default 86400).
+    :param stall_timeout_s: reconnect when no frame at all (not even a ping) came for this long.
+    :param backoff_initial_s: first reconnect delay; doubles per failed attempt...
+    :param backoff_max_s: ...up to this cap, with jitter.
+    :raises ConfigError: a value is out of range; the message names it.
+
+    >>> c = CollectorConfig.from_env({"FINNHUB_WS_URL": "ws://127.0.0.1:8765", "SYMBOLS": "A,B"})
+    >>> (c.symbols, c.source, c.token)
+    (('A', 'B'), 'feed', None)
+    """
+
+    ws_url: str = FINNHUB_WS_URL
+    token: SecretStr | None = field(default=None, repr=False)
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    source: Source = "finnhub"
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    trades_topic: str = "trades"
+    dlq_topic: str = "trades.dlq"
+    max_future_skew_s: float = 60.0
+    max_past_skew_s: float = 86_400.0
+    stall_timeout_s: float = 60.0
+    connect_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    linger_ms: int = 20
+    batch_bytes: int = 262_144
+    compression: Compression = "gzip"
+    flush_timeout_s: float = 30.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108
+    progress_interval_s: float = 10.0
+    record_gaps: bool = True
+    cassandra: CassandraSettings = field(default_factory=CassandraSettings)
+    collector_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def __post_init__(self) -> None:
+        if self.source not in get_args(Source):
+            raise ConfigError(
+                f"source={self.source!r}: allowed values are {', '.join(get_args(Source))}"
+            )
+        if self.compression not in get_args(Compression):
+            raise ConfigError(
+                f"compression={self.compression!r}: allowed values are "
+                f"{', '.join(get_args(Compression))}"
+            )
+        if not self.symbols:
+            raise ConfigError("symbols: at least one symbol is needed")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError(
+                f"backoff_max_s={self.backoff_max_s:g} is below "
+                f"backoff_initial_s={self.backoff_initial_s:g}"
+            )
+        if self.stall_timeout_s <= 0:
+            raise ConfigError(f"stall_timeout_s={self.stall_timeout_s:g} must be > 0")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port={self.metrics_port} is outside 0..65535")
+        if urlsplit(self.ws_url).hostname == urlsplit(FINNHUB_WS_URL).hostname and not self.token:
+            raise ConfigError(
+                "FINNHUB_TOKEN is not set: the live Finnhub needs it "
+                "(or point FINNHUB_WS_URL at the offline feed, ws://127.0.0.1:8765)"
+            )
+
+    @property
+    def connect_url(self) -> str:
+        """The URL with ``token=`` appended. Secret: pass it to the socket, never to a log."""
+        if self.token is None:
+            return self.ws_url
+        parts = urlsplit(self.ws_url)
+        query = urlencode([*parse_qsl(parts.query), ("token", self.token.get_secret_value())])
+        return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
+
+    def redact(self, text: str) -> str:
+        """``text`` without the token, for logs and error messages."""
+        return redact(text, self.token)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CollectorConfig:
+        """Read every setting from ``env`` (default ``os.environ``).
+
+        :raises ConfigError: a variable has an unusable value; the message names it.
+        """
+        env = os.environ if env is None else env
+        ws_url = _ws_url(_get(env, "FINNHUB_WS_URL"))
+        token_raw = _get(env, "FINNHUB_TOKEN")
+        is_finnhub = urlsplit(ws_url).hostname == urlsplit(FINNHUB_WS_URL).hostname
+        try:
+            kafka = KafkaSettings.from_env(env)
+            cassandra = CassandraSettings.from_env(env)
+            topics = topic_specs(env)
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+        gaps = _choice(env, "COLLECTOR_GAPS", "on", ("on", "off"))
+        compression = _choice(env, "COLLECTOR_COMPRESSION", "gzip", tuple(get_args(Compression)))
+        source = _choice(
+            env, "COLLECTOR_SOURCE", "finnhub" if is_finnhub else "feed", tuple(get_args(Source))
+        )
+        return cls(
+            ws_url=ws_url,
+            token=SecretStr(token_raw) if token_raw else None,
+            symbols=_symbols(_get(env, "SYMBOLS")),
+            source=source,  # type: ignore[arg-type]
+            kafka=kafka,
+            trades_topic=topics["trades"].name,
+            dlq_topic=topics["dlq"].name,
+            max_future_skew_s=_number(env, "COLLECTOR_MAX_FUTURE_SKEW_S", 60.0, minimum=0),
+            max_past_skew_s=_number(env, "COLLECTOR_MAX_PAST_SKEW_S", 86_400.0, minimum=0),
+            stall_timeout_s=_number(env, "COLLECTOR_STALL_TIMEOUT_S", 60.0, minimum=0.1),
+            connect_timeout_s=_number(env, "COLLECTOR_CONNECT_TIMEOUT_S", 10.0, minimum=0.1),
+            backoff_initial_s=_number(env, "COLLECTOR_BACKOFF_INITIAL_S", 0.5, minimum=0.01),
+            backoff_max_s=_number(env, "COLLECTOR_BACKOFF_MAX_S", 30.0, minimum=0.01),
+            linger_ms=_integer(env, "COLLECTOR_LINGER_MS", 20, minimum=0),
+            batch_bytes=_integer(env, "COLLECTOR_BATCH_BYTES", 262_144, minimum=1024),
+            compression=compression,  # type: ignore[arg-type]
+            flush_timeout_s=_number(env, "COLLECTOR_FLUSH_TIMEOUT_S", 30.0, minimum=0.1),
+            metrics_host=_get(env, "COLLECTOR_METRICS_HOST") or "127.0.0.1",
+            metrics_port=_integer(env, "COLLECTOR_METRICS_PORT", 9108, minimum=0),
+            progress_interval_s=_number(env, "COLLECTOR_PROGRESS_S", 10.0, minimum=0),
+            record_gaps=gaps == "on",
+            cassandra=cassandra,
+        )

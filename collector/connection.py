@@ -1,0 +1,285 @@
+"""The websocket lifecycle: connect -> subscribe -> read, reconnecting forever until stopped.
+
+One class, :class:`FinnhubConnection`, owns it:
+
+* a stall watchdog: the socket has a short read timeout, and when no frame at all (not even a
+  Finnhub ``ping``) came for ``stall_timeout_s`` the socket is closed and reopened;
+* reconnects with capped exponential backoff and jitter (:func:`backoff_delay`); the backoff
+  resets after a successful subscribe;
+* every period without a connection is reported as a :class:`~collector.models.Gap`, from the
+  last frame received to the moment the symbols were subscribed again;
+* the token is only ever in the URL handed to the socket; every message we log or raise goes
+  through :meth:`CollectorConfig.redact`.
+
+The socket factory is injected, so tests can drive the lifecycle with a scripted socket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import websocket
+
+from collector.config import CollectorConfig
+from collector.exceptions import AuthenticationError, FeedConnectionError
+from collector.gaps import GapSink
+from collector.metrics import CollectorMetrics
+from collector.models import Gap, GapReason
+
+__all__ = [
+    "ConnectFactory",
+    "FinnhubConnection",
+    "WebSocketLike",
+    "backoff_delay",
+    "open_websocket",
+]
+
+logger = logging.getLogger(__name__)
+
+OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
+OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
+OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
+# How often a blocked read wakes up to check the stop flag and the stall watchdog.
+_POLL_S = 0.5
+
+
+class WebSocketLike(Protocol):
+    """The part of ``websocket.WebSocket`` the connection uses."""
+
+    def send(self, payload: str) -> Any: ...
+
+    def recv_data(self) -> tuple[int, Any]: ...
+
+    def settimeout(self, timeout: float | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ConnectFactory = Callable[[str, float], WebSocketLike]
+
+
+def open_websocket(url: str, timeout: float) -> WebSocketLike:
+    """Open a websocket-client connection. UTF-8 is checked by the parser, not by the socket, so
+    a bad frame becomes a dead letter instead of a broken connection."""
+    ws: WebSocketLike = websocket.create_connection(
+        url, timeout=timeout, skip_utf8_validation=True, enable_multithread=False
+    )
+    return ws
+
+
+def backoff_delay(attempt: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0-based): ``initial_s * 2**attempt``, capped
+    at ``max_s``, with "equal jitter" (a uniform half of it), so many collectors that lost the
+    same server do not come back in lockstep, and no delay is ever near zero.
+
+    >>> rng = random.Random(1)
+    >>> delays = [backoff_delay(a, initial_s=1, max_s=8, rng=rng) for a in range(6)]
+    >>> [(min(8, 2**a) / 2 <= d <= min(8, 2**a)) for a, d in enumerate(delays)]
+    [True, True, True, True, True, True]
+    """
+    base = min(max_s, initial_s * 2 ** min(attempt, 62))
+    return base / 2 + rng.uniform(0, base / 2)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FinnhubConnection:
+    """Keeps one websocket subscribed to ``config.symbols`` and hands every data frame to
+    ``on_frame(raw_bytes, received_ms)``.
+
+    :param config: URL, token, symbols, timeouts and backoff.
+    :param on_frame: called on the reading thread for each text/binary frame; exceptions it
+        raises stop the connection and propagate from :meth:`run`.
+    :param gaps: where gaps are recorded.
+    :param metrics: reconnects and the ``connected`` gauge.
+    :param connect: socket factory ``(url, timeout) -> socket`` (default websocket-client).
+    :param on_idle: called about twice a second when no frame arrives (progress reports).
+    :raises AuthenticationError: from :meth:`run`, when the server refuses the token.
+    """
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        on_frame: Callable[[bytes, int], None],
+        *,
+        gaps: GapSink,
+        metrics: CollectorMetrics,
+        connect: ConnectFactory = open_websocket,
+        on_idle: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.on_frame = on_frame
+        self.gaps = gaps
+        self.metrics = metrics
+        self._connect = connect
+        self._on_idle = on_idle or (lambda: None)
+        self._rng = rng or random.Random()
+        self._stop = threading.Event()
+        self.connections = 0
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return soon (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- one connection ------------------------------------------------------------------------
+    def _open(self) -> WebSocketLike:
+        url = self.config.ws_url
+        try:
+            ws = self._connect(self.config.connect_url, self.config.connect_timeout_s)
+        except websocket.WebSocketBadStatusException as exc:
+            if exc.status_code in (401, 403):
+                raise AuthenticationError(
+                    f"{url}: HTTP {exc.status_code}: the server refused the token "
+                    "(check FINNHUB_TOKEN)"
+                ) from None
+            raise FeedConnectionError(
+                f"{url}: handshake refused with HTTP {exc.status_code}"
+            ) from None
+        # `from None`: the original exception may quote the URL, which holds the token.
+        except (websocket.WebSocketException, OSError) as exc:
+            raise FeedConnectionError(
+                f"{url}: cannot connect: {type(exc).__name__}: {self.config.redact(str(exc))}"
+            ) from None
+        try:
+            for symbol in self.config.symbols:
+                ws.send(json.dumps({"type": "subscribe", "symbol": symbol}))
+        except (websocket.WebSocketException, OSError) as exc:
+            ws.close()
+            raise FeedConnectionError(
+                f"{url}: subscribe failed: {type(exc).__name__}: {self.config.redact(str(exc))}"
+            ) from None
+        ws.settimeout(min(_POLL_S, self.config.stall_timeout_s))
+        return ws
+
+    def _read(self, ws: WebSocketLike, should_stop: Callable[[], bool]) -> tuple[GapReason, str]:
+        """Read until the connection ends (returns why) or a stop is requested (returns "")."""
+        stall_s = self.config.stall_timeout_s
+        last_frame = time.monotonic()
+        on_frame = self.on_frame
+        while not self._stop.is_set() and not should_stop():
+            try:
+                opcode, data = ws.recv_data()
+            except websocket.WebSocketTimeoutException:
+                self._on_idle()
+                silent = time.monotonic() - last_frame
+                if silent >= stall_s:
+                    return "stall", f"no frame for {silent:.1f} s (stall timeout {stall_s:g} s)"
+                continue
+            except websocket.WebSocketConnectionClosedException:
+                return "disconnect", "connection closed without a close frame"
+            except (websocket.WebSocketException, OSError) as exc:
+                return "disconnect", f"{type(exc).__name__}: {self.config.redact(str(exc))}"
+            if opcode == OPCODE_CLOSE:
+                code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                return "server_closed", f"close frame from server (code {code})"
+            if opcode in (OPCODE_TEXT, OPCODE_BINARY):
+                self.last_frame_ms = _now_ms()
+                last_frame = time.monotonic()
+                on_frame(data, self.last_frame_ms)
+        return "disconnect", ""
+
+    def _close(self, ws: WebSocketLike, *, unsubscribe: bool) -> None:
+        try:
+            if unsubscribe:
+                for symbol in self.config.symbols:
+                    ws.send(json.dumps({"type": "unsubscribe", "symbol": symbol}))
+        except (websocket.WebSocketException, OSError):
+            pass  # closing anyway; the server forgets subscriptions of a closed socket
+        finally:
+            ws.close()
+
+    def _record_gap(self, start_ms: int, reason: GapReason, detail: str) -> None:
+        self.gaps.record(
+            Gap(
+                start_ms=start_ms,
+                end_ms=_now_ms(),
+                symbols=self.config.symbols,
+                reason=reason,
+                detail=detail,
+                source=self.config.source,
+                collector_id=self.config.collector_id,
+            )
+        )
+
+    # -- the lifecycle -------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Connect, subscribe and read until :meth:`stop` or ``should_stop()``; reconnect after
+        every disconnect or stall and record the gap once subscribed again."""
+        attempt = 0
+        lost_ms: int | None = None
+        reason: GapReason = "connect_failed"
+        detail = ""
+        url = self.config.ws_url
+        try:
+            while not self._stop.is_set() and not should_stop():
+                try:
+                    ws = self._open()
+                except AuthenticationError:
+                    raise
+                except FeedConnectionError as exc:
+                    if lost_ms is None:
+                        lost_ms, reason, detail = _now_ms(), "connect_failed", str(exc)
+                    delay = backoff_delay(
+                        attempt,
+                        initial_s=self.config.backoff_initial_s,
+                        max_s=self.config.backoff_max_s,
+                        rng=self._rng,
+                    )
+                    attempt += 1
+                    logger.warning("%s (attempt %d); retrying in %.2f s", exc, attempt, delay)
+                    self._stop.wait(delay)
+                    continue
+                self.connections += 1
+                attempt = 0
+                self.metrics.connected.set(1)
+                if lost_ms is not None:
+                    self.metrics.reconnects.labels(reason).inc()
+                    self._record_gap(lost_ms, reason, detail)
+                    lost_ms = None
+                logger.info(
+                    "connection %d to %s: subscribed %d symbol(s)",
+                    self.connections,
+                    url,
+                    len(self.config.symbols),
+                )
+                self.last_frame_ms: int | None = None
+                try:
+                    reason, detail = self._read(ws, should_stop)
+                finally:
+                    self.metrics.connected.set(0)
+                    self._close(ws, unsubscribe=self._stop.is_set() or should_stop())
+                if not detail:  # stopped on request
+                    break
+                lost_ms = self.last_frame_ms or _now_ms()
+                delay = backoff_delay(
+                    0,
+                    initial_s=self.config.backoff_initial_s,
+                    max_s=self.config.backoff_max_s,
+                    rng=self._rng,
+                )
+                logger.warning(
+                    "connection %d to %s lost (%s: %s); reconnecting in %.2f s",
+                    self.connections,
+                    url,
+                    reason,
+                    detail,
+                    delay,
+                )
+                attempt = 1
+                self._stop.wait(delay)
+        finally:
+            if lost_ms is not None:
+                self._record_gap(lost_ms, reason, f"{detail}; stopped before reconnecting")

@@ -1,0 +1,225 @@
+"""The Kafka sink: trades (Avro, key = symbol) and dead letters (JSON) with kafka-python.
+
+Delivery guarantees: ``acks=all`` and the idempotent producer (no duplicates from retries, order
+kept per partition), retries until ``delivery_timeout_ms``. Every record carries an errback, so a
+record Kafka finally refuses is counted, logged and turned into :class:`DeliveryError` at the
+next :meth:`KafkaSink.raise_if_failed` or :meth:`KafkaSink.flush`; nothing fails silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
+
+from collector.exceptions import DeliveryError, SinkSetupError
+from collector.metrics import CollectorMetrics
+from collector.models import DeadLetter, Trade
+
+__all__ = ["KafkaSink", "partition_for"]
+
+logger = logging.getLogger(__name__)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java and kafka-python) picks for ``key``.
+
+    >>> partition_for(b"AAPL", 2) in (0, 1)
+    True
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class KafkaSink:
+    """Produces trades and dead letters; :meth:`setup` first, :meth:`close` always.
+
+    :param bootstrap_servers: ``host:port[,host:port]``.
+    :param trades_topic: topic of Avro trades; :param dlq_topic: topic of dead letters.
+    :param linger_ms: how long the producer waits to fill a batch (default 20 ms).
+    :param batch_bytes: maximum batch size per partition (default 256 KiB).
+    :param compression: ``gzip`` (default), ``none``, or a codec whose library is installed.
+    :param delivery_timeout_s: how long a record may be retried before it counts as failed.
+    :param metrics: where delivery failures and produce latency are recorded.
+    :raises SinkSetupError: from :meth:`setup`, when brokers or topics cannot be reached.
+
+    Example (needs a broker)::
+
+        sink = KafkaSink(bootstrap_servers="127.0.0.1:9092", trades_topic="trades",
+                         dlq_topic="trades.dlq")
+        sink.setup()
+        try:
+            sink.send_trades(trades, encoder.encode_many(trades))
+        finally:
+            sink.close(timeout_s=30)   # flushes; raises DeliveryError if anything is left
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        trades_topic: str,
+        dlq_topic: str,
+        linger_ms: int = 20,
+        batch_bytes: int = 262_144,
+        compression: str = "gzip",
+        delivery_timeout_s: float = 120.0,
+        setup_timeout_s: float = 15.0,
+        metrics: CollectorMetrics | None = None,
+        producer_factory: Callable[..., Any] = KafkaProducer,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.trades_topic = trades_topic
+        self.dlq_topic = dlq_topic
+        self.metrics = metrics or CollectorMetrics()
+        self._producer_config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers.split(","),
+            "client_id": "collector",
+            "acks": "all",
+            "enable_idempotence": True,
+            "max_in_flight_requests_per_connection": 5,
+            "linger_ms": linger_ms,
+            "batch_size": batch_bytes,
+            "compression_type": None if compression == "none" else compression,
+            "delivery_timeout_ms": int(delivery_timeout_s * 1000),
+            "request_timeout_ms": min(30_000, int(delivery_timeout_s * 1000)),
+            "max_block_ms": int(setup_timeout_s * 1000),
+            "allow_auto_create_topics": True,
+        }
+        self._factory = producer_factory
+        self._producer: Any = None
+        self._keys: dict[str, tuple[bytes, int]] = {}
+        self._partitions = 0
+        self.sent = 0
+        self.dead_letters_sent = 0
+        self.failed = 0
+        self._first_failure: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Create the producer and fetch both topics' partitions; fails loudly.
+
+        :raises SinkSetupError: naming the brokers or the topic that could not be reached.
+        """
+        try:
+            self._producer = self._factory(**self._producer_config)
+        except (KafkaError, ValueError, AssertionError) as exc:
+            raise SinkSetupError(
+                f"Kafka producer for {self.bootstrap_servers} could not start: {exc}"
+            ) from exc
+        for topic in (self.trades_topic, self.dlq_topic):
+            try:
+                partitions = self._producer.partitions_for(topic)
+            except KafkaError as exc:
+                self._producer.close(timeout=1)
+                raise SinkSetupError(
+                    f"Kafka topic {topic!r} on {self.bootstrap_servers} is not reachable: {exc}"
+                ) from exc
+            if not partitions:
+                self._producer.close(timeout=1)
+                raise SinkSetupError(f"Kafka topic {topic!r} has no partitions")
+            if topic == self.trades_topic:
+                self._partitions = len(partitions)
+        logger.info(
+            "kafka sink ready: %s (%d partitions), dlq %s, brokers %s",
+            self.trades_topic,
+            self._partitions,
+            self.dlq_topic,
+            self.bootstrap_servers,
+        )
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until every record handed over so far is acknowledged or failed.
+
+        :raises DeliveryError: something was not acknowledged within ``timeout_s`` or failed.
+        """
+        if self._producer is None:
+            return
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise DeliveryError(
+                f"kafka flush: records still unacknowledged after {timeout_s:g} s ({exc})"
+            ) from exc
+        self.raise_if_failed()
+
+    def close(self, timeout_s: float) -> None:
+        """Flush, then close the producer (also when the flush raises)."""
+        if self._producer is None:
+            return
+        try:
+            self.flush(timeout_s)
+        finally:
+            producer, self._producer = self._producer, None
+            producer.close(timeout=min(timeout_s, 5.0))
+
+    def raise_if_failed(self) -> None:
+        """:raises DeliveryError: when any record was refused by Kafka so far."""
+        if self.failed:
+            raise DeliveryError(
+                f"kafka: {self.failed} record(s) not acknowledged; first error: "
+                f"{self._first_failure}"
+            )
+
+    # -- sending -------------------------------------------------------------------------------
+    def _key(self, symbol: str) -> tuple[bytes, int]:
+        cached = self._keys.get(symbol)
+        if cached is None:
+            key = symbol.encode("utf-8")
+            cached = self._keys[symbol] = (key, partition_for(key, self._partitions))
+        return cached
+
+    def _on_error(self, topic: str, exc: BaseException) -> None:
+        self.failed += 1
+        self.metrics.delivery_failures.inc()
+        if self._first_failure is None:
+            self._first_failure = f"{topic}: {type(exc).__name__}: {exc}"
+        if self.failed == 1 or self.failed % 1000 == 0:
+            logger.error(
+                "kafka %s: record not acknowledged (%d so far): %s", topic, self.failed, exc
+            )
+
+    def send_trades(self, trades: Sequence[Trade], values: Sequence[bytes]) -> None:
+        """Hand one frame's trades (and their encoded values) to the producer, key = symbol.
+
+        :raises DeliveryError: the producer refused a record (e.g. its buffer stayed full for
+            ``setup_timeout_s``).
+        """
+        if self._producer is None:
+            raise DeliveryError("kafka sink is not set up (call setup() first)")
+        send = self._producer.send
+        topic = self.trades_topic
+        key_of = self._key
+        on_error = self._on_error
+        future: Any = None
+        try:
+            for trade, value in zip(trades, values, strict=True):
+                key, partition = key_of(trade.symbol)
+                future = send(topic, value=value, key=key, partition=partition)
+                future.add_errback(on_error, topic)
+        except KafkaError as exc:
+            raise DeliveryError(f"kafka {topic}: send failed: {exc}") from exc
+        self.sent += len(values)
+        if future is not None:
+            started = time.perf_counter()
+            future.add_callback(
+                lambda _meta: self.metrics.produce_latency.observe(time.perf_counter() - started)
+            )
+
+    def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Produce dead letters as JSON to the DLQ topic, key = symbol when known."""
+        if self._producer is None:
+            raise DeliveryError("kafka sink is not set up (call setup() first)")
+        topic = self.dlq_topic
+        try:
+            for letter in letters:
+                key = letter.symbol.encode("utf-8") if letter.symbol else None
+                future = self._producer.send(topic, value=letter.to_json(), key=key)
+                future.add_errback(self._on_error, topic)
+        except KafkaError as exc:
+            raise DeliveryError(f"kafka {topic}: send failed: {exc}") from exc
+        self.dead_letters_sent += len(letters)

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from collector.config import DEFAULT_SYMBOLS, CollectorConfig, SecretStr
+from collector.exceptions import ConfigError
+
+FEED = {"FINNHUB_WS_URL": "ws://127.0.0.1:8765"}
+
+
+def test_defaults_point_at_finnhub_and_need_only_a_token() -> None:
+    config = CollectorConfig.from_env({"FINNHUB_TOKEN": "tok123"})
+    assert config.ws_url == "wss://ws.finnhub.io"
+    assert config.symbols == DEFAULT_SYMBOLS
+    assert config.source == "finnhub"
+    assert (config.trades_topic, config.dlq_topic) == ("trades", "trades.dlq")
+    assert config.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert config.connect_url == "wss://ws.finnhub.io/?token=tok123"
+
+
+def test_the_live_finnhub_without_a_token_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="FINNHUB_TOKEN is not set"):
+        CollectorConfig.from_env({})
+
+
+def test_the_offline_feed_needs_no_token() -> None:
+    config = CollectorConfig.from_env(FEED)
+    assert config.token is None
+    assert config.connect_url == "ws://127.0.0.1:8765"
+    assert config.source == "feed"
+
+
+def test_the_token_never_shows() -> None:
+    config = CollectorConfig.from_env({**FEED, "FINNHUB_TOKEN": "s3cr3t-tok"})
+    for text in (repr(config), str(config), f"{config.token}", repr(config.token)):
+        assert "s3cr3t-tok" not in text
+    assert "s3cr3t-tok" in config.connect_url
+    assert config.redact(f"failed {config.connect_url}") == "failed ws://127.0.0.1:8765/?token=***"
+    assert SecretStr("a") == SecretStr("a") and SecretStr("a") != SecretStr("b")
+
+
+def test_a_token_inside_the_url_is_refused() -> None:
+    with pytest.raises(ConfigError, match="must not contain the token"):
+        CollectorConfig.from_env({"FINNHUB_WS_URL": "wss://ws.finnhub.io?token=abc"})
+
+
+def test_symbols_are_split_trimmed_and_deduplicated() -> None:
+    config = CollectorConfig.from_env({**FEED, "SYMBOLS": " AAPL, BINANCE:BTCUSDT ,AAPL,"})
+    assert config.symbols == ("AAPL", "BINANCE:BTCUSDT")
+
+
+def test_topics_follow_the_shared_contract() -> None:
+    config = CollectorConfig.from_env({**FEED, "TRADES_TOPIC": "t1"})
+    assert (config.trades_topic, config.dlq_topic) == ("t1", "t1.dlq")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SYMBOLS": " , "}, "SYMBOLS=',' names no symbol"),
+        ({"SYMBOLS": "A B"}, "SYMBOLS: 'A B' is not a symbol"),
+        ({"FINNHUB_WS_URL": "http://x"}, "FINNHUB_WS_URL='http://x'"),
+        ({"COLLECTOR_STALL_TIMEOUT_S": "soon"}, "COLLECTOR_STALL_TIMEOUT_S='soon' is not a number"),
+        ({"COLLECTOR_STALL_TIMEOUT_S": "0"}, "COLLECTOR_STALL_TIMEOUT_S='0' must be"),
+        ({"COLLECTOR_MAX_FUTURE_SKEW_S": "nan"}, "COLLECTOR_MAX_FUTURE_SKEW_S='nan'"),
+        ({"COLLECTOR_LINGER_MS": "1.5"}, "COLLECTOR_LINGER_MS='1.5' is not an integer"),
+        ({"COLLECTOR_COMPRESSION": "brotli"}, "allowed values are none, gzip"),
+        ({"COLLECTOR_GAPS": "maybe"}, "COLLECTOR_GAPS='maybe': allowed values are on, off"),
+        ({"COLLECTOR_SOURCE": "x"}, "COLLECTOR_SOURCE='x': allowed values are finnhub"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS='nohost'"),
+        ({"COLLECTOR_BACKOFF_INITIAL_S": "5", "COLLECTOR_BACKOFF_MAX_S": "1"}, "backoff_max_s=1"),
+    ],
+)
+def test_bad_values_name_the_variable_and_value(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CollectorConfig.from_env({**FEED, **env})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_settings_are_read_from_the_environment() -> None:
+    config = CollectorConfig.from_env(
+        {
+            **FEED,
+            "COLLECTOR_STALL_TIMEOUT_S": "2.5",
+            "COLLECTOR_MAX_PAST_SKEW_S": "10",
+            "COLLECTOR_COMPRESSION": "NONE",
+            "COLLECTOR_GAPS": "off",
+            "COLLECTOR_METRICS_PORT": "0",
+            "COLLECTOR_SOURCE": "replay",
+        }
+    )
+    assert config.stall_timeout_s == 2.5
+    assert config.max_past_skew_s == 10.0
+    assert config.compression == "none"
+    assert config.record_gaps is False
+    assert config.metrics_port == 0
+    assert config.source == "replay"
+
+
+def test_config_is_frozen() -> None:
+    config = CollectorConfig.from_env(FEED)
+    with pytest.raises(AttributeError):
+        config.symbols = ("X",)  # type: ignore[misc]
+
+
+def test_logging_the_config_does_not_leak(caplog: pytest.LogCaptureFixture) -> None:
+    config = CollectorConfig.from_env({**FEED, "FINNHUB_TOKEN": "leaky-token-1"})
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("t").info("config %s %r", config, config)
+    assert "leaky-token-1" not in caplog.text

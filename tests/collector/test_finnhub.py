@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from collector.finnhub import FrameParser
+from collector.ids import trade_id
+from collector.models import FrameResult
+
+NOW = 1_700_000_000_000
+SYMBOLS = ("AAPL", "BINANCE:BTCUSDT")
+
+
+def parser(**kw: Any) -> FrameParser:
+    return FrameParser(SYMBOLS, source="feed", **kw)
+
+
+def frame(*trades: Any) -> bytes:
+    return json.dumps({"type": "trade", "data": list(trades)}).encode()
+
+
+def good(**override: Any) -> dict[str, Any]:
+    trade: dict[str, Any] = {"s": "AAPL", "p": 164.06, "t": NOW - 5, "v": 100, "c": ["1", "12"]}
+    trade.update(override)
+    return trade
+
+
+def assert_accounted(raw: bytes, result: FrameResult) -> None:
+    """Every input ends up somewhere: all elements of a trade batch are trades or letters, and
+    every other frame is either a dead letter or a known control frame."""
+    if result.kind == "trade":
+        data = json.loads(raw)["data"]
+        assert len(result.trades) + len(result.dead_letters) == len(data)
+    elif result.kind in ("ping", "error"):
+        assert not result.trades and not result.dead_letters
+    else:
+        assert result.kind in ("invalid", "unknown")
+        assert not result.trades and len(result.dead_letters) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "n_trades", "reasons", "detail_part"),
+    [
+        (frame(good()), "trade", 1, [], None),
+        (b'{"type":"ping"}', "ping", 0, [], None),
+        (b'{"type":"error","msg":"Subscribing to too many symbols"}', "error", 0, [], None),
+        (b"not json", "invalid", 0, ["invalid_json"], "frame: not JSON"),
+        (b"\xff\xfe\xfa", "invalid", 0, ["invalid_json"], "frame:"),
+        (b"[1,2]", "invalid", 0, ["not_an_object"], "frame: array [1, 2]"),
+        (b'{"data":[]}', "invalid", 0, ["missing_field"], "type: missing"),
+        (b'{"type":"news","data":[]}', "unknown", 0, ["unknown_type"], 'type: "news"'),
+        (b'{"type":"trade"}', "invalid", 0, ["missing_field"], "data: missing"),
+        (b'{"type":"trade","data":null}', "invalid", 0, ["wrong_type"], "data: null"),
+        (b'{"type":"trade","data":{"s":"A"}}', "invalid", 0, ["wrong_type"], "data: object"),
+        (frame(good(p=-1)), "trade", 0, ["invalid_price"], "data[0].p: -1"),
+        (frame(good(p=0)), "trade", 0, ["invalid_price"], "data[0].p: 0"),
+        (frame(good(v=-0.5)), "trade", 0, ["invalid_volume"], "data[0].v: -0.5"),
+        (frame(good(p="1.5")), "trade", 0, ["wrong_type"], 'data[0].p: string "1.5"'),
+        (frame(good(p=True)), "trade", 0, ["wrong_type"], "data[0].p: boolean true"),
+        (frame(good(t=1.7e12)), "trade", 0, ["wrong_type"], "data[0].t: number"),
+        (frame(good(s=7)), "trade", 0, ["wrong_type"], "data[0].s: 7"),
+        (frame(good(c="1")), "trade", 0, ["wrong_type"], 'data[0].c: "1"'),
+        (frame(good(c=[1])), "trade", 0, ["wrong_type"], "data[0].c: [1]"),
+        (frame({"p": 1, "t": NOW, "v": 1}), "trade", 0, ["missing_field"], "data[0].s: missing"),
+        (frame(good(), 5), "trade", 1, ["wrong_type"], "data[1]: integer 5"),
+        (frame(good(s="TSLA")), "trade", 0, ["unsubscribed_symbol"], 'data[0].s: "TSLA"'),
+        (frame(good(t=NOW + 61_000)), "trade", 0, ["timestamp_out_of_range"], "data[0].t"),
+        (frame(good(t=NOW - 86_400_001)), "trade", 0, ["timestamp_out_of_range"], "data[0].t"),
+        (frame(good(t=NOW + 59_000)), "trade", 1, [], None),
+    ],
+)
+def test_frames_are_classified(
+    raw: bytes, kind: str, n_trades: int, reasons: list[str], detail_part: str | None
+) -> None:
+    result = parser().parse(raw, received_ms=NOW)
+    assert result.kind == kind
+    assert len(result.trades) == n_trades
+    assert [d.reason for d in result.dead_letters] == reasons
+    if detail_part is not None:
+        assert detail_part in result.dead_letters[0].detail
+        assert "\n" not in result.dead_letters[0].detail
+    assert_accounted(raw, result)
+
+
+def test_non_finite_prices_from_json_literals_are_rejected() -> None:
+    raw = b'{"type":"trade","data":[{"s":"AAPL","p":NaN,"t":%d,"v":1},' % NOW + (
+        b'{"s":"AAPL","p":Infinity,"t":%d,"v":1},{"s":"AAPL","p":1,"t":%d,"v":-Infinity}]}'
+        % (NOW, NOW)
+    )
+    result = parser().parse(raw, received_ms=NOW)
+    reasons = [d.reason for d in result.dead_letters]
+    assert reasons == ["invalid_price", "invalid_price", "invalid_volume"]
+
+
+def test_a_trade_is_normalised_with_both_clocks() -> None:
+    result = parser().parse(frame(good(p=164, v=100, c=None)), received_ms=NOW)
+    (t,) = result.trades
+    assert (t.symbol, t.price, t.volume, t.conditions) == ("AAPL", 164.0, 100.0, ())
+    assert isinstance(t.price, float) and isinstance(t.volume, float)
+    assert (t.trade_ts_ms, t.ingest_ts_ms, t.source) == (NOW - 5, NOW, "feed")
+
+
+def test_zero_volume_price_updates_are_kept_as_trades() -> None:
+    result = parser().parse(frame(good(v=0), good(v=0.0, p=164.07)), received_ms=NOW)
+    assert [t.volume for t in result.trades] == [0.0, 0.0]
+    assert result.dead_letters == []
+
+
+def test_missing_and_null_conditions_mean_none() -> None:
+    item = good()
+    del item["c"]
+    result = parser().parse(frame(item, good(c=None), good(c=[])), received_ms=NOW)
+    assert [t.conditions for t in result.trades] == [(), (), ()]
+
+
+def test_identical_trades_in_one_frame_get_distinct_ids_and_replays_the_same_ids() -> None:
+    raw = frame(good(), good(), good(), good(v=5))
+    first = parser().parse(raw, received_ms=NOW)
+    again = parser().parse(raw, received_ms=NOW + 1000)
+    ids = [t.trade_id for t in first.trades]
+    assert len(set(ids)) == 4
+    assert ids == [t.trade_id for t in again.trades]
+    # the ordinal counts only identical trades: the odd one out has ordinal 0
+    expected = trade_id("feed", "AAPL", NOW - 5, 164.06, 5.0, ("1", "12"), 0)
+    assert ids[3] == expected
+
+
+def test_a_bad_trade_does_not_shift_the_ids_of_the_good_ones() -> None:
+    clean = parser().parse(frame(good(), good()), received_ms=NOW)
+    dirty = parser().parse(frame(good(), good(p=-1), good()), received_ms=NOW)
+    assert [t.trade_id for t in clean.trades] == [t.trade_id for t in dirty.trades]
+
+
+def test_dead_letters_keep_the_raw_input_and_the_symbol() -> None:
+    result = parser().parse(frame(good(), good(v=-1)), received_ms=NOW)
+    (letter,) = result.dead_letters
+    assert json.loads(letter.raw) == good(v=-1)
+    assert letter.symbol == "AAPL"
+    doc = json.loads(letter.to_json())
+    assert doc["reason"] == "invalid_volume"
+    assert doc["source"] == "feed"
+    assert doc["received_ts_ms"] == NOW
+    assert json.loads(doc["raw"]) == good(v=-1)
+
+
+# -- property-based: arbitrary junk never crashes the parser and is fully accounted for --------
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=5), children, max_size=5),
+    max_leaves=30,
+)
+trade_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "s": st.sampled_from([*SYMBOLS, "TSLA", ""]) | json_values,
+        "p": st.floats(allow_nan=True, allow_infinity=True) | st.integers() | json_values,
+        "t": st.integers(NOW - 90_000_000, NOW + 90_000) | json_values,
+        "v": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 10**6) | json_values,
+        "c": st.none() | st.lists(st.text(max_size=3), max_size=3) | json_values,
+    },
+)
+frames = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.lists(trade_like | json_values, max_size=8).map(
+        lambda data: json.dumps({"type": "trade", "data": data}).encode()
+    ),
+    st.fixed_dictionaries({"type": json_values}, optional={"data": json_values}).map(
+        lambda d: json.dumps(d).encode()
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=frames)
+def test_arbitrary_frames_never_crash_and_every_input_is_accounted_for(raw: bytes) -> None:
+    result = parser().parse(raw, received_ms=NOW)
+    assert_accounted(raw, result)
+    for t in result.trades:
+        assert t.symbol in SYMBOLS
+        assert math.isfinite(t.price) and t.price > 0
+        assert math.isfinite(t.volume) and t.volume >= 0
+        assert NOW - 86_400_000 <= t.trade_ts_ms <= NOW + 60_000
+        assert all(isinstance(c, str) for c in t.conditions)
+    for letter in result.dead_letters:
+        assert letter.detail and "\n" not in letter.detail
+        json.loads(letter.to_json())  # always serialisable
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.lists(trade_like, min_size=1, max_size=10))
+def test_counts_add_up_over_a_batch(data: list[dict[str, Any]]) -> None:
+    raw = json.dumps({"type": "trade", "data": data}).encode()
+    result = parser().parse(raw, received_ms=NOW)
+    assert len(result.trades) + len(result.dead_letters) == len(data)
+    assert len({t.trade_id for t in result.trades}) == len(result.trades)
+
+
+# -- recorded real frames ------------------------------------------------------------------------
+def _recorded(shared_data: Path) -> list[bytes]:
+    lines: list[bytes] = []
+    for path in sorted(shared_data.glob("finnhub_*.json*")):
+        lines += [line for line in path.read_bytes().splitlines() if line.strip()]
+    return lines
+
+
+def test_recorded_finnhub_frames_parse_without_dead_letters(shared_data: Path) -> None:
+    lines = _recorded(shared_data)
+    docs = [json.loads(line) for line in lines]
+    symbols = {d["s"] for doc in docs for d in doc["data"]}
+    expected = sum(len(doc["data"]) for doc in docs)
+    # Recorded frames are old: judge them against their own time, not today's.
+    p = FrameParser(symbols, source="replay", max_past_skew_ms=10**13)
+    kinds: dict[str, int] = {}
+    trades = 0
+    for raw in lines:
+        result = p.parse(raw, received_ms=max(d["t"] for d in json.loads(raw)["data"]))
+        kinds[result.kind] = kinds.get(result.kind, 0) + 1
+        assert result.dead_letters == []
+        trades += len(result.trades)
+    assert kinds == {"trade": len(lines)}
+    assert trades == expected
+    assert trades >= 80  # SOURCE.md: 80 trades in these files
+
+
+def test_recorded_frames_with_time_going_backwards_keep_their_order(shared_data: Path) -> None:
+    raw = (shared_data / "finnhub_frames_out_of_order.jsonl").read_bytes().splitlines()[0]
+    items = json.loads(raw)["data"]
+    result = FrameParser({items[0]["s"]}, source="replay", max_past_skew_ms=10**13).parse(
+        raw, received_ms=max(d["t"] for d in items)
+    )
+    assert [t.trade_ts_ms for t in result.trades] == [d["t"] for d in items]
+    assert len({t.trade_id for t in result.trades}) == len(items)
