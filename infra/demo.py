@@ -1,19 +1,214 @@
-"""``python -m infra demo``: run the pipeline on the built-in offline feed and report."""
+"""``python -m infra demo``: the whole pipeline on the built-in offline feed, no token, no internet.
+
+offline feed (simulator) -> collector -> Kafka -> stream processor -> Cassandra -> GBM forecast ->
+backtest. Each step runs as its own process, exactly as a user would start it; their logs go to
+``$STATE_DIR/demo/``. Progress is printed every few seconds.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 from infra.config import InfraConfig
-from schemas.contracts import topic_specs
-from schemas.settings import CassandraSettings
+from infra.process import port_bindable
+from schemas.cassandra import connect
+from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S, topic_specs
+from schemas.settings import CassandraSettings, KafkaSettings, SettingsError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoSettings:
+    seconds: float
+    feed_port: int
+    rate: float
+
+    @classmethod
+    def from_env(cls) -> DemoSettings:
+        try:
+            seconds = float(os.environ.get("DEMO_SECONDS", "150"))
+            rate = float(os.environ.get("DEMO_RATE", "200"))
+            port = int(os.environ.get("FEED_PORT", "8765"))
+        except ValueError as exc:
+            raise SettingsError(f"DEMO_SECONDS/DEMO_RATE/FEED_PORT: {exc}") from None
+        if seconds < 60:
+            raise SettingsError(f"DEMO_SECONDS={seconds:g}: use >= 60 (bars, then a forecast)")
+        return cls(seconds=seconds, feed_port=port, rate=rate)
+
+
+class Processes:
+    """Background steps of the demo; every one is stopped on exit, whatever happens."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        self.running[name] = subprocess.Popen(
+            [sys.executable, *argv], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def run(self, name: str, argv: list[str], env: dict[str, str]) -> int:
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            return subprocess.run(
+                [sys.executable, *argv], cwd=REPO_ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            ).returncode
+
+    def check_alive(self, *names: str) -> None:
+        for name in names:
+            code = self.running[name].poll()
+            if code is not None:
+                raise RuntimeError(f"{name} exited with code {code}; see {self.log(name)}")
+
+    def stop(self, name: str, timeout: float = 60) -> int | None:
+        proc = self.running.pop(name, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name, timeout=30)
+
+    def log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log(name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def kafka_counts(bootstrap: str) -> dict[str, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="demo")
+    try:
+        counts = {}
+        for role, spec in topic_specs().items():
+            parts = [TopicPartition(spec.name, p) for p in consumer.partitions_for_topic(spec.name)
+                     or ()]
+            ends = consumer.end_offsets(parts) if parts else {}
+            starts = consumer.beginning_offsets(parts) if parts else {}
+            counts[role] = sum(ends[p] - starts[p] for p in parts)
+        return counts
+    finally:
+        consumer.close()
+
+
+def cassandra_count(session: object, table: str) -> int:
+    statement = f"SELECT COUNT(*) AS n FROM {table}"
+    row = session.execute(statement, timeout=120).one()  # type: ignore[attr-defined]
+    return int(row.n)
 
 
 def run_demo(config: InfraConfig) -> None:
+    demo = DemoSettings.from_env()
+    if not port_bindable(demo.feed_port):
+        raise SettingsError(f"FEED_PORT={demo.feed_port} is already in use; set another")
+    kafka = KafkaSettings.from_env()
     cassandra = CassandraSettings.from_env()
-    topics = topic_specs()
+    env = {
+        **os.environ,
+        "FINNHUB_WS_URL": f"ws://127.0.0.1:{demo.feed_port}",
+        "PYTHONUNBUFFERED": "1",
+        # Demo-sized forecasts: minutes of bars, 5-second steps, so the backtest can score them.
+        "GBM_LOOKBACK": os.environ.get("GBM_LOOKBACK", "30m"),
+        "GBM_STEP": os.environ.get("GBM_STEP", "5s"),
+        "GBM_STEPS": os.environ.get("GBM_STEPS", "12"),
+        "GBM_MIN_BARS": os.environ.get("GBM_MIN_BARS", "8"),
+        "GBM_PATHS": os.environ.get("GBM_PATHS", "2000"),
+    }
+    procs = Processes(config.state_dir / "demo")
+    print(f"demo: running for {demo.seconds:.0f} s at ~{demo.rate:.0f} trades/s; logs in "
+          f"{procs.log_dir}", flush=True)
+    try:
+        procs.start("feed", ["-m", "collector.feed", "--simulate", "--port", str(demo.feed_port),
+                             "--rate", str(demo.rate)], env)
+        procs.start("stream_processor", ["-m", "stream_processor"], env)
+        time.sleep(3)
+        procs.start("collector", ["-m", "collector", "--duration", str(demo.seconds)], env)
+        _watch(procs, demo, kafka, cassandra, env)
+    except (RuntimeError, KeyboardInterrupt) as exc:
+        print(f"demo: stopped: {exc}", file=sys.stderr)
+        for name in list(procs.running):
+            print(f"--- last lines of {procs.log(name)}\n{procs.tail(name)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        procs.stop_all()
+    _summary(kafka, cassandra, config)
+
+
+def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
+           cassandra: CassandraSettings, env: dict[str, str]) -> None:
+    started = time.monotonic()
+    forecast_done = False
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    try:
+        while procs.running["collector"].poll() is None:
+            procs.check_alive("feed", "stream_processor")
+            elapsed = time.monotonic() - started
+            counts = kafka_counts(kafka.bootstrap_servers)
+            print(f"demo: t={elapsed:4.0f}s  kafka trades={counts['trades']:,}  "
+                  f"dlq={counts['dlq']:,}  5s bars={cassandra_count(session, TABLE_AGG_5S):,}  "
+                  f"1m bars={cassandra_count(session, TABLE_AGG_1M):,}", flush=True)
+            if not forecast_done and elapsed > demo.seconds / 2:
+                print("demo: forecasting from the bars so far: python -m gbm_analysis run --once",
+                      flush=True)
+                code = procs.run("gbm_run", ["-m", "gbm_analysis", "run", "--once"], env)
+                if code != 0:
+                    raise RuntimeError(f"gbm run exited {code}:\n{procs.tail('gbm_run')}")
+                print(procs.tail("gbm_run", 8), flush=True)
+                forecast_done = True
+            time.sleep(10)
+        if procs.running["collector"].returncode != 0:
+            raise RuntimeError(f"collector exited {procs.running['collector'].returncode}")
+        print("demo: collector finished; letting the stream processor catch up", flush=True)
+        time.sleep(15)
+        procs.stop("stream_processor")
+        procs.stop("feed")
+        print("demo: scoring the forecast: python -m gbm_analysis backtest", flush=True)
+        code = procs.run("gbm_backtest", ["-m", "gbm_analysis", "backtest"], env)
+        print(procs.tail("gbm_backtest", 25), flush=True)
+        if code != 0:
+            raise RuntimeError(f"gbm backtest exited {code}")
+    finally:
+        cluster.shutdown()
+
+
+def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraConfig) -> None:
+    counts = kafka_counts(kafka.bootstrap_servers)
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    try:
+        names = ("trades", "trades_agg_5s", "trades_agg_1m", "trades_agg_1h", "gbm_forecasts",
+                 "gbm_backtest")
+        tables = {t: cassandra_count(session, t) for t in names}
+    finally:
+        cluster.shutdown()
     print(f"""
-Stack is up (state in {config.state_dir}):
-  Kafka      127.0.0.1:{config.kafka_port}   topics {topics['trades'].name}, {topics['dlq'].name}
-  Cassandra  127.0.0.1:{config.cassandra_port}   keyspace {cassandra.keyspace},
-             user {cassandra.username}
-             (password in {config.state_dir}/credentials.env)
-Stop it with `make down`; wipe it with `make clean`.""")
+demo: done.
+  Kafka      127.0.0.1:{config.kafka_port}  trades={counts['trades']:,}  dlq={counts['dlq']:,}
+  Cassandra  127.0.0.1:{config.cassandra_port}  keyspace {cassandra.keyspace}: """
+          + "  ".join(f"{t}={n:,}" for t, n in tables.items()) + f"""
+             user {cassandra.username}, password in {config.state_dir}/credentials.env
+  Forecast API: python -m gbm_analysis serve   (then http://127.0.0.1:8000/docs)
+  The stack keeps running: `make status`, `make down` to stop, `make clean` to wipe.""")

@@ -151,10 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         max_trades=args.max_trades,
         sent_log=args.sent_log,
     )
+    server = FeedServer(source, options, faults)
     try:
-        asyncio.run(_serve(FeedServer(source, options, faults)))
+        asyncio.run(_serve(server))
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror})", file=sys.stderr)
+        return 1
+    if server.error is not None:
+        print(f"error: feed failed: {server.error!r}", file=sys.stderr)
         return 1
     return 0
 

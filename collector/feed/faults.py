@@ -41,8 +41,8 @@ class FaultPlan:
             raise ValueError("--stall-after needs --stall-seconds > 0")
 
 
-def _trade(symbol: str, t: int, **override: object) -> str:
-    trade: dict[str, object] = {"c": None, "p": 100.0, "s": symbol, "t": t, "v": 1.0}
+def _trade(symbol: str, now_ms: int, **override: object) -> str:
+    trade: dict[str, object] = {"c": None, "p": 100.0, "s": symbol, "t": now_ms, "v": 1.0}
     trade.update(override)
     for key, value in list(trade.items()):
         if value is _MISSING:

@@ -300,6 +300,8 @@ class FeedServer:
             if ready is not None:
                 ready.set()
             tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._pinger())]
+            for task in tasks:
+                task.add_done_callback(self._on_task_done)
             try:
                 await self._stopped.wait()
             finally:
@@ -310,6 +312,18 @@ class FeedServer:
                         await task
                 if self._sent_log is not None:
                     self._sent_log.close()
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the server stopped on its own (a source or task failure), if it did."""
+        return self._error
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._error = task.exception()
+            logger.error("feed task %s failed; stopping", task.get_coro(), exc_info=self._error)
+            if self._stopped is not None:
+                self._stopped.set()
 
     def start_in_thread(self, timeout_s: float = 10.0) -> int:
         """Run the server on a daemon thread; returns the port once it listens."""
