@@ -125,6 +125,7 @@ class FinnhubConnection:
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self.connections = 0
+        self.last_frame_ms = 0
 
     def stop(self) -> None:
         """Ask :meth:`run` to return soon (safe from a signal handler or another thread)."""
@@ -255,7 +256,9 @@ class FinnhubConnection:
                     url,
                     len(self.config.symbols),
                 )
-                self.last_frame_ms: int | None = None
+                # The last sign of life: a connection that never sends a frame is silent
+                # from its subscribe on.
+                self.last_frame_ms = _now_ms()
                 try:
                     reason, detail = self._read(ws, should_stop)
                 finally:
@@ -263,7 +266,7 @@ class FinnhubConnection:
                     self._close(ws, unsubscribe=self._stop.is_set() or should_stop())
                 if not detail:  # stopped on request
                     break
-                lost_ms = self.last_frame_ms or _now_ms()
+                lost_ms = self.last_frame_ms
                 delay = backoff_delay(
                     0,
                     initial_s=self.config.backoff_initial_s,

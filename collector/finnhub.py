@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from collector.ids import trade_id
@@ -60,6 +60,10 @@ class _Rules:
     received_ms: int
     min_ts_ms: int
     max_ts_ms: int
+    # identical-trade counts carried across frames (see collector.ids), and the keys this frame
+    # added to it
+    seen: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    added: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _reject(
@@ -159,7 +163,7 @@ def trades_from_frame(frame: dict[str, Any], raw: bytes, rules: _Rules) -> Frame
         )
     trades: list[Trade] = []
     letters: list[DeadLetter] = []
-    seen: dict[tuple[Any, ...], int] = {}
+    seen, added = rules.seen, rules.added
     source, received = rules.source, rules.received_ms
     symbols, lo, hi = rules.symbols, rules.min_ts_ms, rules.max_ts_ms
     for index, item in enumerate(data):
@@ -184,6 +188,8 @@ def trades_from_frame(frame: dict[str, Any], raw: bytes, rules: _Rules) -> Frame
                 key = (s, t, price, volume, conditions)
                 ordinal = seen.get(key, 0)
                 seen[key] = ordinal + 1
+                if not ordinal:
+                    added.append(key)
                 trades.append(
                     Trade(
                         trade_id(source, s, t, price, volume, conditions, ordinal),
@@ -246,6 +252,8 @@ class FrameParser:
     :param source: the ``source`` of every record (``finnhub``, ``feed``, ``replay``).
     :param max_future_skew_ms: a trade later than arrival + this goes to the DLQ.
     :param max_past_skew_ms: a trade earlier than arrival - this goes to the DLQ.
+    :param id_window_ms: how long (in trade time) identical trades are remembered across frames
+        for their ordinal (default 2 s; see :mod:`collector.ids`).
 
     >>> p = FrameParser(["AAPL"], source="feed")
     >>> r = p.parse(b'{"type":"trade","data":[{"s":"AAPL","p":1.5,"t":1000,"v":2,"c":null},'
@@ -263,11 +271,29 @@ class FrameParser:
         source: str,
         max_future_skew_ms: int = 60_000,
         max_past_skew_ms: int = 86_400_000,
+        id_window_ms: int = 2_000,
     ) -> None:
         self.symbols = frozenset(symbols)
         self.source = source
         self.max_future_skew_ms = max_future_skew_ms
         self.max_past_skew_ms = max_past_skew_ms
+        self.id_window_ms = id_window_ms
+        self._seen: dict[tuple[Any, ...], int] = {}
+        self._buckets: dict[int, list[tuple[Any, ...]]] = {}
+        self._newest_bucket = -(2**62)
+
+    def _remember(self, added: list[tuple[Any, ...]]) -> None:
+        # Keys are forgotten by trade time: once trades are id_window_ms newer than a key's
+        # bucket, an identical trade is treated as a new sequence (ordinal 0) again.
+        width = max(1, self.id_window_ms)
+        for key in added:
+            bucket = key[1] // width
+            self._buckets.setdefault(bucket, []).append(key)
+            if bucket > self._newest_bucket:
+                self._newest_bucket = bucket
+        for bucket in [b for b in self._buckets if b < self._newest_bucket - 1]:
+            for key in self._buckets.pop(bucket):
+                self._seen.pop(key, None)
 
     def parse(self, raw: bytes | str, *, received_ms: int) -> FrameResult:
         """Classify and validate one frame; never raises for any input."""
@@ -279,6 +305,7 @@ class FrameParser:
             received_ms,
             received_ms - self.max_past_skew_ms,
             received_ms + self.max_future_skew_ms,
+            self._seen,
         )
         frame, problem = _load(raw)
         if problem is not None:
@@ -292,7 +319,10 @@ class FrameParser:
             )
         kind = frame.get("type")
         if kind == "trade":
-            return trades_from_frame(frame, raw, rules)
+            result = trades_from_frame(frame, raw, rules)
+            if rules.added:
+                self._remember(rules.added)
+            return result
         if kind == "ping":
             return ping_from_frame(frame)
         if kind == "error":

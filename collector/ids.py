@@ -2,19 +2,27 @@
 
 Finnhub sends no trade id, so we derive one from the content of the trade: the hex SHA-1 of
 ``source, symbol, t, p, v, conditions`` plus the *ordinal* of the trade among identical trades
-(same symbol, time, price, size, conditions) earlier in the same frame.
+(same symbol, time, price, size, conditions) that came before it.
+
+"Before it" means earlier in the same frame and, because Finnhub may split one millisecond's
+trades over two frames, in earlier frames of the same connection whose trades are at most about
+``id_window_ms`` (default 2 s) older in trade time (:class:`collector.finnhub.FrameParser`
+keeps these counts). When no identical trade precedes a frame within the window, which is almost
+always, this is exactly "the ordinal within the frame".
 
 Why this choice:
 
-* the same frame always yields the same ids, so a replayed frame (a recorded file, a retried
+* the same frames always yield the same ids, so a replayed stream (a recorded file, a retried
   produce) overwrites its rows downstream instead of adding new ones;
-* identical trades in one frame are real, separate trades (real data has hundreds of same-ms
-  trades, many identical), and the ordinal keeps them apart;
-* no state across frames is needed: a restart or reconnect does not shift any id.
+* identical trades are real, separate trades (real data has hundreds of same-ms trades, many
+  identical), and the ordinal keeps them apart, also when a burst is split over frames (in the
+  recorded 6-symbol Binance capture, 81 of 55,270 trades would collide with a per-frame ordinal);
+* the state is small (about two seconds of trade keys) and needs nothing from before a restart.
 
-The limit: two identical trades that arrive in *different* frames get the same id and collapse
-downstream. Finnhub batches a burst into one frame, so this is rare, and it is the price of
-replay safety without an exchange trade id.
+The limits: replaying a *part* of a stream can number an identical trade differently if its twin
+sat in the window just before the replayed part; two identical trades more than the window
+apart in trade time but in different frames get the same id (a late re-send of the same trade
+is then, correctly, collapsed).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ class StreamSettings:
     max_future_skew_ms: int = 60_000
     sink_retry_ms: int = 300_000
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9108
+    metrics_port: int = 9109
     fail_on_data_loss: bool = True
 
     def __post_init__(self) -> None:
@@ -204,6 +204,6 @@ class StreamSettings:
                 "SINK_RETRY_TIMEOUT", env.get("SINK_RETRY_TIMEOUT") or "300s"
             ),
             metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
-            metrics_port=_int(env, "METRICS_PORT", 9108, 0),
+            metrics_port=_int(env, "METRICS_PORT", 9109, 0),
             fail_on_data_loss=fail_raw == "true",
         )

@@ -101,6 +101,7 @@ class FeedServer:
         self._clients: set[_Client] = set()
         self._subscribed = asyncio.Event()
         self._stall_until = 0.0
+        self._paused_s = 0.0
         self._stalled_once = False
         self._next_drop = self.faults.drop_every
         self._junk_index = 0
@@ -164,8 +165,17 @@ class FeedServer:
     def _stalled(self) -> bool:
         return time.monotonic() < self._stall_until
 
+    async def _wait_for_audience(self) -> None:
+        """Hold the market clock while nobody is subscribed or a stall is being injected."""
+        while not self._subscribed.is_set() or self._stalled():
+            wait_from = time.monotonic()
+            if self._stalled():
+                await asyncio.sleep(self._stall_until - time.monotonic())
+            else:
+                await self._subscribed.wait()
+            self._paused_s += time.monotonic() - wait_from
+
     async def _broadcast_tick(self, tick: Tick) -> None:
-        clients = [c for c in self._clients if c.symbols]
         remaining = (
             None
             if self.options.max_trades is None
@@ -174,6 +184,9 @@ class FeedServer:
         for frame in tick.frames:
             if remaining is not None and remaining <= 0:
                 return
+            # A fault may have dropped everyone mid-tick: the rest waits for the next client.
+            await self._wait_for_audience()
+            clients = [c for c in self._clients if c.symbols]
             if not isinstance(frame, dict) or frame.get("type") != "trade":
                 for c in clients:
                     await self._send(c, frame)
@@ -243,20 +256,15 @@ class FeedServer:
 
     async def _pump(self) -> None:
         started = time.monotonic()
-        paused = 0.0
         ticks: Iterator[Tick] = self.source.ticks(int(time.time() * 1000))
         for tick in ticks:
-            while not self._subscribed.is_set() or self._stalled():
-                wait_from = time.monotonic()
-                if self._stalled():
-                    await asyncio.sleep(self._stall_until - time.monotonic())
-                else:
-                    await self._subscribed.wait()
-                paused += time.monotonic() - wait_from
-            delay = started + paused + tick.due_s - time.monotonic()
+            await self._wait_for_audience()
+            delay = started + self._paused_s + tick.due_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             await self._broadcast_tick(tick)
+            if self._sent_log is not None:
+                self._sent_log.flush()  # readers follow the log while the feed runs
             if (
                 self.options.max_trades is not None
                 and self.stats.trades_sent >= self.options.max_trades

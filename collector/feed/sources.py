@@ -237,8 +237,9 @@ class CsvReplay(TradeSource):
     """Replays a CSV of trades (columns ``symbol, t_ms, price, volume``; ``recv_ns`` when
     present gives the arrival order's pacing) rebased to the stream start.
 
-    Trade time ``t`` becomes ``start_ms + (t - t0) / speed``; trades go out at that time, in file
-    order, one frame per run of consecutive same-symbol rows due in the same tick.
+    Trade time ``t`` becomes ``start_ms + (t - t0) / speed``; trades go out in file order, paced
+    by arrival time (``recv_ns``, else ``t_ms``), one frame per symbol per 10 ms tick, as
+    Finnhub batches them.
 
     :param speed: replay speed (1 = real time); ignored when ``rate`` is given.
     :param rate: pace to this many trades per second instead; the time axis is compressed by the
@@ -305,35 +306,35 @@ class CsvReplay(TradeSource):
         t0 = self.rows[0][1]
         pace0 = self.rows[0][4]
         while True:
-            tick_index = -1
-            frames: list[dict[str, Any] | str | bytes] = []
-            run_symbol: str | None = None
-            run: list[dict[str, Any]] = []
-            trades = 0
             offset_ms = start_ms + pass_start_s * 1000
+            tick_index = 0
+            batch: dict[str, list[dict[str, Any]]] = {}
+            trades = 0
             for symbol, t, price, volume, pace in self.rows:
-                due = max(0.0, (pace - pace0) / self.speed / 1000)
-                index = int(due / self.tick_s)
-                if index != tick_index:
-                    if run:
-                        frames.extend(_frames(run_symbol or "", run))
-                    if frames:
-                        yield Tick(pass_start_s + (tick_index + 1) * self.tick_s, frames, trades)
-                    tick_index, frames, run, run_symbol, trades = index, [], [], None, 0
-                if symbol != run_symbol and run:
-                    frames.extend(_frames(run_symbol or "", run))
-                    run = []
-                run_symbol = symbol
+                index = int(max(0.0, (pace - pace0) / self.speed / 1000) / self.tick_s)
+                if index != tick_index and batch:
+                    yield self._tick(pass_start_s, tick_index, batch, trades)
+                    batch, trades = {}, 0
+                tick_index = index
                 new_t = int(offset_ms + (t - t0) / self.speed)
-                run.append({"c": None, "p": price, "s": symbol, "t": new_t, "v": volume})
+                batch.setdefault(symbol, []).append(
+                    {"c": None, "p": price, "s": symbol, "t": new_t, "v": volume}
+                )
                 trades += 1
-            if run:
-                frames.extend(_frames(run_symbol or "", run))
-            if frames:
-                yield Tick(pass_start_s + (tick_index + 1) * self.tick_s, frames, trades)
+            if batch:
+                yield self._tick(pass_start_s, tick_index, batch, trades)
             if not self.loop:
                 return
             pass_start_s += self.span_ms / self.speed / 1000 + self.tick_s
+
+    def _tick(
+        self, pass_start_s: float, index: int, batch: dict[str, list[dict[str, Any]]], trades: int
+    ) -> Tick:
+        # Like Finnhub: one frame per symbol per interval, trades in arrival order.
+        frames: list[dict[str, Any] | str | bytes] = []
+        for symbol, rows in batch.items():
+            frames.extend(_frames(symbol, rows))
+        return Tick(pass_start_s + (index + 1) * self.tick_s, frames, trades)
 
 
 class JsonlReplay(TradeSource):

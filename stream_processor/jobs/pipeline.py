@@ -163,7 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
-    spark = build_session("stream_processor", settings.cassandra)
+    # The connector's default of 60 retries per statement hides an outage for minutes inside
+    # one write; a few retries, then our own sink retry loop and query restart take over.
+    spark = build_session(
+        "stream_processor",
+        settings.cassandra,
+        extra_conf={"spark.cassandra.query.retry.count": "3"},
+    )
     listener = PrometheusListener()
     spark.streams.addListener(listener)
     if settings.metrics_port:

@@ -131,6 +131,35 @@ def test_identical_trades_in_one_frame_get_distinct_ids_and_replays_the_same_ids
     assert ids[3] == expected
 
 
+def test_identical_trades_split_over_frames_stay_distinct() -> None:
+    p = parser()
+    first = p.parse(frame(good(), good()), received_ms=NOW)
+    second = p.parse(frame(good()), received_ms=NOW)
+    ids = [t.trade_id for t in first.trades + second.trades]
+    assert len(set(ids)) == 3
+    # and the numbering is the one a single frame of all three would get
+    assert ids == [
+        t.trade_id for t in parser().parse(frame(good(), good(), good()), received_ms=NOW).trades
+    ]
+
+
+def test_identical_trades_beyond_the_window_count_from_zero_again() -> None:
+    p = parser(id_window_ms=1000)
+    old = p.parse(frame(good(t=NOW - 10_000)), received_ms=NOW)
+    p.parse(frame(good(t=NOW - 1)), received_ms=NOW)  # trade time moves on: old keys expire
+    again = p.parse(frame(good(t=NOW - 10_000)), received_ms=NOW)
+    assert again.trades[0].trade_id == old.trades[0].trade_id
+
+
+def test_replaying_the_same_frames_in_a_new_parser_gives_the_same_ids() -> None:
+    frames = [frame(good(), good(v=1)), frame(good(), good(p=1.5)), frame(good(v=1))]
+    runs = [
+        [t.trade_id for f in frames for t in p.parse(f, received_ms=NOW).trades]
+        for p in (parser(), parser())
+    ]
+    assert runs[0] == runs[1] and len(set(runs[0])) == 5
+
+
 def test_a_bad_trade_does_not_shift_the_ids_of_the_good_ones() -> None:
     clean = parser().parse(frame(good(), good()), received_ms=NOW)
     dirty = parser().parse(frame(good(), good(p=-1), good()), received_ms=NOW)

@@ -19,7 +19,7 @@ def test_defaults() -> None:
     assert s.queries == QUERY_NAMES
     assert (s.raw_trigger_ms, s.rollup_trigger_ms, s.watermark_ms) == (1000, 5000, 10_000)
     assert s.starting_offsets == "earliest" and s.fail_on_data_loss is True
-    assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 9108)
+    assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 9109)
 
 
 def test_overrides() -> None:

@@ -1,0 +1,282 @@
+"""Collector throughput: trades/s and CPU microseconds per trade, feed -> collector -> Kafka ack.
+
+For each offered rate, the offline feed runs as its own process (``python -m collector.feed
+--simulate``) and the collector runs in this process against the real Kafka (``make up`` first):
+the clock starts at the first frame and stops when Kafka has acknowledged every record (flush).
+CPU time is this process's (all threads: reader and kafka-python's sender). A second table splits
+the per-trade cost into parse+validate+id, Avro encoding and ``KafkaProducer.send`` alone.
+
+Usage::
+
+    python benchmarks/collector.py                       # rates 5k, 20k, 50k, 100k trades/s
+    python benchmarks/collector.py --rates 50000 --seconds 20
+
+Prints tables and writes ``benchmarks/results/collector.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from collector.config import CollectorConfig  # noqa: E402
+from collector.connection import FinnhubConnection  # noqa: E402
+from collector.encoding import TradeEncoder  # noqa: E402
+from collector.finnhub import FrameParser  # noqa: E402
+from collector.gaps import LoggingGapStore  # noqa: E402
+from collector.metrics import CollectorMetrics  # noqa: E402
+from collector.pipeline import FrameHandler  # noqa: E402
+from collector.producer import KafkaSink  # noqa: E402
+from schemas.settings import KafkaSettings  # noqa: E402
+
+SYMBOLS = (
+    "BINANCE:BTCUSDT",
+    "BINANCE:ETHUSDT",
+    "BINANCE:XRPUSDT",
+    "BINANCE:DOGEUSDT",
+    "AAPL",
+    "AMZN",
+    "MSFT",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics(names)
+    except Exception as exc:  # cleanup only: a leftover bench topic is harmless
+        print(f"  (could not delete bench topics: {exc})")
+    finally:
+        admin.close()
+
+
+def end_to_end(rate: int, seconds: float, kafka: KafkaSettings) -> dict[str, Any]:
+    n = int(rate * seconds)
+    port = _free_port()
+    topic = f"bench-collector-{uuid.uuid4().hex[:8]}"
+    _create_topic(kafka.bootstrap_servers, topic, 2)
+    feed = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "collector.feed",
+            "--simulate",
+            "--rate",
+            str(rate),
+            "--port",
+            str(port),
+            "--max-trades",
+            str(n),
+            "--symbols",
+            ",".join(SYMBOLS),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=REPO,
+    )
+    try:
+        time.sleep(1.5)
+        config = CollectorConfig(
+            ws_url=f"ws://127.0.0.1:{port}",
+            symbols=SYMBOLS,
+            source="feed",
+            kafka=kafka,
+            trades_topic=topic,
+            dlq_topic=f"{topic}.dlq",
+            record_gaps=False,
+            metrics_port=0,
+        )
+        metrics = CollectorMetrics()
+        sink = KafkaSink(
+            bootstrap_servers=kafka.bootstrap_servers,
+            trades_topic=topic,
+            dlq_topic=f"{topic}.dlq",
+            linger_ms=config.linger_ms,
+            batch_bytes=config.batch_bytes,
+            compression=config.compression,
+            metrics=metrics,
+        )
+        sink.setup()
+        handler = FrameHandler(
+            FrameParser(SYMBOLS, source="feed"),
+            sink,
+            metrics,
+            max_trades=n,
+            progress_interval_s=0,
+        )
+        first: list[float] = []
+        last_report = [time.monotonic()]
+
+        def progress() -> None:
+            if time.monotonic() - last_report[0] > 2:
+                last_report[0] = time.monotonic()
+                print(f"  ... {handler.trades:,}/{n:,} trades", flush=True)
+
+        def on_frame(raw: bytes, ms: int) -> None:
+            if not first:
+                first.extend((time.perf_counter(), time.process_time()))
+            handler(raw, ms)
+            progress()
+
+        conn = FinnhubConnection(
+            config, on_frame, gaps=LoggingGapStore(), metrics=metrics, on_idle=progress
+        )
+        deadline = time.monotonic() + seconds * 20 + 30
+        conn.run(should_stop=lambda: handler.done or time.monotonic() > deadline)
+        sink.close(60)
+        wall = time.perf_counter() - first[0]
+        cpu = time.process_time() - first[1]
+        return {
+            "offered_rate": rate,
+            "trades": handler.trades,
+            "wall_s": round(wall, 3),
+            "trades_per_s": round(handler.trades / wall),
+            "cpu_us_per_trade": round(cpu / handler.trades * 1e6, 2),
+            "cpu_utilisation": round(cpu / wall, 3),
+            "frames": handler.frames,
+            "dead_letters": handler.dead_letters,
+            "delivery_failures": sink.failed,
+        }
+    finally:
+        feed.terminate()
+        feed.wait(10)
+        _delete_topics(kafka.bootstrap_servers, [topic, f"{topic}.dlq"])
+
+
+def stages(kafka: KafkaSettings, n: int = 100_000) -> dict[str, float]:
+    """Per-trade CPU cost of each stage, on simulated frames."""
+    from kafka import KafkaProducer
+
+    from collector.feed.sources import SimulatedMarket
+
+    market = SimulatedMarket(SYMBOLS, rate=50_000, seed=1)
+    frames: list[bytes] = []
+    count = 0
+    for tick in market.ticks(int(time.time() * 1000)):
+        for f in tick.frames:
+            frames.append(json.dumps(f, separators=(",", ":")).encode())
+        count += tick.trades
+        if count >= n:
+            break
+    now = int(time.time() * 1000)
+    parser = FrameParser(SYMBOLS, source="feed", max_past_skew_ms=10**9)
+    t = time.process_time()
+    results = [parser.parse(f, received_ms=now) for f in frames]
+    parse_us = (time.process_time() - t) / count * 1e6
+    trades = [tr for r in results for tr in r.trades]
+    encoder = TradeEncoder()
+    t = time.process_time()
+    values = [v for r in results for v in encoder.encode_many(r.trades)]
+    encode_us = (time.process_time() - t) / count * 1e6
+
+    topic = f"bench-send-{uuid.uuid4().hex[:8]}"
+    _create_topic(kafka.bootstrap_servers, topic, 2)
+    producer = KafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        batch_size=262_144,
+        compression_type="gzip",
+    )
+    try:
+        producer.partitions_for(topic)
+        t = time.process_time()
+        w = time.perf_counter()
+        for tr, v in zip(trades, values, strict=True):
+            producer.send(topic, value=v, key=tr.symbol.encode(), partition=0).add_errback(print)
+        producer.flush()
+        send_us = (time.process_time() - t) / len(values) * 1e6
+        send_rate = len(values) / (time.perf_counter() - w)
+    finally:
+        producer.close()
+        _delete_topics(kafka.bootstrap_servers, [topic])
+    return {
+        "trades": len(values),
+        "parse_validate_id_us": round(parse_us, 2),
+        "avro_encode_us": round(encode_us, 2),
+        "kafka_send_to_ack_us": round(send_us, 2),
+        "kafka_only_trades_per_s": round(send_rate),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rates", default="5000,20000,50000,100000")
+    ap.add_argument("--seconds", type=float, default=8.0, help="trades offered = rate * seconds")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "collector.json")
+    args = ap.parse_args()
+    kafka = KafkaSettings.from_env()
+    rows = []
+    for rate in (int(r) for r in args.rates.split(",")):
+        print(f"offered {rate:,} trades/s for {args.seconds:g} s ...", flush=True)
+        rows.append(end_to_end(rate, args.seconds, kafka))
+    print("per-stage costs ...", flush=True)
+    split = stages(kafka)
+
+    print()
+    print(
+        f"{'offered/s':>10} {'trades':>9} {'achieved/s':>11} {'cpu us/trade':>13} "
+        f"{'cpu util':>9} {'dlq':>5} {'failed':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['offered_rate']:>10,} {r['trades']:>9,} {r['trades_per_s']:>11,} "
+            f"{r['cpu_us_per_trade']:>13.2f} {r['cpu_utilisation']:>9.2f} "
+            f"{r['dead_letters']:>5} {r['delivery_failures']:>7}"
+        )
+    print()
+    print(f"{'stage':<28} {'cpu us/trade':>13}")
+    for key in ("parse_validate_id_us", "avro_encode_us", "kafka_send_to_ack_us"):
+        print(f"{key:<28} {split[key]:>13.2f}")
+    print(f"{'kafka-python alone':<28} {split['kafka_only_trades_per_s']:>10,} trades/s")
+    doc = {
+        "benchmark": "collector",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg": os.getloadavg(),
+        },
+        "end_to_end": rows,
+        "stages": split,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
