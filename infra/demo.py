@@ -171,13 +171,16 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
             print(f"demo: t={elapsed:4.0f}s  kafka trades={counts['trades']:,}  "
                   f"dlq={counts['dlq']:,}  5s bars={cassandra_count(session, TABLE_AGG_5S):,}  "
                   f"1m bars={cassandra_count(session, TABLE_AGG_1M):,}", flush=True)
-            if not forecast_done and elapsed > demo.seconds / 2:
-                print("demo: forecasting from the bars so far: python -m gbm_analysis run --once",
+            if not forecast_done and elapsed > demo.seconds * 0.35:
+                # Forecast from bars that have closed (30 s back) so that every horizon step
+                # is realised before the demo ends and the backtest can score all of it.
+                argv = ["-m", "gbm_analysis", "run", "--once", "--as-of=-30s"]
+                print(f"demo: forecasting from the bars so far: python {' '.join(argv)}",
                       flush=True)
-                code = procs.run("gbm_run", ["-m", "gbm_analysis", "run", "--once"], env)
+                code = procs.run("gbm_run", argv, env)
                 if code != 0:
                     raise RuntimeError(f"gbm run exited {code}:\n{procs.tail('gbm_run')}")
-                print(procs.tail("gbm_run", 8), flush=True)
+                print(procs.tail("gbm_run", 1), flush=True)
                 forecast_done = True
             time.sleep(10)
         if procs.running["collector"].returncode != 0:
@@ -188,7 +191,8 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
         procs.stop("feed")
         print("demo: scoring the forecast: python -m gbm_analysis backtest", flush=True)
         code = procs.run("gbm_backtest", ["-m", "gbm_analysis", "backtest"], env)
-        print(procs.tail("gbm_backtest", 25), flush=True)
+        report = procs.tail("gbm_backtest", 40).splitlines()
+        print("\n".join(line for line in report if " INFO " not in line), flush=True)
         if code != 0:
             raise RuntimeError(f"gbm backtest exited {code}")
     finally:

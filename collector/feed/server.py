@@ -202,12 +202,12 @@ class FeedServer:
             if not data:
                 continue
             sent = {**frame, "data": data}
+            self.stats.trades_sent += len(data)
+            self.stats.trade_frames_sent += 1
             for c in clients:
                 mine = [d for d in data if not isinstance(d, dict) or d.get("s") in c.symbols]
                 if mine:
                     await self._send(c, {**frame, "data": mine} if len(mine) < len(data) else sent)
-            self.stats.trades_sent += len(data)
-            self.stats.trade_frames_sent += 1
             if self._sent_log is not None:
                 self._sent_log.write(json.dumps(sent, separators=(",", ":")) + "\n")
             await self._after_trade_frame(clients)
@@ -301,6 +301,7 @@ class FeedServer:
             compression=None,
             max_size=65_536,
             ping_interval=None,
+            close_timeout=2,
             write_limit=4 * 1024 * 1024,
         ) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
