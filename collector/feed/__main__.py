@@ -119,7 +119,7 @@ async def _progress(server: FeedServer, every_s: float = 10.0) -> None:
             "progress: %d trades sent (%.0f/s), %d client(s)",
             sent,
             (sent - last) / every_s,
-            len(server._clients),
+            server.client_count,
         )
         last = sent
 

@@ -323,6 +323,11 @@ class FeedServer:
                     self._sent_log.close()
 
     @property
+    def client_count(self) -> int:
+        """Connections open right now."""
+        return len(self._clients)
+
+    @property
     def error(self) -> BaseException | None:
         """Why the server stopped on its own (a source or task failure), if it did."""
         return self._error

@@ -163,12 +163,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
-    # The connector's default of 60 retries per statement hides an outage for minutes inside
-    # one write; a few retries, then our own sink retry loop and query restart take over.
+    # The connector's defaults (60 retries of a 120-s request timeout per statement) can hold a
+    # task slot for hours when Cassandra restarts mid-write; fail the write within about a
+    # minute instead and let the sink's retry loop and the query restart take over.
     spark = build_session(
         "stream_processor",
         settings.cassandra,
-        extra_conf={"spark.cassandra.query.retry.count": "3"},
+        extra_conf={
+            "spark.cassandra.query.retry.count": "3",
+            "spark.cassandra.read.timeoutMS": "20000",
+        },
     )
     listener = PrometheusListener()
     spark.streams.addListener(listener)
