@@ -120,6 +120,9 @@ class StreamSettings:
     :param max_future_skew_ms: a trade whose time is this far after its Kafka timestamp is
         rejected to the DLQ, because it would push the watermark ahead and drop good trades.
     :param sink_retry_ms: how long a failing Cassandra/DLQ write is retried before the batch fails.
+    :param stall_timeout_ms: a micro-batch running longer than this counts as wedged (for
+        example inside a Cassandra driver call that never returns); the job then exits with
+        status 3 for its service manager to restart it from the checkpoints.
     :param metrics_host: bind address of the Prometheus endpoint.
     :param metrics_port: port of the Prometheus endpoint; 0 turns it off.
     :param fail_on_data_loss: Kafka ``failOnDataLoss``; True stops the query loudly when offsets
@@ -143,6 +146,7 @@ class StreamSettings:
     watermark_ms: int = 10_000
     max_future_skew_ms: int = 60_000
     sink_retry_ms: int = 300_000
+    stall_timeout_ms: int = 600_000
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9109
     fail_on_data_loss: bool = True
@@ -202,6 +206,9 @@ class StreamSettings:
             ),
             sink_retry_ms=parse_duration_ms(
                 "SINK_RETRY_TIMEOUT", env.get("SINK_RETRY_TIMEOUT") or "300s"
+            ),
+            stall_timeout_ms=parse_duration_ms(
+                "BATCH_STALL_TIMEOUT", env.get("BATCH_STALL_TIMEOUT") or "600s"
             ),
             metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
             metrics_port=_int(env, "METRICS_PORT", 9109, 0),

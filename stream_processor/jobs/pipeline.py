@@ -14,7 +14,10 @@ With spark-submit against any master (connector jars from the project cache, no 
 
 A query that fails (e.g. Kafka or Cassandra unreachable for longer than the sink retry) is
 restarted from its checkpoint with backoff; after QUERY_MAX_RESTARTS failures of one query within
-ten minutes the job exits with status 1.
+ten minutes the job exits with status 1. A micro-batch that runs longer than BATCH_STALL_TIMEOUT
+is wedged (seen after a Cassandra restart: the connector's driver can block forever in a schema
+refresh that ignores interrupts); the job then exits with status 3 at once, and its service
+manager restarts it, which resumes from the checkpoints without loss or duplicates.
 """
 
 from __future__ import annotations
@@ -47,6 +50,27 @@ __all__ = ["main", "parse_args", "supervise"]
 logger = logging.getLogger(__name__)
 
 _FAILURE_WINDOW_S = 600.0
+EXIT_STALLED = 3
+
+
+class _StallWatch:
+    """Tracks how long each query's current micro-batch has been running."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.started: dict[str, tuple[int, float]] = {}
+
+    def stalled(self, name: str, query: StreamingQuery, now: float) -> bool:
+        if not query.status.get("isTriggerActive"):
+            self.started.pop(name, None)
+            return False
+        last = query.lastProgress
+        batch = int(last["batchId"]) if last else -1
+        first_batch, since = self.started.get(name, (batch, now))
+        if first_batch != batch:
+            since = now
+        self.started[name] = (batch, since)
+        return now - since > self.timeout_s
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -90,12 +114,14 @@ def supervise(
     """Run the selected queries, restarting a failed one from its checkpoint.
 
     :returns: 0 when every query stopped cleanly (``once``) or a stop was requested; 1 when a
-        query failed more than ``max_restarts`` times within ten minutes.
+        query failed more than ``max_restarts`` times within ten minutes; 3 when a micro-batch
+        ran longer than ``settings.stall_timeout_ms`` (the caller must not wait for it).
     """
     running: dict[QueryName, StreamingQuery] = {
         q: start_query(spark, settings, q, once=once, stop=stop) for q in settings.queries
     }
     failures: dict[QueryName, deque[float]] = {q: deque() for q in settings.queries}
+    watch = _StallWatch(settings.stall_timeout_ms / 1000.0)
     while running and not stop.is_set():
         try:
             spark.streams.awaitAnyTermination(1)
@@ -104,6 +130,15 @@ def supervise(
         spark.streams.resetTerminated()
         for name, query in list(running.items()):
             if query.isActive:
+                if watch.stalled(name, query, time.monotonic()):
+                    logger.error(
+                        "query %s: micro-batch running for more than %.0f s, exiting with "
+                        "status %d so that the job restarts from its checkpoints",
+                        name,
+                        watch.timeout_s,
+                        EXIT_STALLED,
+                    )
+                    return EXIT_STALLED
                 continue
             error = query.exception()
             if error is None:
@@ -179,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port:
         listener.serve(settings.metrics_host, settings.metrics_port)
     logger.info("settings: %s", settings)
-    try:
-        return supervise(spark, settings, once=args.once, max_restarts=max_restarts, stop=stop)
-    finally:
+    code = supervise(spark, settings, once=args.once, max_restarts=max_restarts, stop=stop)
+    if code != EXIT_STALLED:  # stopping a session with a wedged task would wait forever
         spark.stop()
+    return code
