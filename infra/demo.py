@@ -186,7 +186,14 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
         if procs.running["collector"].returncode != 0:
             raise RuntimeError(f"collector exited {procs.running['collector'].returncode}")
         print("demo: collector finished; letting the stream processor catch up", flush=True)
-        time.sleep(15)
+        produced = kafka_counts(kafka.bootstrap_servers)["trades"]
+        deadline = time.monotonic() + 120
+        while (stored := cassandra_count(session, "trades")) < produced:
+            procs.check_alive("stream_processor")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {stored:,} of {produced:,} trades reached Cassandra")
+            time.sleep(3)
+        time.sleep(6)  # the bar queries trigger every 5 s; let them write their last update
         procs.stop("stream_processor")
         procs.stop("feed")
         print("demo: scoring the forecast: python -m gbm_analysis backtest", flush=True)
