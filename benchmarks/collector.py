@@ -3,13 +3,16 @@
 For each offered rate, the offline feed runs as its own process (``python -m collector.feed
 --simulate``) and the collector runs in this process against the real Kafka (``make up`` first):
 the clock starts at the first frame and stops when Kafka has acknowledged every record (flush).
-CPU time is this process's (all threads: reader and kafka-python's sender). A second table splits
-the per-trade cost into parse+validate+id, Avro encoding and ``KafkaProducer.send`` alone.
+CPU time is this process's (all threads: reader and the client's sender threads). Each rate runs
+once per Kafka client (``COLLECTOR_KAFKA_CLIENT``: kafka-python and confluent), so the table puts
+them side by side. A second table splits the per-trade cost into parse+validate+id, Avro encoding
+and the client's send-to-ack alone.
 
 Usage::
 
     python benchmarks/collector.py                       # rates 5k, 20k, 50k, 100k trades/s
     python benchmarks/collector.py --rates 50000 --seconds 20
+    python benchmarks/collector.py --clients confluent   # one client only
 
 Prints tables and writes ``benchmarks/results/collector.json``.
 """
@@ -39,8 +42,10 @@ from collector.gaps import LoggingGapStore  # noqa: E402
 from collector.metrics import CollectorMetrics  # noqa: E402
 from collector.pipeline import FrameHandler  # noqa: E402
 from collector.producer import KafkaSink  # noqa: E402
+from collector.producer_confluent import ConfluentKafkaSink  # noqa: E402
 from schemas.settings import KafkaSettings  # noqa: E402
 
+SINKS = {"kafka-python": KafkaSink, "confluent": ConfluentKafkaSink}
 SYMBOLS = (
     "BINANCE:BTCUSDT",
     "BINANCE:ETHUSDT",
@@ -81,7 +86,7 @@ def _delete_topics(bootstrap: str, names: list[str]) -> None:
         admin.close()
 
 
-def end_to_end(rate: int, seconds: float, kafka: KafkaSettings) -> dict[str, Any]:
+def end_to_end(rate: int, seconds: float, kafka: KafkaSettings, client: str) -> dict[str, Any]:
     n = int(rate * seconds)
     port = _free_port()
     topic = f"bench-collector-{uuid.uuid4().hex[:8]}"
@@ -118,7 +123,7 @@ def end_to_end(rate: int, seconds: float, kafka: KafkaSettings) -> dict[str, Any
             metrics_port=0,
         )
         metrics = CollectorMetrics()
-        sink = KafkaSink(
+        sink = SINKS[client](
             bootstrap_servers=kafka.bootstrap_servers,
             trades_topic=topic,
             dlq_topic=f"{topic}.dlq",
@@ -158,6 +163,7 @@ def end_to_end(rate: int, seconds: float, kafka: KafkaSettings) -> dict[str, Any
         wall = time.perf_counter() - first[0]
         cpu = time.process_time() - first[1]
         return {
+            "client": client,
             "offered_rate": rate,
             "trades": handler.trades,
             "wall_s": round(wall, 3),
@@ -174,10 +180,73 @@ def end_to_end(rate: int, seconds: float, kafka: KafkaSettings) -> dict[str, Any
         _delete_topics(kafka.bootstrap_servers, [topic, f"{topic}.dlq"])
 
 
-def stages(kafka: KafkaSettings, n: int = 100_000) -> dict[str, float]:
-    """Per-trade CPU cost of each stage, on simulated frames."""
-    from kafka import KafkaProducer
+def _send_alone(kafka: KafkaSettings, client: str, trades: list[Any], values: list[bytes]) -> Any:
+    """CPU us per trade and trades/s of the bare client: send every record, then flush."""
+    topic = f"bench-send-{uuid.uuid4().hex[:8]}"
+    _create_topic(kafka.bootstrap_servers, topic, 2)
+    try:
+        if client == "kafka-python":
+            from kafka import KafkaProducer
 
+            producer = KafkaProducer(
+                bootstrap_servers=kafka.bootstrap_servers,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=20,
+                batch_size=262_144,
+                compression_type="gzip",
+            )
+            try:
+                producer.partitions_for(topic)
+                t = time.process_time()
+                w = time.perf_counter()
+                for tr, v in zip(trades, values, strict=True):
+                    producer.send(topic, value=v, key=tr.symbol.encode(), partition=0).add_errback(
+                        print
+                    )
+                producer.flush()
+            finally:
+                producer.close()
+        else:
+            from confluent_kafka import Producer
+
+            def on_delivery(err: Any, _msg: Any) -> None:
+                if err is not None:
+                    print(err)
+
+            producer = Producer(
+                {
+                    "bootstrap.servers": kafka.bootstrap_servers,
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 20,
+                    "batch.size": 262_144,
+                    "compression.type": "gzip",
+                }
+            )
+            producer.list_topics(topic, timeout=10)
+            t = time.process_time()
+            w = time.perf_counter()
+            for i, (tr, v) in enumerate(zip(trades, values, strict=True)):
+                while True:
+                    try:
+                        producer.produce(topic, v, tr.symbol.encode(), 0, on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                if i % 1000 == 0:
+                    producer.poll(0)
+            producer.flush()
+            producer.close()
+        return (time.process_time() - t) / len(values) * 1e6, len(values) / (
+            time.perf_counter() - w
+        )
+    finally:
+        _delete_topics(kafka.bootstrap_servers, [topic])
+
+
+def stages(kafka: KafkaSettings, clients: list[str], n: int = 100_000) -> dict[str, Any]:
+    """Per-trade CPU cost of each stage, on simulated frames."""
     from collector.feed.sources import SimulatedMarket
 
     market = SimulatedMarket(SYMBOLS, rate=50_000, seed=1)
@@ -199,68 +268,65 @@ def stages(kafka: KafkaSettings, n: int = 100_000) -> dict[str, float]:
     t = time.process_time()
     values = [v for r in results for v in encoder.encode_many(r.trades)]
     encode_us = (time.process_time() - t) / count * 1e6
-
-    topic = f"bench-send-{uuid.uuid4().hex[:8]}"
-    _create_topic(kafka.bootstrap_servers, topic, 2)
-    producer = KafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        batch_size=262_144,
-        compression_type="gzip",
-    )
-    try:
-        producer.partitions_for(topic)
-        t = time.process_time()
-        w = time.perf_counter()
-        for tr, v in zip(trades, values, strict=True):
-            producer.send(topic, value=v, key=tr.symbol.encode(), partition=0).add_errback(print)
-        producer.flush()
-        send_us = (time.process_time() - t) / len(values) * 1e6
-        send_rate = len(values) / (time.perf_counter() - w)
-    finally:
-        producer.close()
-        _delete_topics(kafka.bootstrap_servers, [topic])
-    return {
+    split: dict[str, Any] = {
         "trades": len(values),
         "parse_validate_id_us": round(parse_us, 2),
         "avro_encode_us": round(encode_us, 2),
-        "kafka_send_to_ack_us": round(send_us, 2),
-        "kafka_only_trades_per_s": round(send_rate),
+        "kafka_send_to_ack_us": {},
+        "kafka_only_trades_per_s": {},
     }
+    for client in clients:
+        send_us, send_rate = _send_alone(kafka, client, trades, values)
+        split["kafka_send_to_ack_us"][client] = round(send_us, 2)
+        split["kafka_only_trades_per_s"][client] = round(send_rate)
+    return split
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rates", default="5000,20000,50000,100000")
     ap.add_argument("--seconds", type=float, default=8.0, help="trades offered = rate * seconds")
+    ap.add_argument(
+        "--clients",
+        default=",".join(SINKS),
+        help=f"Kafka clients to compare, comma-separated (default: {','.join(SINKS)})",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "collector.json")
     args = ap.parse_args()
+    clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    unknown = sorted(set(clients) - set(SINKS))
+    if unknown or not clients:
+        ap.error(f"--clients {args.clients!r}: allowed values are {', '.join(SINKS)}")
     kafka = KafkaSettings.from_env()
     rows = []
     for rate in (int(r) for r in args.rates.split(",")):
-        print(f"offered {rate:,} trades/s for {args.seconds:g} s ...", flush=True)
-        rows.append(end_to_end(rate, args.seconds, kafka))
+        for client in clients:
+            print(f"{client}: offered {rate:,} trades/s for {args.seconds:g} s ...", flush=True)
+            rows.append(end_to_end(rate, args.seconds, kafka, client))
     print("per-stage costs ...", flush=True)
-    split = stages(kafka)
+    split = stages(kafka, clients)
 
     print()
     print(
-        f"{'offered/s':>10} {'trades':>9} {'achieved/s':>11} {'cpu us/trade':>13} "
+        f"{'client':<13} {'offered/s':>10} {'trades':>9} {'achieved/s':>11} {'cpu us/trade':>13} "
         f"{'cpu util':>9} {'dlq':>5} {'failed':>7}"
     )
     for r in rows:
         print(
-            f"{r['offered_rate']:>10,} {r['trades']:>9,} {r['trades_per_s']:>11,} "
-            f"{r['cpu_us_per_trade']:>13.2f} {r['cpu_utilisation']:>9.2f} "
-            f"{r['dead_letters']:>5} {r['delivery_failures']:>7}"
+            f"{r['client']:<13} {r['offered_rate']:>10,} {r['trades']:>9,} "
+            f"{r['trades_per_s']:>11,} {r['cpu_us_per_trade']:>13.2f} "
+            f"{r['cpu_utilisation']:>9.2f} {r['dead_letters']:>5} {r['delivery_failures']:>7}"
         )
     print()
-    print(f"{'stage':<28} {'cpu us/trade':>13}")
-    for key in ("parse_validate_id_us", "avro_encode_us", "kafka_send_to_ack_us"):
-        print(f"{key:<28} {split[key]:>13.2f}")
-    print(f"{'kafka-python alone':<28} {split['kafka_only_trades_per_s']:>10,} trades/s")
+    print(f"{'stage':<36} {'cpu us/trade':>13}")
+    for key in ("parse_validate_id_us", "avro_encode_us"):
+        print(f"{key:<36} {split[key]:>13.2f}")
+    for client in clients:
+        send_us = split["kafka_send_to_ack_us"][client]
+        print(f"{'send_to_ack_us (' + client + ')':<36} {send_us:>13.2f}")
+    for client in clients:
+        rate = split["kafka_only_trades_per_s"][client]
+        print(f"{client + ' alone':<36} {rate:>10,} trades/s")
     doc = {
         "benchmark": "collector",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

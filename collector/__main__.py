@@ -28,6 +28,7 @@ from collector.gaps import CassandraGapStore, GapSink, LoggingGapStore
 from collector.metrics import CollectorMetrics
 from collector.pipeline import FrameHandler
 from collector.producer import KafkaSink
+from collector.producer_confluent import ConfluentKafkaSink
 from collector.recorder import FrameRecorder
 
 logger = logging.getLogger("collector")
@@ -91,7 +92,8 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
                 f"COLLECTOR_METRICS_PORT={config.metrics_port}: cannot listen on "
                 f"{config.metrics_host} ({exc.strerror}); set another port or 0 to disable"
             ) from None
-    sink = KafkaSink(
+    sink_class = ConfluentKafkaSink if config.kafka_client == "confluent" else KafkaSink
+    sink = sink_class(
         bootstrap_servers=config.kafka.bootstrap_servers,
         trades_topic=config.trades_topic,
         dlq_topic=config.dlq_topic,
@@ -124,11 +126,12 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
     _install_signal_handlers(connection)
     deadline = time.monotonic() + args.duration if args.duration else None
     logger.info(
-        "collecting %s from %s into %s (dlq %s), source %s, metrics %s",
+        "collecting %s from %s into %s (dlq %s, client %s), source %s, metrics %s",
         ",".join(config.symbols),
         config.ws_url,
         config.trades_topic,
         config.dlq_topic,
+        config.kafka_client,
         config.source,
         f"http://{config.metrics_host}:{config.metrics_port}/metrics"
         if config.metrics_port

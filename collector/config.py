@@ -23,6 +23,7 @@ __all__ = [
     "FINNHUB_WS_URL",
     "CollectorConfig",
     "Compression",
+    "KafkaClient",
     "SecretStr",
     "Source",
     "redact",
@@ -40,6 +41,7 @@ DEFAULT_SYMBOLS: tuple[str, ...] = (
 )
 Source = Literal["finnhub", "feed", "replay"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+KafkaClient = Literal["kafka-python", "confluent"]
 _REDACTED = "***"
 
 
@@ -165,6 +167,8 @@ class CollectorConfig:
     :param stall_timeout_s: reconnect when no frame at all (not even a ping) came for this long.
     :param backoff_initial_s: first reconnect delay; doubles per failed attempt...
     :param backoff_max_s: ...up to this cap, with jitter.
+    :param kafka_client: the Kafka client library the sink uses (``COLLECTOR_KAFKA_CLIENT``):
+        ``kafka-python`` (default) or ``confluent`` (confluent-kafka, librdkafka; faster).
     :raises ConfigError: a value is out of range; the message names it.
 
     >>> c = CollectorConfig.from_env({"FINNHUB_WS_URL": "ws://127.0.0.1:8765", "SYMBOLS": "A,B"})
@@ -188,6 +192,7 @@ class CollectorConfig:
     linger_ms: int = 20
     batch_bytes: int = 262_144
     compression: Compression = "gzip"
+    kafka_client: KafkaClient = "kafka-python"
     flush_timeout_s: float = 30.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
@@ -205,6 +210,11 @@ class CollectorConfig:
             raise ConfigError(
                 f"compression={self.compression!r}: allowed values are "
                 f"{', '.join(get_args(Compression))}"
+            )
+        if self.kafka_client not in get_args(KafkaClient):
+            raise ConfigError(
+                f"kafka_client={self.kafka_client!r}: allowed values are "
+                f"{', '.join(get_args(KafkaClient))}"
             )
         if not self.symbols:
             raise ConfigError("symbols: at least one symbol is needed")
@@ -254,6 +264,9 @@ class CollectorConfig:
             raise ConfigError(str(exc)) from None
         gaps = _choice(env, "COLLECTOR_GAPS", "on", ("on", "off"))
         compression = _choice(env, "COLLECTOR_COMPRESSION", "gzip", tuple(get_args(Compression)))
+        kafka_client = _choice(
+            env, "COLLECTOR_KAFKA_CLIENT", "kafka-python", tuple(get_args(KafkaClient))
+        )
         source = _choice(
             env, "COLLECTOR_SOURCE", "finnhub" if is_finnhub else "feed", tuple(get_args(Source))
         )
@@ -274,6 +287,7 @@ class CollectorConfig:
             linger_ms=_integer(env, "COLLECTOR_LINGER_MS", 20, minimum=0),
             batch_bytes=_integer(env, "COLLECTOR_BATCH_BYTES", 262_144, minimum=1024),
             compression=compression,  # type: ignore[arg-type]
+            kafka_client=kafka_client,  # type: ignore[arg-type]
             flush_timeout_s=_number(env, "COLLECTOR_FLUSH_TIMEOUT_S", 30.0, minimum=0.1),
             metrics_host=_get(env, "COLLECTOR_METRICS_HOST") or "127.0.0.1",
             metrics_port=_integer(env, "COLLECTOR_METRICS_PORT", 9108, minimum=0),

@@ -9,7 +9,7 @@ from collections import Counter
 from collector.encoding import TradeEncoder
 from collector.finnhub import FrameParser
 from collector.metrics import CollectorMetrics
-from collector.producer import KafkaSink
+from collector.delivery import TradeSink
 from collector.recorder import FrameRecorder
 
 __all__ = ["FrameHandler"]
@@ -35,7 +35,7 @@ class FrameHandler:
     def __init__(
         self,
         parser: FrameParser,
-        sink: KafkaSink,
+        sink: TradeSink,
         metrics: CollectorMetrics,
         *,
         encoder: TradeEncoder | None = None,

@@ -4,6 +4,8 @@ Delivery guarantees: ``acks=all`` and the idempotent producer (no duplicates fro
 kept per partition), retries until ``delivery_timeout_ms``. Every record carries an errback, so a
 record Kafka finally refuses is counted, logged and turned into :class:`DeliveryError` at the
 next :meth:`KafkaSink.raise_if_failed` or :meth:`KafkaSink.flush`; nothing fails silently.
+``collector.producer_confluent.ConfluentKafkaSink`` is the same sink on librdkafka; the pieces
+both share live in :mod:`collector.delivery`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from kafka.partitioner.default import murmur2
 
+from collector.delivery import DeliveryLedger, partition_for
 from collector.exceptions import DeliveryError, SinkSetupError
 from collector.metrics import CollectorMetrics
 from collector.models import DeadLetter, Trade
@@ -24,15 +26,6 @@ from collector.models import DeadLetter, Trade
 __all__ = ["KafkaSink", "partition_for"]
 
 logger = logging.getLogger(__name__)
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (Java and kafka-python) picks for ``key``.
-
-    >>> partition_for(b"AAPL", 2) in (0, 1)
-    True
-    """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class KafkaSink:
@@ -96,8 +89,16 @@ class KafkaSink:
         self._partitions = 0
         self.sent = 0
         self.dead_letters_sent = 0
-        self.failed = 0
-        self._first_failure: str | None = None
+        self._ledger = DeliveryLedger(self.metrics, logger)
+
+    @property
+    def failed(self) -> int:
+        """Records Kafka finally refused so far.
+
+        >>> KafkaSink(bootstrap_servers="127.0.0.1:9092", trades_topic="t", dlq_topic="d").failed
+        0
+        """
+        return self._ledger.failed
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:
@@ -159,11 +160,7 @@ class KafkaSink:
 
     def raise_if_failed(self) -> None:
         """:raises DeliveryError: when any record was refused by Kafka so far."""
-        if self.failed:
-            raise DeliveryError(
-                f"kafka: {self.failed} record(s) not acknowledged; first error: "
-                f"{self._first_failure}"
-            )
+        self._ledger.raise_if_failed()
 
     # -- sending -------------------------------------------------------------------------------
     def _key(self, symbol: str) -> tuple[bytes, int]:
@@ -174,14 +171,7 @@ class KafkaSink:
         return cached
 
     def _on_error(self, topic: str, exc: BaseException) -> None:
-        self.failed += 1
-        self.metrics.delivery_failures.inc()
-        if self._first_failure is None:
-            self._first_failure = f"{topic}: {type(exc).__name__}: {exc}"
-        if self.failed == 1 or self.failed % 1000 == 0:
-            logger.error(
-                "kafka %s: record not acknowledged (%d so far): %s", topic, self.failed, exc
-            )
+        self._ledger.record_failure(topic, exc)
 
     def send_trades(self, trades: Sequence[Trade], values: Sequence[bytes]) -> None:
         """Hand one frame's trades (and their encoded values) to the producer, key = symbol.

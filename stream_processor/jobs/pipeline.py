@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
-__all__ = ["main", "parse_args", "supervise"]
+__all__ = ["EXIT_STALLED", "main", "parse_args", "supervise"]
 
 logger = logging.getLogger(__name__)
 

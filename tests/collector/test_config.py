@@ -111,3 +111,34 @@ def test_logging_the_config_does_not_leak(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.INFO):
         logging.getLogger("t").info("config %s %r", config, config)
     assert "leaky-token-1" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "kafka-python"),
+        ("kafka-python", "kafka-python"),
+        ("confluent", "confluent"),
+        (" Confluent ", "confluent"),
+        ("", "kafka-python"),
+    ],
+)
+def test_the_kafka_client_is_chosen_with_collector_kafka_client(
+    value: str | None, expected: str
+) -> None:
+    env = FEED if value is None else {**FEED, "COLLECTOR_KAFKA_CLIENT": value}
+    assert CollectorConfig.from_env(env).kafka_client == expected
+
+
+@pytest.mark.parametrize("value", ["librdkafka", "kafka_python", "aiokafka"])
+def test_an_unknown_kafka_client_is_a_one_line_error(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CollectorConfig.from_env({**FEED, "COLLECTOR_KAFKA_CLIENT": value})
+    assert str(info.value) == (
+        f"COLLECTOR_KAFKA_CLIENT={value!r}: allowed values are kafka-python, confluent"
+    )
+
+
+def test_the_kafka_client_is_validated_on_construction() -> None:
+    with pytest.raises(ConfigError, match="kafka_client='rdkafka': allowed values are kafka-py"):
+        CollectorConfig(ws_url="ws://127.0.0.1:1", kafka_client="rdkafka")  # type: ignore[arg-type]

@@ -8,12 +8,14 @@ import pytest
 MODULES = [
     "collector.config",
     "collector.connection",
+    "collector.delivery",
     "collector.encoding",
     "collector.finnhub",
     "collector.ids",
     "collector.metrics",
     "collector.models",
     "collector.producer",
+    "collector.producer_confluent",
     "collector.feed.faults",
     "collector.feed.sources",
 ]

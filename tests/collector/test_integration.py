@@ -31,6 +31,8 @@ pytestmark = pytest.mark.integration
 
 SYMBOLS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "MSFT")
 NO_GAPS = {"COLLECTOR_GAPS": "off"}
+# COLLECTOR_KAFKA_CLIENT values: both sinks must pass the end-to-end tests parametrised with this.
+KAFKA_CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 
 
 def _ms(value: datetime) -> int:
@@ -58,12 +60,14 @@ def _expected_ids(log: Path, frames: int | None = None) -> list[str]:
     return [t.trade_id for line in lines for t in parser.parse(line, received_ms=now).trades]
 
 
+@KAFKA_CLIENTS
 def test_n_trades_in_exactly_n_records_out_decoded_equal(
     stack: Stack,
     unique_topic: Callable[[str], str],
     feed: Callable[..., FeedServer],
     run_collector: Callable[..., CollectorRun],
     tmp_path: Path,
+    client: str,
 ) -> None:
     n = 5000
     topic = unique_topic("coll-n")
@@ -72,11 +76,17 @@ def test_n_trades_in_exactly_n_records_out_decoded_equal(
     server = feed(SimulatedMarket(SYMBOLS, rate=5000, seed=7), max_trades=n, sent_log=log)
     run = run_collector(
         server.port,
-        {**NO_GAPS, "TRADES_TOPIC": topic, "SYMBOLS": ",".join(SYMBOLS)},
+        {
+            **NO_GAPS,
+            "TRADES_TOPIC": topic,
+            "SYMBOLS": ",".join(SYMBOLS),
+            "COLLECTOR_KAFKA_CLIENT": client,
+        },
         "--max-trades",
         str(n),
     )
     assert run.wait() == 0, run.output()
+    assert f"client {client})" in run.output()
     assert server.stats.trades_sent == n
     records = read_topic(stack, topic)
     assert len(records) == n
@@ -220,12 +230,14 @@ def test_a_stalled_feed_is_detected_and_replaced(
     assert len(read_topic(stack, topic)) == n
 
 
+@KAFKA_CLIENTS
 def test_sigterm_mid_stream_loses_nothing(
     stack: Stack,
     unique_topic: Callable[[str], str],
     feed: Callable[..., FeedServer],
     run_collector: Callable[..., CollectorRun],
     tmp_path: Path,
+    client: str,
 ) -> None:
     topic = unique_topic("coll-term")
     log = tmp_path / "sent.jsonl"
@@ -237,6 +249,7 @@ def test_sigterm_mid_stream_loses_nothing(
             "TRADES_TOPIC": topic,
             "SYMBOLS": ",".join(SYMBOLS),
             "COLLECTOR_LINGER_MS": "200",
+            "COLLECTOR_KAFKA_CLIENT": client,
         },
     )
     deadline = time.monotonic() + 60

@@ -21,6 +21,7 @@ import pytest
 from schemas.cassandra import connect
 from schemas.settings import CassandraSettings
 from stream_processor.config import StreamSettings
+from stream_processor.jobs.pipeline import EXIT_STALLED
 from stream_processor.queries import start_queries
 from tests.conftest import REPO_ROOT, Stack, run_infra
 from tests.stream_processor.conftest import create_topic, encode_trades, produce, read_table
@@ -245,6 +246,36 @@ def test_kill_9_mid_stream_then_restart_gives_identical_tables(
     assert_tables_match(cassandra, capture)
 
 
+class ServiceManager(threading.Thread):
+    """Keeps the job running the way systemd or Kubernetes would: a job that exits with the
+    stall status (3) is started again; it resumes from its checkpoints."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        super().__init__(daemon=True)
+        self.env, self.log = env, log
+        self.job = _start_job(env, log)
+        self.restarts = 0
+        self.exit_codes: list[int] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            code = self.job.poll()
+            if code is None:
+                time.sleep(0.5)
+                continue
+            self.exit_codes.append(code)
+            if code != EXIT_STALLED or self.stopping.is_set():
+                return
+            self.restarts += 1
+            self.job = _start_job(self.env, self.log)
+
+    def stop(self) -> int:
+        self.stopping.set()
+        self.join(10)
+        return _stop_job(self.job)
+
+
 def test_kafka_and_cassandra_restart_while_running(
     stack: Stack,
     capture: list[dict[str, Any]],
@@ -255,9 +286,14 @@ def test_kafka_and_cassandra_restart_while_running(
     cassandra = keyspace_factory()
     topic = f"sp-restart-{os.urandom(5).hex()}"
     create_topic(stack.kafka.bootstrap_servers, topic)
-    env = _job_env(cassandra, topic, tmp_path / "cp")
+    env = {
+        **_job_env(cassandra, topic, tmp_path / "cp"),
+        "SINK_RETRY_TIMEOUT": "60s",
+        "BATCH_STALL_TIMEOUT": "150s",
+    }
     feed = PacedProducer(stack.kafka.bootstrap_servers, topic, capture, pause_s=0.5)
-    job = _start_job(env, job_log)
+    manager = ServiceManager(env, job_log)
+    manager.start()
     feed.start()
     try:
         _wait_for(lambda: _count(cassandra, "trades") >= 5_000, 300, "the first rows")
@@ -270,12 +306,14 @@ def test_kafka_and_cassandra_restart_while_running(
         feed.join(600)
         assert feed.error is None and not feed.is_alive()
         _wait_for(lambda: _count(cassandra, "trades") == len(capture), 600, "every trade")
-        assert job.poll() is None, "the job must survive both restarts"
         want_1m = len(expected_bars(pd.DataFrame(capture), "1m"))
         # the rollups run on a slower trigger; let them catch up with the last batch
-        _wait_for(lambda: _count(cassandra, "trades_agg_1m") == want_1m, 120, "1-minute bars")
+        _wait_for(lambda: _count(cassandra, "trades_agg_1m") == want_1m, 300, "1-minute bars")
         time.sleep(12)
+        assert manager.is_alive(), f"the job exited with {manager.exit_codes}"
     finally:
-        code = _stop_job(job)
+        code = manager.stop()
     assert code == 0
+    assert set(manager.exit_codes) <= {EXIT_STALLED}
+    print(f"job restarts after a stall: {manager.restarts}")
     assert_tables_match(cassandra, capture)
