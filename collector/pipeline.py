@@ -6,10 +6,10 @@ import logging
 import time
 from collections import Counter
 
+from collector.delivery import TradeSink
 from collector.encoding import TradeEncoder
 from collector.finnhub import FrameParser
 from collector.metrics import CollectorMetrics
-from collector.delivery import TradeSink
 from collector.recorder import FrameRecorder
 
 __all__ = ["FrameHandler"]
