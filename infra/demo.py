@@ -38,8 +38,8 @@ class DemoSettings:
             port = int(os.environ.get("FEED_PORT", "8765"))
         except ValueError as exc:
             raise SettingsError(f"DEMO_SECONDS/DEMO_RATE/FEED_PORT: {exc}") from None
-        if seconds < 60:
-            raise SettingsError(f"DEMO_SECONDS={seconds:g}: use >= 60 (bars, then a forecast)")
+        if seconds < 30:
+            raise SettingsError(f"DEMO_SECONDS={seconds:g}: use >= 30")
         return cls(seconds=seconds, feed_port=port, rate=rate)
 
 
@@ -146,7 +146,7 @@ def run_demo(config: InfraConfig) -> None:
                              "--rate", str(demo.rate)], env)
         procs.start("stream_processor", ["-m", "stream_processor"], env)
         time.sleep(3)
-        procs.start("collector", ["-m", "collector", "--duration", str(demo.seconds)], env)
+        procs.start("collector", ["-m", "collector"], env)
         _watch(procs, demo, kafka, cassandra, env)
     except (RuntimeError, KeyboardInterrupt) as exc:
         print(f"demo: stopped: {exc}", file=sys.stderr)
@@ -158,22 +158,42 @@ def run_demo(config: InfraConfig) -> None:
     _summary(kafka, cassandra, config)
 
 
+def bars_since(session: object, since_ms: int) -> dict[str, int]:
+    """5-second bars per symbol whose window started at or after ``since_ms``."""
+    statement = (f"SELECT symbol, day, COUNT(*) AS n FROM {TABLE_AGG_5S} WHERE window_start >= %s "
+                 "GROUP BY symbol, day ALLOW FILTERING")
+    rows = session.execute(statement, (since_ms,), timeout=120)  # type: ignore[attr-defined]
+    per_symbol: dict[str, int] = {}
+    for row in rows:
+        per_symbol[row.symbol] = per_symbol.get(row.symbol, 0) + int(row.n)
+    return per_symbol
+
+
 def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
            cassandra: CassandraSettings, env: dict[str, str]) -> None:
     started = time.monotonic()
+    started_ms = int(time.time() * 1000)
+    # Forecast once every symbol has this many closed bars behind the as-of point, then keep
+    # streaming until every horizon step of that forecast is realised (plus the watermark).
+    bars_needed = int(env["GBM_MIN_BARS"]) + 8
+    horizon_s = 5 * int(env["GBM_STEPS"]) + 30
+    stop_after = demo.seconds
     forecast_done = False
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     try:
-        while procs.running["collector"].poll() is None:
-            procs.check_alive("feed", "stream_processor")
+        while not forecast_done or time.monotonic() - started < stop_after:
+            if time.monotonic() - started > stop_after + 600:
+                raise RuntimeError(f"fewer than {bars_needed} new 5-second bars per symbol "
+                                   "after 10 minutes; see the stream_processor log")
+            procs.check_alive("feed", "stream_processor", "collector")
             elapsed = time.monotonic() - started
             counts = kafka_counts(kafka.bootstrap_servers)
+            fresh_bars = bars_since(session, started_ms)
             print(f"demo: t={elapsed:4.0f}s  kafka trades={counts['trades']:,}  "
-                  f"dlq={counts['dlq']:,}  5s bars={cassandra_count(session, TABLE_AGG_5S):,}  "
+                  f"dlq={counts['dlq']:,}  new 5s bars={sum(fresh_bars.values()):,}  "
                   f"1m bars={cassandra_count(session, TABLE_AGG_1M):,}", flush=True)
-            if not forecast_done and elapsed > demo.seconds * 0.35:
-                # Forecast from bars that have closed (30 s back) so that every horizon step
-                # is realised before the demo ends and the backtest can score all of it.
+            if not forecast_done and fresh_bars and min(fresh_bars.values()) >= bars_needed:
+                # As of 30 s ago, so that the bars it uses have closed under the watermark.
                 argv = ["-m", "gbm_analysis", "run", "--once", "--as-of=-30s"]
                 print(f"demo: forecasting from the bars so far: python {' '.join(argv)}",
                       flush=True)
@@ -182,10 +202,13 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
                     raise RuntimeError(f"gbm run exited {code}:\n{procs.tail('gbm_run')}")
                 print(procs.tail("gbm_run", 1), flush=True)
                 forecast_done = True
+                stop_after = max(stop_after, time.monotonic() - started + horizon_s)
             time.sleep(10)
-        if procs.running["collector"].returncode != 0:
-            raise RuntimeError(f"collector exited {procs.running['collector'].returncode}")
-        print("demo: collector finished; letting the stream processor catch up", flush=True)
+        code = procs.stop("collector")
+        if code != 0:
+            raise RuntimeError(f"collector exited {code}:\n{procs.tail('collector')}")
+        print("demo: collector stopped (SIGTERM, flushed); letting the stream processor catch up",
+              flush=True)
         produced = kafka_counts(kafka.bootstrap_servers)["trades"]
         deadline = time.monotonic() + 120
         while (stored := cassandra_count(session, "trades")) < produced:
