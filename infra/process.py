@@ -18,7 +18,10 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a server could listen on ``port``. SO_REUSEADDR as the JVMs use it, so the
+    TIME_WAIT connections a just-stopped broker leaves behind do not count as "in use"."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

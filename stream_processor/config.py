@@ -142,7 +142,7 @@ class StreamSettings:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int = 0
     raw_trigger_ms: int = 1000
-    rollup_trigger_ms: int = 5000
+    rollup_trigger_ms: int = 30_000
     watermark_ms: int = 10_000
     max_future_skew_ms: int = 60_000
     sink_retry_ms: int = 300_000
@@ -198,7 +198,7 @@ class StreamSettings:
             max_offsets_per_trigger=_int(env, "MAX_OFFSETS_PER_TRIGGER", 0, 0),
             raw_trigger_ms=parse_duration_ms("RAW_TRIGGER", env.get("RAW_TRIGGER") or "1s"),
             rollup_trigger_ms=parse_duration_ms(
-                "ROLLUP_TRIGGER", env.get("ROLLUP_TRIGGER") or "5s"
+                "ROLLUP_TRIGGER", env.get("ROLLUP_TRIGGER") or "30s"
             ),
             watermark_ms=parse_duration_ms("BARS_WATERMARK", env.get("BARS_WATERMARK") or "10s"),
             max_future_skew_ms=parse_duration_ms(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
@@ -29,7 +30,13 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
-__all__ = ["BAR_QUERIES", "kafka_records", "start_query", "start_queries"]
+__all__ = [
+    "BAR_QUERIES",
+    "kafka_records",
+    "scheduler_conf",
+    "start_queries",
+    "start_query",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,27 @@ BAR_QUERIES: dict[QueryName, tuple[str, str]] = {
     "bars_1m": ("1 minute", TABLE_AGG_1M),
     "bars_1h": ("1 hour", TABLE_AGG_1H),
 }
+
+
+_POOLS_XML = """<?xml version="1.0"?>
+<allocations>
+  <pool name="raw">
+    <schedulingMode>FIFO</schedulingMode><weight>4</weight><minShare>1</minShare>
+  </pool>
+  <pool name="bars">
+    <schedulingMode>FAIR</schedulingMode><weight>1</weight><minShare>0</minShare>
+  </pool>
+</allocations>
+"""
+
+
+def scheduler_conf(folder: Path) -> dict[str, str]:
+    """Spark settings for FAIR scheduling with a heavier pool for the raw query; writes the
+    pool file into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pools = folder / "fair-pools.xml"
+    pools.write_text(_POOLS_XML, encoding="utf-8")
+    return {"spark.scheduler.mode": "FAIR", "spark.scheduler.allocation.file": str(pools)}
 
 
 def kafka_records(spark: SparkSession, settings: StreamSettings) -> DataFrame:
@@ -105,6 +133,11 @@ def start_query(
         )
         sink = BarsSink(keyspace=keyspace, table=table, retry_ms=settings.sink_retry_ms, stop=stop)
         mode = "update"
+    # Scheduler pool of the query's jobs (FAIR mode, see scheduler_conf): the raw query
+    # outweighs the bars so that its latency holds while the aggregations run.
+    spark.sparkContext.setLocalProperty(
+        "spark.scheduler.pool", "raw" if query == "trades_raw" else "bars"
+    )
     started = (
         frame.writeStream.queryName(query)
         .outputMode(mode)

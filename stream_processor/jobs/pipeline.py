@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING
 
 from pyspark.errors import StreamingQueryException
 
+from schemas.settings import state_dir
 from schemas.spark import build_session
 from stream_processor.config import QueryName, StreamSettings
 from stream_processor.exceptions import ConfigError
 from stream_processor.metrics import PrometheusListener
-from stream_processor.queries import start_query
+from stream_processor.queries import scheduler_conf, start_query
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -207,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_conf={
             "spark.cassandra.query.retry.count": "3",
             "spark.cassandra.read.timeoutMS": "20000",
+            **scheduler_conf(state_dir() / "stream_processor"),
         },
     )
     listener = PrometheusListener()
