@@ -170,7 +170,6 @@ def bench_job(n_symbols: int, settings: GbmSettings) -> dict[str, Any]:
             print(f"  bars: {k + 1}/{n_symbols} symbols x {n} bars written", end="\r", flush=True)
         print(f"\n  bars written in {time.perf_counter() - t0:.1f} s", flush=True)
 
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         t0 = time.perf_counter()
         spark = build_session("gbm_benchmark", cassandra)
         spark_start = time.perf_counter() - t0

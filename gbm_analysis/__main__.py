@@ -88,7 +88,6 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
     from schemas.cassandra import connect
     from schemas.spark import build_session
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     interval = parse_duration(args.every, name="--every") if args.every else None
     as_of_text = args.as_of
     if as_of_text:

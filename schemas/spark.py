@@ -7,6 +7,7 @@ The connector jars (Kafka source, Avro, Cassandra) are resolved by ``make instal
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +66,9 @@ def build_session(
     from pyspark.sql import SparkSession
 
     env = os.environ if env is None else env
+    # Python workers must run this interpreter (the project venv), not whatever `python3` is on
+    # PATH; the first session of a process fixes it for every later one.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if not os.environ.get("SPARK_SUBMIT_MODE"):
         builder = builder.master(master or env.get("SPARK_MASTER", "local[2]"))

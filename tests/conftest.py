@@ -16,6 +16,8 @@ import pytest
 from schemas.settings import CassandraSettings, KafkaSettings, state_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Spark's Python workers run this interpreter whichever test creates the first session.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

@@ -36,12 +36,9 @@ def cassandra_session(test_keyspace: CassandraSettings) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def spark(test_keyspace: CassandraSettings) -> Iterator[Any]:
-    import os
-    import sys
 
     from schemas.spark import build_session
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = build_session("gbm_analysis_test", test_keyspace)
     yield session
     session.stop()
