@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from collector.config import CollectorConfig  # noqa: E402
+from collector.config import DEFAULT_SYMBOLS, CollectorConfig  # noqa: E402
 from collector.connection import FinnhubConnection  # noqa: E402
 from collector.encoding import TradeEncoder  # noqa: E402
 from collector.finnhub import FrameParser  # noqa: E402
@@ -46,15 +46,7 @@ from collector.producer_confluent import ConfluentKafkaSink  # noqa: E402
 from schemas.settings import KafkaSettings  # noqa: E402
 
 SINKS = {"kafka-python": KafkaSink, "confluent": ConfluentKafkaSink}
-SYMBOLS = (
-    "BINANCE:BTCUSDT",
-    "BINANCE:ETHUSDT",
-    "BINANCE:XRPUSDT",
-    "BINANCE:DOGEUSDT",
-    "AAPL",
-    "AMZN",
-    "MSFT",
-)
+SYMBOLS = DEFAULT_SYMBOLS
 
 
 def _free_port() -> int:

@@ -42,19 +42,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from collector.config import DEFAULT_SYMBOLS  # noqa: E402
 from schemas.cassandra import connect  # noqa: E402
 from schemas.settings import CassandraSettings, KafkaSettings  # noqa: E402
 
 PY = sys.executable
-SYMBOLS = (
-    "BINANCE:BTCUSDT",
-    "BINANCE:ETHUSDT",
-    "BINANCE:XRPUSDT",
-    "BINANCE:DOGEUSDT",
-    "AAPL",
-    "AMZN",
-    "MSFT",
-)
+SYMBOLS = DEFAULT_SYMBOLS
 
 
 def _free_port() -> int:
