@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.settings import CassandraSettings, KafkaSettings, _port, jars_dir, state_dir
+from schemas.settings import CassandraSettings, KafkaSettings, jars_dir, port_setting, state_dir
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,10 +32,10 @@ class InfraConfig:
             state_dir=state_dir(env),
             jars_dir=jars_dir(env),
             kafka_port=kafka_port,
-            kafka_controller_port=_port(env, "KAFKA_CONTROLLER_PORT", kafka_port + 1),
+            kafka_controller_port=port_setting(env, "KAFKA_CONTROLLER_PORT", kafka_port + 1),
             kafka_heap=env.get("KAFKA_HEAP", "512m"),
             cassandra_port=CassandraSettings.from_env(env).port,
-            cassandra_storage_port=_port(env, "CASSANDRA_STORAGE_PORT", 7000),
+            cassandra_storage_port=port_setting(env, "CASSANDRA_STORAGE_PORT", 7000),
             cassandra_heap=env.get("CASSANDRA_HEAP", "1G"),
             java17_home=env.get("JAVA17_HOME") or None,
             kafka_start_timeout=float(env.get("KAFKA_START_TIMEOUT", "120")),

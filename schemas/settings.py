@@ -47,7 +47,7 @@ def load_credentials_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
+def port_setting(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name) or str(default)
     try:
         port = int(raw)
@@ -100,7 +100,7 @@ class CassandraSettings:
         hosts = tuple(h.strip() for h in (env.get("CASSANDRA_HOSTS") or "127.0.0.1").split(","))
         return cls(
             hosts=tuple(h for h in hosts if h),
-            port=_port(env, "CASSANDRA_PORT", 9042),
+            port=port_setting(env, "CASSANDRA_PORT", 9042),
             keyspace=keyspace,
             username=env.get("CASSANDRA_USERNAME") or file_values.get("CASSANDRA_USERNAME"),
             password=env.get("CASSANDRA_PASSWORD") or file_values.get("CASSANDRA_PASSWORD"),

@@ -28,8 +28,11 @@ class Stack:
     state_dir: Path
 
 
-def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:
-    result = subprocess.run(
+def infra_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``python -m infra ARGS`` as a user runs it; the caller judges the result."""
+    return subprocess.run(
         [sys.executable, "-m", "infra", *args],
         cwd=REPO_ROOT,
         env=env or os.environ.copy(),
@@ -37,6 +40,10 @@ def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 60
         text=True,
         timeout=timeout,
     )
+
+
+def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:
+    result = infra_cli(*args, env=env, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(
             f"python -m infra {' '.join(args)} failed ({result.returncode}):\n"
@@ -48,9 +55,7 @@ def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 60
 def stack() -> Iterator[Stack]:
     """The running stack; started (and stopped again at the end) if it was not running.
     KEEP_STACK=1 leaves a stack this session started running."""
-    was_running = subprocess.run(
-        [sys.executable, "-m", "infra", "status"], cwd=REPO_ROOT, capture_output=True
-    ).returncode == 0
+    was_running = infra_cli("status").returncode == 0
     run_infra("up")
     yield Stack(
         kafka=KafkaSettings.from_env(),

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,17 +13,11 @@ import pytest
 from schemas import avro_codec
 from schemas.cassandra import connect
 from schemas.contracts import topic_specs
-from tests.conftest import REPO_ROOT, Stack, run_infra
+from tests.conftest import Stack, run_infra
+from tests.conftest import infra_cli as infra
 
 pytestmark = pytest.mark.integration
 UTC = dt.UTC
-
-
-def infra(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infra", *args], cwd=REPO_ROOT, env=env or os.environ.copy(),
-        capture_output=True, text=True, timeout=600,
-    )
 
 
 def free_port() -> int:
