@@ -24,9 +24,10 @@ __all__ = [
     "parse_queries",
 ]
 
-QueryName = Literal["trades_raw", "bars_5s", "bars_1m", "bars_1h"]
+QueryName = Literal["trades_raw", "bars_5s"]
 QUERY_NAMES: tuple[QueryName, ...] = get_args(QueryName)
 
+_ROLLED_UP = {"bars_1m", "bars_1h"}
 _UNITS_MS = {
     "ms": 1,
     "millisecond": 1,
@@ -74,14 +75,20 @@ def parse_duration_ms(name: str, raw: str) -> int:
 def parse_queries(name: str, raw: str) -> tuple[QueryName, ...]:
     """Parse a comma-separated query selection, keeping the canonical order.
 
-    >>> parse_queries("STREAM_QUERIES", "bars_1m, trades_raw")
-    ('trades_raw', 'bars_1m')
+    >>> parse_queries("STREAM_QUERIES", "bars_5s, trades_raw")
+    ('trades_raw', 'bars_5s')
     >>> parse_queries("STREAM_QUERIES", "all")
-    ('trades_raw', 'bars_5s', 'bars_1m', 'bars_1h')
+    ('trades_raw', 'bars_5s')
     """
     wanted = {part.strip() for part in raw.split(",") if part.strip()}
     if wanted == {"all"}:
         return QUERY_NAMES
+    retired = sorted(wanted & _ROLLED_UP)
+    if retired:
+        raise ConfigError(
+            f"{name}={raw!r}: {', '.join(retired)}: no longer a separate query; the 1-minute "
+            "and 1-hour bars are rolled up from the 5-second bars by bars_5s"
+        )
     unknown = sorted(wanted - set(QUERY_NAMES))
     if unknown or not wanted:
         raise ConfigError(f"{name}={raw!r}: choose from {', '.join(QUERY_NAMES)} or 'all'")
@@ -114,9 +121,10 @@ class StreamSettings:
         Kafka partitions are read in proportion to their offsets, not their event time, so
         with a cap a backfill can put one partition more than the watermark ahead of another
         and the bars drop the lagging partition's trades; leave it at 0 unless memory forces it.
-    :param raw_trigger_ms: trigger interval of the raw query and the 5-s bars, ms.
-    :param rollup_trigger_ms: trigger interval of the 1-min and 1-h bars, ms.
-    :param watermark_ms: event-time watermark delay of every bar query, ms.
+    :param raw_trigger_ms: trigger interval of the raw query, ms.
+    :param bars_trigger_ms: trigger interval of the bars query (5-s bars and their 1-min and
+        1-h rollups), ms.
+    :param watermark_ms: event-time watermark delay of the 5-s bars, ms.
     :param max_future_skew_ms: a trade whose time is this far after its Kafka timestamp is
         rejected to the DLQ, because it would push the watermark ahead and drop good trades.
     :param sink_retry_ms: how long a failing Cassandra/DLQ write is retried before the batch fails.
@@ -141,8 +149,8 @@ class StreamSettings:
     queries: tuple[QueryName, ...] = QUERY_NAMES
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int = 0
-    raw_trigger_ms: int = 1000
-    rollup_trigger_ms: int = 30_000
+    raw_trigger_ms: int = 500
+    bars_trigger_ms: int = 1000
     watermark_ms: int = 10_000
     max_future_skew_ms: int = 60_000
     sink_retry_ms: int = 300_000
@@ -196,10 +204,8 @@ class StreamSettings:
             queries=parse_queries("STREAM_QUERIES", env.get("STREAM_QUERIES") or "all"),
             starting_offsets=env.get("STARTING_OFFSETS") or "earliest",
             max_offsets_per_trigger=_int(env, "MAX_OFFSETS_PER_TRIGGER", 0, 0),
-            raw_trigger_ms=parse_duration_ms("RAW_TRIGGER", env.get("RAW_TRIGGER") or "1s"),
-            rollup_trigger_ms=parse_duration_ms(
-                "ROLLUP_TRIGGER", env.get("ROLLUP_TRIGGER") or "30s"
-            ),
+            raw_trigger_ms=parse_duration_ms("RAW_TRIGGER", env.get("RAW_TRIGGER") or "500ms"),
+            bars_trigger_ms=parse_duration_ms("BARS_TRIGGER", env.get("BARS_TRIGGER") or "1s"),
             watermark_ms=parse_duration_ms("BARS_WATERMARK", env.get("BARS_WATERMARK") or "10s"),
             max_future_skew_ms=parse_duration_ms(
                 "TRADE_MAX_FUTURE_SKEW", env.get("TRADE_MAX_FUTURE_SKEW") or "60s"

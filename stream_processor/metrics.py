@@ -163,6 +163,12 @@ class PrometheusListener(StreamingQueryListener):
             sample.dlq_rows,
             sample.late_rows_dropped,
         )
+        logger.debug(
+            "query %s batch %d: durations (ms) %s",
+            sample.query,
+            sample.batch_id,
+            event.progress.durationMs,
+        )
         if sample.late_rows_dropped:
             logger.warning(
                 "query %s batch %d: %d trades arrived after their bar closed (watermark) and "

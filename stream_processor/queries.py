@@ -1,11 +1,15 @@
 """Wiring of the streaming queries: Kafka source -> transforms -> foreachBatch sinks.
 
-Four queries share one Kafka topic and one session:
+Two queries share one Kafka topic and one session:
 
 * ``trades_raw``: every valid trade upserted into ``trades``; rejects to the DLQ. Trigger <= 1 s.
-* ``bars_5s``: 5-second bars into ``trades_agg_5s``, same trigger as the raw query.
-* ``bars_1m`` and ``bars_1h``: rollups into ``trades_agg_1m``/``trades_agg_1h`` on the (slower)
-  rollup trigger.
+* ``bars_5s``: 5-second bars upserted into ``trades_agg_5s``; after each micro-batch the 1-minute
+  and 1-hour bars that it touched are recomputed from the finer bars (``rollups``) into
+  ``trades_agg_1m`` and ``trades_agg_1h``.
+
+Each query reads and decodes the topic itself; Spark cannot feed one decoded stream into both a
+``foreachBatch`` sink and a stateful aggregation. Rolling the coarser bars up from the 5-second
+bars, instead of aggregating the trades three times, keeps it at two reads of the topic.
 
 Each query keeps its own Kafka offsets and state in ``<checkpoint_dir>/<query name>``; a restart
 resumes from there. Bars use update output mode, so every micro-batch upserts the bars it changed.
@@ -20,10 +24,11 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from schemas.contracts import TABLE_AGG_1H, TABLE_AGG_1M, TABLE_AGG_5S, TABLE_TRADES
+from schemas.contracts import TABLE_AGG_5S, TABLE_TRADES
 from stream_processor import transforms
 from stream_processor.config import QueryName, StreamSettings
 from stream_processor.metrics import DLQ_OBSERVATION
+from stream_processor.rollups import CassandraRollups
 from stream_processor.sinks import BarsSink, RawTradesSink
 
 if TYPE_CHECKING:
@@ -31,7 +36,6 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 __all__ = [
-    "BAR_QUERIES",
     "kafka_records",
     "scheduler_conf",
     "start_queries",
@@ -40,12 +44,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# query name -> (window duration, table)
-BAR_QUERIES: dict[QueryName, tuple[str, str]] = {
-    "bars_5s": ("5 seconds", TABLE_AGG_5S),
-    "bars_1m": ("1 minute", TABLE_AGG_1M),
-    "bars_1h": ("1 hour", TABLE_AGG_1H),
-}
+_SINK_TABLE: dict[QueryName, str] = {"trades_raw": TABLE_TRADES, "bars_5s": TABLE_AGG_5S}
+_rollups: dict[tuple[object, str], CassandraRollups] = {}
+_rollups_lock = threading.Lock()
+
+
+def _shared_rollups(settings: StreamSettings) -> CassandraRollups:
+    """One rollup writer (and driver session) per keyspace, kept across query restarts."""
+    key = (settings.cassandra, settings.cassandra.keyspace)
+    with _rollups_lock:
+        if key not in _rollups:
+            _rollups[key] = CassandraRollups(settings.cassandra, settings.cassandra.keyspace)
+        return _rollups[key]
 
 
 _POOLS_XML = """<?xml version="1.0"?>
@@ -86,11 +96,7 @@ def kafka_records(spark: SparkSession, settings: StreamSettings) -> DataFrame:
 def _trigger(settings: StreamSettings, query: QueryName, once: bool) -> dict[str, object]:
     if once:
         return {"availableNow": True}
-    interval = (
-        settings.raw_trigger_ms
-        if query in ("trades_raw", "bars_5s")
-        else (settings.rollup_trigger_ms)
-    )
+    interval = settings.raw_trigger_ms if query == "trades_raw" else settings.bars_trigger_ms
     return {"processingTime": f"{interval} milliseconds"}
 
 
@@ -127,11 +133,16 @@ def start_query(
         )
         mode = "append"
     else:
-        duration, table = BAR_QUERIES[query]
         frame = transforms.ohlcv_bars(
-            transforms.valid_trades(decoded), duration, f"{settings.watermark_ms} milliseconds"
+            transforms.valid_trades(decoded), "5 seconds", f"{settings.watermark_ms} milliseconds"
         )
-        sink = BarsSink(keyspace=keyspace, table=table, retry_ms=settings.sink_retry_ms, stop=stop)
+        sink = BarsSink(
+            keyspace=keyspace,
+            table=TABLE_AGG_5S,
+            retry_ms=settings.sink_retry_ms,
+            rollups=_shared_rollups(settings),
+            stop=stop,
+        )
         mode = "update"
     # Scheduler pool of the query's jobs (FAIR mode, see scheduler_conf): the raw query
     # outweighs the bars so that its latency holds while the aggregations run.
@@ -151,7 +162,7 @@ def start_query(
         query,
         settings.trades_topic,
         keyspace,
-        TABLE_TRADES if query == "trades_raw" else BAR_QUERIES[query][1],
+        _SINK_TABLE[query],
         settings.checkpoint(query),
     )
     return started

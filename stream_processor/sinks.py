@@ -15,21 +15,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cassandra import DriverException, OperationTimedOut, RequestExecutionException
+from cassandra.cluster import NoHostAvailable
 from py4j.protocol import Py4JError
 from pyspark.errors.exceptions.captured import CapturedException
+from pyspark.sql import Observation
+from pyspark.sql import functions as F
 
 from stream_processor import transforms
 from stream_processor.exceptions import CassandraSinkError, DeadLetterSinkError, SinkError
+from stream_processor.rollups import CassandraRollups
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["BarsSink", "RawTradesSink", "retry_write"]
+__all__ = ["CASSANDRA_DRIVER_ERRORS", "BarsSink", "RawTradesSink", "retry_write"]
 
 logger = logging.getLogger(__name__)
 
 CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
 _MAX_BACKOFF_S = 10.0
+# cassandra-driver failures that a later attempt can get past (node down, timeouts).
+CASSANDRA_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    NoHostAvailable,
+    OperationTimedOut,
+    RequestExecutionException,
+    DriverException,
+)
 
 
 def retry_write(
@@ -42,8 +54,9 @@ def retry_write(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     stop: threading.Event | None = None,
+    retryable: tuple[type[BaseException], ...] = (Py4JError, CapturedException),
 ) -> int:
-    """Run ``write`` until it succeeds, retrying JVM-side failures with capped backoff.
+    """Run ``write`` until it succeeds, retrying I/O failures with capped backoff.
 
     Retrying is safe because every write is idempotent (upsert) or at-least-once (DLQ).
 
@@ -53,6 +66,7 @@ def retry_write(
     :param timeout_ms: give up after this long (ms) and raise ``error``.
     :param error: the :class:`SinkError` subclass to raise when giving up.
     :param stop: when set (the job is shutting down), give up at once instead of retrying.
+    :param retryable: the failures worth retrying; by default Spark/py4j errors of a JVM write.
     :returns: the number of attempts it took.
     :raises SinkError: when the write still fails after ``timeout_ms``.
 
@@ -73,7 +87,7 @@ def retry_write(
         try:
             write()
             return attempt
-        except (Py4JError, CapturedException) as exc:
+        except retryable as exc:
             summary = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
             stopping = stop is not None and stop.is_set()
             if stopping or clock() + backoff > deadline:
@@ -134,30 +148,31 @@ class RawTradesSink:
     stop: threading.Event | None = None
 
     def __call__(self, decoded: DataFrame, batch_id: int) -> None:
-        decoded.persist()
-        try:
-            rows = transforms.trade_rows(transforms.valid_trades(decoded))
-            retry_write(
-                lambda: _write_cassandra(rows, self.keyspace, self.table),
-                what=f"cassandra {self.keyspace}.{self.table}",
-                batch_id=batch_id,
-                timeout_ms=self.retry_ms,
-                error=CassandraSinkError,
-                stop=self.stop,
-            )
-            letters = transforms.dead_letters(decoded)
-            if not letters.take(1):  # cheap on the cached batch; skips an empty Kafka job
-                return
-            retry_write(
-                lambda: self._write_dlq(letters),
-                what=f"kafka {self.dlq_topic}",
-                batch_id=batch_id,
-                timeout_ms=self.retry_ms,
-                error=DeadLetterSinkError,
-                stop=self.stop,
-            )
-        finally:
-            decoded.unpersist()
+        # The rejects are counted while the trades are written, so a batch without rejects (the
+        # usual case) is read and decoded once, with no cache and no second Spark job. A batch
+        # with rejects is decoded again from Kafka for the DLQ; it is the same offset range.
+        rejects = Observation(f"rejects-{batch_id}")
+        counted = decoded.observe(rejects, F.count(F.col("reason")).alias("rejects"))
+        rows = transforms.trade_rows(transforms.valid_trades(counted))
+        retry_write(
+            lambda: _write_cassandra(rows, self.keyspace, self.table),
+            what=f"cassandra {self.keyspace}.{self.table}",
+            batch_id=batch_id,
+            timeout_ms=self.retry_ms,
+            error=CassandraSinkError,
+            stop=self.stop,
+        )
+        if not rejects.get["rejects"]:
+            return
+        letters = transforms.dead_letters(decoded)
+        retry_write(
+            lambda: self._write_dlq(letters),
+            what=f"kafka {self.dlq_topic}",
+            batch_id=batch_id,
+            timeout_ms=self.retry_ms,
+            error=DeadLetterSinkError,
+            stop=self.stop,
+        )
 
     def _write_dlq(self, letters: DataFrame) -> None:
         (
@@ -171,17 +186,20 @@ class RawTradesSink:
 
 @dataclass(frozen=True)
 class BarsSink:
-    """``foreachBatch`` target of a bars query: the updated bars upserted into ``table``.
+    """``foreachBatch`` target of the bars query: the updated 5-second bars upserted into
+    ``table``, then the 1-minute and 1-hour bars they belong to recomputed (``rollups``).
 
     :param keyspace: Cassandra keyspace.
-    :param table: one of the ``trades_agg_*`` tables.
+    :param table: the 5-second bars table.
     :param retry_ms: how long to retry a failing write (ms).
+    :param rollups: recomputes the coarser bars; ``None`` writes the 5-second bars only.
     :param stop: set when the job shuts down; a retrying write then gives up at once.
     """
 
     keyspace: str
     table: str
     retry_ms: int
+    rollups: CassandraRollups | None = None
     stop: threading.Event | None = None
 
     def __call__(self, bars: DataFrame, batch_id: int) -> None:
@@ -196,5 +214,24 @@ class BarsSink:
                 error=CassandraSinkError,
                 stop=self.stop,
             )
+            if self.rollups is None:
+                return
+            keys = bars.select("symbol", "window_start").collect()
+            touched = [(row.symbol, row.window_start) for row in keys]
         finally:
             bars.unpersist()
+        rollups = self.rollups
+
+        def refresh() -> None:
+            minutes, hours = rollups.refresh(touched)
+            logger.debug("batch %d: rewrote %d 1-m and %d 1-h bars", batch_id, minutes, hours)
+
+        retry_write(
+            refresh,
+            what=f"cassandra {self.keyspace} rollups",
+            batch_id=batch_id,
+            timeout_ms=self.retry_ms,
+            error=CassandraSinkError,
+            stop=self.stop,
+            retryable=CASSANDRA_DRIVER_ERRORS,
+        )

@@ -17,7 +17,7 @@ def test_defaults() -> None:
     assert (s.trades_topic, s.dlq_topic) == ("trades", "trades.dlq")
     assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s"
     assert s.queries == QUERY_NAMES
-    assert (s.raw_trigger_ms, s.rollup_trigger_ms, s.watermark_ms) == (1000, 30_000, 10_000)
+    assert (s.raw_trigger_ms, s.bars_trigger_ms, s.watermark_ms) == (500, 1000, 10_000)
     assert s.starting_offsets == "earliest" and s.fail_on_data_loss is True
     assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 9109)
 
@@ -28,9 +28,10 @@ def test_overrides() -> None:
             **BASE,
             "CHECKPOINT_DIR": "hdfs://nn:8020/cp/",
             "TRADES_TOPIC": "t1",
-            "STREAM_QUERIES": "bars_1h,trades_raw",
+            "STREAM_QUERIES": "bars_5s,trades_raw",
             "BARS_WATERMARK": "2 minutes",
             "RAW_TRIGGER": "250 ms",
+            "BARS_TRIGGER": "2s",
             "MAX_OFFSETS_PER_TRIGGER": "0",
             "FAIL_ON_DATA_LOSS": "false",
             "STARTING_OFFSETS": "latest",
@@ -38,7 +39,8 @@ def test_overrides() -> None:
     )
     assert s.checkpoint("trades_raw") == "hdfs://nn:8020/cp/trades_raw"
     assert (s.trades_topic, s.dlq_topic) == ("t1", "t1.dlq")
-    assert s.queries == ("trades_raw", "bars_1h")
+    assert s.queries == ("trades_raw", "bars_5s")
+    assert s.bars_trigger_ms == 2000
     assert (s.watermark_ms, s.raw_trigger_ms, s.max_offsets_per_trigger) == (120_000, 250, 0)
     assert s.fail_on_data_loss is False and s.starting_offsets == "latest"
 
@@ -50,6 +52,11 @@ def test_overrides() -> None:
         ({"BARS_WATERMARK": "10 fortnights"}, "BARS_WATERMARK='10 fortnights'"),
         ({"RAW_TRIGGER": "5s"}, "RAW_TRIGGER=5000 ms: the raw query must trigger at least"),
         ({"STREAM_QUERIES": "bars_2s"}, "STREAM_QUERIES='bars_2s': choose from trades_raw"),
+        (
+            {"STREAM_QUERIES": "trades_raw,bars_1m"},
+            "STREAM_QUERIES='trades_raw,bars_1m': bars_1m: no longer a separate query",
+        ),
+        ({"BARS_TRIGGER": "often"}, "BARS_TRIGGER='often': expected a duration"),
         ({"MAX_OFFSETS_PER_TRIGGER": "-1"}, "MAX_OFFSETS_PER_TRIGGER='-1' must be >= 0"),
         ({"METRICS_PORT": "http"}, "METRICS_PORT='http' is not an integer"),
         ({"FAIL_ON_DATA_LOSS": "yes"}, "FAIL_ON_DATA_LOSS='yes': use true or false"),

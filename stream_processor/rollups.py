@@ -1,0 +1,232 @@
+"""1-minute and 1-hour bars rolled up from the 5-second bars.
+
+A 1-minute bar is a pure function of the 5-second bars inside its minute, and a 1-hour bar of the
+1-minute bars inside its hour: open of the earliest part, close of the latest, max high, min low,
+summed volume and trade count, and VWAP = sum(vwap_i * volume_i) / sum(volume_i), which equals
+sum(price * volume) / sum(volume) over the trades. Windows of one size never overlap, so the
+earliest trade of a minute is the first trade of its earliest 5-second bar (ties inside a bar
+were already broken by trade id).
+
+After each micro-batch of 5-second bars, :class:`CassandraRollups` recomputes every minute and
+hour that batch touched from what is in Cassandra. Recomputing instead of adding makes a replayed
+micro-batch harmless, and it means a trade is in the bars of every size or of none: the lateness
+decision is taken once, by the 5-second bars' watermark.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from schemas.contracts import TABLE_AGG_1H, TABLE_AGG_1M, TABLE_AGG_5S
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Cluster, Session
+
+    from schemas.settings import CassandraSettings
+
+__all__ = ["Bar", "CassandraRollups", "RollupError", "hour_start", "minute_start", "rollup"]
+
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+class RollupError(ValueError):
+    """Parts that cannot form one bar (no parts, or parts of another symbol or window)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bar:
+    """One row of a ``trades_agg_*`` table; times are naive UTC datetimes, as the driver
+    returns them."""
+
+    symbol: str
+    window_start: datetime
+    window_end: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float | None
+    trade_count: int
+    first_trade_ts: datetime
+    last_trade_ts: datetime
+
+    @property
+    def day(self) -> date:
+        return self.window_start.date()
+
+
+def minute_start(ts: datetime) -> datetime:
+    return ts.replace(second=0, microsecond=0)
+
+
+def hour_start(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def rollup(parts: Sequence[Bar], window_start: datetime, size: timedelta) -> Bar:
+    """The bar of ``[window_start, window_start + size)`` made of ``parts``, the finer bars
+    inside it.
+
+    :raises RollupError: when ``parts`` is empty or a part belongs to another symbol or window.
+    """
+    if not parts:
+        raise RollupError(f"no bars to roll up into the window at {window_start.isoformat()}")
+    window_end = window_start + size
+    symbol = parts[0].symbol
+    for part in parts:
+        if part.symbol != symbol:
+            raise RollupError(f"symbol: {part.symbol!r} in a rollup of {symbol!r}")
+        if not window_start <= part.window_start < window_end:
+            raise RollupError(
+                f"window_start: {part.window_start.isoformat()} is outside "
+                f"[{window_start.isoformat()}, {window_end.isoformat()})"
+            )
+    ordered = sorted(parts, key=lambda b: b.window_start)
+    volume = math.fsum(b.volume for b in ordered)
+    notional = math.fsum(b.vwap * b.volume for b in ordered if b.vwap is not None)
+    return Bar(
+        symbol=symbol,
+        window_start=window_start,
+        window_end=window_end,
+        open=ordered[0].open,
+        high=max(b.high for b in ordered),
+        low=min(b.low for b in ordered),
+        close=ordered[-1].close,
+        volume=volume,
+        vwap=notional / volume if volume > 0 else None,
+        trade_count=sum(b.trade_count for b in ordered),
+        first_trade_ts=ordered[0].first_trade_ts,
+        last_trade_ts=ordered[-1].last_trade_ts,
+    )
+
+
+_COLUMNS = (
+    "symbol, day, window_start, window_end, open, high, low, close, volume, vwap, trade_count, "
+    "first_trade_ts, last_trade_ts"
+)
+
+
+def _bar(row: Any) -> Bar:
+    return Bar(
+        symbol=row.symbol,
+        window_start=row.window_start,
+        window_end=row.window_end,
+        open=row.open,
+        high=row.high,
+        low=row.low,
+        close=row.close,
+        volume=row.volume,
+        vwap=row.vwap,
+        trade_count=row.trade_count,
+        first_trade_ts=row.first_trade_ts,
+        last_trade_ts=row.last_trade_ts,
+    )
+
+
+class CassandraRollups:
+    """Recomputes the 1-minute and 1-hour bars touched by a set of 5-second bars, reading the
+    finer bars back from Cassandra (cassandra-driver, in the Spark driver process).
+
+    The session opens on first use and is shared by every caller of this object.
+    """
+
+    def __init__(self, settings: CassandraSettings, keyspace: str, concurrency: int = 16) -> None:
+        self.settings, self.keyspace, self.concurrency = settings, keyspace, concurrency
+        self._lock = threading.Lock()
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._statements: dict[str, Any] = {}
+
+    def _open(self) -> Session:
+        with self._lock:
+            if self._session is None:
+                from schemas.cassandra import connect
+
+                self._cluster, self._session = connect(self.settings, keyspace=self.keyspace)
+                for table in (TABLE_AGG_5S, TABLE_AGG_1M, TABLE_AGG_1H):
+                    self._statements[f"read {table}"] = self._session.prepare(
+                        f"SELECT {_COLUMNS} FROM {table} "
+                        "WHERE symbol = ? AND day = ? AND window_start >= ? AND window_start < ?"
+                    )
+                    self._statements[f"write {table}"] = self._session.prepare(
+                        f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                        "?, ?, ?)"
+                    )
+            return self._session
+
+    def close(self) -> None:
+        with self._lock:
+            if self._cluster is not None:
+                self._cluster.shutdown()
+            self._cluster = self._session = None
+            self._statements.clear()
+
+    def refresh(self, touched: Iterable[tuple[str, datetime]]) -> tuple[int, int]:
+        """Rewrite the minute and hour bars containing the given 5-second bars.
+
+        :param touched: ``(symbol, window_start)`` of the 5-second bars just written.
+        :returns: how many 1-minute and 1-hour bars were written.
+        """
+        session = self._open()
+        minutes = sorted({(symbol, minute_start(ts)) for symbol, ts in touched})
+        bars_1m = self._recompute(session, TABLE_AGG_5S, TABLE_AGG_1M, minutes, MINUTE)
+        hours = sorted({(b.symbol, hour_start(b.window_start)) for b in bars_1m})
+        bars_1h = self._recompute(session, TABLE_AGG_1M, TABLE_AGG_1H, hours, HOUR)
+        return len(bars_1m), len(bars_1h)
+
+    def _recompute(
+        self,
+        session: Session,
+        source: str,
+        target: str,
+        windows: Sequence[tuple[str, datetime]],
+        size: timedelta,
+    ) -> list[Bar]:
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        read = self._statements[f"read {source}"]
+        write = self._statements[f"write {target}"]
+        found = execute_concurrent_with_args(
+            session,
+            read,
+            [(symbol, start.date(), start, start + size) for symbol, start in windows],
+            concurrency=self.concurrency,
+            raise_on_first_error=True,
+        )
+        bars = [
+            rollup([_bar(r) for r in rows], start, size)
+            for (_, start), (_, rows) in zip(windows, found, strict=True)
+            if rows
+        ]
+        execute_concurrent_with_args(
+            session,
+            write,
+            [
+                (
+                    b.symbol,
+                    b.day,
+                    b.window_start,
+                    b.window_end,
+                    b.open,
+                    b.high,
+                    b.low,
+                    b.close,
+                    b.volume,
+                    b.vwap,
+                    b.trade_count,
+                    b.first_trade_ts,
+                    b.last_trade_ts,
+                )
+                for b in bars
+            ],
+            concurrency=self.concurrency,
+            raise_on_first_error=True,
+        )
+        return bars
