@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -167,6 +168,57 @@ class LatencyPoller(threading.Thread):
             cluster.shutdown()
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of ``root`` and every live descendant (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def _service_pid(name: str) -> int | None:
+    pid_file = REPO / ".state" / name / "pid"
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds used by named process trees between ``start`` and ``stop``."""
+
+    def __init__(self) -> None:
+        self.pids: dict[str, int] = {}
+        self.before: dict[str, float] = {}
+
+    def start(self, pids: dict[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self.before = {name: _process_tree_cpu_s(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {
+            name: round(_process_tree_cpu_s(pid) - self.before[name], 2)
+            for name, pid in self.pids.items()
+        }
+
+
 def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -183,6 +235,7 @@ def run_step(
     kafka: KafkaSettings,
     poller: LatencyPoller,
     drain_limit: float,
+    job_pid: int,
 ) -> dict[str, Any]:
     feed_port = _free_port()
     feed = subprocess.Popen(
@@ -212,24 +265,43 @@ def run_step(
         "SYMBOLS": ",".join(SYMBOLS),
         "COLLECTOR_METRICS_PORT": "0",
         "COLLECTOR_GAPS": "off",
+        "COLLECTOR_KAFKA_CLIENT": env.get("COLLECTOR_KAFKA_CLIENT") or "confluent",
     }
     produced0 = _end_offsets(kafka.bootstrap_servers, topic)
     written0 = _metric(metrics_port, "stream_input_rows_total", "trades_raw")
     poller.samples.clear()
     poller.active = True
     start = time.monotonic()
-    collector = subprocess.run(
+    collector_proc = subprocess.Popen(
         [PY, "-m", "collector", "--duration", str(seconds), "--log-level", "WARNING"],
         cwd=REPO,
         env=collector_env,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
+    cpu = CpuMeter()
+    reaped_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.start(
+        {
+            "feed": feed.pid,
+            "kafka": _service_pid("kafka"),
+            "spark": job_pid,
+            "cassandra": _service_pid("cassandra"),
+        }
+    )
+    _, collector_err = collector_proc.communicate()
     fed_s = time.monotonic() - start
+    cpu_s = cpu.stop()
+    # the collector has exited and been reaped: its CPU shows in our children's usage
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s["collector"] = round(
+        reaped.ru_utime + reaped.ru_stime - reaped_before.ru_utime - reaped_before.ru_stime, 2
+    )
     feed.terminate()
     feed.wait(30)
-    if collector.returncode != 0:
-        _log(f"collector exited {collector.returncode}: {collector.stderr[-500:]}")
+    if collector_proc.returncode != 0:
+        _log(f"collector exited {collector_proc.returncode}: {collector_err[-500:]}")
     produced = _end_offsets(kafka.bootstrap_servers, topic) - produced0
     stop_fed = time.monotonic()
     written = 0.0
@@ -253,6 +325,8 @@ def run_step(
         "latency_samples": len(samples),
         "latency_p50_s": _pct(samples, 0.50),
         "latency_p99_s": _pct(samples, 0.99),
+        # cores used while the feed ran, per component (CPU seconds / feed seconds)
+        "cores": {name: round(used / fed_s, 2) for name, used in cpu_s.items()},
     }
 
 
@@ -261,6 +335,13 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,5000,10000,20000,40000")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--ceiling-rows", type=int, default=300_000)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=90.0,
+        help="seconds of unrecorded traffic at the lowest rate first: the JVM's JIT compiler "
+        "takes about two minutes to settle, using up to 0.6 core meanwhile",
+    )
     parser.add_argument(
         "--drain-limit",
         type=float,
@@ -299,18 +380,22 @@ def main() -> None:
         job_env = {
             **env,
             "METRICS_PORT": str(metrics_port),
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",
             "CHECKPOINT_DIR": f"/tmp/{keyspace}-checkpoints",
             "STARTING_OFFSETS": "earliest",
         }
-        job = subprocess.Popen(
-            [PY, "-m", "stream_processor"],
-            cwd=REPO,
-            env=job_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        job_log = REPO / "benchmarks" / "results" / "pipeline-job.log"
+        job_log.parent.mkdir(parents=True, exist_ok=True)
+        _log(f"stream processor log: {job_log}")
+        with open(job_log, "wb") as log_file:
+            job = subprocess.Popen(
+                [PY, "-m", "stream_processor"],
+                cwd=REPO,
+                env=job_env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -322,10 +407,31 @@ def main() -> None:
         _log("stream processor running")
         poller = LatencyPoller(cassandra, SYMBOLS[0])
         poller.start()
+        if args.warmup > 0:
+            _log(f"warm-up: {min(rates):,} trades/s for {args.warmup:.0f} s (not recorded)")
+            run_step(
+                min(rates),
+                args.warmup,
+                env,
+                metrics_port,
+                topic,
+                kafka,
+                poller,
+                args.drain_limit,
+                job.pid,
+            )
         for rate in rates:
             _log(f"step: {rate:,} trades/s offered for {args.seconds:.0f} s")
             step = run_step(
-                rate, args.seconds, env, metrics_port, topic, kafka, poller, args.drain_limit
+                rate,
+                args.seconds,
+                env,
+                metrics_port,
+                topic,
+                kafka,
+                poller,
+                args.drain_limit,
+                job.pid,
             )
             results["steps"].append(step)
             _log(
@@ -359,6 +465,16 @@ def main() -> None:
             f"{s['offered_rate']:>10,} {s['produced_per_s']:>11,.0f} {s['written_per_s']:>10,.0f}"
             f" {s['drain_s']:>8} {str(s['sustained']):>9} {p50:>7} {p99:>7}"
             f" {s['latency_samples']:>8}"
+        )
+    names = ("feed", "collector", "kafka", "spark", "cassandra")
+    print("\ncores used while the feed ran (machine has " f"{os.cpu_count()}):")
+    print(f"{'offered/s':>10} " + " ".join(f"{n:>9}" for n in names) + f" {'total':>7}")
+    for s in results["steps"]:
+        cores = s["cores"]
+        print(
+            f"{s['offered_rate']:>10,} "
+            + " ".join(f"{cores.get(n, 0.0):>9.2f}" for n in names)
+            + f" {sum(cores.values()):>7.2f}"
         )
     print(f"\nCassandra write ceiling (Spark connector, batch): {ceiling:,.0f} rows/s")
     print(

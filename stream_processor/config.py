@@ -150,7 +150,7 @@ class StreamSettings:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int = 0
     raw_trigger_ms: int = 500
-    bars_trigger_ms: int = 1000
+    bars_trigger_ms: int = 5000
     watermark_ms: int = 10_000
     max_future_skew_ms: int = 60_000
     sink_retry_ms: int = 300_000
@@ -205,7 +205,7 @@ class StreamSettings:
             starting_offsets=env.get("STARTING_OFFSETS") or "earliest",
             max_offsets_per_trigger=_int(env, "MAX_OFFSETS_PER_TRIGGER", 0, 0),
             raw_trigger_ms=parse_duration_ms("RAW_TRIGGER", env.get("RAW_TRIGGER") or "500ms"),
-            bars_trigger_ms=parse_duration_ms("BARS_TRIGGER", env.get("BARS_TRIGGER") or "1s"),
+            bars_trigger_ms=parse_duration_ms("BARS_TRIGGER", env.get("BARS_TRIGGER") or "5s"),
             watermark_ms=parse_duration_ms("BARS_WATERMARK", env.get("BARS_WATERMARK") or "10s"),
             max_future_skew_ms=parse_duration_ms(
                 "TRADE_MAX_FUTURE_SKEW", env.get("TRADE_MAX_FUTURE_SKEW") or "60s"

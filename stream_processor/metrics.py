@@ -151,23 +151,18 @@ class PrometheusListener(StreamingQueryListener):
         sample = progress_sample(event.progress)
         self.record(sample)
         logger.info(
-            "query %s batch %d: %d rows, %.0f in/s, %.0f processed/s, %.2f s, kafka lag %s, "
-            "dlq %d, late %d",
+            "query %s batch %d: %d rows, %.0f in/s, %.0f processed/s, %.2f s (ms: %s), "
+            "kafka lag %s, dlq %d, late %d",
             sample.query,
             sample.batch_id,
             sample.input_rows,
             sample.input_rows_per_second,
             sample.processed_rows_per_second,
             sample.batch_duration_s,
+            " ".join(f"{k} {v}" for k, v in sorted((event.progress.durationMs or {}).items())),
             sample.kafka_offsets_behind_latest,
             sample.dlq_rows,
             sample.late_rows_dropped,
-        )
-        logger.debug(
-            "query %s batch %d: durations (ms) %s",
-            sample.query,
-            sample.batch_id,
-            event.progress.durationMs,
         )
         if sample.late_rows_dropped:
             logger.warning(

@@ -17,7 +17,7 @@ def test_defaults() -> None:
     assert (s.trades_topic, s.dlq_topic) == ("trades", "trades.dlq")
     assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s"
     assert s.queries == QUERY_NAMES
-    assert (s.raw_trigger_ms, s.bars_trigger_ms, s.watermark_ms) == (500, 1000, 10_000)
+    assert (s.raw_trigger_ms, s.bars_trigger_ms, s.watermark_ms) == (500, 5000, 10_000)
     assert s.starting_offsets == "earliest" and s.fail_on_data_loss is True
     assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 9109)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_processor.jobs.pipeline import _StallWatch
+from stream_processor.jobs.pipeline import _StallWatch, checkpoint_conf
 
 
 class FakeQuery:
@@ -35,3 +35,11 @@ def test_progress_or_idleness_resets_the_clock() -> None:
     q.status["isTriggerActive"] = True
     assert not watch.stalled("raw", q, now=510)
     assert watch.stalled("raw", q, now=611)
+
+
+def test_local_checkpoints_use_the_in_process_file_manager() -> None:
+    manager = "spark.sql.streaming.checkpointFileManagerClass"
+    for local in ("/var/lib/market/checkpoints", "file:///tmp/cp", "relative/cp"):
+        assert checkpoint_conf(local)[manager].endswith("FileSystemBasedCheckpointFileManager")
+    for remote in ("hdfs://nn:8020/cp", "s3a://bucket/cp"):
+        assert checkpoint_conf(remote) == {}
