@@ -5,10 +5,12 @@ Needs the stack (``make up``). Three measurements in one run:
 1. Cassandra's own write ceiling here: a Spark batch write of synthetic trades through the same
    connector into a scratch keyspace (rows/s), for the ratio.
 2. For each offered rate, ``python -m collector.feed --simulate --rate R`` feeds
-   ``python -m collector`` into a fresh topic while one ``python -m stream_processor`` (all four
-   queries, local[2]) runs. Throughput is what the raw query wrote (its Prometheus counter) per
-   second of the step; the step is *sustained* when the job has caught up within
-   ``--drain-limit`` seconds of the feed stopping (bounded lag).
+   ``python -m collector`` (``COLLECTOR_KAFKA_CLIENT``, default confluent here) into a fresh
+   topic while one ``python -m stream_processor`` (both queries, local[2]) runs, after an
+   unrecorded warm-up (``--warmup``). Throughput is what the raw query wrote (its Prometheus
+   counter) per second of the step; the step is *sustained* when the job has caught up within
+   ``--drain-limit`` seconds of the feed stopping (bounded lag). CPU seconds of each component's
+   process tree are reported as cores used while the feed ran.
 3. Latency: a poller reads every new row of one symbol from ``trades`` every 100 ms and
    takes, for each trade, ``seen - ingest_ts`` (collector arrival to readable in Cassandra).
    The poll period bounds the resolution (+0..100 ms).
@@ -18,7 +20,8 @@ Usage::
     python benchmarks/pipeline.py                          # rates 1k, 5k, 10k, 20k, 40k trades/s
     python benchmarks/pipeline.py --rates 1000,20000 --seconds 30
 
-Prints a table and writes ``benchmarks/results/pipeline.json``.
+Prints tables and writes ``benchmarks/results/pipeline.json``; the stream job logs every
+micro-batch (with Spark's per-phase timings) to ``benchmarks/results/pipeline-job.log``.
 """
 
 from __future__ import annotations

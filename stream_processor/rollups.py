@@ -147,6 +147,8 @@ class CassandraRollups:
     def _open(self) -> Session:
         with self._lock:
             if self._session is None:
+                from cassandra import ConsistencyLevel
+
                 from schemas.cassandra import connect
 
                 self._cluster, self._session = connect(self.settings, keyspace=self.keyspace)
@@ -159,6 +161,10 @@ class CassandraRollups:
                         f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                         "?, ?, ?)"
                     )
+                # The connector writes the 5-s bars at LOCAL_QUORUM; reading at LOCAL_QUORUM
+                # too sees them on a cluster of any size.
+                for statement in self._statements.values():
+                    statement.consistency_level = ConsistencyLevel.LOCAL_QUORUM
             return self._session
 
     def close(self) -> None:
