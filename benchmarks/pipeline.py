@@ -410,32 +410,18 @@ def main() -> None:
         _log("stream processor running")
         poller = LatencyPoller(cassandra, SYMBOLS[0])
         poller.start()
+
+        def step_at(rate: int, seconds: float) -> dict[str, Any]:
+            return run_step(
+                rate, seconds, env, metrics_port, topic, kafka, poller, args.drain_limit, job.pid
+            )
+
         if args.warmup > 0:
             _log(f"warm-up: {min(rates):,} trades/s for {args.warmup:.0f} s (not recorded)")
-            run_step(
-                min(rates),
-                args.warmup,
-                env,
-                metrics_port,
-                topic,
-                kafka,
-                poller,
-                args.drain_limit,
-                job.pid,
-            )
+            step_at(min(rates), args.warmup)
         for rate in rates:
             _log(f"step: {rate:,} trades/s offered for {args.seconds:.0f} s")
-            step = run_step(
-                rate,
-                args.seconds,
-                env,
-                metrics_port,
-                topic,
-                kafka,
-                poller,
-                args.drain_limit,
-                job.pid,
-            )
+            step = step_at(rate, args.seconds)
             results["steps"].append(step)
             _log(
                 f"  produced {step['produced_per_s']:,.0f}/s, written {step['written_per_s']:,.0f}"
