@@ -125,6 +125,8 @@ class StreamSettings:
     :param bars_trigger_ms: trigger interval of the bars query (5-s bars and their 1-min and
         1-h rollups), ms.
     :param watermark_ms: event-time watermark delay of the 5-s bars, ms.
+    :param bars_dedupe: count a trade published to Kafka more than once only once in the bars
+        (costs CPU and state; its checkpoint is ``bars_5s_dedup``, since the state differs).
     :param max_future_skew_ms: a trade whose time is this far after its Kafka timestamp is
         rejected to the DLQ, because it would push the watermark ahead and drop good trades.
     :param sink_retry_ms: how long a failing Cassandra/DLQ write is retried before the batch fails.
@@ -152,6 +154,7 @@ class StreamSettings:
     raw_trigger_ms: int = 500
     bars_trigger_ms: int = 5000
     watermark_ms: int = 10_000
+    bars_dedupe: bool = False
     max_future_skew_ms: int = 60_000
     sink_retry_ms: int = 300_000
     stall_timeout_ms: int = 600_000
@@ -176,8 +179,10 @@ class StreamSettings:
             raise ConfigError(f"METRICS_PORT={self.metrics_port!r} is outside 0..65535")
 
     def checkpoint(self, query: QueryName) -> str:
-        """The checkpoint location of one query."""
-        return f"{self.checkpoint_dir.rstrip('/')}/{query}"
+        """The checkpoint location of one query. The bars with and without de-duplication keep
+        different state, so each has its own folder and switching does not break a restart."""
+        folder = f"{query}_dedup" if query == "bars_5s" and self.bars_dedupe else query
+        return f"{self.checkpoint_dir.rstrip('/')}/{folder}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StreamSettings:
@@ -195,6 +200,9 @@ class StreamSettings:
         fail_raw = (env.get("FAIL_ON_DATA_LOSS") or "true").lower()
         if fail_raw not in ("true", "false"):
             raise ConfigError(f"FAIL_ON_DATA_LOSS={fail_raw!r}: use true or false")
+        dedupe_raw = (env.get("BARS_DEDUPE") or "off").lower()
+        if dedupe_raw not in ("on", "off"):
+            raise ConfigError(f"BARS_DEDUPE={dedupe_raw!r}: use on or off")
         return cls(
             kafka=kafka,
             cassandra=cassandra,
@@ -207,6 +215,7 @@ class StreamSettings:
             raw_trigger_ms=parse_duration_ms("RAW_TRIGGER", env.get("RAW_TRIGGER") or "500ms"),
             bars_trigger_ms=parse_duration_ms("BARS_TRIGGER", env.get("BARS_TRIGGER") or "5s"),
             watermark_ms=parse_duration_ms("BARS_WATERMARK", env.get("BARS_WATERMARK") or "10s"),
+            bars_dedupe=dedupe_raw == "on",
             max_future_skew_ms=parse_duration_ms(
                 "TRADE_MAX_FUTURE_SKEW", env.get("TRADE_MAX_FUTURE_SKEW") or "60s"
             ),

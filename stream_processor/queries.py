@@ -134,7 +134,10 @@ def start_query(
         mode = "append"
     else:
         frame = transforms.ohlcv_bars(
-            transforms.valid_trades(decoded), "5 seconds", f"{settings.watermark_ms} milliseconds"
+            transforms.valid_trades(decoded),
+            "5 seconds",
+            f"{settings.watermark_ms} milliseconds",
+            dedupe=settings.bars_dedupe,
         )
         sink = BarsSink(
             keyspace=keyspace,

@@ -175,7 +175,9 @@ def dead_letters(decoded: DataFrame) -> DataFrame:
     )
 
 
-def ohlcv_bars(trades: DataFrame, window_duration: str, watermark: str) -> DataFrame:
+def ohlcv_bars(
+    trades: DataFrame, window_duration: str, watermark: str, *, dedupe: bool = False
+) -> DataFrame:
     """Event-time tumbling bars per symbol, for ``trades_agg_*`` tables.
 
     open/close are the prices of the first/last trade by ``(trade_ts, trade_id)``, so trades in
@@ -188,20 +190,29 @@ def ohlcv_bars(trades: DataFrame, window_duration: str, watermark: str) -> DataF
     :param watermark: Spark interval; on a streaming frame, a trade whose bar ended before the
         watermark is dropped from the bars (it still reaches the raw table) and counted in the
         query progress as ``numRowsDroppedByWatermark``.
+    :param dedupe: count a trade published more than once (same ``symbol, trade_ts,
+        trade_id``, the raw table's key) once. On a stream this keeps each key in state for the
+        watermark delay (``dropDuplicatesWithinWatermark``); a copy arriving later than that is
+        beyond the watermark and left out anyway.
     """
     by_time = F.struct("trade_ts", "trade_id", "price")
-    agg = (
-        trades.withWatermark("trade_ts", watermark)
-        .groupBy("symbol", F.window("trade_ts", window_duration).alias("w"))
-        .agg(
-            F.min(by_time).alias("first"),
-            F.max(by_time).alias("last"),
-            F.max("price").alias("high"),
-            F.min("price").alias("low"),
-            F.sum("volume").alias("volume"),
-            F.sum(F.col("price") * F.col("volume")).alias("notional"),
-            F.count(F.lit(1)).alias("trade_count"),
+    timed = trades.withWatermark("trade_ts", watermark)
+    if dedupe:
+        key = ["symbol", "trade_ts", "trade_id"]
+        # a static frame (tests, backfills) has no watermark to bound the state by
+        timed = (
+            timed.dropDuplicatesWithinWatermark(key)
+            if trades.isStreaming
+            else timed.dropDuplicates(key)
         )
+    agg = timed.groupBy("symbol", F.window("trade_ts", window_duration).alias("w")).agg(
+        F.min(by_time).alias("first"),
+        F.max(by_time).alias("last"),
+        F.max("price").alias("high"),
+        F.min("price").alias("low"),
+        F.sum("volume").alias("volume"),
+        F.sum(F.col("price") * F.col("volume")).alias("notional"),
+        F.count(F.lit(1)).alias("trade_count"),
     )
     return agg.select(
         "symbol",

@@ -19,6 +19,7 @@ def test_defaults() -> None:
     assert s.queries == QUERY_NAMES
     assert (s.raw_trigger_ms, s.bars_trigger_ms, s.watermark_ms) == (500, 5000, 10_000)
     assert s.starting_offsets == "earliest" and s.fail_on_data_loss is True
+    assert s.bars_dedupe is False
     assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 9109)
 
 
@@ -45,6 +46,13 @@ def test_overrides() -> None:
     assert s.fail_on_data_loss is False and s.starting_offsets == "latest"
 
 
+def test_dedupe_has_its_own_bars_checkpoint() -> None:
+    s = StreamSettings.from_env({**BASE, "BARS_DEDUPE": "on"})
+    assert s.bars_dedupe is True
+    assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s_dedup"
+    assert s.checkpoint("trades_raw") == "/tmp/sp-state/checkpoints/trades_raw"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -57,6 +65,7 @@ def test_overrides() -> None:
             "STREAM_QUERIES='trades_raw,bars_1m': bars_1m: no longer a separate query",
         ),
         ({"BARS_TRIGGER": "often"}, "BARS_TRIGGER='often': expected a duration"),
+        ({"BARS_DEDUPE": "yes"}, "BARS_DEDUPE='yes': use on or off"),
         ({"MAX_OFFSETS_PER_TRIGGER": "-1"}, "MAX_OFFSETS_PER_TRIGGER='-1' must be >= 0"),
         ({"METRICS_PORT": "http"}, "METRICS_PORT='http' is not an integer"),
         ({"FAIL_ON_DATA_LOSS": "yes"}, "FAIL_ON_DATA_LOSS='yes': use true or false"),

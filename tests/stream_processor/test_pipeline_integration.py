@@ -33,8 +33,11 @@ T0 = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC: a day and an hour boundary
 WATERMARK_MS = 10_000
 
 
-def _settings(stack: Stack, cassandra: CassandraSettings, topic: str, tmp: Path) -> StreamSettings:
+def _settings(
+    stack: Stack, cassandra: CassandraSettings, topic: str, tmp: Path, **extra: str
+) -> StreamSettings:
     env = {
+        **extra,
         **os.environ,
         "TRADES_TOPIC": topic,
         "CASSANDRA_KEYSPACE": cassandra.keyspace,
@@ -152,3 +155,39 @@ def test_known_trade_set_matches_pandas(
     assert reasons == ["avro", "avro", "header", "price", "value", "volume"]
     offsets = sorted(json.loads(v)["offset"] for _, v in letters)
     assert len(set(offsets)) == len(offsets)
+
+
+def test_dedupe_counts_republished_trades_once(
+    stack: Stack,
+    spark: Any,
+    keyspace_factory: Callable[[], CassandraSettings],
+    unique_topic: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """BARS_DEDUPE=on: trades published twice, in one batch and across batches, inside the
+    watermark, are counted once; the tables equal the oracle over the distinct trades."""
+    cassandra = keyspace_factory()
+    topic = unique_topic("sp-dedupe")
+    create_topic(stack.kafka.bootstrap_servers, topic)
+    settings = _settings(stack, cassandra, topic, tmp_path, BARS_DEDUPE="on")
+    p1, p2 = _phase1(), _phase2()
+    again_now, again_later = p1[1:4], p1[-2:]  # same batch; next batch, still inside
+    produce(stack.kafka.bootstrap_servers, topic, encode_trades(p1 + again_now))
+    queries = start_queries(spark, settings)
+    try:
+        for q in queries:
+            q.processAllAvailable()
+        produce(stack.kafka.bootstrap_servers, topic, encode_trades(again_later + p2))
+        for q in queries:
+            q.processAllAvailable()
+    finally:
+        for q in queries:
+            q.stop()
+
+    trades = pd.DataFrame(p1 + p2)
+    phase = pd.Series([1] * len(p1) + [2] * len(p2))
+    dropped = _late_mask(trades, phase, max(t["trade_ts"] for t in p1) - WATERMARK_MS)
+    assert len(read_table(cassandra, "trades")) == len(trades)
+    for bar, table in (("5s", "trades_agg_5s"), ("1m", "trades_agg_1m"), ("1h", "trades_agg_1h")):
+        assert_bars_equal(read_table(cassandra, table), expected_bars(trades, bar, dropped))
+    assert (tmp_path / "checkpoints" / "bars_5s_dedup").is_dir()

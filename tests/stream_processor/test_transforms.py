@@ -111,10 +111,14 @@ def test_dead_letters_carry_reason_origin_and_bytes(spark: Any) -> None:
     assert bytes(letters[0]["key"]) == b"TEST:AAA"
 
 
-def _bars(spark: Any, trades: list[dict[str, Any]], duration: str) -> pd.DataFrame:
+def _bars(
+    spark: Any, trades: list[dict[str, Any]], duration: str, *, dedupe: bool = False
+) -> pd.DataFrame:
     values = [avro_codec.encode(t) for t in trades]
     decoded = transforms.decoded_trades(_records(spark, values, datetime(2030, 1, 1, tzinfo=UTC)))
-    bars = transforms.ohlcv_bars(transforms.valid_trades(decoded), duration, "10 seconds")
+    bars = transforms.ohlcv_bars(
+        transforms.valid_trades(decoded), duration, "10 seconds", dedupe=dedupe
+    )
     rows = [r.asDict() for r in bars.collect()]
     for row in rows:  # Spark hands out naive local datetimes; .timestamp() reads them back
         for col in ("window_start", "window_end", "first_trade_ts", "last_trade_ts"):
@@ -134,6 +138,18 @@ def test_same_millisecond_trades_are_ordered_by_trade_id(spark: Any) -> None:
 def test_zero_volume_bar_has_null_vwap(spark: Any) -> None:
     bar = _bars(spark, [make_trade("X", T0, 10.0, 0.0)], "5 seconds").iloc[0]
     assert pd.isna(bar["vwap"]) and bar["volume"] == 0.0 and bar["close"] == 10.0
+
+
+def test_dedupe_counts_a_republished_trade_once(spark: Any) -> None:
+    trades = [make_trade("X", T0 + 100 * n, 10.0 + n, 1.0, n) for n in range(4)]
+    twice = trades + trades[1:3]
+    (counted,) = _bars(spark, twice, "5 seconds").itertuples()
+    (deduped,) = _bars(spark, twice, "5 seconds", dedupe=True).itertuples()
+    assert (counted.trade_count, counted.volume) == (6, 6.0)
+    assert (deduped.trade_count, deduped.volume) == (4, 4.0)
+    # the same trade id at another time or symbol is another trade, as in the raw table's key
+    other = [*trades, {**trades[0], "trade_ts": T0 + 4_000}, {**trades[0], "symbol": "Y"}]
+    assert _bars(spark, other, "5 seconds", dedupe=True)["trade_count"].sum() == 6
 
 
 _trade = st.builds(
