@@ -6,7 +6,6 @@ the live Finnhub only ``FINNHUB_TOKEN`` is needed (and ``FINNHUB_WS_URL`` left a
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from collections.abc import Mapping
@@ -16,7 +15,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from collector.exceptions import ConfigError
 from schemas.contracts import topic_specs
-from schemas.settings import CassandraSettings, KafkaSettings, SettingsError
+from schemas.settings import (
+    CassandraSettings,
+    KafkaSettings,
+    SettingsError,
+    choice_setting,
+    env_value,
+    int_setting,
+    number_setting,
+)
 
 __all__ = [
     "DEFAULT_SYMBOLS",
@@ -89,46 +96,6 @@ def redact(text: str, secret: SecretStr | None) -> str:
     for form in {value, urlencode({"": value})[1:]}:
         text = text.replace(form, _REDACTED)
     return text
-
-
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name)
-    return raw.strip() if raw is not None and raw.strip() else None
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be a finite number >= {minimum:g}")
-    return value
-
-
-def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    if raw.lower() not in allowed:
-        raise ConfigError(f"{name}={raw!r}: allowed values are {', '.join(allowed)}")
-    return raw.lower()
 
 
 def _symbols(raw: str | None) -> tuple[str, ...]:
@@ -253,45 +220,49 @@ class CollectorConfig:
         :raises ConfigError: a variable has an unusable value; the message names it.
         """
         env = os.environ if env is None else env
-        ws_url = _ws_url(_get(env, "FINNHUB_WS_URL"))
-        token_raw = _get(env, "FINNHUB_TOKEN")
-        is_finnhub = urlsplit(ws_url).hostname == urlsplit(FINNHUB_WS_URL).hostname
         try:
-            kafka = KafkaSettings.from_env(env)
-            cassandra = CassandraSettings.from_env(env)
-            topics = topic_specs(env)
+            return cls._from_env(env)
         except SettingsError as exc:
             raise ConfigError(str(exc)) from None
-        gaps = _choice(env, "COLLECTOR_GAPS", "on", ("on", "off"))
-        compression = _choice(env, "COLLECTOR_COMPRESSION", "gzip", tuple(get_args(Compression)))
-        kafka_client = _choice(
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str]) -> CollectorConfig:
+        ws_url = _ws_url(env_value(env, "FINNHUB_WS_URL"))
+        token_raw = env_value(env, "FINNHUB_TOKEN")
+        is_finnhub = urlsplit(ws_url).hostname == urlsplit(FINNHUB_WS_URL).hostname
+        gaps = choice_setting(env, "COLLECTOR_GAPS", "on", ("on", "off"))
+        compression = choice_setting(
+            env, "COLLECTOR_COMPRESSION", "gzip", tuple(get_args(Compression))
+        )
+        kafka_client = choice_setting(
             env, "COLLECTOR_KAFKA_CLIENT", "kafka-python", tuple(get_args(KafkaClient))
         )
-        source = _choice(
+        source = choice_setting(
             env, "COLLECTOR_SOURCE", "finnhub" if is_finnhub else "feed", tuple(get_args(Source))
         )
+        topics = topic_specs(env)
         return cls(
             ws_url=ws_url,
             token=SecretStr(token_raw) if token_raw else None,
-            symbols=_symbols(_get(env, "SYMBOLS")),
+            symbols=_symbols(env_value(env, "SYMBOLS")),
             source=source,  # type: ignore[arg-type]
-            kafka=kafka,
+            kafka=KafkaSettings.from_env(env),
             trades_topic=topics["trades"].name,
             dlq_topic=topics["dlq"].name,
-            max_future_skew_s=_number(env, "COLLECTOR_MAX_FUTURE_SKEW_S", 60.0, minimum=0),
-            max_past_skew_s=_number(env, "COLLECTOR_MAX_PAST_SKEW_S", 86_400.0, minimum=0),
-            stall_timeout_s=_number(env, "COLLECTOR_STALL_TIMEOUT_S", 60.0, minimum=0.1),
-            connect_timeout_s=_number(env, "COLLECTOR_CONNECT_TIMEOUT_S", 10.0, minimum=0.1),
-            backoff_initial_s=_number(env, "COLLECTOR_BACKOFF_INITIAL_S", 0.5, minimum=0.01),
-            backoff_max_s=_number(env, "COLLECTOR_BACKOFF_MAX_S", 30.0, minimum=0.01),
-            linger_ms=_integer(env, "COLLECTOR_LINGER_MS", 20, minimum=0),
-            batch_bytes=_integer(env, "COLLECTOR_BATCH_BYTES", 262_144, minimum=1024),
+            max_future_skew_s=number_setting(env, "COLLECTOR_MAX_FUTURE_SKEW_S", 60.0, minimum=0),
+            max_past_skew_s=number_setting(env, "COLLECTOR_MAX_PAST_SKEW_S", 86_400.0, minimum=0),
+            stall_timeout_s=number_setting(env, "COLLECTOR_STALL_TIMEOUT_S", 60.0, minimum=0.1),
+            connect_timeout_s=number_setting(env, "COLLECTOR_CONNECT_TIMEOUT_S", 10.0, minimum=0.1),
+            backoff_initial_s=number_setting(env, "COLLECTOR_BACKOFF_INITIAL_S", 0.5, minimum=0.01),
+            backoff_max_s=number_setting(env, "COLLECTOR_BACKOFF_MAX_S", 30.0, minimum=0.01),
+            linger_ms=int_setting(env, "COLLECTOR_LINGER_MS", 20, minimum=0),
+            batch_bytes=int_setting(env, "COLLECTOR_BATCH_BYTES", 262_144, minimum=1024),
             compression=compression,  # type: ignore[arg-type]
             kafka_client=kafka_client,  # type: ignore[arg-type]
-            flush_timeout_s=_number(env, "COLLECTOR_FLUSH_TIMEOUT_S", 30.0, minimum=0.1),
-            metrics_host=_get(env, "COLLECTOR_METRICS_HOST") or "127.0.0.1",
-            metrics_port=_integer(env, "COLLECTOR_METRICS_PORT", 9108, minimum=0),
-            progress_interval_s=_number(env, "COLLECTOR_PROGRESS_S", 10.0, minimum=0),
+            flush_timeout_s=number_setting(env, "COLLECTOR_FLUSH_TIMEOUT_S", 30.0, minimum=0.1),
+            metrics_host=env_value(env, "COLLECTOR_METRICS_HOST") or "127.0.0.1",
+            metrics_port=int_setting(env, "COLLECTOR_METRICS_PORT", 9108, minimum=0),
+            progress_interval_s=number_setting(env, "COLLECTOR_PROGRESS_S", 10.0, minimum=0),
             record_gaps=gaps == "on",
-            cassandra=cassandra,
+            cassandra=CassandraSettings.from_env(env),
         )

@@ -6,12 +6,12 @@ Only the entrypoint calls :meth:`GbmSettings.from_env`; everything else receives
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from gbm_analysis.exceptions import ConfigError
+from schemas.settings import SettingsError, int_setting, parse_duration_ms, port_setting
 
 __all__ = [
     "ApiSettings",
@@ -26,24 +26,26 @@ DriftMode = Literal["zero", "estimated"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 DRIFT_MODES: tuple[str, ...] = get_args(DriftMode)
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 
 
 def parse_duration(text: str, *, name: str = "duration") -> int:
-    """Seconds in ``text``: an integer with an optional unit ``s``, ``m``, ``h`` or ``d``.
+    """Whole seconds in ``text``: an integer with an optional unit (``s``, ``m``, ``h``, ``d``
+    or their words, as every service reads durations).
 
-    :param text: e.g. ``"6h"``, ``"90m"``, ``"3600"`` (seconds)
+    :param text: e.g. ``"6h"``, ``"90m"``, ``"6 hours"``, ``"3600"`` (seconds)
     :param name: the setting named in the error message
-    :raises ConfigError: when the text is not a positive duration
+    :raises ConfigError: when the text is not a positive number of seconds
 
     >>> parse_duration("6h"), parse_duration("90m"), parse_duration("15")
     (21600, 5400, 15)
     """
-    match = _DURATION.match(text)
-    if not match or int(match.group(1)) <= 0:
+    try:
+        millis = parse_duration_ms(name, text)
+    except SettingsError:
+        millis = 0
+    if millis <= 0 or millis % 1000:
         raise ConfigError(f"{name}={text!r} is not a positive duration like 30s, 5m, 6h or 1d")
-    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+    return millis // 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,7 +166,7 @@ class GbmSettings:
         }
         for var, attr in integers.items():
             if env.get(var):
-                kwargs[attr] = _int(env[var], var)
+                kwargs[attr] = _int(env, var)
         if env.get("GBM_MODELS"):
             kwargs["models"] = _csv(env["GBM_MODELS"])
         if env.get("GBM_SYMBOLS"):
@@ -194,15 +196,19 @@ class ApiSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
         env = os.environ if env is None else env
-        port = _int(env.get("GBM_API_PORT") or "8000", "GBM_API_PORT")
+        try:
+            port = port_setting(env, "GBM_API_PORT", 8000)
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(host=env.get("GBM_API_HOST") or "127.0.0.1", port=port)
 
 
-def _int(raw: str, name: str) -> int:
+def _int(env: Mapping[str, str], name: str) -> int:
+    """A set integer variable; the range is checked with the field it fills."""
     try:
-        return int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        return int_setting(env, name, 0, minimum=-(2**63))
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _csv(raw: str) -> tuple[str, ...]:

@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.settings import CassandraSettings, KafkaSettings, jars_dir, port_setting, state_dir
+from schemas.settings import (
+    CassandraSettings,
+    KafkaSettings,
+    jars_dir,
+    number_setting,
+    port_setting,
+    state_dir,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +45,6 @@ class InfraConfig:
             cassandra_storage_port=port_setting(env, "CASSANDRA_STORAGE_PORT", 7000),
             cassandra_heap=env.get("CASSANDRA_HEAP", "1G"),
             java17_home=env.get("JAVA17_HOME") or None,
-            kafka_start_timeout=float(env.get("KAFKA_START_TIMEOUT", "120")),
-            cassandra_start_timeout=float(env.get("CASSANDRA_START_TIMEOUT", "240")),
+            kafka_start_timeout=number_setting(env, "KAFKA_START_TIMEOUT", 120, minimum=0),
+            cassandra_start_timeout=number_setting(env, "CASSANDRA_START_TIMEOUT", 240, minimum=0),
         )

@@ -19,7 +19,13 @@ from infra.config import InfraConfig
 from infra.process import port_bindable
 from schemas.cassandra import connect
 from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S, topic_specs
-from schemas.settings import CassandraSettings, KafkaSettings, SettingsError
+from schemas.settings import (
+    CassandraSettings,
+    KafkaSettings,
+    SettingsError,
+    number_setting,
+    port_setting,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,15 +38,12 @@ class DemoSettings:
 
     @classmethod
     def from_env(cls) -> DemoSettings:
-        try:
-            seconds = float(os.environ.get("DEMO_SECONDS", "150"))
-            rate = float(os.environ.get("DEMO_RATE", "200"))
-            port = int(os.environ.get("FEED_PORT", "8765"))
-        except ValueError as exc:
-            raise SettingsError(f"DEMO_SECONDS/DEMO_RATE/FEED_PORT: {exc}") from None
-        if seconds < 30:
-            raise SettingsError(f"DEMO_SECONDS={seconds:g}: use >= 30")
-        return cls(seconds=seconds, feed_port=port, rate=rate)
+        env = os.environ
+        return cls(
+            seconds=number_setting(env, "DEMO_SECONDS", 150, minimum=30),
+            feed_port=port_setting(env, "FEED_PORT", 8765),
+            rate=number_setting(env, "DEMO_RATE", 200, minimum=1),
+        )
 
 
 class Processes:

@@ -6,7 +6,9 @@ unset, from ``$STATE_DIR/credentials.env`` that ``make up`` writes on first star
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,58 @@ def load_credentials_file(path: Path) -> dict[str, str]:
     return values
 
 
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's text without surrounding blanks; ``None`` when unset or blank."""
+    raw = env.get(name)
+    return raw.strip() if raw is not None and raw.strip() else None
+
+
+def int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    """
+    >>> int_setting({"N": " 7 "}, "N", 1, minimum=0), int_setting({}, "N", 1, minimum=0)
+    (7, 1)
+    >>> int_setting({"N": "-1"}, "N", 1, minimum=0)
+    Traceback (most recent call last):
+    ...
+    schemas.settings.SettingsError: N='-1' must be >= 0
+    """
+    raw = env_value(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def number_setting(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env_value(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be a finite number >= {minimum:g}")
+    return value
+
+
+def choice_setting(
+    env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]
+) -> str:
+    """The lower-cased value, which must be one of ``allowed``."""
+    raw = env_value(env, name)
+    if raw is None:
+        return default
+    if raw.lower() not in allowed:
+        raise SettingsError(f"{name}={raw!r}: allowed values are {', '.join(allowed)}")
+    return raw.lower()
+
+
 def port_setting(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name) or str(default)
     try:
@@ -56,6 +110,39 @@ def port_setting(env: Mapping[str, str], name: str, default: int) -> int:
     if not 0 < port < 65536:
         raise SettingsError(f"{name}={raw!r} is outside 1..65535")
     return port
+
+
+_UNITS_MS = {
+    **dict.fromkeys(("ms", "millisecond", "milliseconds"), 1),
+    **dict.fromkeys(("s", "sec", "second", "seconds"), 1000),
+    **dict.fromkeys(("m", "min", "minute", "minutes"), 60_000),
+    **dict.fromkeys(("h", "hour", "hours"), 3_600_000),
+    **dict.fromkeys(("d", "day", "days"), 86_400_000),
+}
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$")
+
+
+def parse_duration_ms(name: str, raw: str) -> int:
+    """Milliseconds in ``"10"`` (seconds), ``"10s"``, ``"10 seconds"``, ``"500 ms"``, ``"5m"``,
+    ``"1 hour"`` or ``"1d"``.
+
+    :param name: the variable or option the text came from, for the error message.
+    :raises SettingsError: on anything else, naming ``name`` and the text.
+
+    >>> parse_duration_ms("BARS_WATERMARK", "10 seconds"), parse_duration_ms("X", "500ms")
+    (10000, 500)
+    >>> parse_duration_ms("BARS_WATERMARK", "ten")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    schemas.settings.SettingsError: BARS_WATERMARK='ten': expected a duration like ...
+    """
+    match = _DURATION_RE.match(raw.lower())
+    unit = match.group(2) if match else ""
+    if not match or (unit and unit not in _UNITS_MS):
+        raise SettingsError(
+            f"{name}={raw!r}: expected a duration like '10 seconds', '500 ms', '5m' or '6h'"
+        )
+    return int(match.group(1)) * _UNITS_MS[unit or "s"]
 
 
 @dataclass(frozen=True, kw_only=True)

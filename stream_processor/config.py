@@ -7,20 +7,26 @@ Every variable has a loopback or local default; see :meth:`StreamSettings.from_e
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from schemas.contracts import topic_specs
-from schemas.settings import CassandraSettings, KafkaSettings, SettingsError, state_dir
+from schemas.settings import (
+    CassandraSettings,
+    KafkaSettings,
+    SettingsError,
+    choice_setting,
+    int_setting,
+    parse_duration_ms,
+    state_dir,
+)
 from stream_processor.exceptions import ConfigError
 
 __all__ = [
     "QUERY_NAMES",
     "QueryName",
     "StreamSettings",
-    "parse_duration_ms",
     "parse_queries",
 ]
 
@@ -28,50 +34,6 @@ QueryName = Literal["trades_raw", "bars_5s"]
 QUERY_NAMES: tuple[QueryName, ...] = get_args(QueryName)
 
 _ROLLED_UP = {"bars_1m", "bars_1h"}
-_UNITS_MS = {
-    "ms": 1,
-    "millisecond": 1,
-    "milliseconds": 1,
-    "s": 1000,
-    "sec": 1000,
-    "second": 1000,
-    "seconds": 1000,
-    "m": 60_000,
-    "min": 60_000,
-    "minute": 60_000,
-    "minutes": 60_000,
-    "h": 3_600_000,
-    "hour": 3_600_000,
-    "hours": 3_600_000,
-}
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$")
-
-
-def parse_duration_ms(name: str, raw: str) -> int:
-    """Parse ``"10"`` (seconds), ``"10s"``, ``"10 seconds"``, ``"500 ms"``, ``"1 minute"``.
-
-    :param name: the variable the value came from, for the error message.
-    :param raw: the text to parse.
-    :raises ConfigError: on anything else, naming the variable and the value.
-
-    >>> parse_duration_ms("BARS_WATERMARK", "10 seconds")
-    10000
-    >>> parse_duration_ms("RAW_TRIGGER", "500ms")
-    500
-    >>> parse_duration_ms("BARS_WATERMARK", "ten")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    stream_processor.exceptions.ConfigError: BARS_WATERMARK='ten': expected a duration like ...
-    """
-    match = _DURATION_RE.match(raw.lower())
-    unit = match.group(2) if match else ""
-    if not match or (unit and unit not in _UNITS_MS):
-        raise ConfigError(
-            f"{name}={raw!r}: expected a duration like '10 seconds', '500 ms' or '1 minute'"
-        )
-    return int(match.group(1)) * _UNITS_MS[unit or "s"]
-
-
 def parse_queries(name: str, raw: str) -> tuple[QueryName, ...]:
     """Parse a comma-separated query selection, keeping the canonical order.
 
@@ -93,17 +55,6 @@ def parse_queries(name: str, raw: str) -> tuple[QueryName, ...]:
     if unknown or not wanted:
         raise ConfigError(f"{name}={raw!r}: choose from {', '.join(QUERY_NAMES)} or 'all'")
     return tuple(q for q in QUERY_NAMES if q in wanted)
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = env.get(name) or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +84,8 @@ class StreamSettings:
     :param stall_timeout_ms: a micro-batch running longer than this counts as wedged (for
         example inside a Cassandra driver call that never returns); the job then exits with
         status 3 for its service manager to restart it from the checkpoints.
+    :param max_restarts: failures of one query within ten minutes before the job gives up
+        (exit status 1); each failure restarts the query from its checkpoint.
     :param metrics_host: bind address of the Prometheus endpoint.
     :param metrics_port: port of the Prometheus endpoint; 0 turns it off.
     :param fail_on_data_loss: Kafka ``failOnDataLoss``; True stops the query loudly when offsets
@@ -158,6 +111,7 @@ class StreamSettings:
     max_future_skew_ms: int = 60_000
     sink_retry_ms: int = 300_000
     stall_timeout_ms: int = 600_000
+    max_restarts: int = 10
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9109
     fail_on_data_loss: bool = True
@@ -192,40 +146,36 @@ class StreamSettings:
         """
         env = os.environ if env is None else env
         try:
-            kafka = KafkaSettings.from_env(env)
-            cassandra = CassandraSettings.from_env(env)
+            return cls._from_env(env)
         except SettingsError as exc:
-            raise ConfigError(str(exc)) from exc
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str]) -> StreamSettings:
+        def duration_ms(name: str, default: str) -> int:
+            return parse_duration_ms(name, env.get(name) or default)
+
         topics = topic_specs(env)
-        fail_raw = (env.get("FAIL_ON_DATA_LOSS") or "true").lower()
-        if fail_raw not in ("true", "false"):
-            raise ConfigError(f"FAIL_ON_DATA_LOSS={fail_raw!r}: use true or false")
-        dedupe_raw = (env.get("BARS_DEDUPE") or "off").lower()
-        if dedupe_raw not in ("on", "off"):
-            raise ConfigError(f"BARS_DEDUPE={dedupe_raw!r}: use on or off")
         return cls(
-            kafka=kafka,
-            cassandra=cassandra,
+            kafka=KafkaSettings.from_env(env),
+            cassandra=CassandraSettings.from_env(env),
             trades_topic=topics["trades"].name,
             dlq_topic=topics["dlq"].name,
             checkpoint_dir=env.get("CHECKPOINT_DIR") or str(state_dir(env) / "checkpoints"),
             queries=parse_queries("STREAM_QUERIES", env.get("STREAM_QUERIES") or "all"),
             starting_offsets=env.get("STARTING_OFFSETS") or "earliest",
-            max_offsets_per_trigger=_int(env, "MAX_OFFSETS_PER_TRIGGER", 0, 0),
-            raw_trigger_ms=parse_duration_ms("RAW_TRIGGER", env.get("RAW_TRIGGER") or "500ms"),
-            bars_trigger_ms=parse_duration_ms("BARS_TRIGGER", env.get("BARS_TRIGGER") or "5s"),
-            watermark_ms=parse_duration_ms("BARS_WATERMARK", env.get("BARS_WATERMARK") or "10s"),
-            bars_dedupe=dedupe_raw == "on",
-            max_future_skew_ms=parse_duration_ms(
-                "TRADE_MAX_FUTURE_SKEW", env.get("TRADE_MAX_FUTURE_SKEW") or "60s"
-            ),
-            sink_retry_ms=parse_duration_ms(
-                "SINK_RETRY_TIMEOUT", env.get("SINK_RETRY_TIMEOUT") or "300s"
-            ),
-            stall_timeout_ms=parse_duration_ms(
-                "BATCH_STALL_TIMEOUT", env.get("BATCH_STALL_TIMEOUT") or "600s"
-            ),
+            max_offsets_per_trigger=int_setting(env, "MAX_OFFSETS_PER_TRIGGER", 0, minimum=0),
+            raw_trigger_ms=duration_ms("RAW_TRIGGER", "500ms"),
+            bars_trigger_ms=duration_ms("BARS_TRIGGER", "5s"),
+            watermark_ms=duration_ms("BARS_WATERMARK", "10s"),
+            bars_dedupe=choice_setting(env, "BARS_DEDUPE", "off", ("on", "off")) == "on",
+            max_future_skew_ms=duration_ms("TRADE_MAX_FUTURE_SKEW", "60s"),
+            sink_retry_ms=duration_ms("SINK_RETRY_TIMEOUT", "300s"),
+            stall_timeout_ms=duration_ms("BATCH_STALL_TIMEOUT", "600s"),
+            max_restarts=int_setting(env, "QUERY_MAX_RESTARTS", 10, minimum=0),
             metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
-            metrics_port=_int(env, "METRICS_PORT", 9109, 0),
-            fail_on_data_loss=fail_raw == "true",
+            metrics_port=int_setting(env, "METRICS_PORT", 9109, minimum=0),
+            fail_on_data_loss=choice_setting(
+                env, "FAIL_ON_DATA_LOSS", "true", ("true", "false")
+            ) == "true",
         )

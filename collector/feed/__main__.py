@@ -40,7 +40,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     src.add_argument("--replay", type=Path, metavar="JSONL", help="recorded Finnhub frames")
     p.add_argument("--host", default=os.environ.get("FEED_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("FEED_PORT", "8765")))
+    # A string default goes through ``type`` too, so a bad FEED_PORT is a usage error, not a trace.
+    p.add_argument(
+        "--port", type=int, default=os.environ.get("FEED_PORT", "8765"), help="(env FEED_PORT)"
+    )
     p.add_argument(
         "--token",
         default=os.environ.get("FEED_TOKEN") or None,

@@ -131,14 +131,13 @@ def supervise(
     settings: StreamSettings,
     *,
     once: bool,
-    max_restarts: int,
     stop: threading.Event,
 ) -> int:
     """Run the selected queries, restarting a failed one from its checkpoint.
 
     :returns: 0 when every query stopped cleanly (``once``) or a stop was requested; 1 when a
-        query failed more than ``max_restarts`` times within ten minutes; 3 when a micro-batch
-        ran longer than ``settings.stall_timeout_ms`` (the caller must not wait for it).
+        query failed more than ``settings.max_restarts`` times within ten minutes; 3 when a
+        micro-batch ran longer than ``settings.stall_timeout_ms`` (the caller must not wait for it).
     """
     running: dict[QueryName, StreamingQuery] = {
         q: start_query(spark, settings, q, once=once, stop=stop) for q in settings.queries
@@ -173,7 +172,7 @@ def supervise(
             history.append(now)
             while history and now - history[0] > _FAILURE_WINDOW_S:
                 history.popleft()
-            if len(history) > max_restarts:
+            if len(history) > settings.max_restarts:
                 logger.error(
                     "query %s failed %d times in %.0f s, giving up: %s",
                     name,
@@ -208,8 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = _settings(args)
-        max_restarts = int(os.environ.get("QUERY_MAX_RESTARTS") or "10")
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         logger.error("configuration error: %s", exc)
         return 2
     stop = threading.Event()
@@ -239,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port:
         listener.serve(settings.metrics_host, settings.metrics_port)
     logger.info("settings: %s", settings)
-    code = supervise(spark, settings, once=args.once, max_restarts=max_restarts, stop=stop)
+    code = supervise(spark, settings, once=args.once, stop=stop)
     if code != EXIT_STALLED:  # stopping a session with a wedged task would wait forever
         spark.stop()
     return code

@@ -45,7 +45,9 @@ def test_environment_overrides() -> None:
     [
         ({"GBM_PATHS": "many"}, "GBM_PATHS='many' is not an integer"),
         ({"GBM_PATHS": "0"}, "n_paths=0 must be a positive integer"),
-        ({"GBM_LOOKBACK": "6 hours"}, "GBM_LOOKBACK='6 hours' is not a positive duration"),
+        ({"GBM_LOOKBACK": "6 parsecs"}, "GBM_LOOKBACK='6 parsecs' is not a positive duration"),
+        ({"GBM_LOOKBACK": "1500ms"}, "GBM_LOOKBACK='1500ms' is not a positive duration"),
+        ({"GBM_LOOKBACK": "0h"}, "GBM_LOOKBACK='0h' is not a positive duration"),
         ({"GBM_STEP": "7s"}, "step_seconds=7 must be a multiple of bar_seconds=5"),
         ({"GBM_MODELS": "gbm,garch"}, "models: 'garch' is not one of gbm, ewma_t, hist_sim"),
         ({"GBM_DRIFT": "up"}, "drift='up' is not one of zero, estimated"),
@@ -62,14 +64,16 @@ def test_bad_settings_name_the_field(env: dict[str, str], message: str) -> None:
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("45", 45), ("45s", 45), ("5m", 300), ("1d", 86400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("45", 45), ("45s", 45), ("5m", 300), ("1d", 86400), ("6 hours", 21600)]
+)
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
 def test_api_settings() -> None:
     assert ApiSettings.from_env({}) == ApiSettings(host="127.0.0.1", port=8000)
-    with pytest.raises(ConfigError, match="GBM_API_PORT=70000"):
+    with pytest.raises(ConfigError, match="GBM_API_PORT='70000' is outside 1..65535"):
         ApiSettings.from_env({"GBM_API_PORT": "70000"})
 
 

@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 
 from infra import migrations, process
+from infra.config import InfraConfig
+from infra.demo import DemoSettings
 from infra.errors import JavaNotFoundError
 from infra.java import find_java17
 from infra.migrations import MigrationError, apply_migrations
+from schemas.settings import SettingsError
 
 TEMURIN = Path("/usr/lib/jvm/temurin-25-jdk-amd64")
 
@@ -109,3 +112,39 @@ def test_read_pid_ignores_stale_and_foreign_pids(tmp_path: Path) -> None:
     pid_file.write_text(str(os.getpid()))
     assert process.read_pid(pid_file, "kafka.Kafka") is None  # alive, but not Kafka
     assert process.read_pid(pid_file, "python") == os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KAFKA_START_TIMEOUT": "soon"}, "KAFKA_START_TIMEOUT='soon' is not a number"),
+        ({"CASSANDRA_START_TIMEOUT": "-1"}, "CASSANDRA_START_TIMEOUT='-1' must be a finite"),
+        ({"KAFKA_CONTROLLER_PORT": "0"}, "KAFKA_CONTROLLER_PORT='0' is outside 1..65535"),
+    ],
+)
+def test_bad_infra_settings_name_variable_and_value(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
+        InfraConfig.from_env(env)
+
+
+def test_infra_timeouts_are_read() -> None:
+    config = InfraConfig.from_env({"KAFKA_START_TIMEOUT": "30", "CASSANDRA_START_TIMEOUT": "90.5"})
+    assert (config.kafka_start_timeout, config.cassandra_start_timeout) == (30.0, 90.5)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEMO_SECONDS": "10"}, "DEMO_SECONDS='10' must be a finite number >= 30"),
+        ({"DEMO_RATE": "fast"}, "DEMO_RATE='fast' is not a number"),
+        ({"FEED_PORT": "http"}, "FEED_PORT='http' is not a port number"),
+    ],
+)
+def test_bad_demo_settings_name_variable_and_value(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        DemoSettings.from_env()
+    assert str(info.value) == message
