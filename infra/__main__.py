@@ -1,6 +1,6 @@
 """``python -m infra up|down|status|logs|restart|clean|install|migrate|drop-keyspace``.
 
-Runs the real Kafka (KRaft) and Cassandra on 127.0.0.1 with all state under STATE_DIR.
+Runs the real Kafka (KRaft), Cassandra and Trino on 127.0.0.1 with all state under STATE_DIR.
 """
 
 from __future__ import annotations
@@ -20,11 +20,18 @@ from infra.kafka import KafkaService
 from infra.maven import resolve_jars
 from infra.migrations import apply_migrations
 from infra.service import Service
+from infra.trino import TrinoService, run_query
 from schemas.settings import CassandraSettings, SettingsError
 
 
 def services(config: InfraConfig) -> dict[str, Service]:
-    return {"kafka": KafkaService(config), "cassandra": CassandraService(config)}
+    # Trino comes last: ``up`` waits in this order, and Trino reads Cassandra with the read-only
+    # role that Cassandra's start-up creates.
+    return {
+        "kafka": KafkaService(config),
+        "cassandra": CassandraService(config),
+        "trino": TrinoService(config),
+    }
 
 
 def say(message: str) -> None:
@@ -36,6 +43,9 @@ def cmd_install(config: InfraConfig, _: argparse.Namespace) -> None:
     for name in ("kafka", "cassandra", "spark"):
         path = resolve_jars(name, config.jars_dir)
         say(f"{name} jars ready in {path}")
+    trino = TrinoService(config)
+    trino.find_java()
+    say(f"trino server ready in {trino.install()}")
 
 
 def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
@@ -44,10 +54,8 @@ def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
     # Start every service first, then wait: the JVMs boot in parallel.
     started = {name: svc.start() for name, svc in chosen.items()}
     for name, svc in chosen.items():
-        timeout = (config.kafka_start_timeout if name == "kafka"
-                   else config.cassandra_start_timeout)
         try:
-            waited = svc.wait_ready(timeout)
+            waited = svc.wait_ready(svc.start_timeout)
         except ServiceStartError:
             # Leave nothing half-started behind: a later `up` starts from a clean slate.
             for other, other_svc in chosen.items():
@@ -142,9 +150,31 @@ def cmd_drop_keyspace(config: InfraConfig, args: argparse.Namespace) -> None:
     say(f"dropped keyspace {args.keyspace}")
 
 
+def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:
+    """Print a query's result as an aligned table (the default catalog is ``cassandra``)."""
+    try:
+        result = run_query(config.trino_port, args.query, timeout=args.timeout)
+    except RuntimeError as exc:
+        raise InfraError(f"trino: {exc}") from None
+    except OSError as exc:
+        raise InfraError(
+            f"trino: cannot reach 127.0.0.1:{config.trino_port} ({exc}); is the stack up?"
+        ) from None
+    table = [result.columns, *([("NULL" if v is None else str(v)) for v in row]
+                               for row in result.rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(result.columns))]
+    for n, row in enumerate(table):
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * width for width in widths))
+    print(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
+
+
 def service_name(value: str) -> str:
-    if value not in ("kafka", "cassandra"):
-        raise argparse.ArgumentTypeError(f"unknown service {value!r}; use kafka or cassandra")
+    if value not in ("kafka", "cassandra", "trino"):
+        raise argparse.ArgumentTypeError(
+            f"unknown service {value!r}; use kafka, cassandra or trino"
+        )
     return value
 
 
@@ -159,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("services", nargs="*", type=service_name, metavar="SERVICE",
-                        help="kafka and/or cassandra (default: all)")
+                        help="kafka, cassandra and/or trino (default: all)")
         if name == "logs":
             sp.add_argument("-n", "--lines", type=int, default=40)
         sp.set_defaults(fn=fn)
@@ -167,8 +197,12 @@ def parser() -> argparse.ArgumentParser:
         fn=cmd_status)
     sub.add_parser("demo", help="run the pipeline on the offline feed").set_defaults(fn=cmd_demo)
     sub.add_parser("clean", help="stop and delete STATE_DIR").set_defaults(fn=cmd_clean)
-    sub.add_parser("install", help="check Java 17, resolve all jars").set_defaults(
+    sub.add_parser("install", help="check Java, resolve all jars and Trino").set_defaults(
         fn=cmd_install)
+    sp = sub.add_parser("sql", help="run one SQL query through Trino and print the rows")
+    sp.add_argument("query", help="e.g. 'SELECT * FROM market.trades_agg_1m LIMIT 5'")
+    sp.add_argument("--timeout", type=float, default=120)
+    sp.set_defaults(fn=cmd_sql)
     sp = sub.add_parser("migrate", help="apply pending CQL migrations to a keyspace")
     sp.add_argument("--keyspace")
     sp.set_defaults(fn=cmd_migrate)

@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 APP_ROLE = "market_app"
 ADMIN_ROLE = "market_admin"
+# Read-only login for the SQL layer (Trino); dashboards never hold a role that can write.
+READER_ROLE = "market_reader"
 
 # conf/jvm-server.options + conf/jvm17-server.options of Cassandra 5.0 (what bin/cassandra adds).
 JVM17_FLAGS = [
@@ -68,6 +70,10 @@ class CassandraService(Service):
         return {"cql": self.config.cassandra_port, "storage": self.config.cassandra_storage_port}
 
     @property
+    def start_timeout(self) -> float:
+        return self.config.cassandra_start_timeout
+
+    @property
     def main_log(self) -> Path:
         return self.log_dir / "system.log"
 
@@ -78,6 +84,20 @@ class CassandraService(Service):
     @property
     def admin_file(self) -> Path:
         return self.home / "admin.env"
+
+    @property
+    def reader_file(self) -> Path:
+        return self.home / "reader.env"
+
+    def reader_credentials(self) -> tuple[str, str]:
+        """Create the read-only role's secret on first use; the role follows in bootstrap_auth."""
+        if not self.reader_file.exists():
+            write_env_file(self.reader_file, {
+                "CASSANDRA_USERNAME": READER_ROLE,
+                "CASSANDRA_PASSWORD": secrets.token_urlsafe(24),
+            })
+        values = load_credentials_file(self.reader_file)
+        return values["CASSANDRA_USERNAME"], values["CASSANDRA_PASSWORD"]
 
     def settings(self) -> CassandraSettings:
         return CassandraSettings(hosts=("127.0.0.1",), port=self.config.cassandra_port)
@@ -155,7 +175,8 @@ class CassandraService(Service):
         return connect(self.settings(), username=user, password=password, keyspace=keyspace)
 
     def bootstrap_auth(self, timeout: float = 60.0) -> None:
-        """Create the admin and application roles and disable cassandra/cassandra. Idempotent."""
+        """Create the admin, application and read-only roles and disable cassandra/cassandra.
+        Idempotent."""
         admin_user, admin_pw = self.admin_credentials()
         first_boot = not self._try_query(admin_user, admin_pw)
         if first_boot:
@@ -182,6 +203,12 @@ class CassandraService(Service):
                 f"CREATE ROLE IF NOT EXISTS {app['CASSANDRA_USERNAME']} WITH PASSWORD = "
                 f"'{_cql_literal(app['CASSANDRA_PASSWORD'])}' AND LOGIN = true"
             )
+            reader, reader_pw = self.reader_credentials()
+            session.execute(
+                f"CREATE ROLE IF NOT EXISTS {reader} WITH PASSWORD = "
+                f"'{_cql_literal(reader_pw)}' AND LOGIN = true"
+            )
+            session.execute(f"GRANT SELECT ON ALL KEYSPACES TO {reader}")
         finally:
             cluster.shutdown()
 

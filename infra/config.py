@@ -30,6 +30,10 @@ class InfraConfig:
     java17_home: str | None
     kafka_start_timeout: float
     cassandra_start_timeout: float
+    trino_port: int = 8080
+    trino_heap: str = "1G"
+    trino_java_home: str | None = None
+    trino_start_timeout: float = 180
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InfraConfig:
@@ -47,4 +51,8 @@ class InfraConfig:
             java17_home=env.get("JAVA17_HOME") or None,
             kafka_start_timeout=number_setting(env, "KAFKA_START_TIMEOUT", 120, minimum=0),
             cassandra_start_timeout=number_setting(env, "CASSANDRA_START_TIMEOUT", 240, minimum=0),
+            trino_port=port_setting(env, "TRINO_PORT", 8080),
+            trino_heap=env.get("TRINO_HEAP", "1G"),
+            trino_java_home=env.get("TRINO_JAVA_HOME") or None,
+            trino_start_timeout=number_setting(env, "TRINO_START_TIMEOUT", 180, minimum=0),
         )

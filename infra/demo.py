@@ -17,6 +17,7 @@ from pathlib import Path
 
 from infra.config import InfraConfig
 from infra.process import port_bindable
+from infra.trino import CATALOG, run_query
 from schemas.cassandra import connect
 from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S, topic_specs
 from schemas.settings import (
@@ -241,11 +242,21 @@ def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraCo
         tables = {t: cassandra_count(session, t) for t in names}
     finally:
         cluster.shutdown()
+    # The same counts through SQL, the way dashboards read them.
+    sql = "SELECT count(*) FROM {}.{}"
+    via_trino = {
+        t: run_query(config.trino_port, sql.format(cassandra.keyspace, t)).rows[0][0]
+        for t in ("trades", "trades_agg_5s", "trades_agg_1m", "gbm_forecasts")
+    }
     print(f"""
 demo: done.
   Kafka      127.0.0.1:{config.kafka_port}  trades={counts['trades']:,}  dlq={counts['dlq']:,}
   Cassandra  127.0.0.1:{config.cassandra_port}  keyspace {cassandra.keyspace}: """
           + "  ".join(f"{t}={n:,}" for t, n in tables.items()) + f"""
              user {cassandra.username}, password in {config.state_dir}/credentials.env
+  Trino      http://127.0.0.1:{config.trino_port}  catalog {CATALOG} (read-only): """
+          + "  ".join(f"{t}={n:,}" for t, n in via_trino.items()) + f"""
+             trino --server 127.0.0.1:{config.trino_port} --catalog {CATALOG} \
+               --execute 'SELECT * FROM {cassandra.keyspace}.trades_agg_1m LIMIT 5'
   Forecast API: python -m gbm_analysis serve   (then http://127.0.0.1:8000/docs)
   The stack keeps running: `make status`, `make down` to stop, `make clean` to wipe.""")

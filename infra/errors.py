@@ -1,9 +1,9 @@
 """Infra errors. Every message is one line a user can act on; ``__main__`` prints it and exits.
 
 InfraError
- ├── JavaNotFoundError     no usable Java 17
+ ├── JavaNotFoundError     no usable Java (17 for Kafka/Cassandra, 24+ for Trino)
  ├── PortInUseError        a port we need is held by another process
- ├── InstallError          Maven could not resolve the jars
+ ├── InstallError          Maven could not resolve the jars or the Trino server
  └── ServiceStartError     a service died or did not answer in time (carries its last log lines)
 """
 

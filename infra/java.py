@@ -1,4 +1,5 @@
-"""Locate a Java 17 runtime: Kafka 4.x needs >= 17 and Cassandra 5.0 runs on 17 only."""
+"""Locate Java runtimes: Kafka 4.x needs >= 17, Cassandra 5.0 runs on 17 only, Trino 476 needs
+>= 24."""
 
 from __future__ import annotations
 
@@ -59,3 +60,33 @@ def find_java17(java17_home: str | None) -> Path:
         "no Java 17 found (looked in /usr/lib/jvm and PATH); install OpenJDK 17 "
         "(apt-get install openjdk-17-jdk-headless) or set JAVA17_HOME"
     )
+
+
+JVM_DIR = Path("/usr/lib/jvm")
+
+
+def find_java_at_least(minimum: int, home: str | None, home_variable: str, needed_by: str) -> Path:
+    """Return a ``java`` of version ``minimum`` or newer: ``home`` when set (and nothing else),
+    else the newest under /usr/lib/jvm."""
+    if home:
+        java = Path(home) / "bin" / "java"
+        if not java.exists():
+            raise JavaNotFoundError(f"{home_variable}={home} has no bin/java")
+        major = java_major_version(java)
+        if major < minimum:
+            raise JavaNotFoundError(
+                f"{home_variable}={home} is Java {major}; {needed_by} needs Java {minimum}+"
+            )
+        return java
+    found = []
+    for java in JVM_DIR.glob("*/bin/java") if JVM_DIR.is_dir() else ():
+        if not java.parent.parent.is_symlink():
+            major = java_major_version(java)
+            if major >= minimum:
+                found.append((major, java))
+    if not found:
+        raise JavaNotFoundError(
+            f"no Java {minimum}+ found under {JVM_DIR} for {needed_by}; install one (for example "
+            f"Temurin 25) or set {home_variable}"
+        )
+    return max(found)[1]

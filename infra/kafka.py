@@ -22,6 +22,10 @@ class KafkaService(Service):
         return {"client": self.config.kafka_port, "controller": self.config.kafka_controller_port}
 
     @property
+    def start_timeout(self) -> float:
+        return self.config.kafka_start_timeout
+
+    @property
     def main_log(self) -> Path:
         return self.log_dir / "server.log"
 

@@ -43,8 +43,16 @@ class Service(ABC):
     @abstractmethod
     def main_log(self) -> Path: ...
 
+    @property
+    @abstractmethod
+    def start_timeout(self) -> float:
+        """Seconds ``up`` waits for the first answer."""
+
     @abstractmethod
     def command(self, java: Path, lib: Path) -> list[str]: ...
+
+    def find_java(self) -> Path:
+        return find_java17(self.config.java17_home)
 
     @abstractmethod
     def answers(self) -> bool:
@@ -74,7 +82,7 @@ class Service(ABC):
                     f"{self.name}: port 127.0.0.1:{port} ({label}) is already in use by another "
                     "process; stop it or configure another port (see README, Configuration)"
                 )
-        java = find_java17(self.config.java17_home)
+        java = self.find_java()
         lib = self.install()
         for folder in (self.log_dir, self.data_dir):
             folder.mkdir(parents=True, exist_ok=True)

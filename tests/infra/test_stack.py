@@ -59,11 +59,12 @@ def consume_all(bootstrap: str, topic: str, expected: int) -> list[dict[str, obj
     return out
 
 
-def test_status_reports_both_services_healthy(stack: Stack) -> None:
+def test_status_reports_every_service_healthy(stack: Stack) -> None:
     result = infra("status")
     assert result.returncode == 0, result.stdout
-    lines = [line for line in result.stdout.splitlines() if line.startswith(("kafka", "cassandra"))]
-    assert len(lines) == 2 and all(line.endswith("healthy") for line in lines)
+    lines = [line for line in result.stdout.splitlines()
+             if line.startswith(("kafka", "cassandra", "trino"))]
+    assert len(lines) == 3 and all(line.endswith("healthy") for line in lines)
 
 
 def test_second_up_is_a_noop(stack: Stack) -> None:
@@ -72,6 +73,7 @@ def test_second_up_is_a_noop(stack: Stack) -> None:
     assert result.returncode == 0, result.stderr
     assert "kafka: already running" in result.stdout
     assert "cassandra: already running" in result.stdout
+    assert "trino: already running" in result.stdout
     assert "schema up to date" in result.stdout
     assert infra("status").stdout == before  # same pids
 
@@ -150,10 +152,11 @@ def test_data_survives_down_and_up(stack: Stack, test_keyspace, unique_topic) ->
 
 def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KAFKA_", "CASSANDRA_", "JAVA17"))}
+           if not k.startswith(("KAFKA_", "CASSANDRA_", "TRINO_", "JAVA17"))}
     env.update(STATE_DIR=str(tmp_path / "state"),
                KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
-               CASSANDRA_PORT=str(free_port()), CASSANDRA_STORAGE_PORT=str(free_port()))
+               CASSANDRA_PORT=str(free_port()), CASSANDRA_STORAGE_PORT=str(free_port()),
+               TRINO_PORT=str(free_port()))
     env.update(extra)
     return env
 

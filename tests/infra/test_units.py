@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import doctest
+import io
 import socket
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra import java as java_module
 from infra import migrations, process
 from infra.config import InfraConfig
 from infra.demo import DemoSettings
 from infra.errors import JavaNotFoundError
-from infra.java import find_java17
+from infra.java import find_java17, find_java_at_least, java_major_version
 from infra.migrations import MigrationError, apply_migrations
+from infra.trino import unpack_server
 from schemas.settings import SettingsError
 
 TEMURIN = Path("/usr/lib/jvm/temurin-25-jdk-amd64")
@@ -91,6 +95,67 @@ def test_java17_home_without_java_is_named(tmp_path: Path) -> None:
 def test_java17_home_with_wrong_version_is_named() -> None:
     with pytest.raises(JavaNotFoundError, match="is Java 25; Cassandra 5.0 needs Java 17"):
         find_java17(str(TEMURIN))
+
+
+JAVA17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+
+
+@pytest.mark.skipif(not JAVA17.exists(), reason="no OpenJDK 17 at the Debian path")
+def test_trino_java_home_too_old_is_named() -> None:
+    with pytest.raises(JavaNotFoundError, match="TRINO_JAVA_HOME=.* is Java 17; Trino 476 needs "
+                                                "Java 24\\+"):
+        find_java_at_least(24, str(JAVA17), "TRINO_JAVA_HOME", "Trino 476")
+
+
+def test_no_new_enough_java_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(java_module, "JVM_DIR", tmp_path)
+    with pytest.raises(JavaNotFoundError, match=f"no Java 24\\+ found under {tmp_path} for "
+                                                "Trino 476; .* or set TRINO_JAVA_HOME"):
+        find_java_at_least(24, None, "TRINO_JAVA_HOME", "Trino 476")
+
+
+@pytest.mark.skipif(not TEMURIN.exists(), reason="no Temurin 25 JDK on this machine")
+def test_newest_java_under_jvm_dir_is_found() -> None:
+    java = find_java_at_least(24, None, "TRINO_JAVA_HOME", "Trino 476")
+    assert java_major_version(java) >= 24
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", link: str | None = None) -> None:
+    info = tarfile.TarInfo(name)
+    if link is None:
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    else:
+        info.type, info.linkname = tarfile.LNKTYPE, link
+        tar.addfile(info)
+
+
+def test_unpack_keeps_lib_and_chosen_plugins_with_links_into_dropped_ones(tmp_path: Path) -> None:
+    tarball = tmp_path / "server.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        _add(tar, "srv-1/lib/core.jar", b"core")
+        _add(tar, "srv-1/bin/launcher", b"#!")
+        _add(tar, "srv-1/plugin/bigquery/shared.jar", b"shared")
+        _add(tar, "srv-1/plugin/hive/hive.jar", b"hive")
+        _add(tar, "srv-1/plugin/cassandra/driver.jar", b"driver")
+        _add(tar, "srv-1/plugin/cassandra/shared.jar", link="srv-1/plugin/bigquery/shared.jar")
+        _add(tar, "srv-1/plugin/cassandra/core.jar", link="srv-1/lib/core.jar")
+    dest = tmp_path / "server"
+    unpack_server(tarball, dest, plugins=("cassandra",))
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["lib/core.jar", "plugin/cassandra/core.jar", "plugin/cassandra/driver.jar",
+                     "plugin/cassandra/shared.jar"]
+    assert (dest / "plugin/cassandra/shared.jar").read_bytes() == b"shared"
+    assert not (tmp_path / "server.partial").exists()
+
+
+def test_trino_settings_are_read() -> None:
+    config = InfraConfig.from_env({"TRINO_PORT": "8181", "TRINO_HEAP": "768m"})
+    assert (config.trino_port, config.trino_heap, config.trino_start_timeout) == (8181, "768m", 180)
+    with pytest.raises(SettingsError, match="TRINO_PORT='http' is not a port number"):
+        InfraConfig.from_env({"TRINO_PORT": "http"})
 
 
 def test_port_checks_see_a_listener() -> None:
