@@ -21,6 +21,8 @@ from tests.conftest import Stack, infra_cli
 
 pytestmark = pytest.mark.integration
 UTC = dt.UTC
+# The session's test keyspace is shared with other modules: these symbols are only written here.
+SYMBOLS = ("TRINO:AAPL", "TRINO:BTCUSDT")
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +72,21 @@ def test_trino_reads_what_cassandra_holds(
     rows = [
         (symbol, start + dt.timedelta(milliseconds=rng.randrange(0, 600_000)), f"{symbol}-{n}",
          round(rng.uniform(10, 500), 4), round(rng.uniform(0.001, 50), 6))
-        for n in range(300) for symbol in ("AAPL", "BINANCE:BTCUSDT")
+        for n in range(300) for symbol in SYMBOLS
     ]
     # Two trades in the same millisecond stay two rows, through Trino as in Cassandra.
-    rows.append(("AAPL", rows[0][1], "AAPL-same-ms", 1.5, 2.0))
+    rows.append((SYMBOLS[0], rows[0][1], "same-ms", 1.5, 2.0))
     write_trades(keyspace, rows)
 
     trino_cursor.execute(
         f'SELECT symbol, count(*), sum(volume), sum(price * volume), min(trade_ts), max(trade_ts) '
-        f'FROM "{keyspace.keyspace}".trades GROUP BY symbol ORDER BY symbol'
+        f'FROM "{keyspace.keyspace}".trades WHERE symbol IN {SYMBOLS} GROUP BY symbol '
+        "ORDER BY symbol"
     )
     got = trino_cursor.fetchall()
 
     expected = []
-    for symbol in ("AAPL", "BINANCE:BTCUSDT"):
+    for symbol in SYMBOLS:
         mine = [r for r in rows if r[0] == symbol]
         expected.append((
             symbol, len(mine), sum(r[4] for r in mine), sum(r[3] * r[4] for r in mine),
@@ -124,8 +127,11 @@ def test_sql_command_prints_a_table_and_errors_in_one_line(
     keyspace: CassandraSettings,
 ) -> None:
     ts = dt.datetime(2026, 3, 3, 9, 0, 0, 123000, tzinfo=UTC)
-    write_trades(keyspace, [("MSFT", ts, "sql-1", 410.5, 3.0)])
-    query = f"SELECT trade_id, price, volume FROM {keyspace.keyspace}.trades WHERE symbol = 'MSFT'"
+    symbol = "TRINO:SQL"
+    write_trades(keyspace, [(symbol, ts, "sql-1", 410.5, 3.0)])
+    query = (
+        f"SELECT trade_id, price, volume FROM {keyspace.keyspace}.trades WHERE symbol = '{symbol}'"
+    )
     result = infra_cli("sql", query)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
