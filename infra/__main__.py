@@ -19,12 +19,12 @@ from infra.java import find_java17
 from infra.kafka import KafkaService
 from infra.maven import resolve_jars
 from infra.migrations import apply_migrations
-from infra.service import Service
+from infra.service import ManagedProcess
 from infra.trino import TrinoService, run_query
 from schemas.settings import CassandraSettings, SettingsError
 
 
-def services(config: InfraConfig) -> dict[str, Service]:
+def services(config: InfraConfig) -> dict[str, ManagedProcess]:
     # Trino comes last: ``up`` waits in this order, and Trino reads Cassandra with the read-only
     # role that Cassandra's start-up creates.
     return {
@@ -171,9 +171,10 @@ def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:
 
 
 def service_name(value: str) -> str:
-    if value not in ("kafka", "cassandra", "trino"):
+    names = list(services(InfraConfig.from_env()))
+    if value not in names:
         raise argparse.ArgumentTypeError(
-            f"unknown service {value!r}; use kafka, cassandra or trino"
+            f"unknown service {value!r}; use one of {', '.join(names)}"
         )
     return value
 
@@ -189,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("services", nargs="*", type=service_name, metavar="SERVICE",
-                        help="kafka, cassandra and/or trino (default: all)")
+                        help="any of the services `status` lists (default: all)")
         if name == "logs":
             sp.add_argument("-n", "--lines", type=int, default=40)
         sp.set_defaults(fn=fn)

@@ -1,4 +1,8 @@
-"""What every managed JVM service shares: layout under STATE_DIR, start, wait, stop."""
+"""What every managed service shares: layout under STATE_DIR, start, wait, stop.
+
+``ManagedProcess`` is any long-running process of the stack (a JVM, gunicorn, Streamlit);
+``Service`` is a JVM resolved from Maven Central.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +27,8 @@ def render(template: str, **values: object) -> str:
     return text
 
 
-class Service(ABC):
+class ManagedProcess(ABC):
     name: str
-    main_class: str
 
     def __init__(self, config: InfraConfig) -> None:
         self.config = config
@@ -34,6 +37,11 @@ class Service(ABC):
         self.data_dir = self.home / "data"
         self.pid_file = self.home / "pid"
         self.stdout_log = self.log_dir / "stdout.log"
+
+    @property
+    @abstractmethod
+    def marker(self) -> str:
+        """A string in the process's command line that tells it from a recycled pid."""
 
     @property
     @abstractmethod
@@ -49,28 +57,19 @@ class Service(ABC):
         """Seconds ``up`` waits for the first answer."""
 
     @abstractmethod
-    def command(self, java: Path, lib: Path) -> list[str]: ...
-
-    def find_java(self) -> Path:
-        return find_java17(self.config.java17_home)
+    def launch(self) -> tuple[list[str], dict[str, str]]:
+        """Install what is missing, do first-start work; the command line and environment."""
 
     @abstractmethod
     def answers(self) -> bool:
         """One real protocol round trip (not just an open port)."""
 
     @abstractmethod
-    def prepare(self, java: Path, lib: Path) -> None:
-        """First-start work such as formatting storage; must be idempotent."""
-
-    @abstractmethod
     def after_ready(self) -> None:
         """Post-start work such as creating users, topics or tables; must be idempotent."""
 
     def pid(self) -> int | None:
-        return process.read_pid(self.pid_file, self.main_class)
-
-    def install(self) -> Path:
-        return resolve_jars(self.name, self.config.jars_dir)
+        return process.read_pid(self.pid_file, self.marker)
 
     def start(self) -> bool:
         """Start unless already running. Returns False when it was already running."""
@@ -82,13 +81,10 @@ class Service(ABC):
                     f"{self.name}: port 127.0.0.1:{port} ({label}) is already in use by another "
                     "process; stop it or configure another port (see README, Configuration)"
                 )
-        java = self.find_java()
-        lib = self.install()
         for folder in (self.log_dir, self.data_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.prepare(java, lib)
-        env = {**os.environ, "JAVA_HOME": str(java.parent.parent), "MALLOC_ARENA_MAX": "4"}
-        process.spawn(self.command(java, lib), marker=self.main_class, log_file=self.stdout_log,
+        argv, env = self.launch()
+        process.spawn(argv, marker=self.marker, log_file=self.stdout_log,
                       pid_file=self.pid_file, env=env)
         return True
 
@@ -117,7 +113,37 @@ class Service(ABC):
 
     def last_log_lines(self, lines: int = 30) -> str:
         parts = []
-        for path in (self.main_log, self.stdout_log):
+        for path in dict.fromkeys((self.main_log, self.stdout_log)):
             if path.exists():
                 parts.append(f"--- {path}\n{process.tail(path, lines)}")
         return "\n".join(parts) or f"(no logs under {self.log_dir})"
+
+
+class Service(ManagedProcess):
+    """A JVM whose jars Maven resolves into the jar cache."""
+
+    main_class: str
+
+    @property
+    def marker(self) -> str:
+        return self.main_class
+
+    @abstractmethod
+    def command(self, java: Path, lib: Path) -> list[str]: ...
+
+    def find_java(self) -> Path:
+        return find_java17(self.config.java17_home)
+
+    @abstractmethod
+    def prepare(self, java: Path, lib: Path) -> None:
+        """First-start work such as formatting storage; must be idempotent."""
+
+    def install(self) -> Path:
+        return resolve_jars(self.name, self.config.jars_dir)
+
+    def launch(self) -> tuple[list[str], dict[str, str]]:
+        java = self.find_java()
+        lib = self.install()
+        self.prepare(java, lib)
+        env = {**os.environ, "JAVA_HOME": str(java.parent.parent), "MALLOC_ARENA_MAX": "4"}
+        return self.command(java, lib), env
