@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install up down status logs clean demo test test-unit lint bench
+.PHONY: help install browser up down status logs clean demo test test-unit lint bench screenshots
 
 help:
 	@echo "make demo   - bring up the stack and run the pipeline on the built-in offline feed"
 	@echo "make test   - install what is missing and run every test (unit + integration)"
-	@echo "make up | down | status | logs | clean | lint | bench"
+	@echo "make up | down | status | logs | clean | lint | bench | screenshots"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || command -v python3 >/dev/null || \
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 	$(PY) -m infra install
+
+# Debian's chromium for the dashboard browser tests, screenshots and benchmark (apt-get if missing).
+browser: $(STAMP)
+	$(PY) -m infra.browser install
 
 up: install
 	$(PY) -m infra up
@@ -42,7 +46,7 @@ demo: install
 	$(PY) -m infra up
 	$(PY) -m infra demo
 
-test: install
+test: install browser
 	$(PY) -m pytest
 
 test-unit: $(STAMP)
@@ -51,7 +55,11 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-bench: install
+bench: install browser
 	$(PY) benchmarks/collector.py
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/gbm.py
+
+# Refresh the README's dashboard pictures in docs/img/ from the running stack.
+screenshots: browser
+	$(PY) -m infra.browser screenshots

@@ -1,0 +1,255 @@
+"""The headless browser behind the dashboard tests, screenshots and benchmark: Debian's chromium.
+
+``python -m infra.browser install`` installs it with apt-get when it is missing (as root, or with
+passwordless sudo) and is a no-op when it is there. Playwright drives it via ``executable_path``,
+so Playwright's own browser download (``playwright install``) is never used.
+
+``python -m infra.browser screenshots`` refreshes the README's pictures of both dashboards from the
+running stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from infra.errors import InfraError, InstallError
+from schemas.settings import (
+    CREDENTIALS_FILE_NAME,
+    SettingsError,
+    env_value,
+    load_credentials_file,
+    port_setting,
+    state_dir,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+APT_PACKAGE = "chromium"
+LAUNCH_ARGS = ["--disable-dev-shm-usage", "--disable-gpu"]
+VIEWPORT = {"width": 1600, "height": 1000}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMG_DIR = REPO_ROOT / "docs" / "img"
+
+
+def chromium_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env_value(env, "CHROMIUM_PATH") or DEFAULT_CHROMIUM)
+
+
+def chromium_version(path: Path) -> str | None:
+    """``Chromium 156.0.8078.108 built on Debian ...``, or None when ``path`` does not run."""
+    try:
+        result = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _apt(prefix: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, "apt-get", *args],
+        capture_output=True, text=True, timeout=1800, check=False,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit code {result.returncode}"
+
+
+def ensure_chromium(env: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """The browser's path and version, installing Debian's package first when it is missing."""
+    env = os.environ if env is None else env
+    path = chromium_path(env)
+    version = chromium_version(path)
+    if version:
+        return path, version
+    if env_value(env, "CHROMIUM_PATH"):
+        raise InstallError(f"CHROMIUM_PATH={path} is not a runnable Chromium (--version failed)")
+    if shutil.which("apt-get") is None:
+        raise InstallError(
+            f"no Chromium at {path} and no apt-get to install it: install Chromium and set "
+            "CHROMIUM_PATH to its binary"
+        )
+    if os.geteuid() == 0:
+        prefix: list[str] = []
+    elif shutil.which("sudo") and subprocess.run(
+        ["sudo", "-n", "true"], capture_output=True, check=False
+    ).returncode == 0:
+        prefix = ["sudo", "-n"]
+    else:
+        raise InstallError(
+            f"no Chromium at {path}; installing it needs root: run "
+            f"`sudo apt-get install -y {APT_PACKAGE}` or set CHROMIUM_PATH"
+        )
+    print(f"infra: installing {APT_PACKAGE} with apt-get (about 150 MB) ...", flush=True)
+    result = _apt(prefix, "install", "-y", APT_PACKAGE)
+    if result.returncode != 0:  # most often a stale package index
+        _apt(prefix, "update")
+        result = _apt(prefix, "install", "-y", APT_PACKAGE)
+    if result.returncode != 0:
+        raise InstallError(f"apt-get install {APT_PACKAGE} failed: {_last_line(result)}")
+    version = chromium_version(path)
+    if not version:
+        raise InstallError(f"apt-get installed {APT_PACKAGE} but {path} --version fails")
+    return path, version
+
+
+@contextmanager
+def launch(env: Mapping[str, str] | None = None) -> Iterator[Browser]:
+    """Headless chromium under Playwright (which adds --no-sandbox itself, so root works)."""
+    from playwright.sync_api import sync_playwright
+
+    path, _ = ensure_chromium(env)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(path), headless=True, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+# --- the dashboards' pages ---------------------------------------------------------------------
+
+CHART_CELL = '[data-test="chart-grid-component"]'
+CHART_ERROR = f'{CHART_CELL} [role="alert"]'
+LOADING = '[aria-label="Loading"]:visible'
+STREAMLIT_CHART = '[data-testid="stPlotlyChart"]'
+STREAMLIT_TRACE = f"{STREAMLIT_CHART} svg .trace"
+STREAMLIT_ERROR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+@dataclass(frozen=True)
+class DashboardUrls:
+    superset: str
+    streamlit: str
+    superset_user: str
+    superset_password: str
+    dashboard_slug: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardUrls:
+        env = os.environ if env is None else env
+        saved = load_credentials_file(state_dir(env) / CREDENTIALS_FILE_NAME)
+        return cls(
+            superset=f"http://127.0.0.1:{port_setting(env, 'SUPERSET_PORT', 8088)}",
+            streamlit=f"http://127.0.0.1:{port_setting(env, 'STREAMLIT_PORT', 8501)}",
+            superset_user=env_value(env, "SUPERSET_ADMIN_USER")
+            or saved.get("SUPERSET_ADMIN_USER", "admin"),
+            superset_password=env_value(env, "SUPERSET_ADMIN_PASSWORD")
+            or saved.get("SUPERSET_ADMIN_PASSWORD", ""),
+            dashboard_slug=env_value(env, "SUPERSET_DASHBOARD_SLUG") or "market-overview",
+        )
+
+
+@dataclass(frozen=True)
+class ChartCell:
+    title: str
+    rendered: bool  # svg, canvas or table inside, or text for a big number
+    error: str | None
+
+
+def superset_login(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> None:
+    if not urls.superset_password:
+        raise InfraError(
+            "no Superset admin password: set SUPERSET_ADMIN_PASSWORD or start Superset with "
+            "`python -m infra up` (it writes $STATE_DIR/credentials.env)"
+        )
+    page.goto(f"{urls.superset}/login/", wait_until="domcontentloaded", timeout=timeout_s * 1000)
+    page.fill('[data-test="username-input"]', urls.superset_user)
+    page.fill('[data-test="password-input"]', urls.superset_password)
+    page.click('[data-test="login-button"]')
+    page.wait_for_url(lambda u: "/login" not in u, timeout=timeout_s * 1000)
+
+
+def open_dashboard(page: Page, urls: DashboardUrls, timeout_s: float = 90) -> list[ChartCell]:
+    """Open the dashboard and return each chart cell once no chart is loading any more."""
+    page.goto(
+        f"{urls.superset}/superset/dashboard/{urls.dashboard_slug}/",
+        wait_until="domcontentloaded", timeout=timeout_s * 1000,
+    )
+    page.wait_for_selector(CHART_CELL, state="attached", timeout=timeout_s * 1000)
+    # The loader stays in the DOM hidden; only visible ones mean a chart still waits for data.
+    page.wait_for_selector(LOADING, state="detached", timeout=timeout_s * 1000)
+    return chart_cells(page)
+
+
+def chart_cells(page: Page) -> list[ChartCell]:
+    cells = []
+    for cell in page.locator(CHART_CELL).all():
+        title = cell.locator('[data-test="editable-title"], [data-test="slice-header"]').first
+        alert = cell.locator('[role="alert"]')
+        graphic = cell.locator("svg, canvas, table").count() > 0
+        text = cell.locator('[data-test="chart-container"], .chart-container').first
+        has_text = text.count() > 0 and any(ch.isdigit() for ch in text.inner_text())
+        cells.append(ChartCell(
+            title=title.inner_text().strip() if title.count() else "?",
+            rendered=graphic or has_text,
+            error=alert.first.inner_text().strip() if alert.count() else None,
+        ))
+    return cells
+
+
+def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> None:
+    """Open the forecast explorer and wait until the fan chart has drawn a trace."""
+    page.goto(urls.streamlit, wait_until="domcontentloaded", timeout=timeout_s * 1000)
+    page.wait_for_selector(STREAMLIT_TRACE, state="attached", timeout=timeout_s * 1000)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def screenshots(out_dir: Path = IMG_DIR) -> list[Path]:
+    urls = DashboardUrls.from_env()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    superset_png = out_dir / "superset-market-overview.png"
+    streamlit_png = out_dir / "streamlit-forecasts.png"
+    with launch() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        superset_login(page, urls)
+        cells = open_dashboard(page, urls)
+        failed = [c.title for c in cells if c.error or not c.rendered]
+        if failed:
+            raise InfraError(f"superset: charts not rendered: {', '.join(failed)}")
+        page.screenshot(path=str(superset_png), full_page=True)
+        open_streamlit(page, urls)
+        page.wait_for_timeout(1000)  # let plotly finish its transition before the picture
+        page.screenshot(path=str(streamlit_png), full_page=True)
+    return [superset_png, streamlit_png]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.browser", description=__doc__)
+    parser.add_argument("command", choices=("install", "screenshots"))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "install":
+            t0 = time.monotonic()
+            path, version = ensure_chromium()
+            print(f"infra: {version} at {path} ({time.monotonic() - t0:.1f} s)")
+        else:
+            for path in screenshots():
+                print(f"infra: wrote {path.relative_to(REPO_ROOT)}")
+    except (InfraError, SettingsError) as exc:
+        print(f"infra: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
