@@ -34,6 +34,8 @@ class InfraConfig:
     trino_heap: str = "1G"
     trino_java_home: str | None = None
     trino_start_timeout: float = 180
+    superset_port: int = 8088
+    streamlit_port: int = 8501
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InfraConfig:
@@ -55,4 +57,6 @@ class InfraConfig:
             trino_heap=env.get("TRINO_HEAP", "1G"),
             trino_java_home=env.get("TRINO_JAVA_HOME") or None,
             trino_start_timeout=number_setting(env, "TRINO_START_TIMEOUT", 180, minimum=0),
+            superset_port=port_setting(env, "SUPERSET_PORT", 8088),
+            streamlit_port=port_setting(env, "STREAMLIT_PORT", 8501),
         )
