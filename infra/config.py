@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.settings import (
+    REPO_ROOT,
     CassandraSettings,
     KafkaSettings,
+    int_setting,
     jars_dir,
     number_setting,
     port_setting,
@@ -35,6 +37,9 @@ class InfraConfig:
     trino_java_home: str | None = None
     trino_start_timeout: float = 180
     superset_port: int = 8088
+    superset_start_timeout: float = 300
+    superset_venv: Path = REPO_ROOT / ".cache" / "superset-venv"
+    superset_refresh_s: int = 10
     streamlit_port: int = 8501
 
     @classmethod
@@ -58,5 +63,11 @@ class InfraConfig:
             trino_java_home=env.get("TRINO_JAVA_HOME") or None,
             trino_start_timeout=number_setting(env, "TRINO_START_TIMEOUT", 180, minimum=0),
             superset_port=port_setting(env, "SUPERSET_PORT", 8088),
+            superset_start_timeout=number_setting(env, "SUPERSET_START_TIMEOUT", 300, minimum=0),
+            # Beside the jar cache, outside STATE_DIR: `make clean` must not force a reinstall.
+            superset_venv=Path(
+                env.get("SUPERSET_VENV") or REPO_ROOT / ".cache" / "superset-venv"
+            ).resolve(),
+            superset_refresh_s=int_setting(env, "SUPERSET_REFRESH_S", 10, minimum=0),
             streamlit_port=port_setting(env, "STREAMLIT_PORT", 8501),
         )
