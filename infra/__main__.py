@@ -19,6 +19,7 @@ from infra.java import find_java17
 from infra.kafka import KafkaService
 from infra.maven import resolve_jars
 from infra.migrations import apply_migrations
+from infra.pipeline import pipeline_steps
 from infra.service import ManagedProcess
 from infra.trino import TrinoService, run_query
 from schemas.settings import CassandraSettings, SettingsError
@@ -50,6 +51,8 @@ def cmd_install(config: InfraConfig, _: argparse.Namespace) -> None:
 
 def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
     all_services = services(config)
+    if steps := [n for n in names or () if n not in all_services]:
+        raise InfraError(f"{', '.join(steps)}: started by `make demo`, not by `up`")
     chosen = {n: all_services[n] for n in (names or all_services)}
     # Start every service first, then wait: the JVMs boot in parallel.
     started = {name: svc.start() for name, svc in chosen.items()}
@@ -87,6 +90,10 @@ def cmd_up(config: InfraConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_down(config: InfraConfig, args: argparse.Namespace) -> None:
+    # The demo's pipeline first: it writes to the engines below.
+    for name, step in reversed(list(pipeline_steps(config).items())):
+        if (not args.services or name in args.services) and step.stop():
+            say(f"{name}: stopped")
     for name, svc in reversed(list(services(config).items())):
         if args.services and name not in args.services:
             continue
@@ -100,14 +107,21 @@ def cmd_restart(config: InfraConfig, args: argparse.Namespace) -> None:
 
 def cmd_status(config: InfraConfig, _: argparse.Namespace) -> None:
     healthy = True
-    print(f"{'service':<10} {'pid':>8}  {'port':>5}  health")
+    print(f"{'service':<16} {'pid':>8}  {'port':>5}  health")
     for name, svc in services(config).items():
         pid = svc.pid()
         ok = pid is not None and svc.answers()
         healthy &= ok
         health = "healthy" if ok else ("starting/unresponsive" if pid else "stopped")
         port = next(iter(svc.ports.values()))
-        print(f"{name:<10} {pid or '-':>8}  {port:>5}  {health}")
+        print(f"{name:<16} {pid or '-':>8}  {port:>5}  {health}")
+    for name, step in pipeline_steps(config).items():
+        if not step.was_started:
+            continue
+        pid = step.pid()
+        healthy &= pid is not None
+        health = "running" if pid else f"exited, see {step.stdout_log}"
+        print(f"{name:<16} {pid or '-':>8}  {'':>5}  {health}")
     print(f"state: {config.state_dir}")
     if not healthy:
         raise SystemExit(1)
@@ -171,7 +185,8 @@ def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:
 
 
 def service_name(value: str) -> str:
-    names = list(services(InfraConfig.from_env()))
+    config = InfraConfig.from_env()
+    names = [*services(config), *pipeline_steps(config)]
     if value not in names:
         raise argparse.ArgumentTypeError(
             f"unknown service {value!r}; use one of {', '.join(names)}"

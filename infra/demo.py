@@ -3,12 +3,15 @@
 offline feed (simulator) -> collector -> Kafka -> stream processor -> Cassandra -> GBM forecast ->
 backtest. Each step runs as its own process, exactly as a user would start it; their logs go to
 ``$STATE_DIR/demo/``. Progress is printed every few seconds.
+
+Once every trade the demo counted is in Cassandra and the forecast is scored, the feed, collector
+and stream processor keep running, with the hourly forecaster beside them, so the dashboards stay
+live until ``make down``.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.config import InfraConfig
+from infra.pipeline import PipelineProcess, pipeline_steps
 from infra.process import port_bindable
 from infra.trino import CATALOG, run_query
 from schemas.cassandra import connect
@@ -25,6 +29,7 @@ from schemas.settings import (
     KafkaSettings,
     SettingsError,
     number_setting,
+    parse_duration_ms,
     port_setting,
 )
 
@@ -36,6 +41,7 @@ class DemoSettings:
     seconds: float
     feed_port: int
     rate: float
+    forecast_every: str
 
     @classmethod
     def from_env(cls) -> DemoSettings:
@@ -44,56 +50,61 @@ class DemoSettings:
             seconds=number_setting(env, "DEMO_SECONDS", 150, minimum=30),
             feed_port=port_setting(env, "FEED_PORT", 8765),
             rate=number_setting(env, "DEMO_RATE", 200, minimum=1),
+            forecast_every=forecast_interval(env.get("DEMO_FORECAST_EVERY") or "1h"),
         )
+
+
+def forecast_interval(raw: str) -> str:
+    """The forecaster's ``--every``, checked here so a typo fails before anything starts.
+
+    >>> forecast_interval("15m")
+    '15m'
+    """
+    parse_duration_ms("DEMO_FORECAST_EVERY", raw)
+    return raw
 
 
 class Processes:
-    """Background steps of the demo; every one is stopped on exit, whatever happens."""
+    """The demo's steps: long-running ones as pipeline processes that outlive the demo, one-off
+    jobs (forecast, backtest) run to completion. Logs under ``$STATE_DIR/demo/``."""
 
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-        log_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, config: InfraConfig, env: dict[str, str]) -> None:
+        self.config = config
+        self.env = env
+        self.log_dir = config.state_dir / "demo"
+        self.steps: dict[str, PipelineProcess] = {}
+        self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
-        self.running[name] = subprocess.Popen(
-            [sys.executable, *argv], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+    def start(self, name: str, args: list[str], ports: dict[str, int] | None = None) -> None:
+        step = PipelineProcess(self.config, name, args, self.env, ports)
+        if not step.start():
+            raise RuntimeError(f"{name} is already running (pid {step.pid()}); `make down` first")
+        self.steps[name] = step
 
-    def run(self, name: str, argv: list[str], env: dict[str, str]) -> int:
-        with open(self.log_dir / f"{name}.log", "wb") as log:
+    def run(self, name: str, argv: list[str]) -> int:
+        with open(self.log(name), "wb") as log:
             return subprocess.run(
-                [sys.executable, *argv], cwd=REPO_ROOT, env=env, stdout=log,
+                [sys.executable, *argv], cwd=REPO_ROOT, env=self.env, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             ).returncode
 
     def check_alive(self, *names: str) -> None:
         for name in names:
-            code = self.running[name].poll()
-            if code is not None:
-                raise RuntimeError(f"{name} exited with code {code}; see {self.log(name)}")
+            if self.steps[name].pid() is None:
+                raise RuntimeError(f"{name} exited; see {self.log(name)}")
 
-    def stop(self, name: str, timeout: float = 60) -> int | None:
-        proc = self.running.pop(name, None)
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+    def stop(self, name: str) -> None:
+        step = self.steps.pop(name, None)
+        if step is not None:
+            step.stop()
 
     def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name, timeout=30)
+        for name in reversed(list(self.steps)):
+            self.stop(name)
 
     def log(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
+        step = self.steps.get(name)
+        return step.stdout_log if step else self.log_dir / f"{name}.log"
 
     def tail(self, name: str, lines: int = 15) -> str:
         try:
@@ -127,6 +138,10 @@ def cassandra_count(session: object, table: str) -> int:
 
 def run_demo(config: InfraConfig) -> None:
     demo = DemoSettings.from_env()
+    running = [n for n, step in pipeline_steps(config).items() if step.pid() is not None]
+    if running:
+        raise SettingsError(f"the pipeline is already running ({', '.join(running)}); "
+                            "`make down` stops it")
     if not port_bindable(demo.feed_port):
         raise SettingsError(f"FEED_PORT={demo.feed_port} is already in use; set another")
     kafka = KafkaSettings.from_env()
@@ -142,24 +157,30 @@ def run_demo(config: InfraConfig) -> None:
         "GBM_MIN_BARS": os.environ.get("GBM_MIN_BARS", "8"),
         "GBM_PATHS": os.environ.get("GBM_PATHS", "2000"),
     }
-    procs = Processes(config.state_dir / "demo")
+    procs = Processes(config, env)
     print(f"demo: running for {demo.seconds:.0f} s at ~{demo.rate:.0f} trades/s; logs in "
           f"{procs.log_dir}", flush=True)
     try:
-        procs.start("feed", ["-m", "collector.feed", "--simulate", "--port", str(demo.feed_port),
-                             "--rate", str(demo.rate)], env)
-        procs.start("stream_processor", ["-m", "stream_processor"], env)
+        procs.start("feed", ["--simulate", "--port", str(demo.feed_port),
+                             "--rate", str(demo.rate)], {"feed": demo.feed_port})
+        procs.start("stream_processor", [])
         time.sleep(3)
-        procs.start("collector", ["-m", "collector"], env)
+        procs.start("collector", [])
         _watch(procs, demo, kafka, cassandra, env)
+        summary = _summary(kafka, cassandra, config)
+        # Counted and scored: from here on the market stays live for the dashboards.
+        procs.start("collector", [])
+        procs.start("forecaster", ["run", "--every", demo.forecast_every])
     except (RuntimeError, KeyboardInterrupt) as exc:
         print(f"demo: stopped: {exc}", file=sys.stderr)
-        for name in list(procs.running):
+        for name in list(procs.steps):
             print(f"--- last lines of {procs.log(name)}\n{procs.tail(name)}", file=sys.stderr)
-        raise SystemExit(1) from None
-    finally:
         procs.stop_all()
-    _summary(kafka, cassandra, config)
+        raise SystemExit(1) from None
+    except BaseException:
+        procs.stop_all()
+        raise
+    print(summary + _live_note(config, demo.forecast_every), flush=True)
 
 
 def bars_since(session: object, since_ms: int) -> dict[str, int]:
@@ -201,16 +222,15 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
                 argv = ["-m", "gbm_analysis", "run", "--once", "--as-of=-30s"]
                 print(f"demo: forecasting from the bars so far: python {' '.join(argv)}",
                       flush=True)
-                code = procs.run("gbm_run", argv, env)
+                code = procs.run("gbm_run", argv)
                 if code != 0:
                     raise RuntimeError(f"gbm run exited {code}:\n{procs.tail('gbm_run')}")
                 print(procs.tail("gbm_run", 1), flush=True)
                 forecast_done = True
                 stop_after = max(stop_after, time.monotonic() - started + horizon_s)
             time.sleep(10)
-        code = procs.stop("collector")
-        if code != 0:
-            raise RuntimeError(f"collector exited {code}:\n{procs.tail('collector')}")
+        procs.check_alive("collector")
+        procs.stop("collector")
         print("demo: collector stopped (SIGTERM, flushed); letting the stream processor catch up",
               flush=True)
         produced = kafka_counts(kafka.bootstrap_servers)["trades"]
@@ -221,10 +241,8 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
                 raise RuntimeError(f"only {stored:,} of {produced:,} trades reached Cassandra")
             time.sleep(3)
         time.sleep(6)  # the bar queries trigger every 5 s; let them write their last update
-        procs.stop("stream_processor")
-        procs.stop("feed")
         print("demo: scoring the forecast: python -m gbm_analysis backtest", flush=True)
-        code = procs.run("gbm_backtest", ["-m", "gbm_analysis", "backtest"], env)
+        code = procs.run("gbm_backtest", ["-m", "gbm_analysis", "backtest"])
         report = procs.tail("gbm_backtest", 40).splitlines()
         print("\n".join(line for line in report if " INFO " not in line), flush=True)
         if code != 0:
@@ -233,7 +251,8 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
         cluster.shutdown()
 
 
-def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraConfig) -> None:
+def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraConfig) -> str:
+    """The counts at the moment every produced trade is stored (the collector is stopped)."""
     counts = kafka_counts(kafka.bootstrap_servers)
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     try:
@@ -248,15 +267,34 @@ def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraCo
         t: run_query(config.trino_port, sql.format(cassandra.keyspace, t)).rows[0][0]
         for t in ("trades", "trades_agg_5s", "trades_agg_1m", "gbm_forecasts")
     }
-    print(f"""
+    return f"""
 demo: done.
   Kafka      127.0.0.1:{config.kafka_port}  trades={counts['trades']:,}  dlq={counts['dlq']:,}
-  Cassandra  127.0.0.1:{config.cassandra_port}  keyspace {cassandra.keyspace}: """
-          + "  ".join(f"{t}={n:,}" for t, n in tables.items()) + f"""
+  Cassandra  127.0.0.1:{config.cassandra_port}  keyspace {cassandra.keyspace}: """ + "  ".join(
+        f"{t}={n:,}" for t, n in tables.items()) + f"""
              user {cassandra.username}, password in {config.state_dir}/credentials.env
-  Trino      http://127.0.0.1:{config.trino_port}  catalog {CATALOG} (read-only): """
-          + "  ".join(f"{t}={n:,}" for t, n in via_trino.items()) + f"""
-             trino --server 127.0.0.1:{config.trino_port} --catalog {CATALOG} \
-               --execute 'SELECT * FROM {cassandra.keyspace}.trades_agg_1m LIMIT 5'
+  Trino      http://127.0.0.1:{config.trino_port}  catalog {CATALOG} (read-only): """ + "  ".join(
+        f"{t}={n:,}" for t, n in via_trino.items()) + f"""
+             trino --server 127.0.0.1:{config.trino_port} --catalog {CATALOG} \\
+               --execute 'SELECT * FROM {cassandra.keyspace}.trades_agg_1m LIMIT 5'"""
+
+
+def _live_note(config: InfraConfig, forecast_every: str) -> str:
+    dashboards = "\n".join(
+        f"  {label:<10} {url}" for label, url in dashboard_urls(config).items()
+    )
+    return f"""
+{dashboards}
+             Superset login: SUPERSET_ADMIN_USER / SUPERSET_ADMIN_PASSWORD
+             in {config.state_dir}/credentials.env (unless set in the environment)
   Forecast API: python -m gbm_analysis serve   (then http://127.0.0.1:8000/docs)
-  The stack keeps running: `make status`, `make down` to stop, `make clean` to wipe.""")
+  Still running, so the dashboards stay live: the offline feed, the collector, the stream
+  processor, and a forecast every {forecast_every} (logs in {config.state_dir}/demo/).
+  `make status` shows them, `make down` stops everything, `make clean` wipes the data."""
+
+
+def dashboard_urls(config: InfraConfig) -> dict[str, str]:
+    return {
+        "Superset": f"http://127.0.0.1:{config.superset_port}/superset/dashboard/market-overview/",
+        "Streamlit": f"http://127.0.0.1:{config.streamlit_port}/",
+    }

@@ -66,6 +66,42 @@ def stack() -> Iterator[Stack]:
         run_infra("down")
 
 
+@dataclass(frozen=True)
+class LiveMarket:
+    """What ``python -m infra demo`` printed; its pipeline is still streaming."""
+
+    stdout: str
+    stderr: str
+
+
+PIPELINE_STEPS = ("feed", "stream_processor", "collector", "forecaster")
+LIVE_MARKET_ENV = {"DEMO_SECONDS": "60", "DEMO_RATE": "100"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the live market run last: its pipeline keeps streaming once started, and its
+    load would slow every test after it."""
+    items.sort(key=lambda item: "live_market" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def live_market(stack: Stack) -> Iterator[LiveMarket]:
+    """``make demo``'s pipeline, run once per session as a user runs it and left streaming the
+    offline feed (feed, collector, stream processor, hourly forecaster) until the session ends
+    (or longer with KEEP_STACK=1), for the tests that need data flowing."""
+    run_infra("down", *PIPELINE_STEPS)  # a demo left running from an earlier session
+    result = subprocess.run(
+        [sys.executable, "-m", "infra", "demo"], cwd=REPO_ROOT,
+        env={**os.environ, **LIVE_MARKET_ENV}, capture_output=True, text=True, timeout=900,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"python -m infra demo failed ({result.returncode}):\n"
+                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    yield LiveMarket(result.stdout, result.stderr)
+    if os.environ.get("KEEP_STACK") != "1":
+        run_infra("down", *PIPELINE_STEPS)
+
+
 @pytest.fixture(scope="session")
 def test_keyspace(stack: Stack) -> Iterator[CassandraSettings]:
     """A fresh keyspace with every migration applied, dropped at the end of the session."""
