@@ -59,6 +59,7 @@ bench: install browser
 	$(PY) benchmarks/collector.py
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/gbm.py
+	$(PY) benchmarks/dashboards.py
 
 # Refresh the README's dashboard pictures in docs/img/ from the running stack.
 screenshots: browser

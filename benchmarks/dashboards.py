@@ -1,0 +1,421 @@
+"""Dashboard benchmark: the dashboards' queries through Trino, and both dashboards in a browser.
+
+Usage::
+
+    .venv/bin/python benchmarks/dashboards.py [--repeat 20] [--loads 5] [--keep] [--skip-browser]
+
+1. Data: 24 hours of 5-second bars (and their 1-minute and 1-hour rollups) for the collector's
+   default symbols in a scratch keyspace ``bench_dash`` (``python -m infra migrate``), written
+   with the driver's concurrent execution; dropped at the end unless ``--keep``.
+2. Queries: every chart query of the Superset "Market overview" dashboard as Superset renders it
+   (``GET /api/v1/chart/<id>/data/?type=query``), pointed at the scratch keyspace; when Superset
+   is not running, equivalent queries written here (partition keys ``symbol IN (...) AND day IN
+   (...)``). Each runs ``--repeat`` times through Trino's REST API (p50/p95, target <= 1 s), and
+   its partitions are read straight through CQL with the same columns and time bound (the floor:
+   what Trino has to fetch from Cassandra anyway).
+3. Browser (headless chromium): the Superset dashboard's full render on the live ``market`` data,
+   from navigation to the last chart drawn (target <= 3 s), and the Streamlit forecast explorer's
+   time to its first chart in a fresh browser session (target <= 2 s), ``--loads`` times each.
+
+Needs the stack (``python -m infra up``). Prints a table and writes
+``benchmarks/results/dashboards.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from collector.config import DEFAULT_SYMBOLS  # noqa: E402
+from infra.config import InfraConfig  # noqa: E402
+from infra.trino import run_query  # noqa: E402
+from schemas.settings import CassandraSettings  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "dashboards.json"
+KEYSPACE = "bench_dash"
+LIVE_KEYSPACE = "market"
+BAR_S = 5
+HOURS = 24
+BAR_COLUMNS = (
+    "symbol", "day", "window_start", "window_end", "open", "high", "low", "close", "volume",
+    "vwap", "trade_count", "first_trade_ts", "last_trade_ts",
+)
+BAR_TABLES = ("trades_agg_5s", "trades_agg_1m", "trades_agg_1h")
+BATCH_ROWS = 100
+QUERY_TARGET_S, SUPERSET_TARGET_S, STREAMLIT_TARGET_S = 1.0, 3.0, 2.0
+
+
+def _infra(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "infra", *args], cwd=ROOT, check=True,
+                   capture_output=True, text=True, timeout=600)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def synthetic_bars(symbols: tuple[str, ...], end: datetime) -> dict[str, pd.DataFrame]:
+    """24 h of 5-s OHLCV bars per symbol ending at ``end``, and their 1-m and 1-h rollups."""
+    n = HOURS * 3600 // BAR_S
+    starts = pd.date_range(end=end - timedelta(seconds=BAR_S), periods=n, freq=f"{BAR_S}s")
+    rng = np.random.default_rng(7)
+    frames = []
+    for k, symbol in enumerate(symbols):
+        close = (100.0 + 50 * k) * np.exp(np.cumsum(rng.normal(0, 3e-4, n)))
+        open_ = np.concatenate([[close[0]], close[:-1]])
+        spread = np.abs(rng.normal(0, 2e-4, n)) * close
+        frames.append(pd.DataFrame({
+            "symbol": symbol, "window_start": starts, "open": open_, "close": close,
+            "high": np.maximum(open_, close) + spread, "low": np.minimum(open_, close) - spread,
+            "volume": rng.gamma(2.0, 5.0, n), "trade_count": rng.poisson(20, n) + 1,
+        }))
+    bars_5s = pd.concat(frames, ignore_index=True)
+    bars_5s["vwap"] = (bars_5s["open"] + bars_5s["close"]) / 2
+    out = {"trades_agg_5s": _finish(bars_5s, timedelta(seconds=BAR_S))}
+    for table, freq, width in (("trades_agg_1m", "1min", timedelta(minutes=1)),
+                               ("trades_agg_1h", "1h", timedelta(hours=1))):
+        bucket = bars_5s["window_start"].dt.floor(freq)
+        notional = bars_5s["vwap"] * bars_5s["volume"]
+        grouped = bars_5s.assign(window_start=bucket, notional=notional).groupby(
+            ["symbol", "window_start"], as_index=False).agg(
+            open=("open", "first"), high=("high", "max"), low=("low", "min"),
+            close=("close", "last"), volume=("volume", "sum"), trade_count=("trade_count", "sum"),
+            notional=("notional", "sum"))
+        grouped["vwap"] = grouped.pop("notional") / grouped["volume"]
+        out[table] = _finish(grouped, width)
+    return out
+
+
+def _finish(frame: pd.DataFrame, width: timedelta) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["window_end"] = frame["window_start"] + width
+    frame["first_trade_ts"] = frame["window_start"]
+    frame["last_trade_ts"] = frame["window_end"] - timedelta(milliseconds=1)
+    frame["day"] = frame["window_start"].dt.date
+    return frame[list(BAR_COLUMNS)]
+
+
+def write_bars(session: Any, keyspace: str, bars: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Unlogged batches of one partition's rows, many in flight: one round trip per 100 rows."""
+    from cassandra.concurrent import execute_concurrent
+    from cassandra.query import BatchStatement, BatchType
+
+    written, t0 = 0, time.perf_counter()
+    for table, frame in bars.items():
+        stmt = session.prepare(
+            f"INSERT INTO {keyspace}.{table} ({', '.join(BAR_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(BAR_COLUMNS))})"
+        )
+        batches = []
+        for _, part in frame.groupby(["symbol", "day"], sort=False):
+            rows = [
+                (r[0], r[1], r[2].to_pydatetime(), r[3].to_pydatetime(), *map(float, r[4:10]),
+                 int(r[10]), r[11].to_pydatetime(), r[12].to_pydatetime())
+                for r in part.itertuples(index=False, name=None)
+            ]
+            for i in range(0, len(rows), BATCH_ROWS):
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for row in rows[i:i + BATCH_ROWS]:
+                    batch.add(stmt, row)
+                batches.append((batch, ()))
+        execute_concurrent(session, batches, concurrency=16, raise_on_first_error=True)
+        written += len(frame)
+        print(f"  {table}: {len(frame):,} rows", flush=True)
+    seconds = time.perf_counter() - t0
+    return {"rows": written, "seconds": seconds, "rows_per_s": written / seconds}
+
+
+# --- the dashboard's queries -----------------------------------------------------------------
+
+
+@dataclass
+class DashboardQuery:
+    name: str
+    sql: str  # Trino SQL against the scratch keyspace
+    table: str  # the bar table it reads
+    columns: list[str]  # the columns it needs, for the CQL floor
+    since: datetime | None  # its lower bound on window_start, if any
+
+
+def built_in_queries(keyspace: str, symbols: tuple[str, ...], days: list[date],
+                     end: datetime) -> list[DashboardQuery]:
+    """What a market overview asks, written with both partition keys restricted."""
+    where = (f"symbol IN ({', '.join(repr(s) for s in symbols)}) "
+             f"AND day IN ({', '.join(f'DATE {str(d)!r}' for d in days)})")
+
+    def ts(t: datetime) -> str:
+        return f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S} UTC'"
+
+    day_ago, hour_ago = end - timedelta(hours=24), end - timedelta(hours=1)
+    specs = [
+        ("last price per symbol", "trades_agg_1m", ["symbol", "window_start", "close"], None,
+         "SELECT symbol, max_by(close, window_start) AS last_price, max(window_start) AS at "
+         f"FROM {keyspace}.trades_agg_1m WHERE {where} GROUP BY symbol"),
+        ("24 h change per symbol", "trades_agg_1h",
+         ["symbol", "window_start", "open", "close"], day_ago,
+         "SELECT symbol, (max_by(close, window_start) / min_by(open, window_start) - 1) * 100 "
+         f"AS change_pct FROM {keyspace}.trades_agg_1h WHERE {where} "
+         f"AND window_start >= {ts(day_ago)} GROUP BY symbol"),
+        ("1-m close, 24 h", "trades_agg_1m", ["symbol", "window_start", "close"], day_ago,
+         f"SELECT window_start, symbol, close FROM {keyspace}.trades_agg_1m WHERE {where} "
+         f"AND window_start >= {ts(day_ago)} ORDER BY window_start LIMIT 50000"),
+        ("hourly volume, 24 h", "trades_agg_1h", ["symbol", "window_start", "volume"], day_ago,
+         f"SELECT window_start, symbol, sum(volume) AS volume FROM {keyspace}.trades_agg_1h "
+         f"WHERE {where} AND window_start >= {ts(day_ago)} GROUP BY 1, 2 ORDER BY 1"),
+        ("5-s bars, last hour", "trades_agg_5s",
+         ["symbol", "window_start", "close", "volume"], hour_ago,
+         f"SELECT window_start, symbol, close, volume FROM {keyspace}.trades_agg_5s "
+         f"WHERE {where} AND window_start >= {ts(hour_ago)} ORDER BY window_start LIMIT 50000"),
+        ("trades and volume, 24 h (5-s bars)", "trades_agg_5s",
+         ["symbol", "trade_count", "volume"], None,
+         "SELECT symbol, sum(trade_count) AS trades, sum(volume) AS volume "
+         f"FROM {keyspace}.trades_agg_5s WHERE {where} GROUP BY symbol ORDER BY trades DESC"),
+    ]
+    return [DashboardQuery(name, sql, table, cols, since)
+            for name, table, cols, since, sql in specs]
+
+
+_TABLE_RE = re.compile(r"\b(trades_agg_(?:5s|1m|1h)|trades|gbm_\w+)\b", re.IGNORECASE)
+_SINCE_RE = re.compile(
+    r"window_start\W*\s*>=?\s*(?:CAST\(\s*)?(?:TIMESTAMP\s*)?'([0-9T:\-. ]+)", re.IGNORECASE)
+_SCHEMA_RE = re.compile(rf'(?<![\w.])"?{LIVE_KEYSPACE}"?\.', re.IGNORECASE)
+
+
+def query_from_superset(name: str, sql: str, keyspace: str) -> DashboardQuery | None:
+    """A chart's SQL as Superset renders it, pointed at ``keyspace``; None if it reads no bar
+    table (forecast charts are left out: the scratch keyspace holds bars only)."""
+    sql = _SCHEMA_RE.sub(f"{keyspace}.", sql.strip().rstrip(";"))
+    table = _TABLE_RE.search(sql)
+    if table is None or table.group(1).lower() not in BAR_TABLES:
+        return None
+    words = set(re.findall(r"\w+", sql.lower()))
+    since = _SINCE_RE.search(sql)
+    return DashboardQuery(
+        name, sql, table.group(1).lower(),
+        [c for c in BAR_COLUMNS if c in words] or ["symbol", "window_start"],
+        datetime.fromisoformat(since.group(1).strip()).replace(tzinfo=UTC) if since else None,
+    )
+
+
+def superset_chart_sql(urls: Any, timeout: float = 60) -> list[tuple[str, str]]:
+    """(chart name, SQL) of every chart on the dashboard, rendered by Superset itself."""
+    def call(path: str, token: str | None = None, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            f"{urls.superset}{path}", data=json.dumps(body).encode() if body else None,
+            headers={"Content-Type": "application/json", "Accept": "application/json",
+                     **({"Authorization": f"Bearer {token}"} if token else {})},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)
+
+    token = call("/api/v1/security/login", body={
+        "username": urls.superset_user, "password": urls.superset_password,
+        "provider": "db", "refresh": False})["access_token"]
+    charts = call(f"/api/v1/dashboard/{urls.dashboard_slug}/charts", token)["result"]
+    out = []
+    for chart in charts:
+        data = call(f"/api/v1/chart/{chart['id']}/data/?type=query&format=json", token)
+        for n, part in enumerate(data["result"]):
+            suffix = f" #{n + 1}" if len(data["result"]) > 1 else ""
+            out.append((f"{chart['slice_name']}{suffix}", part["query"]))
+    return out
+
+
+def time_trino(config: InfraConfig, query: DashboardQuery, repeat: int) -> dict[str, Any]:
+    result = run_query(config.trino_port, query.sql, timeout=120)  # warm-up, and the row count
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run_query(config.trino_port, query.sql, timeout=120)
+        times.append(time.perf_counter() - t0)
+    return {"rows": len(result.rows), "p50_s": percentile(times, 50),
+            "p95_s": percentile(times, 95), "max_s": max(times)}
+
+
+def time_cql(session: Any, keyspace: str, query: DashboardQuery, symbols: tuple[str, ...],
+             days: list[date], repeat: int) -> dict[str, Any]:
+    """Read the query's partitions concurrently, with its columns and time bound."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    bound = " AND window_start >= ?" if query.since else ""
+    stmt = session.prepare(f"SELECT {', '.join(query.columns)} FROM {keyspace}.{query.table} "
+                           f"WHERE symbol = ? AND day = ?{bound}")
+    params = [(s, d, *([query.since] if query.since else [])) for s in symbols for d in days]
+
+    def read() -> int:
+        results = execute_concurrent_with_args(session, stmt, params, concurrency=16,
+                                               results_generator=False)
+        return sum(len(list(result)) for ok, result in results)
+
+    rows = read()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        read()
+        times.append(time.perf_counter() - t0)
+    return {"rows": rows, "p50_s": percentile(times, 50), "p95_s": percentile(times, 95)}
+
+
+# --- browser ---------------------------------------------------------------------------------
+
+
+def time_browser(loads: int) -> dict[str, Any]:
+    from infra.browser import DashboardUrls, launch, open_dashboard, open_streamlit, superset_login
+
+    urls = DashboardUrls.from_env()
+    out: dict[str, Any] = {}
+    with launch() as browser:
+        out["superset"] = _time_loads(loads, lambda: _superset_load(browser, urls, open_dashboard,
+                                                                    superset_login))
+        out["streamlit"] = _time_loads(loads, lambda: _streamlit_load(browser, urls,
+                                                                      open_streamlit))
+    return out
+
+
+def _time_loads(loads: int, one: Callable[[], float]) -> dict[str, Any]:
+    times = [one() for _ in range(loads)]
+    return {"first_s": times[0], "p50_s": percentile(times, 50), "max_s": max(times),
+            "loads": times}
+
+
+def _superset_load(browser: Any, urls: Any, open_dashboard: Any, login: Any) -> float:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    try:
+        login(page, urls)
+        t0 = time.perf_counter()
+        cells = open_dashboard(page, urls)
+        seconds = time.perf_counter() - t0
+        bad = [c.title for c in cells if c.error or not c.rendered]
+        if bad:
+            raise RuntimeError(f"superset charts not rendered: {', '.join(bad)}")
+        return seconds
+    finally:
+        context.close()
+
+
+def _streamlit_load(browser: Any, urls: Any, open_streamlit: Any) -> float:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    try:
+        t0 = time.perf_counter()
+        open_streamlit(page, urls)
+        return time.perf_counter() - t0
+    finally:
+        context.close()
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per query")
+    parser.add_argument("--loads", type=int, default=5, help="page loads per dashboard")
+    parser.add_argument("--keep", action="store_true", help=f"keep the {KEYSPACE} keyspace")
+    parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--built-in-queries", action="store_true",
+                        help="use the queries written here even when Superset runs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
+
+    from infra.browser import DashboardUrls
+    from schemas.cassandra import connect
+
+    config = InfraConfig.from_env()
+    symbols = DEFAULT_SYMBOLS
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    days = sorted({(end - timedelta(hours=HOURS)).date(), end.date()})
+    print(f"data: {HOURS} h of {BAR_S}-s bars x {len(symbols)} symbols into {KEYSPACE}", flush=True)
+    _infra("migrate", "--keyspace", KEYSPACE)
+    cassandra = CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": KEYSPACE})
+    cluster, session = connect(cassandra)
+    try:
+        # A rerun rewrites the same tables: start empty so the row counts stay 24 h.
+        for table in BAR_TABLES:
+            session.execute(f"TRUNCATE {KEYSPACE}.{table}", timeout=120)
+        writes = write_bars(session, KEYSPACE, synthetic_bars(symbols, end))
+        print(f"  {writes['rows']:,} rows in {writes['seconds']:.1f} s "
+              f"({writes['rows_per_s']:,.0f} rows/s)", flush=True)
+
+        source, queries = "built-in", built_in_queries(KEYSPACE, symbols, days, end)
+        if not args.built_in_queries:
+            try:
+                rendered = superset_chart_sql(DashboardUrls.from_env())
+            except (OSError, KeyError, ValueError) as exc:
+                print(f"queries: Superset unavailable ({exc}); using the built-in ones")
+            else:
+                found = [q for name, sql in rendered
+                         if (q := query_from_superset(name, sql, KEYSPACE)) is not None]
+                if found:
+                    source, queries = "superset", found
+        print(f"queries ({source}): {len(queries)} x {args.repeat} runs", flush=True)
+        rows = []
+        for query in queries:
+            trino = time_trino(config, query, args.repeat)
+            cql = time_cql(session, KEYSPACE, query, symbols, days, args.repeat)
+            rows.append({**asdict(query), "since": str(query.since) if query.since else None,
+                         "trino": trino, "cql": cql})
+            print(f"  {query.name:<40} trino p50 {trino['p50_s']:.3f} s  "
+                  f"cql p50 {cql['p50_s']:.3f} s", flush=True)
+    finally:
+        cluster.shutdown()
+        if not args.keep:
+            _infra("drop-keyspace", KEYSPACE)
+
+    browser = None if args.skip_browser else time_browser(args.loads)
+
+    print(f"\n| query ({source}) | rows | Trino p50 s | Trino p95 s | CQL floor p50 s | "
+          f"<= {QUERY_TARGET_S:g} s |\n|---|---:|---:|---:|---:|:---:|")
+    for row in rows:
+        t, c = row["trino"], row["cql"]
+        print(f"| {row['name']} | {t['rows']:,} | {t['p50_s']:.3f} | {t['p95_s']:.3f} | "
+              f"{c['p50_s']:.3f} ({c['rows']:,} rows) | "
+              f"{'yes' if t['p95_s'] <= QUERY_TARGET_S else 'NO'} |")
+    if browser:
+        print("\n| page | first load s | p50 s | max s | target |\n|---|---:|---:|---:|:---:|")
+        for key, label, target in (
+            ("superset", "Superset dashboard, full render", SUPERSET_TARGET_S),
+            ("streamlit", "Streamlit explorer, first chart", STREAMLIT_TARGET_S),
+        ):
+            b = browser[key]
+            print(f"| {label} | {b['first_s']:.2f} | {b['p50_s']:.2f} | {b['max_s']:.2f} | "
+                  f"<= {target:g} s: {'yes' if b['p50_s'] <= target else 'NO'} |")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_avg": os.getloadavg()},
+        "data": {"keyspace": KEYSPACE, "symbols": list(symbols), "hours": HOURS,
+                 "bar_seconds": BAR_S, "write": writes},
+        "query_source": source, "repeat": args.repeat, "queries": rows, "browser": browser,
+    }, indent=2, default=str))
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
