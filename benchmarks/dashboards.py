@@ -308,7 +308,7 @@ def _superset_load(browser: Any, urls: Any, open_dashboard: Any, login: Any) -> 
         t0 = time.perf_counter()
         cells = open_dashboard(page, urls)
         seconds = time.perf_counter() - t0
-        bad = [c.title for c in cells if c.error or not c.rendered]
+        bad = [c.title for c in cells if c.error or c.empty or not c.rendered]
         if bad:
             raise RuntimeError(f"superset charts not rendered: {', '.join(bad)}")
         return seconds

@@ -130,8 +130,9 @@ CHART_CELL = '[data-test="chart-grid-component"]'
 CHART_ERROR = f'{CHART_CELL} [role="alert"]'
 LOADING = '[aria-label="Loading"]:visible'
 STREAMLIT_CHART = '[data-testid="stPlotlyChart"]'
-STREAMLIT_TRACE = f"{STREAMLIT_CHART} svg .trace"
+STREAMLIT_TRACE = f"{STREAMLIT_CHART} .main-svg .trace"
 STREAMLIT_ERROR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+NO_DATA = ("No results were returned", "No data")
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class DashboardUrls:
 class ChartCell:
     title: str
     rendered: bool  # svg, canvas or table inside, or text for a big number
+    empty: bool  # Superset's "No results" state instead of data
     error: str | None
 
 
@@ -196,19 +198,27 @@ def chart_cells(page: Page) -> list[ChartCell]:
         alert = cell.locator('[role="alert"]')
         graphic = cell.locator("svg, canvas, table").count() > 0
         text = cell.locator('[data-test="chart-container"], .chart-container').first
-        has_text = text.count() > 0 and any(ch.isdigit() for ch in text.inner_text())
+        body = text.inner_text() if text.count() else ""
         cells.append(ChartCell(
             title=title.inner_text().strip() if title.count() else "?",
-            rendered=graphic or has_text,
+            rendered=graphic or any(ch.isdigit() for ch in body),
+            empty=any(marker in cell.inner_text() for marker in NO_DATA),
             error=alert.first.inner_text().strip() if alert.count() else None,
         ))
     return cells
 
 
-def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> None:
-    """Open the forecast explorer and wait until the fan chart has drawn a trace."""
+def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> int:
+    """Open the forecast explorer, wait until its first chart (the fan) has drawn, and return
+    how many traces that chart has; an app error on the page raises at once."""
     page.goto(urls.streamlit, wait_until="domcontentloaded", timeout=timeout_s * 1000)
-    page.wait_for_selector(STREAMLIT_TRACE, state="attached", timeout=timeout_s * 1000)
+    page.wait_for_selector(f"{STREAMLIT_TRACE}, {STREAMLIT_ERROR}", state="attached",
+                           timeout=timeout_s * 1000)
+    errors = page.locator(STREAMLIT_ERROR)
+    if errors.count():
+        text = " ".join(errors.first.inner_text().split())
+        raise InfraError(f"streamlit: the app shows an error: {text[:300]}")
+    return page.locator(STREAMLIT_CHART).first.locator(".trace").count()
 
 
 # --- CLI ---------------------------------------------------------------------------------------
@@ -223,7 +233,7 @@ def screenshots(out_dir: Path = IMG_DIR) -> list[Path]:
         page = browser.new_page(viewport=VIEWPORT)
         superset_login(page, urls)
         cells = open_dashboard(page, urls)
-        failed = [c.title for c in cells if c.error or not c.rendered]
+        failed = [c.title for c in cells if c.error or c.empty or not c.rendered]
         if failed:
             raise InfraError(f"superset: charts not rendered: {', '.join(failed)}")
         page.screenshot(path=str(superset_png), full_page=True)

@@ -1,0 +1,61 @@
+"""Browser fixtures for the dashboard tests: headless Debian chromium under Playwright.
+
+Import the fixture functions into a test module (their names differ from the fixture names, so
+test arguments do not shadow the imports)::
+
+    from tests.dashboards.browser import browser_fixture, page_fixture  # noqa: F401
+
+Screenshots go to ``$STATE_DIR/test-screenshots/`` (replaced by each run) and are listed at the
+end of the session.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.browser import VIEWPORT, DashboardUrls, launch
+from infra.errors import InstallError
+from schemas.settings import state_dir
+
+
+@pytest.fixture(scope="session", name="dashboard_urls")
+def urls_fixture() -> DashboardUrls:
+    return DashboardUrls.from_env()
+
+
+@pytest.fixture(scope="session", name="screenshot_dir")
+def screenshot_dir_fixture(request: pytest.FixtureRequest) -> Iterator[Path]:
+    folder = state_dir() / "test-screenshots"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    yield folder
+    shots = sorted(folder.glob("*.png"))
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if shots and reporter is not None:
+        reporter.write_line(f"\ndashboard screenshots ({len(shots)}) in {folder}:")
+        for shot in shots:
+            reporter.write_line(f"  {shot.name}")
+
+
+@pytest.fixture(scope="session", name="chromium")
+def browser_fixture():  # type: ignore[no-untyped-def]
+    try:
+        with launch() as browser:
+            yield browser
+    except InstallError as exc:
+        pytest.fail(f"headless browser unavailable: {exc}", pytrace=False)
+
+
+@pytest.fixture(name="browser_page")
+def page_fixture(chromium):  # type: ignore[no-untyped-def]
+    """A fresh page (own cookies) with the screenshot viewport."""
+    context = chromium.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(60_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -1,0 +1,71 @@
+"""How the page helpers judge a dashboard, on pages served by the browser itself (no stack):
+the markup mimics what Superset 6.1 and Streamlit 1.67 render, including the error states that
+are hard to provoke on the live services."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page
+
+from infra.browser import DashboardUrls, open_dashboard, open_streamlit
+from infra.errors import InfraError
+from tests.dashboards.browser import browser_fixture, page_fixture  # noqa: F401 - fixtures
+
+URLS = DashboardUrls(superset="http://superset.test", streamlit="http://streamlit.test",
+                     superset_user="u", superset_password="p", dashboard_slug="market-overview")
+
+
+def cell(title: str, body: str) -> str:
+    return (f'<div data-test="chart-grid-component"><div data-test="slice-header">'
+            f'<span data-test="editable-title">{title}</span></div>{body}</div>')
+
+
+def serve(page: Page, url: str, html: str) -> None:
+    page.route(url, lambda route: route.fulfill(body=html, content_type="text/html"))
+
+
+def test_dashboard_waits_for_every_loader_then_judges_each_chart(browser_page: Page) -> None:
+    # A chart still loading when the page appears, drawn 1.5 s later; the hidden loader that
+    # Superset leaves in the DOM must not hold the wait up.
+    html = "".join([
+        cell("prices", '<div data-test="chart-container"><canvas></canvas></div>'),
+        cell("late", '<div id="late"><div aria-label="Loading">...</div></div>'),
+        cell("trades", '<div data-test="chart-container"><table><tr><td>1</td></tr></table>'),
+        cell("broken", '<div role="alert" class="ant-alert-error">Data error: Trino down</div>'),
+        cell("empty", '<div>No results were returned for this query</div>'),
+        cell("total", '<div data-test="chart-container">12,345</div>'),
+        '<div aria-label="Loading" style="display:none"></div>',
+        "<script>setTimeout(() => { document.getElementById('late').innerHTML ="
+        " '<div data-test=\"chart-container\"><svg></svg></div>' }, 1500)</script>",
+    ])
+    serve(browser_page, f"{URLS.superset}/superset/dashboard/market-overview/", html)
+    cells = {c.title: c for c in open_dashboard(browser_page, URLS, timeout_s=10)}
+
+    assert list(cells) == ["prices", "late", "trades", "broken", "empty", "total"]
+    assert cells["late"].rendered and not cells["late"].error
+    assert cells["prices"].rendered and cells["trades"].rendered and cells["total"].rendered
+    assert cells["broken"].error == "Data error: Trino down"
+    assert cells["empty"].empty and not cells["prices"].empty
+
+
+def test_dashboard_without_charts_times_out(browser_page: Page) -> None:
+    serve(browser_page, f"{URLS.superset}/superset/dashboard/market-overview/",
+          "<h1>404 Not found</h1>")
+    with pytest.raises(Exception, match="Timeout"):
+        open_dashboard(browser_page, URLS, timeout_s=2)
+
+
+def test_streamlit_counts_the_first_charts_traces(browser_page: Page) -> None:
+    serve(browser_page, URLS.streamlit, (
+        '<div data-testid="stPlotlyChart"><svg class="main-svg"><g class="trace"></g>'
+        '<g class="trace"></g><g class="trace"></g></svg></div>'
+        '<div data-testid="stPlotlyChart"><svg class="main-svg"><g class="trace"></g></svg></div>'
+    ))
+    assert open_streamlit(browser_page, URLS, timeout_s=5) == 3
+
+
+def test_streamlit_app_error_fails_at_once_with_its_text(browser_page: Page) -> None:
+    serve(browser_page, URLS.streamlit, (
+        '<div data-testid="stException">StreamlitAPIException: value must be &lt;= 2^53</div>'))
+    with pytest.raises(InfraError, match="streamlit: the app shows an error: StreamlitAPIExc"):
+        open_streamlit(browser_page, URLS, timeout_s=30)
