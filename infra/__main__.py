@@ -21,6 +21,7 @@ from infra.maven import resolve_jars
 from infra.migrations import apply_migrations
 from infra.pipeline import pipeline_steps
 from infra.service import ManagedProcess
+from infra.streamlit import StreamlitService
 from infra.trino import TrinoService, run_query
 from schemas.settings import CassandraSettings, SettingsError
 
@@ -32,6 +33,7 @@ def services(config: InfraConfig) -> dict[str, ManagedProcess]:
         "kafka": KafkaService(config),
         "cassandra": CassandraService(config),
         "trino": TrinoService(config),
+        "streamlit": StreamlitService(config),
     }
 
 

@@ -1,0 +1,415 @@
+"""Data behind the forecast explorer: a thin reader of the ``gbm_*`` and bar tables, and pure
+functions that shape what it reads into chart-ready frames.
+
+Every query is a prepared statement with bound values, and selects by partition key (plus a
+clustering prefix or range), so it touches one ``(symbol, day)`` partition; the only exception is
+the list of symbols, which reads the partition keys of ``gbm_forecast_runs``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cassandra import DriverException, RequestValidationException
+from cassandra.cluster import NoHostAvailable
+from cassandra.connection import ConnectionException
+
+from gbm_analysis.backtest import binomial_band
+from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S
+from schemas.gbm_tables import (
+    TABLE_GBM_BACKTEST,
+    TABLE_GBM_FORECAST_RUNS,
+    TABLE_GBM_FORECASTS,
+    TABLE_GBM_PATHS,
+)
+
+__all__ = [
+    "CANDLE_TABLES",
+    "CASSANDRA_ERRORS",
+    "QUANTILES",
+    "ForecastReader",
+    "RunKey",
+    "band_coverage",
+    "coverage_frame",
+    "describe_cassandra_error",
+    "fan_frame",
+    "histogram_frame",
+    "paths_frame",
+    "realised_closes",
+    "run_keys",
+    "run_label",
+    "skill_history",
+    "terminal_density",
+]
+
+QUANTILES = ("q05", "q25", "q50", "q75", "q95")
+#: candle width shown to the user -> the bar table holding it
+CANDLE_TABLES = {"5 s": TABLE_AGG_5S, "1 min": TABLE_AGG_1M}
+#: what the driver raises when Cassandra is down, unreachable or refuses a query
+CASSANDRA_ERRORS: tuple[type[Exception], ...] = (
+    DriverException, NoHostAvailable, ConnectionException, OSError,
+)
+
+_BARS_COLUMNS = "window_start, window_end, open, high, low, close, volume"
+# Values are always bound (``?``); ``{ks}`` is the keyspace, which CassandraSettings accepts only
+# as letters, digits and ``_``. Qualified names, because Cassandra 5 warns about prepared
+# statements on a session bound to a keyspace.
+QUERIES = {
+    "symbols": f"SELECT DISTINCT symbol, day FROM {{ks}}.{TABLE_GBM_FORECAST_RUNS}",
+    "runs": f"SELECT * FROM {{ks}}.{TABLE_GBM_FORECAST_RUNS} WHERE symbol = ? AND day = ?",
+    "forecasts": (
+        "SELECT model, step, target_ts, horizon_s, as_of, last_price, mean, q05, q25, q50, q75, "
+        f"q95, p_above, percentiles FROM {{ks}}.{TABLE_GBM_FORECASTS} "
+        "WHERE symbol = ? AND day = ? AND issued_at = ? AND run_id = ?"
+    ),
+    "paths": (
+        f"SELECT model, path, as_of, step_seconds, prices FROM {{ks}}.{TABLE_GBM_PATHS} "
+        "WHERE symbol = ? AND day = ? AND issued_at = ? AND run_id = ?"
+    ),
+    "backtest": f"SELECT * FROM {{ks}}.{TABLE_GBM_BACKTEST} WHERE symbol = ? AND day = ?",
+    **{
+        f"bars {table}": (
+            f"SELECT {_BARS_COLUMNS} FROM {{ks}}.{table} "
+            "WHERE symbol = ? AND day = ? AND window_start >= ? AND window_start < ?"
+        )
+        for table in CANDLE_TABLES.values()
+    },
+}
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """One forecast run of one symbol: the clustering prefix of every ``gbm_*`` row it wrote."""
+
+    issued_at: datetime
+    run_id: str
+    day: date
+
+
+def utc(value: datetime) -> datetime:
+    """The driver returns naive UTC datetimes; make them aware so they print and compare right."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def describe_cassandra_error(exc: BaseException, hosts: Sequence[str], port: int) -> str:
+    """One line for the user: where we tried and what the driver said, without a trace.
+
+    >>> describe_cassandra_error(ConnectionRefusedError(111, "Connection refused"),
+    ...                          ["127.0.0.1"], 9)
+    'Cassandra at 127.0.0.1:9 is not answering (ConnectionRefusedError: [Errno 111] Connection \
+refused). Is the stack up? Start it with `make up`.'
+    """
+    if isinstance(exc, NoHostAvailable) and len(exc.args) > 1 and isinstance(exc.args[1], dict):
+        causes = "; ".join(f"{host}: {err}" for host, err in exc.args[1].items())
+        detail = f"{exc.args[0]}: {causes}" if causes else str(exc.args[0])
+    else:
+        detail = str(exc)
+    detail = " ".join(detail.split())[:300]
+    if isinstance(exc, RequestValidationException):
+        return (
+            f"Cassandra at {','.join(hosts)}:{port} refused the query ({type(exc).__name__}: "
+            f"{detail}). Does the keyspace exist? `make up` creates and migrates it."
+        )
+    return (
+        f"Cassandra at {','.join(hosts)}:{port} is not answering ({type(exc).__name__}: "
+        f"{detail}). Is the stack up? Start it with `make up`."
+    )
+
+
+def run_keys(runs: pd.DataFrame) -> list[RunKey]:
+    """The distinct runs in ``gbm_forecast_runs`` rows, newest first."""
+    if runs.empty:
+        return []
+    keys = {RunKey(r.issued_at, r.run_id, r.day) for r in runs.itertuples(index=False)}
+    return sorted(keys, reverse=True)
+
+
+def run_label(run: RunKey, models: Iterable[str]) -> str:
+    """
+    >>> run_label(RunKey(datetime(2026, 1, 5, 12, 0, tzinfo=UTC), "r1", date(2026, 1, 5)),
+    ...           ["gbm", "hist_sim"])
+    '2026-01-05 12:00:00 UTC  (gbm, hist_sim)'
+    """
+    return f"{run.issued_at:%Y-%m-%d %H:%M:%S} UTC  ({', '.join(sorted(models))})"
+
+
+def fan_frame(forecasts: pd.DataFrame) -> pd.DataFrame:
+    """Quantile bands per model and time, with the anchor (``as_of``, last price) as step 0 so
+    the fan opens at the last observed price.
+
+    :param forecasts: rows of ``gbm_forecasts`` for one run (columns ``model, step, target_ts,
+        as_of, last_price, mean, q05..q95, p_above``).
+    """
+    columns = ["model", "step", "time", "last_price", "mean", *QUANTILES, "p_above"]
+    if forecasts.empty:
+        return pd.DataFrame({c: [] for c in columns}).assign(
+            time=pd.Series(dtype="datetime64[ns, UTC]"))
+    anchors = (
+        forecasts.sort_values("step").groupby("model", as_index=False).first()
+        .assign(step=0, target_ts=lambda f: f["as_of"], mean=lambda f: f["last_price"],
+                p_above=np.nan)
+    )
+    for q in QUANTILES:
+        anchors[q] = anchors["last_price"]
+    frame = pd.concat([anchors, forecasts], ignore_index=True)
+    frame["time"] = pd.to_datetime(frame["target_ts"], utc=True)
+    return frame.sort_values(["model", "step"], ignore_index=True)[columns]
+
+
+def paths_frame(paths: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
+    """Long form of the sample paths: one row per (model, path, step), step 0 at ``as_of``.
+
+    :param paths: rows of ``gbm_paths`` (``model, path, as_of, step_seconds, prices``) and
+        ``last_price`` per model.
+    :param limit: keep paths ``0 .. limit-1`` of each model
+    """
+    rows: list[tuple[str, int, int, pd.Timestamp, float]] = []
+    for r in paths.itertuples(index=False):
+        if limit is not None and r.path >= limit:
+            continue
+        as_of = pd.Timestamp(r.as_of)
+        as_of = as_of.tz_localize("UTC") if as_of.tz is None else as_of.tz_convert("UTC")
+        for step, price in enumerate([r.last_price, *r.prices]):
+            rows.append((r.model, r.path, step, as_of + timedelta(seconds=step * r.step_seconds),
+                         float(price)))
+    return pd.DataFrame(rows, columns=["model", "path", "step", "time", "price"])
+
+
+def histogram_frame(edges: Sequence[float], counts: Sequence[int]) -> pd.DataFrame:
+    """Bars of the terminal-price histogram: share of paths per bin and its density (share per
+    unit of price, so it is comparable with :func:`terminal_density`).
+
+    >>> histogram_frame([1.0, 2.0, 4.0], [1, 3]).to_dict("list")
+    {'lo': [1.0, 2.0], 'hi': [2.0, 4.0], 'paths': [1, 3], 'share': [0.25, 0.75], \
+'density': [0.25, 0.375]}
+    """
+    if len(edges) != len(counts) + 1:
+        raise ValueError(f"hist_edges has {len(edges)} values for {len(counts)} counts")
+    total = sum(counts) or 1
+    lo, hi = np.asarray(edges[:-1], dtype=float), np.asarray(edges[1:], dtype=float)
+    share = np.asarray(counts, dtype=float) / total
+    width = np.where(hi > lo, hi - lo, np.nan)
+    return pd.DataFrame({
+        "lo": lo.tolist(), "hi": hi.tolist(), "paths": [int(c) for c in counts],
+        "share": share.tolist(), "density": (share / width).tolist(),
+    })
+
+
+def terminal_density(percentiles: Sequence[float], spacing: int = 5) -> pd.DataFrame:
+    """Price density at the horizon from the stored percentiles 1..99: around percentile ``k``
+    the density is ``2 * spacing / 100`` of probability over ``P(k+spacing) - P(k-spacing)``.
+
+    >>> terminal_density([float(p) for p in range(1, 100)], spacing=5)["density"].round(6).unique()
+    array([0.01])
+    """
+    p = np.asarray(percentiles, dtype=float)
+    if p.size != 99:
+        raise ValueError(f"percentiles has {p.size} values, expected 99 (1st..99th)")
+    k = np.arange(spacing, 99 - spacing)
+    width = p[k + spacing] - p[k - spacing]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        density = np.where(width > 0, 2 * spacing / 100 / width, np.nan)
+    return pd.DataFrame({"level": (k + 1) / 100, "price": p[k], "density": density})
+
+
+def realised_closes(bars: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+    """``time, close`` of the bars that ended in ``(start, end]``, stamped at the bar end (the
+    forecast's clock), oldest first."""
+    if bars.empty:
+        return pd.DataFrame({"time": pd.Series(dtype="datetime64[ns, UTC]"),
+                             "close": pd.Series(dtype=float)})
+    frame = pd.DataFrame({"time": pd.to_datetime(bars["window_end"], utc=True),
+                          "close": bars["close"].astype(float)})
+    frame = frame[(frame["time"] > pd.Timestamp(start)) & (frame["time"] <= pd.Timestamp(end))]
+    return frame.sort_values("time", ignore_index=True)
+
+
+def band_coverage(fan: pd.DataFrame, realised: pd.DataFrame) -> pd.DataFrame:
+    """How often the realised price fell inside each model's 50% and 90% bands, over the
+    forecast steps realised so far.
+
+    :param fan: :func:`fan_frame` output.
+    :param realised: ``time, close`` of the 5-second bars after ``as_of`` (bar end times).
+    :returns: per model: ``steps`` realised, ``inside50`` and ``inside90`` shares.
+    """
+    steps = fan[fan["step"] > 0]
+    if steps.empty or realised.empty:
+        return pd.DataFrame(columns=["model", "steps", "inside50", "inside90"])
+    ordered = realised.sort_values("time")
+    # The price at a target time is the close of the last bar that ended by then.
+    matched = pd.merge_asof(
+        steps.sort_values("time"), ordered[["time", "close"]], on="time", direction="backward",
+        tolerance=pd.Timedelta(seconds=30),
+    ).dropna(subset=["close"])
+    matched = matched[matched["time"] <= ordered["time"].iloc[-1]]
+    out = []
+    for model, group in matched.groupby("model"):
+        inside50 = (group["close"] >= group["q25"]) & (group["close"] <= group["q75"])
+        inside90 = (group["close"] >= group["q05"]) & (group["close"] <= group["q95"])
+        out.append((model, len(group), float(inside50.mean()), float(inside90.mean())))
+    return pd.DataFrame(out, columns=["model", "steps", "inside50", "inside90"])
+
+
+def coverage_frame(backtest: pd.DataFrame) -> pd.DataFrame:
+    """Coverage of the 50% and 90% bands per model and horizon step, each with the binomial band
+    a calibrated model's coverage falls in with 95% probability for its ``n`` scored forecasts.
+
+    :param backtest: ``gbm_backtest`` rows of one evaluation (``model, step, horizon_s, n,
+        cover50, cover90``).
+    :returns: ``model, band, nominal, step, horizon_s, n, coverage, lo, hi, inside``
+    """
+    rows = []
+    for r in backtest.itertuples(index=False):
+        for band, nominal in (("50%", 0.5), ("90%", 0.9)):
+            coverage = float(getattr(r, f"cover{band[:2]}"))
+            b = binomial_band(int(r.n), nominal)
+            rows.append((r.model, band, nominal, int(r.step), int(r.horizon_s), int(r.n),
+                         coverage, b.low, b.high, bool(b.low <= coverage <= b.high)))
+    frame = pd.DataFrame(rows, columns=["model", "band", "nominal", "step", "horizon_s", "n",
+                                        "coverage", "lo", "hi", "inside"])
+    return frame.sort_values(["band", "model", "step"], ignore_index=True)
+
+
+def skill_history(backtests: pd.DataFrame) -> pd.DataFrame:
+    """CRPS skill against the baseline per model and backtest evaluation, pooled over the
+    horizon steps.
+
+    Each row's ``crps_skill`` is ``1 - C_model / C_base`` over its ``n_paired`` forecasts, so
+    ``C_model = (1 - skill) * C_base``; pooling weights both by ``n_paired``:
+    ``skill = 1 - sum(n (1 - s) C_base) / sum(n C_base)``.
+
+    :returns: ``evaluated_at, model, skill, n_paired``, oldest first
+    """
+    columns = ["evaluated_at", "model", "skill", "n_paired"]
+    if backtests.empty:
+        return pd.DataFrame(columns=columns)
+    ok = backtests.dropna(subset=["crps_skill", "crps_baseline_bps"])
+    ok = ok[(ok["n_paired"] > 0) & (ok["crps_baseline_bps"] > 0)]
+    rows = []
+    for (evaluated_at, model), g in ok.groupby(["evaluated_at", "model"]):
+        weight = g["n_paired"] * g["crps_baseline_bps"]
+        skill = 1.0 - float((weight * (1.0 - g["crps_skill"])).sum() / weight.sum())
+        rows.append((pd.Timestamp(evaluated_at, tz="UTC") if pd.Timestamp(evaluated_at).tz is None
+                     else pd.Timestamp(evaluated_at), model, skill, int(g["n_paired"].sum())))
+    return pd.DataFrame(rows, columns=columns).sort_values(
+        ["evaluated_at", "model"], ignore_index=True)
+
+
+def _frame(rows: Iterable[Any]) -> pd.DataFrame:
+    return pd.DataFrame([row._asdict() for row in rows])
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    """UTC days from ``start`` to ``end`` inclusive (the partitions a time range touches)."""
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+class ForecastReader:
+    """Reads what ``gbm_analysis`` and the stream processor wrote in ``keyspace``; every method
+    returns plain frames.
+
+    :param session: a cassandra-driver session (any or no keyspace set)
+    :param cluster: shut down by :meth:`close`, if given
+    """
+
+    def __init__(self, session: Any, keyspace: str, cluster: Any = None) -> None:
+        if not keyspace.replace("_", "").isalnum():
+            raise ValueError(f"keyspace {keyspace!r}: use letters, digits and _")
+        self.session = session
+        self.keyspace = keyspace
+        self.cluster = cluster
+        self._prepared: dict[str, Any] = {}
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.shutdown()
+
+    def _execute(self, query: str, values: Sequence[Any] = ()) -> Any:
+        statement = self._prepared.get(query)
+        if statement is None:
+            statement = self._prepared[query] = self.session.prepare(
+                QUERIES[query].format(ks=self.keyspace))
+        return self.session.execute(statement, tuple(values))
+
+    def symbols(self, days: Sequence[date]) -> list[str]:
+        """Symbols with a forecast run on any of ``days``."""
+        wanted = set(days)
+        return sorted({r.symbol for r in self._execute("symbols")
+                       if _as_date(r.day) in wanted})
+
+    def runs(self, symbol: str, days: Sequence[date]) -> pd.DataFrame:
+        """``gbm_forecast_runs`` rows of ``symbol`` on ``days``, newest first."""
+        frames = [_frame(self._execute("runs", (symbol, day))) for day in days]
+        runs = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()],
+                         ignore_index=True)
+        if runs.empty:
+            return runs
+        runs["day"] = runs["day"].map(_as_date)
+        runs["issued_at"] = runs["issued_at"].map(utc)
+        runs["as_of"] = runs["as_of"].map(lambda t: utc(t) if t is not None else None)
+        return runs.sort_values(["issued_at", "model"], ascending=[False, True],
+                                ignore_index=True)
+
+    def forecasts(self, symbol: str, run: RunKey) -> pd.DataFrame:
+        frame = _frame(self._execute("forecasts", (symbol, run.day, run.issued_at, run.run_id)))
+        for column in ("target_ts", "as_of"):
+            if not frame.empty:
+                frame[column] = frame[column].map(utc)
+        return frame
+
+    def paths(self, symbol: str, run: RunKey) -> pd.DataFrame:
+        frame = _frame(self._execute("paths", (symbol, run.day, run.issued_at, run.run_id)))
+        if not frame.empty:
+            frame["as_of"] = frame["as_of"].map(utc)
+        return frame
+
+    def bars(self, symbol: str, candle: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Bars of width ``candle`` (a key of :data:`CANDLE_TABLES`) starting in
+        ``[start, end)``, oldest first, times in UTC."""
+        query = f"bars {CANDLE_TABLES[candle]}"
+        rows = [row for day in _days(start, end)
+                for row in self._execute(query, (symbol, day, start, end))]
+        frame = _frame(rows)
+        if frame.empty:
+            return pd.DataFrame(columns=_BARS_COLUMNS.split(", "))
+        for column in ("window_start", "window_end"):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame.sort_values("window_start", ignore_index=True)
+
+    def backtests(self, symbol: str, days: Sequence[date]) -> pd.DataFrame:
+        """Every ``gbm_backtest`` row of ``symbol`` (``*`` = pooled) evaluated on ``days``."""
+        frames = [_frame(self._execute("backtest", (symbol, day))) for day in days]
+        frame = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()],
+                          ignore_index=True)
+        if not frame.empty:
+            frame["evaluated_at"] = frame["evaluated_at"].map(utc)
+        return frame
+
+
+def newest_evaluation(backtests: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the newest backtest evaluation, ordered by model and step."""
+    if backtests.empty:
+        return backtests
+    newest = backtests["evaluated_at"].max()
+    return backtests[backtests["evaluated_at"] == newest].sort_values(
+        ["model", "step"], ignore_index=True)
+
+
+def _as_date(value: Any) -> date:
+    # The driver gives cassandra.util.Date for ``date`` columns; it knows its own date().
+    return value if isinstance(value, date) else value.date()
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a float, or None for NULL/NaN (what the job stores for "not applicable")."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None

@@ -1,0 +1,58 @@
+"""Settings of the forecast explorer app, from ``STREAMLIT_*`` environment variables
+(``STREAMLIT_PORT`` is the stack's, in ``infra.config``).
+
+Streamlit itself reads ``STREAMLIT_<SECTION>_<OPTION>`` (e.g. ``STREAMLIT_SERVER_PORT``); the names
+here match no Streamlit option, so the two never mix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from schemas.settings import SettingsError, env_value, parse_duration_ms
+
+__all__ = ["ExplorerSettings"]
+
+
+def _seconds(env: Mapping[str, str], name: str, default: str, *, allow_zero: bool) -> float:
+    raw = env_value(env, name) or default
+    millis = parse_duration_ms(name, raw)
+    if millis == 0 and not allow_zero:
+        raise SettingsError(f"{name}={raw!r} must be longer than 0 s")
+    return millis / 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplorerSettings:
+    """
+    :param refresh_seconds: ``STREAMLIT_REFRESH``: how often the charts re-read Cassandra while a
+        browser is connected; 0 turns live refresh off
+    :param cache_ttl_seconds: ``STREAMLIT_CACHE_TTL``: how long runs, forecasts and backtests are
+        cached (live bars are cached for the refresh interval)
+
+    >>> ExplorerSettings.from_env({"STREAMLIT_REFRESH": "5s"}).refresh_seconds
+    5.0
+    >>> ExplorerSettings.from_env({"STREAMLIT_CACHE_TTL": "soon"})
+    Traceback (most recent call last):
+    ...
+    schemas.settings.SettingsError: STREAMLIT_CACHE_TTL='soon': expected a duration like \
+'10 seconds', '500 ms', '5m' or '6h'
+    """
+
+    refresh_seconds: float = 10.0
+    cache_ttl_seconds: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ExplorerSettings:
+        env = os.environ if env is None else env
+        return cls(
+            refresh_seconds=_seconds(env, "STREAMLIT_REFRESH", "10s", allow_zero=True),
+            cache_ttl_seconds=_seconds(env, "STREAMLIT_CACHE_TTL", "30s", allow_zero=False),
+        )
+
+    @property
+    def bars_ttl_seconds(self) -> float:
+        """Live bars are re-read at every refresh, not only when the longer cache expires."""
+        return min(self.refresh_seconds or self.cache_ttl_seconds, self.cache_ttl_seconds)

@@ -1,0 +1,349 @@
+"""Streamlit explorer of the GBM forecasts, started by ``make up`` (``python -m infra up``).
+
+Pick a symbol, a run and a model; see the forecast fan over the price history with the realised
+price drawn in as it arrives, the terminal distribution, P(above last), the backtest's band
+coverage and CRPS skill, and what the forecast would look like with other parameters. Reads
+Cassandra with the read-only role that ``infra`` passes in ``CASSANDRA_USERNAME/PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
+
+import pandas as pd
+import streamlit as st
+
+from dashboards.charts import (
+    coverage_figure,
+    fan_figure,
+    p_above_figure,
+    skill_figure,
+    terminal_figure,
+)
+from dashboards.forecasts import (
+    CANDLE_TABLES,
+    CASSANDRA_ERRORS,
+    ForecastReader,
+    RunKey,
+    band_coverage,
+    coverage_frame,
+    describe_cassandra_error,
+    fan_frame,
+    finite,
+    histogram_frame,
+    newest_evaluation,
+    paths_frame,
+    realised_closes,
+    run_keys,
+    run_label,
+    skill_history,
+    terminal_density,
+)
+from dashboards.settings import ExplorerSettings
+from dashboards.what_if import StoredModel, WhatIf, WhatIfResult, what_if_forecast
+from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL
+from schemas.cassandra import connect
+from schemas.settings import CassandraSettings, SettingsError
+
+ALL_MODELS = "all, side by side"
+HISTORY = {"15 min": 15, "1 h": 60, "6 h": 360}
+PATH_COUNTS = (500, 1_000, 2_000, 5_000, 10_000, 20_000)
+POOLED_LABEL = "all symbols, pooled"
+
+
+class Target(NamedTuple):
+    """Which Cassandra and keyspace; the cache key of the session (the password is not in it)."""
+
+    hosts: tuple[str, ...]
+    port: int
+    keyspace: str
+    username: str
+
+
+def _settings() -> tuple[ExplorerSettings, str | None]:
+    try:
+        return ExplorerSettings.from_env(), None
+    except SettingsError as exc:
+        return ExplorerSettings(), str(exc)
+
+
+SETTINGS, SETTINGS_ERROR = _settings()
+TTL = SETTINGS.cache_ttl_seconds
+BARS_TTL = SETTINGS.bars_ttl_seconds
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda reader: reader.close())
+def _reader(target: Target) -> ForecastReader:
+    settings = CassandraSettings.from_env()
+    cluster, session = connect(settings, connect_timeout=5, request_timeout=15)
+    return ForecastReader(session, target.keyspace, cluster)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _symbols(target: Target, days: tuple[date, ...]) -> list[str]:
+    return _reader(target).symbols(days)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _runs(target: Target, symbol: str, days: tuple[date, ...]) -> pd.DataFrame:
+    return _reader(target).runs(symbol, days)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _forecasts(target: Target, symbol: str, run: RunKey) -> pd.DataFrame:
+    return _reader(target).forecasts(symbol, run)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _paths(target: Target, symbol: str, run: RunKey) -> pd.DataFrame:
+    return _reader(target).paths(symbol, run)
+
+
+@st.cache_data(ttl=BARS_TTL, show_spinner=False)
+def _bars(target: Target, symbol: str, candle: str, start: datetime, end: datetime
+          ) -> pd.DataFrame:
+    return _reader(target).bars(symbol, candle, start, end)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _backtests(target: Target, symbol: str, days: tuple[date, ...]) -> pd.DataFrame:
+    return _reader(target).backtests(symbol, days)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _what_if(base: StoredModel, change: WhatIf) -> WhatIfResult:
+    return what_if_forecast(base, change)
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything the charts need, chosen in the sidebar (the live fragment reruns with it)."""
+
+    target: Target
+    symbol: str
+    run: RunKey
+    models: tuple[str, ...]
+    candle: str
+    history_minutes: int
+    n_sample: int
+    days: tuple[date, ...]
+    backtest_symbol: str
+    what_if: tuple[tuple[StoredModel, WhatIf], ...]
+
+
+def stored_model(symbol: str, row: pd.Series) -> StoredModel:
+    return StoredModel(
+        symbol=symbol, model=str(row["model"]), as_of=row["as_of"],
+        last_price=float(row["last_price"]), mu=finite(row["mu"]) or 0.0,
+        sigma=float(row["sigma"]), dof=finite(row["dof"]), step_seconds=int(row["step_seconds"]),
+        n_steps=int(row["n_steps"]), n_paths=int(row["n_paths"]), seed=int(row["seed"]),
+    )
+
+
+def _cassandra_failed(exc: BaseException, target: Target) -> None:
+    # A fresh session next time: the driver's own reconnection backs off for minutes.
+    _reader.clear()
+    st.error(describe_cassandra_error(exc, target.hosts, target.port))
+
+
+def what_if_controls(base: StoredModel, run: RunKey) -> tuple[bool, WhatIf]:
+    side = st.sidebar
+    side.subheader("What if")
+    key = run.run_id
+    enabled = side.toggle("overlay what-if", value=False, key=f"what-if-{key}",
+                          help="Re-simulate with the job's own simulator and seed")
+    sigma = side.slider("sigma multiplier", 0.25, 3.0, 1.0, 0.05, key=f"sigma-{key}")
+    drift = side.slider("drift, % per day", -20.0, 20.0,
+                        min(max(base.drift_pct_per_day, -20.0), 20.0), 0.5, key=f"drift-{key}")
+    horizon = side.slider(f"horizon, steps of {base.step_seconds} s", 1,
+                          max(2 * base.n_steps, 120), base.n_steps, key=f"horizon-{key}")
+    counts = sorted({*PATH_COUNTS, base.n_paths})
+    n_paths = side.select_slider("paths", counts, value=base.n_paths, key=f"paths-{key}")
+    # Text, not a number input: run seeds are 63-bit, beyond what a browser number holds.
+    text = side.text_input("seed", value=str(base.seed), key=f"seed-{key}")
+    seed = parse_seed(text)
+    if seed is None:
+        side.error(f"seed {text!r} is not a whole number >= 0; using the run's seed")
+        seed = base.seed
+    return enabled, WhatIf(sigma_multiplier=float(sigma), drift_pct_per_day=float(drift),
+                           n_steps=int(horizon), n_paths=int(n_paths), seed=seed)
+
+
+def parse_seed(text: str) -> int | None:
+    try:
+        seed = int(text.strip())
+    except ValueError:
+        return None
+    return seed if 0 <= seed < 2**64 else None
+
+
+def explore(target: Target) -> None:
+    side = st.sidebar
+    today = datetime.now(UTC).date()
+    days_back = side.number_input("days to look back", min_value=1, max_value=30, value=3)
+    days = tuple(today - timedelta(days=n) for n in range(int(days_back)))
+    symbols = _symbols(target, days)
+    if not symbols:
+        st.info(
+            f"No forecasts in keyspace {target.keyspace!r} in the last {int(days_back)} days yet. "
+            "The hourly job writes them (`python -m gbm_analysis run --once` runs one now)."
+        )
+        return
+    symbol = side.selectbox("symbol", symbols, key="symbol")
+    runs = _runs(target, symbol, days)
+    keys = run_keys(runs)
+    labels = {k: run_label(k, runs[runs["run_id"] == k.run_id]["model"]) for k in keys}
+    run = side.selectbox("forecast run (newest first)", keys, index=0,
+                         format_func=labels.__getitem__, key=f"run-{symbol}")
+    this_run = runs[runs["run_id"] == run.run_id]
+    ok = this_run[this_run["status"] == "ok"]
+    for r in this_run[this_run["status"] != "ok"].itertuples():
+        st.warning(f"{r.model}: no forecast ({r.status}): {r.message}")
+    if ok.empty:
+        st.info(f"This run made no forecast for {symbol}; pick another run or symbol.")
+        return
+    ok_models = list(ok["model"])
+    choice = side.selectbox("model", [ALL_MODELS, *ok_models], key="model")
+    models = tuple(ok_models if choice == ALL_MODELS else [choice])
+    candle = side.radio("candles", list(CANDLE_TABLES), horizontal=True, key="candle")
+    history = side.select_slider("history before the run", list(HISTORY), value="1 h",
+                                 key="history")
+    n_sample = side.slider("sample paths", 0, 50, 10, key="sample-paths")
+    scope = side.radio("backtest of", [symbol, POOLED_LABEL], key=f"scope-{symbol}")
+
+    shown = ok[ok["model"].isin(models)]
+    bases = [stored_model(symbol, row) for _, row in shown.iterrows()]
+    enabled, change = what_if_controls(bases[0], run)
+    first = bases[0]
+    cols = st.columns(5)
+    cols[0].metric("last price", f"{first.last_price:,.6g}")
+    cols[1].metric("as of (UTC)", f"{first.as_of:%Y-%m-%d %H:%M:%S}")
+    cols[2].metric("horizon", f"{first.n_steps} x {first.step_seconds} s")
+    cols[3].metric("paths", f"{first.n_paths:,}")
+    cols[4].metric("seed", f"{first.seed}")
+    table = shown[["model", "sigma_annualised", "dof", "n_bars", "n_returns", "n_rejected"]]
+    st.dataframe(table.rename(columns={"sigma_annualised": "sigma (annualised)"}),
+                 hide_index=True, width="stretch")
+
+    what_if = tuple((base, replace(change, n_sample=max(n_sample, 1)))
+                    for base in bases) if enabled else ()
+    view = View(target=target, symbol=symbol, run=run, models=models, candle=candle,
+                history_minutes=HISTORY[history], n_sample=n_sample, days=days,
+                backtest_symbol=POOLED_SYMBOL if scope == POOLED_LABEL else symbol,
+                what_if=what_if)
+    run_every = SETTINGS.refresh_seconds or None
+    st.fragment(run_every=run_every)(charts)(view, ok)
+
+
+def charts(view: View, ok: pd.DataFrame) -> None:
+    """The charts; a fragment, so a live refresh re-reads and redraws only these."""
+    try:
+        _charts(view, ok)
+    except CASSANDRA_ERRORS as exc:
+        _cassandra_failed(exc, view.target)
+
+
+def _charts(view: View, ok: pd.DataFrame) -> None:
+    started = time.perf_counter()
+    forecasts = _forecasts(view.target, view.symbol, view.run)
+    forecasts = forecasts[forecasts["model"].isin(view.models)] if not forecasts.empty \
+        else forecasts
+    fan = fan_frame(forecasts)
+    if fan.empty:
+        st.info("The forecast steps of this run are not readable yet; try again in a moment.")
+        return
+    as_of = fan["time"].min().to_pydatetime()
+    horizon_end = fan["time"].max().to_pydatetime()
+    now = datetime.now(UTC)
+    bars = _bars(view.target, view.symbol, view.candle,
+                 as_of - timedelta(minutes=view.history_minutes), horizon_end)
+    fine = bars if view.candle == "5 s" else _bars(view.target, view.symbol, "5 s",
+                                                  as_of - timedelta(seconds=5), horizon_end)
+    realised = realised_closes(fine, as_of, horizon_end)
+    paths = pd.DataFrame()
+    if view.n_sample:
+        raw = _paths(view.target, view.symbol, view.run)
+        if not raw.empty:
+            raw = raw[raw["model"].isin(view.models)].assign(
+                last_price=lambda f: f["model"].map(dict(zip(ok["model"], ok["last_price"],
+                                                             strict=True))))
+            paths = paths_frame(raw, limit=view.n_sample)
+    sims = {base.model: _what_if(base, change) for base, change in view.what_if}
+
+    st.subheader("Forecast fan over the price history")
+    if bars.empty:
+        st.caption(f"No {view.candle} bars around this run yet.")
+    realised_steps = band_coverage(fan, realised)
+    st.plotly_chart(
+        fan_figure(fan, candles=bars, candle_label=view.candle, realised=realised, paths=paths,
+                   what_if=sims),
+        key="fan", width="stretch",
+    )
+    if realised.empty:
+        st.caption("Nothing realised since the forecast yet: the realised price appears as bars "
+                   "arrive.")
+    elif not realised_steps.empty:
+        st.dataframe(realised_steps.rename(columns={
+            "steps": "steps realised", "inside50": "inside 25-75%", "inside90": "inside 5-95%"}),
+            hide_index=True, width="stretch")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Terminal price")
+        last_step = forecasts[forecasts["step"] == forecasts["step"].max()]
+        densities = {r.model: terminal_density(r.percentiles) for r in last_step.itertuples()
+                     if r.percentiles}
+        histograms = {r.model: histogram_frame(r.hist_edges, r.hist_counts)
+                      for r in ok[ok["model"].isin(view.models)].itertuples() if r.hist_edges}
+        st.plotly_chart(terminal_figure(histograms, densities,
+                                        last_price=float(ok["last_price"].iloc[0]),
+                                        what_if=sims), key="terminal", width="stretch")
+    with right:
+        st.subheader("P(above the last price)")
+        st.plotly_chart(p_above_figure(fan, sims), key="p_above", width="stretch")
+
+    scope = "all symbols, pooled" if view.backtest_symbol == POOLED_SYMBOL else view.symbol
+    st.subheader(f"Backtest ({scope})")
+    backtests = _backtests(view.target, view.backtest_symbol, view.days)
+    if backtests.empty:
+        st.info("Not backtested yet: the backtest (`python -m gbm_analysis backtest`) scores "
+                "forecasts once their horizon has passed.")
+    else:
+        newest = newest_evaluation(backtests)
+        newest = newest[newest["model"].isin(view.models)]
+        st.caption(f"Newest evaluation {newest['evaluated_at'].max():%Y-%m-%d %H:%M:%S} UTC; "
+                   "shaded: the 95% binomial band a calibrated model's coverage falls in.")
+        st.plotly_chart(coverage_figure(coverage_frame(newest)), key="coverage",
+                        width="stretch")
+        skill = skill_history(backtests[backtests["model"].isin(view.models)])
+        st.plotly_chart(skill_figure(skill, BASELINE_MODEL), key="skill", width="stretch")
+    st.caption(
+        f"Read at {now:%H:%M:%S} UTC in {time.perf_counter() - started:.2f} s; "
+        + (f"refreshes every {SETTINGS.refresh_seconds:g} s." if SETTINGS.refresh_seconds
+           else "live refresh is off (STREAMLIT_REFRESH=0).")
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="GBM forecast explorer", layout="wide")
+    st.title("GBM forecast explorer")
+    if SETTINGS_ERROR:
+        st.error(f"Configuration: {SETTINGS_ERROR}")
+        return
+    try:
+        cassandra = CassandraSettings.from_env()
+    except SettingsError as exc:
+        st.error(f"Configuration: {exc}")
+        return
+    target = Target(cassandra.hosts, cassandra.port, cassandra.keyspace,
+                    cassandra.username or "")
+    try:
+        explore(target)
+    except CASSANDRA_ERRORS as exc:
+        _cassandra_failed(exc, target)
+
+
+main()
