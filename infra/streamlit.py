@@ -31,7 +31,8 @@ class StreamlitService(ManagedProcess):
 
     @property
     def marker(self) -> str:
-        return str(APP)
+        # Relative, so a checkout elsewhere sharing this STATE_DIR still recognises the process.
+        return f"{APP.parent.name}/{APP.name}"
 
     @property
     def ports(self) -> dict[str, int]:
