@@ -22,6 +22,7 @@ from infra.migrations import apply_migrations
 from infra.pipeline import pipeline_steps
 from infra.service import ManagedProcess
 from infra.streamlit import StreamlitService
+from infra.superset import SupersetService
 from infra.trino import TrinoService, run_query
 from schemas.settings import CassandraSettings, SettingsError
 
@@ -33,6 +34,7 @@ def services(config: InfraConfig) -> dict[str, ManagedProcess]:
         "kafka": KafkaService(config),
         "cassandra": CassandraService(config),
         "trino": TrinoService(config),
+        "superset": SupersetService(config),
         "streamlit": StreamlitService(config),
     }
 
@@ -49,6 +51,7 @@ def cmd_install(config: InfraConfig, _: argparse.Namespace) -> None:
     trino = TrinoService(config)
     trino.find_java()
     say(f"trino server ready in {trino.install()}")
+    say(f"superset ready in {SupersetService(config).install()}")
 
 
 def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:

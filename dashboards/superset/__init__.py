@@ -1,0 +1,1 @@
+"""Superset: pinned install, config template, dashboards as code (see infra/superset.py)."""
