@@ -128,11 +128,9 @@ def launch(env: Mapping[str, str] | None = None) -> Iterator[Browser]:
 
 CHART_CELL = '[data-test="chart-grid-component"]'
 CHART_ERROR = f'{CHART_CELL} [role="alert"]'
-LOADING = '[aria-label="Loading"]:visible'
 STREAMLIT_CHART = '[data-testid="stPlotlyChart"]'
 STREAMLIT_TRACE = f"{STREAMLIT_CHART} .main-svg .trace"
 STREAMLIT_ERROR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-NO_DATA = ("No results were returned", "No data")
 
 
 @dataclass(frozen=True)
@@ -180,32 +178,53 @@ def superset_login(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> No
 
 
 def open_dashboard(page: Page, urls: DashboardUrls, timeout_s: float = 90) -> list[ChartCell]:
-    """Open the dashboard and return each chart cell once no chart is loading any more."""
+    """Open the dashboard and return its chart cells once each has drawn, failed or come back
+    empty; cells still drawing at the timeout come back with ``rendered=False``."""
     page.goto(
         f"{urls.superset}/superset/dashboard/{urls.dashboard_slug}/",
         wait_until="domcontentloaded", timeout=timeout_s * 1000,
     )
     page.wait_for_selector(CHART_CELL, state="attached", timeout=timeout_s * 1000)
-    # The loader stays in the DOM hidden; only visible ones mean a chart still waits for data.
-    page.wait_for_selector(LOADING, state="detached", timeout=timeout_s * 1000)
-    return chart_cells(page)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cells = chart_cells(page)
+        if all(c.rendered or c.empty or c.error for c in cells) or time.monotonic() > deadline:
+            return cells
+        page.wait_for_timeout(200)
+
+
+# One cell's state. Loaders (an animated svg) come and go before ECharts has drawn, and every
+# cell header holds svg icons, so a chart counts as drawn only by what its body shows with no
+# loader in it: painted canvas pixels (ECharts), table rows, an svg, or digits (big numbers).
+_JUDGE_CELLS = """cells => cells.map(cell => {
+  const LOADER = '[data-test="loading-indicator"], [aria-label="Loading"]';
+  const title = cell.querySelector('[data-test="editable-title"], [data-test="slice-header"]');
+  const alert = cell.querySelector('[role="alert"]');
+  const body = cell.querySelector('[data-test="chart-container"], .chart-container');
+  const painted = c => {
+    if (!c.width || !c.height) return false;
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    for (let i = 3; i < d.length; i += 64) if (d[i] > 0) return true;
+    return false;
+  };
+  const loading = !!body && [...body.querySelectorAll(LOADER)]
+    .some(e => e.getClientRects().length > 0);
+  const drawn = !!body && !loading && (
+    !!body.querySelector('table tbody tr') ||
+    [...body.querySelectorAll('svg')].some(s => !s.closest(LOADER)) ||
+    [...body.querySelectorAll('canvas')].some(painted) ||
+    (!body.querySelector('canvas') && /\\d/.test(body.innerText)));
+  return {
+    title: title ? title.innerText.trim() : '?',
+    error: alert ? alert.innerText.trim() : null,
+    empty: /No results were returned|No data/.test(cell.innerText),
+    rendered: drawn,
+  };
+})"""
 
 
 def chart_cells(page: Page) -> list[ChartCell]:
-    cells = []
-    for cell in page.locator(CHART_CELL).all():
-        title = cell.locator('[data-test="editable-title"], [data-test="slice-header"]').first
-        alert = cell.locator('[role="alert"]')
-        graphic = cell.locator("svg, canvas, table").count() > 0
-        text = cell.locator('[data-test="chart-container"], .chart-container').first
-        body = text.inner_text() if text.count() else ""
-        cells.append(ChartCell(
-            title=title.inner_text().strip() if title.count() else "?",
-            rendered=graphic or any(ch.isdigit() for ch in body),
-            empty=any(marker in cell.inner_text() for marker in NO_DATA),
-            error=alert.first.inner_text().strip() if alert.count() else None,
-        ))
-    return cells
+    return [ChartCell(**state) for state in page.locator(CHART_CELL).evaluate_all(_JUDGE_CELLS)]
 
 
 def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> int:
