@@ -131,6 +131,7 @@ CHART_ERROR = f'{CHART_CELL} [role="alert"]'
 STREAMLIT_CHART = '[data-testid="stPlotlyChart"]'
 STREAMLIT_TRACE = f"{STREAMLIT_CHART} .main-svg .trace"
 STREAMLIT_ERROR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+STREAMLIT_RUNNING = '[data-testid="stStatusWidget"]'
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,20 @@ def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> in
     return page.locator(STREAMLIT_CHART).first.locator(".trace").count()
 
 
+def streamlit_screenshot(page: Page, path: Path, timeout_s: float = 60) -> None:
+    """The whole app once its script run has finished. Streamlit scrolls inside its main block,
+    not the document, so the viewport is stretched to the content's height for the picture."""
+    page.wait_for_selector(STREAMLIT_RUNNING, state="detached", timeout=timeout_s * 1000)
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
+        "[data-testid=\"stSidebarContent\"]')].map(e => e.scrollHeight), innerHeight)")
+    size = page.viewport_size or VIEWPORT
+    page.set_viewport_size({"width": size["width"], "height": int(height)})
+    page.wait_for_timeout(1000)  # plotly redraws at the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 
@@ -257,8 +272,7 @@ def screenshots(out_dir: Path = IMG_DIR) -> list[Path]:
             raise InfraError(f"superset: charts not rendered: {', '.join(failed)}")
         page.screenshot(path=str(superset_png), full_page=True)
         open_streamlit(page, urls)
-        page.wait_for_timeout(1000)  # let plotly finish its transition before the picture
-        page.screenshot(path=str(streamlit_png), full_page=True)
+        streamlit_screenshot(page, streamlit_png)
     return [superset_png, streamlit_png]
 
 

@@ -14,6 +14,7 @@ from infra.browser import (
     DashboardUrls,
     open_dashboard,
     open_streamlit,
+    streamlit_screenshot,
     superset_login,
 )
 from tests.dashboards.browser import (  # noqa: F401 - fixtures
@@ -64,12 +65,14 @@ def test_streamlit_explorer_draws_the_fan_chart(
     live_market: object, browser_page: Page, dashboard_urls: DashboardUrls, screenshot_dir: Path
 ) -> None:
     page = browser_page
+    shot = screenshot_dir / "streamlit-forecasts.png"
     try:
         fan_traces = open_streamlit(page, dashboard_urls)
         # The script keeps running after the first chart; judge the page once it has finished.
-        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
+        streamlit_screenshot(page, shot)
     finally:
-        page.screenshot(path=screenshot_dir / "streamlit-forecasts.png", full_page=True)
+        if not shot.exists():
+            page.screenshot(path=shot, full_page=True)
 
     assert fan_traces >= 1
     fan = page.locator(STREAMLIT_CHART).first
