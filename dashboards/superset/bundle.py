@@ -74,6 +74,8 @@ def variables(params: Mapping[str, Any], section: str | None = None) -> dict[str
         "symbols_sql": sql_list(crypto + stocks),
         "crypto_list": ", ".join(crypto),
         "stocks_list": ", ".join(stocks),
+        "crypto_first": crypto[:1],
+        "stocks_first": stocks[:1],
         "today": TODAY,
         "yesterday": f"{TODAY} - INTERVAL '1' DAY",
     }
