@@ -218,12 +218,13 @@ def explore(target: Target) -> None:
     bases = [stored_model(symbol, row) for _, row in shown.iterrows()]
     enabled, change = what_if_controls(bases[0], run)
     first = bases[0]
-    cols = st.columns(5)
+    cols = st.columns(4)
     cols[0].metric("last price", f"{first.last_price:,.6g}")
-    cols[1].metric("as of (UTC)", f"{first.as_of:%Y-%m-%d %H:%M:%S}")
+    cols[1].metric("as of (UTC)", f"{first.as_of:%H:%M:%S}", help=f"{first.as_of:%Y-%m-%d}")
     cols[2].metric("horizon", f"{first.n_steps} x {first.step_seconds} s")
     cols[3].metric("paths", f"{first.n_paths:,}")
-    cols[4].metric("seed", f"{first.seed}")
+    st.caption(f"Run {run.run_id}, issued {run.issued_at:%Y-%m-%d %H:%M:%S} UTC, seed "
+               f"{first.seed}, forecasting from {first.as_of:%Y-%m-%d %H:%M:%S} UTC.")
     table = shown[["model", "sigma_annualised", "dof", "n_bars", "n_returns", "n_rejected"]]
     st.dataframe(table.rename(columns={"sigma_annualised": "sigma (annualised)"}),
                  hide_index=True, width="stretch")

@@ -16,12 +16,14 @@ APP = Path(__file__).resolve().parent.parent / "dashboards" / "streamlit_app.py"
 
 def streamlit_argv(app: Path, host: str, port: int) -> list[str]:
     """Headless on loopback, no usage statistics, no file watcher (nothing reloads under a
-    supervisor), and no tracebacks in the browser: the app reports failures in one line."""
+    supervisor), no tracebacks in the browser (the app reports failures in one line) and no
+    developer menu (deploy, clear cache) for viewers."""
     return [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--server.fileWatcherType", "none", "--server.runOnSave", "false",
         "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
+        "--client.toolbarMode", "viewer",
         "--logger.level", "info",
     ]
 

@@ -214,7 +214,8 @@ def test_first_chart_is_the_newest_run_with_the_stored_quantiles(
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["as of (UTC)"].endswith(f"{AS_OF_NEW:%H:%M:%S}")
     assert metrics["horizon"] == f"{N_STEPS} x {STEP_S} s"
-    assert metrics["seed"] == str(SEED)
+    assert any(f", seed {SEED}, forecasting from {AS_OF_NEW:%Y-%m-%d %H:%M:%S} UTC." in c.value
+               for c in at.caption)
 
     fan = figures(at)["fan"]
     want = stored(session, symbols["good"], AS_OF_NEW)

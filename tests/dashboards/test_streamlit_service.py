@@ -40,7 +40,8 @@ def test_launch_runs_headless_on_loopback_with_the_reader_role_in_the_environmen
         "--server.address": "127.0.0.1", "--server.port": "8642",
         "--server.headless": "true", "--server.fileWatcherType": "none",
         "--server.runOnSave": "false", "--browser.gatherUsageStats": "false",
-        "--client.showErrorDetails": "none", "--logger.level": "info",
+        "--client.showErrorDetails": "none", "--client.toolbarMode": "viewer",
+        "--logger.level": "info",
     }
     reader_file = tmp_path / "cassandra" / "reader.env"
     assert stat.S_IMODE(reader_file.stat().st_mode) == 0o600
