@@ -177,3 +177,29 @@ def test_zip_has_every_file_under_one_root(files, tmp_path: Path) -> None:
         assert sorted(archive.namelist()) == sorted(files)
         assert archive.read(f"{bundle.ROOT}/metadata.yaml").decode() == \
             files[f"{bundle.ROOT}/metadata.yaml"]
+
+
+def test_native_filters_symbol_per_section_and_time_range(files) -> None:
+    (dashboard,) = objects(files, "dashboards").values()
+    filters = {f["id"]: f for f in dashboard["metadata"]["native_filter_configuration"]}
+    position = dashboard["position"]
+    section_ids = {
+        section: {n["meta"]["chartId"] for key, n in position.items()
+                  if key.startswith(f"CHART-{section}-")}
+        for section in bundle.SECTIONS
+    }
+    for section, symbols in (("crypto", CRYPTO), ("stocks", STOCKS)):
+        symbol_filter = filters[f"NATIVE_FILTER-symbol-{section}"]
+        assert symbol_filter["filterType"] == "filter_select"
+        other = "stocks" if section == "crypto" else "crypto"
+        assert set(symbol_filter["scope"]["excluded"]) == section_ids[other]
+        assert symbol_filter["adhoc_filters"][0]["comparator"] == symbols  # offered values
+        assert symbol_filter["defaultDataMask"]["filterState"]["value"] == symbols[:1]
+        assert symbol_filter["defaultDataMask"]["extraFormData"]["filters"] == [
+            {"col": "symbol", "op": "IN", "val": symbols[:1]}]
+    time_filter = filters["NATIVE_FILTER-time_range"]
+    assert time_filter["filterType"] == "filter_time"
+    # Forecasts and backtests show the latest run whatever the window.
+    excluded = {position[f"CHART-{s}-{kind}"]["meta"]["chartId"]
+                for s in bundle.SECTIONS for kind in ("band", "backtest")}
+    assert set(time_filter["scope"]["excluded"]) == excluded
