@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def split_symbols(symbols: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return crypto, [s for s in symbols if s not in crypto]
 
 
-def configured_symbols(env: dict[str, str] | os._Environ[str]) -> tuple[str, ...]:
+def configured_symbols(env: Mapping[str, str]) -> tuple[str, ...]:
     """The collector's symbol list (``SYMBOLS`` or its defaults)."""
     from collector.config import _symbols
     from collector.exceptions import ConfigError
@@ -147,7 +147,7 @@ def _last_line(path: Path) -> str:
     return (errors or lines or ["(no output)"])[-1].strip()
 
 
-def admin_credentials(env: dict[str, str] | os._Environ[str], credentials_file: Path
+def admin_credentials(env: Mapping[str, str], credentials_file: Path
                       ) -> tuple[str, str]:
     """The admin's user and password: ``SUPERSET_ADMIN_USER``/``SUPERSET_ADMIN_PASSWORD``, else
     the values in ``credentials_file``; a missing password is generated and merged into that file
