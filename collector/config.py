@@ -33,6 +33,7 @@ __all__ = [
     "KafkaClient",
     "SecretStr",
     "Source",
+    "parse_symbols",
     "redact",
 ]
 
@@ -98,7 +99,8 @@ def redact(text: str, secret: SecretStr | None) -> str:
     return text
 
 
-def _symbols(raw: str | None) -> tuple[str, ...]:
+def parse_symbols(raw: str | None) -> tuple[str, ...]:
+    """The ``SYMBOLS`` setting: comma-separated, duplicates dropped; the defaults when unset."""
     if raw is None:
         return DEFAULT_SYMBOLS
     symbols = tuple(dict.fromkeys(s.strip() for s in raw.split(",") if s.strip()))
@@ -244,7 +246,7 @@ class CollectorConfig:
         return cls(
             ws_url=ws_url,
             token=SecretStr(token_raw) if token_raw else None,
-            symbols=_symbols(env_value(env, "SYMBOLS")),
+            symbols=parse_symbols(env_value(env, "SYMBOLS")),
             source=source,  # type: ignore[arg-type]
             kafka=KafkaSettings.from_env(env),
             trades_topic=topics["trades"].name,

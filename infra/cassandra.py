@@ -55,6 +55,7 @@ def _cql_literal(value: str) -> str:
 def write_env_file(path: Path, values: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file
     with os.fdopen(fd, "w") as fh:
         fh.write("# generated on first start by `python -m infra up`; keep private\n")
         for key, value in values.items():
@@ -117,8 +118,11 @@ class CassandraService(Service):
                 "CASSANDRA_USERNAME": ADMIN_ROLE,
                 "CASSANDRA_PASSWORD": secrets.token_urlsafe(24),
             })
-        if not load_credentials_file(self.credentials_file).get("CASSANDRA_PASSWORD"):
+        shared = load_credentials_file(self.credentials_file)
+        if not shared.get("CASSANDRA_PASSWORD"):
+            # Other services keep their secrets in the same file: merge, never truncate.
             write_env_file(self.credentials_file, {
+                **shared,
                 "CASSANDRA_USERNAME": APP_ROLE,
                 "CASSANDRA_PASSWORD": secrets.token_urlsafe(24),
             })

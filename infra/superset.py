@@ -71,11 +71,11 @@ def split_symbols(symbols: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
 def configured_symbols(env: Mapping[str, str]) -> tuple[str, ...]:
     """The collector's symbol list (``SYMBOLS`` or its defaults)."""
-    from collector.config import _symbols
+    from collector.config import parse_symbols
     from collector.exceptions import ConfigError
 
     try:
-        return _symbols(env_value(env, "SYMBOLS"))
+        return parse_symbols(env_value(env, "SYMBOLS"))
     except ConfigError as exc:
         raise SettingsError(str(exc)) from None
 

@@ -213,3 +213,30 @@ def test_bad_demo_settings_name_variable_and_value(
     with pytest.raises(SettingsError) as info:
         DemoSettings.from_env()
     assert str(info.value) == message
+
+
+def test_cassandra_first_start_keeps_other_services_secrets(tmp_path: Path) -> None:
+    from infra.cassandra import CassandraService
+    from schemas.settings import load_credentials_file
+
+    config = InfraConfig.from_env({"STATE_DIR": str(tmp_path)})
+    shared = tmp_path / "credentials.env"
+    shared.write_text("SUPERSET_ADMIN_USER=admin\nSUPERSET_ADMIN_PASSWORD=s3cret-value\n")
+    service = CassandraService(config)
+    service.home.mkdir(parents=True)
+    service.prepare(Path("/nonexistent/java"), Path("/nonexistent/lib"))
+    values = load_credentials_file(shared)
+    assert values["SUPERSET_ADMIN_PASSWORD"] == "s3cret-value"
+    assert values["CASSANDRA_PASSWORD"]
+    assert shared.stat().st_mode & 0o777 == 0o600
+
+
+def test_env_file_rewritten_in_place_becomes_private(tmp_path: Path) -> None:
+    from infra.cassandra import write_env_file
+
+    path = tmp_path / "credentials.env"
+    path.write_text("A=1\n")
+    path.chmod(0o644)
+    write_env_file(path, {"A": "2"})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "A=2\n" in path.read_text()
