@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dashboards.superset.bundle import DASHBOARD_SLUG
 from infra.errors import InfraError, InstallError
 from schemas.settings import (
     CREDENTIALS_FILE_NAME,
@@ -56,7 +57,9 @@ def chromium_version(path: Path) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
 
 
 def _apt(prefix: list[str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -127,7 +130,6 @@ def launch(env: Mapping[str, str] | None = None) -> Iterator[Browser]:
 # --- the dashboards' pages ---------------------------------------------------------------------
 
 CHART_CELL = '[data-test="chart-grid-component"]'
-CHART_ERROR = f'{CHART_CELL} [role="alert"]'
 STREAMLIT_CHART = '[data-testid="stPlotlyChart"]'
 STREAMLIT_TRACE = f"{STREAMLIT_CHART} .main-svg .trace"
 STREAMLIT_ERROR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
@@ -153,7 +155,7 @@ class DashboardUrls:
             or saved.get("SUPERSET_ADMIN_USER", "admin"),
             superset_password=env_value(env, "SUPERSET_ADMIN_PASSWORD")
             or saved.get("SUPERSET_ADMIN_PASSWORD", ""),
-            dashboard_slug=env_value(env, "SUPERSET_DASHBOARD_SLUG") or "market-overview",
+            dashboard_slug=DASHBOARD_SLUG,
         )
 
 
