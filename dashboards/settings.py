@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from schemas.settings import SettingsError, env_value, parse_duration_ms
 
 __all__ = ["ExplorerSettings"]
+
+#: bars of the horizon's last minute can still arrive after it ends
+LATE_BARS = timedelta(minutes=1)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: str, *, allow_zero: bool) -> float:
@@ -27,8 +31,8 @@ def _seconds(env: Mapping[str, str], name: str, default: str, *, allow_zero: boo
 @dataclass(frozen=True, kw_only=True)
 class ExplorerSettings:
     """
-    :param refresh_seconds: ``STREAMLIT_REFRESH``: how often the charts re-read Cassandra while a
-        browser is connected; 0 turns live refresh off
+    :param refresh_seconds: ``STREAMLIT_REFRESH``: how often the fan chart re-reads the bars
+        while a browser shows a run whose horizon is open; 0 turns live refresh off
     :param cache_ttl_seconds: ``STREAMLIT_CACHE_TTL``: how long runs, forecasts and backtests are
         cached (live bars are cached for the refresh interval)
 
@@ -51,6 +55,20 @@ class ExplorerSettings:
             refresh_seconds=_seconds(env, "STREAMLIT_REFRESH", "10s", allow_zero=True),
             cache_ttl_seconds=_seconds(env, "STREAMLIT_CACHE_TTL", "30s", allow_zero=False),
         )
+
+    def refresh_for(self, horizon_end: datetime, now: datetime) -> float | None:
+        """The fan's refresh interval: while the horizon is open (plus a minute for late bars)
+        new bars change it; after that redrawing it would only load the browser.
+
+        >>> from datetime import UTC
+        >>> end = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+        >>> s = ExplorerSettings()
+        >>> s.refresh_for(end, end), s.refresh_for(end, end + timedelta(minutes=2))
+        (10.0, None)
+        """
+        if not self.refresh_seconds or now > horizon_end + LATE_BARS:
+            return None
+        return self.refresh_seconds
 
     @property
     def bars_ttl_seconds(self) -> float:

@@ -154,7 +154,10 @@ def what_if_controls(base: StoredModel, run: RunKey) -> tuple[bool, WhatIf]:
     side.subheader("What if")
     key = run.run_id
     enabled = side.toggle("overlay what-if", value=False, key=f"what-if-{key}",
-                          help="Re-simulate with the job's own simulator and seed")
+                          help="Re-simulate each shown model with the forecast job's own "
+                          "simulator and seed, dashed over the stored fan. Unchanged, gbm and "
+                          "ewma_t reproduce the stored run; hist_sim resamples history, so its "
+                          "what-if is a GBM with the spread of those returns.")
     sigma = side.slider("sigma multiplier", 0.25, 3.0, 1.0, 0.05, key=f"sigma-{key}")
     drift = side.slider("drift, % per day", -20.0, 20.0,
                         min(max(base.drift_pct_per_day, -20.0), 20.0), 0.5, key=f"drift-{key}")
@@ -206,7 +209,8 @@ def explore(target: Target) -> None:
         st.info(f"This run made no forecast for {symbol}; pick another run or symbol.")
         return
     ok_models = list(ok["model"])
-    choice = side.selectbox("model", [ALL_MODELS, *ok_models], key="model")
+    # keyed by the models on offer: the choice carries over to symbols that offer the same ones
+    choice = side.selectbox("model", [ALL_MODELS, *ok_models], key=f"model-{','.join(ok_models)}")
     models = tuple(ok_models if choice == ALL_MODELS else [choice])
     candle = side.radio("candles", list(CANDLE_TABLES), horizontal=True, key="candle")
     history = side.select_slider("history before the run", list(HISTORY), value="1 h",
@@ -235,24 +239,36 @@ def explore(target: Target) -> None:
                 history_minutes=HISTORY[history], n_sample=n_sample, days=days,
                 backtest_symbol=POOLED_SYMBOL if scope == POOLED_LABEL else symbol,
                 what_if=what_if)
-    run_every = SETTINGS.refresh_seconds or None
-    st.fragment(run_every=run_every)(charts)(view, ok)
-
-
-def charts(view: View, ok: pd.DataFrame) -> None:
-    """The charts; a fragment, so a live refresh re-reads and redraws only these."""
+    first_end = first.as_of + timedelta(seconds=first.n_steps * first.step_seconds)
+    run_every = SETTINGS.refresh_for(first_end, datetime.now(UTC))
+    st.fragment(run_every=run_every)(live_fan)(view, ok, run_every)
     try:
-        _charts(view, ok)
+        run_charts(view, ok)
     except CASSANDRA_ERRORS as exc:
         _cassandra_failed(exc, view.target)
 
 
-def _charts(view: View, ok: pd.DataFrame) -> None:
-    started = time.perf_counter()
+def _run_frames(view: View) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, WhatIfResult]]:
+    """The run's forecast steps of the shown models, their fan, and the what-if per model."""
     forecasts = _forecasts(view.target, view.symbol, view.run)
-    forecasts = forecasts[forecasts["model"].isin(view.models)] if not forecasts.empty \
-        else forecasts
-    fan = fan_frame(forecasts)
+    if not forecasts.empty:
+        forecasts = forecasts[forecasts["model"].isin(view.models)]
+    sims = {base.model: _what_if(base, change) for base, change in view.what_if}
+    return forecasts, fan_frame(forecasts), sims
+
+
+def live_fan(view: View, ok: pd.DataFrame, run_every: float | None) -> None:
+    """The fan over the price history. A fragment: while the run's horizon is open it re-reads
+    the bars every ``run_every`` seconds and redraws this chart alone, not the page."""
+    try:
+        _live_fan(view, ok, run_every)
+    except CASSANDRA_ERRORS as exc:
+        _cassandra_failed(exc, view.target)
+
+
+def _live_fan(view: View, ok: pd.DataFrame, run_every: float | None) -> None:
+    started = time.perf_counter()
+    _, fan, sims = _run_frames(view)
     if fan.empty:
         st.info("The forecast steps of this run are not readable yet; try again in a moment.")
         return
@@ -272,17 +288,16 @@ def _charts(view: View, ok: pd.DataFrame) -> None:
                 last_price=lambda f: f["model"].map(dict(zip(ok["model"], ok["last_price"],
                                                              strict=True))))
             paths = paths_frame(raw, limit=view.n_sample)
-    sims = {base.model: _what_if(base, change) for base, change in view.what_if}
 
     st.subheader("Forecast fan over the price history")
     if bars.empty:
         st.caption(f"No {view.candle} bars around this run yet.")
-    realised_steps = band_coverage(fan, realised)
     st.plotly_chart(
         fan_figure(fan, candles=bars, candle_label=view.candle, realised=realised, paths=paths,
                    what_if=sims),
         key="fan", width="stretch",
     )
+    realised_steps = band_coverage(fan, realised)
     if realised.empty:
         st.caption("Nothing realised since the forecast yet: the realised price appears as bars "
                    "arrive.")
@@ -290,7 +305,21 @@ def _charts(view: View, ok: pd.DataFrame) -> None:
         st.dataframe(realised_steps.rename(columns={
             "steps": "steps realised", "inside50": "inside 25-75%", "inside90": "inside 5-95%"}),
             hide_index=True, width="stretch")
+    if run_every:
+        refresh = f"refreshes every {run_every:g} s until the horizon has passed."
+    elif SETTINGS.refresh_seconds:
+        refresh = "the horizon has passed, so it no longer refreshes."
+    else:
+        refresh = "live refresh is off (STREAMLIT_REFRESH=0)."
+    st.caption(f"Read at {now:%H:%M:%S} UTC in {time.perf_counter() - started:.2f} s; {refresh}")
 
+
+def run_charts(view: View, ok: pd.DataFrame) -> None:
+    """Terminal distribution, P(above last) and the backtest: fixed for a run, so drawn with the
+    page, not refreshed with the fan."""
+    forecasts, fan, sims = _run_frames(view)
+    if fan.empty:
+        return
     left, right = st.columns(2)
     with left:
         st.subheader("Terminal price")
@@ -312,20 +341,14 @@ def _charts(view: View, ok: pd.DataFrame) -> None:
     if backtests.empty:
         st.info("Not backtested yet: the backtest (`python -m gbm_analysis backtest`) scores "
                 "forecasts once their horizon has passed.")
-    else:
-        newest = newest_evaluation(backtests)
-        newest = newest[newest["model"].isin(view.models)]
-        st.caption(f"Newest evaluation {newest['evaluated_at'].max():%Y-%m-%d %H:%M:%S} UTC; "
-                   "shaded: the 95% binomial band a calibrated model's coverage falls in.")
-        st.plotly_chart(coverage_figure(coverage_frame(newest)), key="coverage",
-                        width="stretch")
-        skill = skill_history(backtests[backtests["model"].isin(view.models)])
-        st.plotly_chart(skill_figure(skill, BASELINE_MODEL), key="skill", width="stretch")
-    st.caption(
-        f"Read at {now:%H:%M:%S} UTC in {time.perf_counter() - started:.2f} s; "
-        + (f"refreshes every {SETTINGS.refresh_seconds:g} s." if SETTINGS.refresh_seconds
-           else "live refresh is off (STREAMLIT_REFRESH=0).")
-    )
+        return
+    newest = newest_evaluation(backtests)
+    newest = newest[newest["model"].isin(view.models)]
+    st.caption(f"Newest evaluation {newest['evaluated_at'].max():%Y-%m-%d %H:%M:%S} UTC; "
+               "shaded: the 95% binomial band a calibrated model's coverage falls in.")
+    st.plotly_chart(coverage_figure(coverage_frame(newest)), key="coverage", width="stretch")
+    skill = skill_history(backtests[backtests["model"].isin(view.models)])
+    st.plotly_chart(skill_figure(skill, BASELINE_MODEL), key="skill", width="stretch")
 
 
 def main() -> None:

@@ -316,6 +316,12 @@ def test_settings_are_read_and_bad_values_are_named() -> None:
     assert (settings.refresh_seconds, settings.cache_ttl_seconds) == (0.0, 120.0)
     assert settings.bars_ttl_seconds == 120.0
     assert ExplorerSettings.from_env({}).bars_ttl_seconds == 10.0
+    end = AS_OF + timedelta(hours=1)
+    live = ExplorerSettings.from_env({"STREAMLIT_REFRESH": "5s"})
+    assert live.refresh_for(end, AS_OF) == 5.0
+    assert live.refresh_for(end, end + timedelta(seconds=59)) == 5.0  # late bars still come
+    assert live.refresh_for(end, end + timedelta(seconds=61)) is None
+    assert settings.refresh_for(end, AS_OF) is None  # STREAMLIT_REFRESH=0
     with pytest.raises(SettingsError, match="STREAMLIT_REFRESH='often': expected a duration"):
         ExplorerSettings.from_env({"STREAMLIT_REFRESH": "often"})
     with pytest.raises(SettingsError, match="STREAMLIT_CACHE_TTL='0' must be longer than 0 s"):

@@ -233,6 +233,8 @@ def test_first_chart_is_the_newest_run_with_the_stored_quantiles(
         assert len(decode(candles["close"])) == 60 * 60 // 5 + N_STEPS
         assert len(traces(fan, model, "path")) == 5  # GBM_SAMPLE_PATHS, under the slider's 10
     assert not traces(fan, role="what-if q50")
+    assert any("the horizon has passed, so it no longer refreshes" in c.value
+               for c in at.caption)
 
 
 def test_every_control_changes_what_the_charts_show(
@@ -372,7 +374,7 @@ def test_terminal_p_above_coverage_and_skill_show_the_stored_numbers(
     assert decode(traces(skill, "hist_sim", "skill")[0]["y"]) == pytest.approx([0.0, 0.0])
 
 
-def test_live_refresh_draws_new_bars_over_the_fan(
+def test_a_rerun_draws_bars_that_arrived_since(
     app: AppTest, session: Any, symbols: dict[str, str], data: dict[str, Any]
 ) -> None:
     at = open_symbol(app, symbols["live"])
@@ -381,7 +383,7 @@ def test_live_refresh_draws_new_bars_over_the_fan(
     n = data["n_live"]
     insert_5s(session, symbols["live"], data["starts"][n : n + 6], data["closes"][n : n + 6] * 2)
     time.sleep(1.2)  # the bars' cache lives for STREAMLIT_REFRESH (1 s here)
-    at = ok(at.run())  # what the fragment's timer does in a browser
+    at = ok(at.run())  # the fragment's timer, which AppTest never fires, reruns it the same way
     realised = traces(figures(at)["fan"], "gbm", "realised")[0]
     assert decode(realised["y"]) == pytest.approx(list(data["closes"][n : n + 6] * 2))
 
