@@ -19,24 +19,20 @@ from infra.java import find_java17
 from infra.kafka import KafkaService
 from infra.maven import resolve_jars
 from infra.migrations import apply_migrations
-from infra.pipeline import pipeline_steps
+from infra.pipeline import STEP_MODULES, pipeline_steps
 from infra.service import ManagedProcess
 from infra.streamlit import StreamlitService
 from infra.superset import SupersetService
 from infra.trino import TrinoService, run_query
 from schemas.settings import CassandraSettings, SettingsError
 
+# ``up`` waits in this order: Trino reads Cassandra with the read-only role that Cassandra's
+# start-up creates, Superset's import needs Trino, Streamlit reads Cassandra as that role too.
+SERVICE_CLASSES = (KafkaService, CassandraService, TrinoService, SupersetService, StreamlitService)
+
 
 def services(config: InfraConfig) -> dict[str, ManagedProcess]:
-    # Trino comes last: ``up`` waits in this order, and Trino reads Cassandra with the read-only
-    # role that Cassandra's start-up creates.
-    return {
-        "kafka": KafkaService(config),
-        "cassandra": CassandraService(config),
-        "trino": TrinoService(config),
-        "superset": SupersetService(config),
-        "streamlit": StreamlitService(config),
-    }
+    return {cls.name: cls(config) for cls in SERVICE_CLASSES}
 
 
 def say(message: str) -> None:
@@ -190,8 +186,9 @@ def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:
 
 
 def service_name(value: str) -> str:
-    config = InfraConfig.from_env()
-    names = [*services(config), *pipeline_steps(config)]
+    # Names only: reading the settings here would turn a bad port into argparse's
+    # "invalid service_name value" instead of the message that names the variable.
+    names = [*(cls.name for cls in SERVICE_CLASSES), *STEP_MODULES]
     if value not in names:
         raise argparse.ArgumentTypeError(
             f"unknown service {value!r}; use one of {', '.join(names)}"
