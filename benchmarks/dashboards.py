@@ -311,33 +311,21 @@ def time_browser(loads: int) -> dict[str, Any]:
 
 
 def _superset_load(browser: Any, urls: Any) -> dict[str, float]:
-    """A logged-in user opens the dashboard: from navigation to the first and the last chart
+    """A logged-in user opens the dashboard: from navigation to the first and to the last chart
     drawn (the welcome page's own requests are let finish first)."""
-    from infra.browser import CHART_CELL, VIEWPORT, chart_cells, superset_login
+    from infra.browser import VIEWPORT, open_dashboard, superset_login
 
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     try:
         superset_login(page, urls)
         page.wait_for_load_state("networkidle")
-        t0 = time.perf_counter()
-        page.goto(f"{urls.superset}/superset/dashboard/{urls.dashboard_slug}/",
-                  wait_until="domcontentloaded")
-        page.wait_for_selector(CHART_CELL, state="attached", timeout=120_000)
-        first = None
-        while time.perf_counter() - t0 < 120:
-            cells = chart_cells(page)
-            if first is None and any(c.rendered for c in cells):
-                first = time.perf_counter() - t0
-            if all(c.rendered or c.empty or c.error for c in cells):
-                break
-            page.wait_for_timeout(100)
-        done = time.perf_counter() - t0
+        cells = open_dashboard(page, urls, timeout_s=120)
         bad = [c.title for c in cells if c.error or c.empty or not c.rendered]
         if bad:
             raise RuntimeError(f"superset charts not drawn: {', '.join(bad)}")
-        return {"first_chart_s": first if first is not None else done, "done_s": done,
-                "charts": len(cells)}
+        times = [c.settled_s or 0.0 for c in cells]
+        return {"first_chart_s": min(times), "done_s": max(times), "charts": len(cells)}
     finally:
         context.close()
 

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,6 +165,7 @@ class ChartCell:
     rendered: bool  # svg, canvas or table inside, or text for a big number
     empty: bool  # Superset's "No results" state instead of data
     error: str | None
+    settled_s: float | None = None  # seconds from navigation to drawn, failed or empty
 
 
 def superset_login(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> None:
@@ -181,19 +182,28 @@ def superset_login(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> No
 
 
 def open_dashboard(page: Page, urls: DashboardUrls, timeout_s: float = 90) -> list[ChartCell]:
-    """Open the dashboard and return its chart cells once each has drawn, failed or come back
-    empty; cells still drawing at the timeout come back with ``rendered=False``."""
+    """Open the dashboard and return each chart cell as it was when it first settled (drawn,
+    failed or empty), with the seconds from navigation to then; a cell that has not settled by
+    the timeout comes back as it is then, with ``rendered=False``.
+
+    Each cell counts once: the dashboard's auto-refresh reloads every chart on its own timer,
+    so on a slow machine some chart may always be loading again."""
+    t0 = time.monotonic()
     page.goto(
         f"{urls.superset}/superset/dashboard/{urls.dashboard_slug}/",
         wait_until="domcontentloaded", timeout=timeout_s * 1000,
     )
     page.wait_for_selector(CHART_CELL, state="attached", timeout=timeout_s * 1000)
-    deadline = time.monotonic() + timeout_s
+    settled: dict[int, ChartCell] = {}
     while True:
         cells = chart_cells(page)
-        if all(c.rendered or c.empty or c.error for c in cells) or time.monotonic() > deadline:
-            return cells
-        page.wait_for_timeout(200)
+        now = time.monotonic() - t0
+        for n, cell in enumerate(cells):
+            if n not in settled and (cell.rendered or cell.empty or cell.error):
+                settled[n] = replace(cell, settled_s=now)
+        if len(settled) == len(cells) or now > timeout_s:
+            return [settled.get(n, cell) for n, cell in enumerate(cells)]
+        page.wait_for_timeout(100)
 
 
 # One cell's state. Loaders (an animated svg) come and go before ECharts has drawn, and every
