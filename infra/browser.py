@@ -211,7 +211,9 @@ def open_dashboard(page: Page, urls: DashboardUrls, timeout_s: float = 90) -> li
 # loader in it: painted canvas pixels (ECharts), table rows, an svg, or digits (big numbers).
 _JUDGE_CELLS = """cells => cells.map(cell => {
   const LOADER = '[data-test="loading-indicator"], [aria-label="Loading"]';
-  const title = cell.querySelector('[data-test="editable-title"], [data-test="slice-header"]');
+  // The header also holds badges (e.g. the count of filters applied): take the title alone.
+  const title = cell.querySelector('[data-test="editable-title"]') ||
+    cell.querySelector('[data-test="slice-header"]');
   const alert = cell.querySelector('[role="alert"]');
   const body = cell.querySelector('[data-test="chart-container"], .chart-container');
   const painted = c => {
