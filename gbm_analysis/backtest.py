@@ -12,8 +12,9 @@ the close of the bar ending at ``as_of``). A step is
 Scores are in log-return space relative to the forecast's last price, in basis points, so symbols
 with different price levels can be pooled:
 
-* coverage of the central 50% (q25..q75) and 90% (q05..q95) bands, with the 95% acceptance band of
-  a Binomial(n, nominal) hit count and the Kupiec proportion-of-failures p-value;
+* coverage of the central 50% (q25..q75) and 90% (q05..q95) bands, edges included (a realised
+  price equal to an edge, e.g. an unchanged price when most paths are flat, is a hit), with the 95%
+  acceptance band of a Binomial(n, nominal) hit count and the Kupiec proportion-of-failures p-value;
 * pinball loss averaged over the levels 5, 25, 50, 75 and 95%;
 * CRPS from the 99 stored percentiles, ``CRPS = 2 * integral of the pinball loss over levels``,
   approximated by the mean over 1..99%; the same approximation is applied to every model;
@@ -57,6 +58,9 @@ BASELINE_MODEL = "hist_sim"
 POOLED_SYMBOL = "*"
 PINBALL_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 _BPS = 1e4
+#: a realised price on a band edge is inside; an edge within 1e-12 of the price (rounding, e.g. a
+#: flat path stored as exp(log s0) by older runs) counts as on it, far below any price tick
+_TIE_BPS = 1e-8
 _Counts = dict[tuple[str, int], dict[str, int]]
 
 
@@ -177,9 +181,12 @@ def score_forecasts(forecasts: pd.DataFrame) -> pd.DataFrame:
     def q(level: float) -> NDArray[np.float64]:
         return np.asarray(pct[:, int(round(level * 100)) - 1], dtype=np.float64)
 
+    def inside(low: float, high: float) -> NDArray[np.bool_]:
+        return np.asarray((y >= q(low) - _TIE_BPS) & (y <= q(high) + _TIE_BPS))
+
     scored["y_bps"] = y
-    scored["hit50"] = (y >= q(0.25)) & (y <= q(0.75))
-    scored["hit90"] = (y >= q(0.05)) & (y <= q(0.95))
+    scored["hit50"] = inside(0.25, 0.75)
+    scored["hit90"] = inside(0.05, 0.95)
     scored["pinball_bps"] = np.mean([pinball_loss(y, q(lv), lv) for lv in PINBALL_LEVELS], axis=0)
     scored["crps_bps"] = crps_from_percentiles(y, pct)
     return scored

@@ -334,7 +334,6 @@ def simulate_paths(
     drift = (mu - 0.5 * sigma * sigma) * dt
     vol = sigma * math.sqrt(dt)
     t_scale = math.sqrt((dof - 2.0) / dof) if dof is not None else 1.0
-    log_s0 = math.log(s0)
     for lo, hi in _chunks(n_paths, chunk_paths):
         block = out[lo:hi]
         if dof is None:
@@ -343,10 +342,20 @@ def simulate_paths(
             block[:] = rng.standard_t(dof, size=block.shape)
         block *= vol * t_scale
         block += drift
-        np.cumsum(block, axis=1, out=block)
-        block += log_s0
-        np.exp(block, out=block)
+        _prices_from_log_returns(block, s0)
     return out
+
+
+def _prices_from_log_returns(block: FloatArray, s0: float) -> None:
+    """Turn per-step log returns into prices in place, ``s0 * exp(cumulative return)``.
+
+    Scaling ``exp`` by ``s0`` (not ``exp(log s0 + x)``) keeps a path that has not moved at exactly
+    ``s0``: ``exp(log s0)`` is one rounding off ``s0`` for most two-decimal prices, which would put
+    every flat path above or below the last price (P(above), band edges, ties in the backtest).
+    """
+    np.cumsum(block, axis=1, out=block)
+    np.exp(block, out=block)
+    block *= s0
 
 
 def simulate_bootstrap_paths(
@@ -370,14 +379,11 @@ def simulate_bootstrap_paths(
             "simulation"
         )
     out = np.empty((n_paths, n_steps), dtype=np.float64)
-    log_s0 = math.log(s0)
     for lo, hi in _chunks(n_paths, chunk_paths):
         block = out[lo:hi]
         idx = rng.integers(0, step_returns.size, size=block.shape)
         np.take(step_returns, idx, out=block)
-        np.cumsum(block, axis=1, out=block)
-        block += log_s0
-        np.exp(block, out=block)
+        _prices_from_log_returns(block, s0)
     return out
 
 
@@ -413,6 +419,8 @@ def summarise_paths(
 ) -> PathSummary:
     """Mean, percentiles 1..99, P(price > s0) per step, a path sample and a terminal histogram.
 
+    P(above) counts paths strictly above ``s0``; a path still at ``s0`` is not above it.
+
     >>> p = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     >>> s = summarise_paths(p, 2.5, n_sample=1, bins=2)
     >>> s.mean.tolist(), s.p_above.tolist(), s.hist_counts.tolist()
@@ -424,7 +432,12 @@ def summarise_paths(
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, n - 1)
     frac = (pos - lo)[:, None]
-    pct = ordered[lo] * (1.0 - frac) + ordered[hi] * frac  # (99, n_steps)
+    below, above = ordered[lo], ordered[hi]
+    # interpolated as numpy does, from the nearer neighbour, so equal neighbours (flat paths at
+    # s0) give exactly their value: ``a (1 - f) + a f`` can be one rounding off ``a``
+    pct = np.where(
+        frac < 0.5, below + (above - below) * frac, above - (above - below) * (1.0 - frac)
+    )  # (99, n_steps)
     counts, edges = np.histogram(paths[:, -1], bins=bins)
     return PathSummary(
         mean=paths.mean(axis=0),

@@ -25,6 +25,17 @@ def gbm_closes(
     return s0 * np.exp(np.cumsum(steps))
 
 
+def tick_closes(s0: float, *, zero_share: float, n_minutes: int, seed: int = 0) -> np.ndarray:
+    """Two-decimal closes of 5-second bars that move by one cent, up or down, only at a minute
+    boundary, and stay put on a ``zero_share`` of the minutes (a quiet, tick-bound market); the last
+    close is ``s0``."""
+    rng = np.random.default_rng(seed)
+    up = (1.0 - zero_share) / 2.0
+    cents = np.cumsum(rng.choice([0, 1, -1], size=n_minutes, p=[zero_share, up, up]))
+    per_minute = np.round(s0 + 0.01 * (cents - cents[-1]), 2)  # the last close is s0
+    return np.repeat(per_minute, int(60 / BAR))
+
+
 @pytest.fixture(scope="module")
 def cassandra_session(test_keyspace: CassandraSettings) -> Iterator[Any]:
     from schemas.cassandra import connect

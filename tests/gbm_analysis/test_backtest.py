@@ -20,7 +20,7 @@ from gbm_analysis.backtest import (
 from gbm_analysis.config import GbmSettings
 from gbm_analysis.forecast import forecast_symbol
 from gbm_analysis.model import PERCENTILE_LEVELS, SECONDS_PER_YEAR
-from tests.gbm_analysis.conftest import BAR, gbm_closes
+from tests.gbm_analysis.conftest import BAR, gbm_closes, tick_closes
 
 SIGMA = 0.5 / math.sqrt(SECONDS_PER_YEAR)
 
@@ -144,3 +144,41 @@ def test_pending_and_gap_steps_are_counted_not_scored() -> None:
     row = summarise_scores(frame).iloc[0]
     assert (row["n"], row["n_pending"], row["n_gap"]) == (2, 1, 1)
     assert summarise_scores(frame.iloc[[1, 2]]).empty
+
+
+@pytest.mark.parametrize("last_price", [3.99, 101.23, 100.07])
+def test_a_realised_price_equal_to_the_last_price_is_inside_a_flat_band(last_price: float) -> None:
+    """60% of the one-minute moves are zero, so q25..q75 after one step is the last price itself;
+    a realised price that did not move sits on both edges of the 50% band: a hit."""
+    closes = tick_closes(last_price, zero_share=0.6, n_minutes=360, seed=3)
+    settings = GbmSettings(n_paths=5_000, n_steps=1, n_sample_paths=0, models=("hist_sim",))
+    (fc,) = forecast_symbol("T", np.arange(closes.size) * BAR, closes, settings, run_seed=4)
+    assert fc.summary is not None
+    row = {
+        "symbol": "T",
+        "model": "hist_sim",
+        "run_id": "r0",
+        "issued_at": pd.Timestamp("2024-01-01", tz="UTC"),
+        "step": 1,
+        "horizon_s": 60,
+        "last_price": fc.last_price,
+        "percentiles": fc.summary.percentiles[0],
+        "realised": last_price,
+        "status": "scored",
+    }
+    scored = summarise_scores(pd.DataFrame([row])).iloc[0]
+    assert (scored["cover50"], scored["cover90"]) == (1.0, 1.0)
+
+
+def test_band_edges_one_rounding_away_from_the_realised_price_still_cover_it() -> None:
+    """Forecasts stored before the last price was kept exact have flat edges at exp(log(s0))."""
+    s0 = 101.23
+    edge = math.exp(math.log(s0))
+    assert edge != s0
+    frame = _normal_rows(10.0, "gbm", np.zeros(1))
+    pct = frame["percentiles"].iloc[0] / 100.0 * s0
+    pct[20:80] = edge  # 60% of the paths were flat
+    frame["percentiles"] = [pct]
+    frame["last_price"] = s0
+    frame["realised"] = s0
+    assert summarise_scores(frame).iloc[0]["cover50"] == 1.0

@@ -11,7 +11,7 @@ import pytest
 from gbm_analysis.config import GbmSettings
 from gbm_analysis.forecast import FORECAST_COLUMNS, forecast_frame, forecast_symbol
 from gbm_analysis.model import SECONDS_PER_YEAR
-from tests.gbm_analysis.conftest import BAR, gbm_closes
+from tests.gbm_analysis.conftest import BAR, gbm_closes, tick_closes
 
 SIGMA = 0.7 / math.sqrt(SECONDS_PER_YEAR)
 SETTINGS = GbmSettings(n_paths=1_000, n_steps=10, n_sample_paths=4, histogram_bins=9)
@@ -87,3 +87,18 @@ def test_forecast_frame_accepts_spark_timestamps() -> None:
     assert frame["percentiles"].iloc[0] == direct[0].summary.percentiles.ravel().tolist()  # type: ignore[union-attr]
     assert len(frame["sample"].iloc[0]) == 4 * 10
     assert forecast_frame(bars.iloc[:0], SETTINGS, run_seed=3).empty
+
+
+@pytest.mark.parametrize("last_price", [3.99, 101.23, 64250.5, 100.07])
+def test_flat_paths_stay_at_the_last_price_and_do_not_count_as_above(last_price: float) -> None:
+    """40% of the one-minute moves are zero: 40% of the paths are flat after one step, and a flat
+    path is not above the last price whatever float rounding ``log``/``exp`` would do to it."""
+    closes = tick_closes(last_price, zero_share=0.4, n_minutes=360, seed=2)
+    settings = GbmSettings(n_paths=10_000, n_steps=2, n_sample_paths=0, models=("hist_sim",))
+    (fc,) = forecast_symbol("T", np.arange(closes.size) * BAR, closes, settings, run_seed=1)
+    assert fc.ok and fc.summary is not None and fc.last_price == last_price
+    hist = np.log(closes[12:] / closes[:-12])  # the overlapping one-minute returns it resamples
+    up = float((hist > 0).mean())
+    assert 0.25 < up < 0.35 and float((hist == 0).mean()) > 0.35
+    assert abs(fc.summary.p_above[0] - up) < 4 * math.sqrt(up * (1 - up) / settings.n_paths)
+    assert fc.summary.quantile(0.5)[0] == last_price  # flat paths are the median, exactly

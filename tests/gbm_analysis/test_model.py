@@ -165,8 +165,9 @@ def test_same_seed_same_paths_whatever_the_chunking(dof: float | None) -> None:
 
 
 def test_paths_start_from_s0_and_constant_when_sigma_and_mu_are_zero() -> None:
-    flat = simulate_paths(7.0, 0.0, 0.0, 60.0, 5, 3, np.random.default_rng(0))
-    assert np.allclose(flat, 7.0, rtol=1e-13, atol=0)
+    flat = simulate_paths(101.23, 0.0, 0.0, 60.0, 5, 3, np.random.default_rng(0))
+    assert (flat == 101.23).all()  # exactly: exp(log(101.23)) is not 101.23
+    assert not summarise_paths(flat, 101.23, n_sample=1, bins=2).p_above.any()
 
 
 @pytest.mark.parametrize(
