@@ -12,7 +12,6 @@ end of the session.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,27 @@ def urls_fixture() -> DashboardUrls:
     return DashboardUrls.from_env()
 
 
+class _ScreenshotSummary:
+    """Lists the screenshots in pytest's closing summary (fixture output would be captured)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        shots = sorted(self.folder.glob("*.png"))
+        if shots:
+            terminalreporter.write_sep("-", f"dashboard screenshots in {self.folder}")
+            for shot in shots:
+                terminalreporter.write_line(f"  {shot.name}")
+
+
 @pytest.fixture(scope="session", name="screenshot_dir")
-def screenshot_dir_fixture(request: pytest.FixtureRequest) -> Iterator[Path]:
+def screenshot_dir_fixture(request: pytest.FixtureRequest) -> Path:
     folder = state_dir() / "test-screenshots"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    yield folder
-    shots = sorted(folder.glob("*.png"))
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if shots and reporter is not None:
-        reporter.write_line(f"\ndashboard screenshots ({len(shots)}) in {folder}:")
-        for shot in shots:
-            reporter.write_line(f"  {shot.name}")
+    request.config.pluginmanager.register(_ScreenshotSummary(folder), "dashboard-screenshots")
+    return folder
 
 
 @pytest.fixture(scope="session", name="chromium")
