@@ -17,7 +17,8 @@ with different price levels can be pooled:
   acceptance band of a Binomial(n, nominal) hit count and the Kupiec proportion-of-failures p-value;
 * pinball loss averaged over the levels 5, 25, 50, 75 and 95%;
 * CRPS from the 99 stored percentiles, ``CRPS = 2 * integral of the pinball loss over levels``,
-  approximated by the mean over 1..99%; the same approximation is applied to every model;
+  by the trapezoid rule over the levels 0, 1, .., 100% (:func:`crps_from_percentiles`); the same
+  estimator is applied to every model;
 * CRPS skill against the historical-simulation baseline (``hist_sim``) on the same
   (symbol, run, step) keys: ``1 - CRPS_model / CRPS_baseline``, > 0 means better than baseline.
 
@@ -122,14 +123,28 @@ def pinball_loss(
 
 
 def crps_from_percentiles(y: NDArray[np.float64], pct: NDArray[np.float64]) -> NDArray[np.float64]:
-    """CRPS approximated from percentiles 1..99: ``2 * mean_level pinball(level)``.
+    """CRPS from the ``K`` = 99 stored percentiles: ``2 / (K + 1) * sum_k pinball(k / (K + 1))``.
+
+    ``CRPS = 2 * integral over levels 0..1 of the pinball loss``; this is the trapezoid rule on the
+    levels 0, 0.01, .., 1, where the loss vanishes at 0 and 1 (quantiles at the ends of the
+    support). The plain mean over the 99 levels divides by 99 instead of 100 and so overstates
+    every CRPS by 1%; this one is within 0.02% of the exact expected CRPS of a calibrated normal
+    forecast and within 0.4% of its closed form at any outcome in -4..4 standard deviations.
 
     :param y: outcomes, shape ``(n,)``
     :param pct: percentiles, shape ``(n, 99)``
+
+    A standard normal forecast and an outcome of 0 (exact CRPS ``2 phi(0) - 1 / sqrt(pi)`` =
+    0.2337):
+
+    >>> lv = PERCENTILE_LEVELS
+    >>> round(float(crps_from_percentiles(np.array([0.0]), stats.norm.ppf(lv)[None, :])[0]), 4)
+    0.2336
     """
     d = y[:, None] - pct
     lv = PERCENTILE_LEVELS[None, :]
-    return np.asarray(2.0 * np.maximum(lv * d, (lv - 1.0) * d).mean(axis=1), dtype=np.float64)
+    loss = np.maximum(lv * d, (lv - 1.0) * d)
+    return np.asarray(2.0 * loss.sum(axis=1) / (lv.size + 1), dtype=np.float64)
 
 
 def realised_prices(

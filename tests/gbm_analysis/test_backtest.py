@@ -108,6 +108,23 @@ def test_crps_from_percentiles_matches_the_normal_closed_form() -> None:
     assert np.allclose(crps_from_percentiles(y, pct), exact, rtol=0.03, atol=0.01)
 
 
+def _normal_crps(y: np.ndarray) -> np.ndarray:
+    """Closed-form CRPS of a standard normal forecast at outcome ``y``."""
+    return y * (2 * stats.norm.cdf(y) - 1) + 2 * stats.norm.pdf(y) - 1 / math.sqrt(math.pi)
+
+
+def test_crps_from_the_99_percentiles_is_unbiased_for_a_normal_forecast() -> None:
+    y = np.linspace(-4.0, 4.0, 801)
+    pct = np.tile(stats.norm.ppf(PERCENTILE_LEVELS), (y.size, 1))
+    ratio = crps_from_percentiles(y, pct) / _normal_crps(y)
+    assert np.abs(ratio - 1.0).max() < 0.004  # the plain 2 * mean over 99 levels: +0.7..1.0%
+    # expected score of a calibrated forecast (outcome ~ N(0, 1)) is 1 / sqrt(pi)
+    dense = np.linspace(-8.0, 8.0, 16_001)
+    scores = crps_from_percentiles(dense, stats.norm.ppf(PERCENTILE_LEVELS)[None, :])
+    expected = np.trapz(scores * stats.norm.pdf(dense), dense)
+    assert expected * math.sqrt(math.pi) == pytest.approx(1.0, abs=1e-3)  # plain mean: 1.0099
+
+
 @pytest.mark.parametrize(
     ("hits", "n", "p", "reject"),
     [(90, 100, 0.9, False), (80, 100, 0.9, True), (48, 100, 0.5, False), (30, 100, 0.5, True)],
