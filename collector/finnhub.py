@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from collector.ids import trade_id
@@ -60,10 +61,10 @@ class _Rules:
     received_ms: int
     min_ts_ms: int
     max_ts_ms: int
-    # identical-trade counts carried across frames (see collector.ids), and the keys this frame
-    # added to it
+    # identical-trade counts carried across frames (see collector.ids), and the key of every
+    # trade this frame accepted
     seen: dict[tuple[Any, ...], int] = field(default_factory=dict)
-    added: list[tuple[Any, ...]] = field(default_factory=list)
+    touched: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _reject(
@@ -163,7 +164,7 @@ def trades_from_frame(frame: dict[str, Any], raw: bytes, rules: _Rules) -> Frame
         )
     trades: list[Trade] = []
     letters: list[DeadLetter] = []
-    seen, added = rules.seen, rules.added
+    seen, touched = rules.seen, rules.touched
     source, received = rules.source, rules.received_ms
     symbols, lo, hi = rules.symbols, rules.min_ts_ms, rules.max_ts_ms
     for index, item in enumerate(data):
@@ -188,8 +189,7 @@ def trades_from_frame(frame: dict[str, Any], raw: bytes, rules: _Rules) -> Frame
                 key = (s, t, price, volume, conditions)
                 ordinal = seen.get(key, 0)
                 seen[key] = ordinal + 1
-                if not ordinal:
-                    added.append(key)
+                touched.append(key)
                 trades.append(
                     Trade(
                         trade_id(source, s, t, price, volume, conditions, ordinal),
@@ -245,6 +245,31 @@ def _load(raw: bytes) -> tuple[Any, str | None]:
         return None, "frame: not JSON (nested too deeply)"
 
 
+@dataclass(slots=True)
+class _SymbolMemory:
+    """What one symbol's stream has shown of the trade keys in :attr:`FrameParser._seen`."""
+
+    frames: int = 0  # frames of this symbol so far
+    newest_ts_ms: int = -(2**62)  # its newest trade time
+    last_frame: dict[tuple[Any, ...], int] = field(default_factory=dict)  # key -> frame it was in
+
+    def add(self, keys: list[tuple[Any, ...]]) -> None:
+        self.frames += 1
+        self.last_frame.update(dict.fromkeys(keys, self.frames))
+        newest = max(keys, key=itemgetter(1))[1]
+        if newest > self.newest_ts_ms:
+            self.newest_ts_ms = newest
+
+    def sweep(self, seen: dict[tuple[Any, ...], int], window_ms: int, window_frames: int) -> None:
+        # Forget a key only when both clocks agree it is old: a future-stamped trade moves the
+        # trade-time clock at once, and many small frames of one millisecond the frame clock.
+        old_ts, old_frame = self.newest_ts_ms - window_ms, self.frames - window_frames
+        stale = [k for k, f in self.last_frame.items() if f <= old_frame and k[1] < old_ts]
+        for key in stale:
+            del self.last_frame[key]
+            seen.pop(key, None)
+
+
 class FrameParser:
     """Turns raw frames into :class:`FrameResult` s for one subscription and source.
 
@@ -252,8 +277,10 @@ class FrameParser:
     :param source: the ``source`` of every record (``finnhub``, ``feed``, ``replay``).
     :param max_future_skew_ms: a trade later than arrival + this goes to the DLQ.
     :param max_past_skew_ms: a trade earlier than arrival - this goes to the DLQ.
-    :param id_window_ms: how long (in trade time) identical trades are remembered across frames
-        for their ordinal (default 2 s; see :mod:`collector.ids`).
+    :param id_window_ms: identical trades are remembered across frames for their ordinal until
+        their symbol has trades this much newer (default 2 s)...
+    :param id_window_frames: ...and at least this many more frames of its own (default 256; see
+        :mod:`collector.ids`).
 
     >>> p = FrameParser(["AAPL"], source="feed")
     >>> r = p.parse(b'{"type":"trade","data":[{"s":"AAPL","p":1.5,"t":1000,"v":2,"c":null},'
@@ -272,28 +299,34 @@ class FrameParser:
         max_future_skew_ms: int = 60_000,
         max_past_skew_ms: int = 86_400_000,
         id_window_ms: int = 2_000,
+        id_window_frames: int = 256,
     ) -> None:
         self.symbols = frozenset(symbols)
         self.source = source
         self.max_future_skew_ms = max_future_skew_ms
         self.max_past_skew_ms = max_past_skew_ms
         self.id_window_ms = id_window_ms
+        self.id_window_frames = max(1, id_window_frames)
         self._seen: dict[tuple[Any, ...], int] = {}
-        self._buckets: dict[int, list[tuple[Any, ...]]] = {}
-        self._newest_bucket = -(2**62)
+        self._memories: dict[str, _SymbolMemory] = {}
 
-    def _remember(self, added: list[tuple[Any, ...]]) -> None:
-        # Keys are forgotten by trade time: once trades are id_window_ms newer than a key's
-        # bucket, an identical trade is treated as a new sequence (ordinal 0) again.
-        width = max(1, self.id_window_ms)
-        for key in added:
-            bucket = key[1] // width
-            self._buckets.setdefault(bucket, []).append(key)
-            if bucket > self._newest_bucket:
-                self._newest_bucket = bucket
-        for bucket in [b for b in self._buckets if b < self._newest_bucket - 1]:
-            for key in self._buckets.pop(bucket):
-                self._seen.pop(key, None)
+    def _remember(self, touched: list[tuple[Any, ...]]) -> None:
+        # Each symbol forgets by its own stream alone (its frames and trade times), so how the
+        # streams of different symbols interleave or lag never changes an id.
+        by_symbol: dict[str, list[tuple[Any, ...]]] = {}
+        if len({key[0] for key in touched}) == 1:  # as Finnhub sends them: one symbol a frame
+            by_symbol[touched[0][0]] = touched
+        else:
+            for key in touched:
+                by_symbol.setdefault(key[0], []).append(key)
+        for symbol, keys in by_symbol.items():
+            memory = self._memories.get(symbol)
+            if memory is None:
+                memory = self._memories[symbol] = _SymbolMemory()
+            memory.add(keys)
+            # once every window of frames: a key outlives both windows by less than one more
+            if memory.frames % self.id_window_frames == 0:
+                memory.sweep(self._seen, self.id_window_ms, self.id_window_frames)
 
     def parse(self, raw: bytes | str, *, received_ms: int) -> FrameResult:
         """Classify and validate one frame; never raises for any input."""
@@ -320,8 +353,8 @@ class FrameParser:
         kind = frame.get("type")
         if kind == "trade":
             result = trades_from_frame(frame, raw, rules)
-            if rules.added:
-                self._remember(rules.added)
+            if rules.touched:
+                self._remember(rules.touched)
             return result
         if kind == "ping":
             return ping_from_frame(frame)

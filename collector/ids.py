@@ -5,10 +5,14 @@ Finnhub sends no trade id, so we derive one from the content of the trade: the h
 (same symbol, time, price, size, conditions) that came before it.
 
 "Before it" means earlier in the same frame and, because Finnhub may split one millisecond's
-trades over two frames, in earlier frames of the same connection whose trades are at most about
-``id_window_ms`` (default 2 s) older in trade time (:class:`collector.finnhub.FrameParser`
-keeps these counts). When no identical trade precedes a frame within the window, which is almost
-always, this is exactly "the ordinal within the frame".
+trades over two frames, in earlier frames of the same symbol that are still remembered
+(:class:`collector.finnhub.FrameParser` keeps these counts). Each symbol remembers a trade until
+its own stream has moved on by both ``id_window_ms`` of trade time (default 2 s) and
+``id_window_frames`` frames (default 256). Only the symbol's own frames count, so the numbering
+of a symbol's trades depends on its own frame sequence alone: how the streams of different
+symbols interleave, how far one lags behind another, or a trade stamped in the future (by up to
+the allowed skew) changes no id. When no identical trade precedes a frame, which is almost
+always, the ordinal is exactly "the ordinal within the frame".
 
 Why this choice:
 
@@ -17,12 +21,14 @@ Why this choice:
 * identical trades are real, separate trades (real data has hundreds of same-ms trades, many
   identical), and the ordinal keeps them apart, also when a burst is split over frames (in the
   recorded 6-symbol Binance capture, 81 of 55,270 trades would collide with a per-frame ordinal);
-* the state is small (about two seconds of trade keys) and needs nothing from before a restart.
+* the state is small (per symbol, the trade keys of its last 256 frames and 2 s) and needs
+  nothing from before a restart. In the recorded 6-symbol Binance capture an identical trade is
+  never more than one frame of its symbol away from its twin.
 
 The limits: replaying a *part* of a stream can number an identical trade differently if its twin
-sat in the window just before the replayed part; two identical trades more than the window
-apart in trade time but in different frames get the same id (a late re-send of the same trade
-is then, correctly, collapsed).
+sat in the memory just before the replayed part; two identical trades of one symbol that are
+more than both windows apart may get the same id (a late re-send of the same trade is then,
+correctly, collapsed).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collector.feed import CsvReplay
 from collector.finnhub import FrameParser
 from collector.ids import trade_id
 from collector.models import FrameResult
@@ -144,7 +146,7 @@ def test_identical_trades_split_over_frames_stay_distinct() -> None:
 
 
 def test_identical_trades_beyond_the_window_count_from_zero_again() -> None:
-    p = parser(id_window_ms=1000)
+    p = parser(id_window_ms=1000, id_window_frames=1)
     old = p.parse(frame(good(t=NOW - 10_000)), received_ms=NOW)
     p.parse(frame(good(t=NOW - 1)), received_ms=NOW)  # trade time moves on: old keys expire
     again = p.parse(frame(good(t=NOW - 10_000)), received_ms=NOW)
@@ -236,6 +238,94 @@ def test_counts_add_up_over_a_batch(data: list[dict[str, Any]]) -> None:
     assert len({t.trade_id for t in result.trades}) == len(result.trades)
 
 
+# -- property-based: ids over interleaved, delayed and skewed per-symbol streams ---------------
+STREAM_SYMBOLS = ("AAPL", "BINANCE:BTCUSDT", "BINANCE:ETHUSDT")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    symbol: str
+    index: int  # position in its symbol's own stream
+    due_ms: int  # when the symbol's exchange sent it (its newest regular trade time)
+    raw: bytes
+    size: int
+
+
+@st.composite
+def symbol_streams(draw: st.DrawFn) -> list[list[_Frame]]:
+    """Per-symbol frame streams: bursts of identical trades (same ms, price and size), cut into
+    frames at arbitrary points, with the odd trade stamped up to 50 s in the future."""
+    streams = []
+    for symbol in STREAM_SYMBOLS[: draw(st.integers(1, len(STREAM_SYMBOLS)))]:
+        t = NOW - 30_000
+        trades: list[tuple[dict[str, Any], int]] = []  # (trade, the stream's clock when sent)
+        for _ in range(draw(st.integers(1, 10))):
+            t += draw(st.sampled_from([0, 0, 1, 700, 2_500, 4_000]))
+            price = draw(st.sampled_from([10.0, 10.5]))
+            item = {"s": symbol, "p": price, "t": t, "v": 1, "c": None}
+            trades += [(item, t)] * draw(st.integers(1, 6))
+            if draw(st.integers(0, 9)) == 0:
+                ahead = draw(st.integers(3_000, 50_000))
+                trades.append(({**item, "t": t + ahead}, t))
+        cuts = sorted(draw(st.sets(st.integers(1, max(1, len(trades) - 1)), max_size=12)))
+        bounds = [0, *[c for c in cuts if c < len(trades)], len(trades)]
+        frames = []
+        for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            chunk = trades[a:b]
+            data = [item for item, _ in chunk]
+            raw = json.dumps({"type": "trade", "data": data}).encode()
+            frames.append(_Frame(symbol, i, max(c for _, c in chunk), raw, len(data)))
+        streams.append(frames)
+    return streams
+
+
+def _arrivals(streams: list[list[_Frame]], lags: list[int], order: list[int]) -> list[_Frame]:
+    """All frames in arrival order: each symbol's frames in their own order, delayed by the
+    symbol's lag; ties broken by ``order``."""
+    keyed = [
+        (f.due_ms + lag, order[n % len(order)], n, f)
+        for n, (frames, lag) in enumerate(zip(streams, lags, strict=False))
+        for f in frames
+    ]
+    return [f for *_, f in sorted(keyed, key=lambda k: k[:3])]
+
+
+def _ids_by_trade(frames: list[_Frame], lag_of: dict[str, int]) -> dict[tuple[str, int, int], str]:
+    p = FrameParser(STREAM_SYMBOLS, source="feed")
+    ids: dict[tuple[str, int, int], str] = {}
+    for f in frames:
+        result = p.parse(f.raw, received_ms=f.due_ms + lag_of[f.symbol])
+        assert result.dead_letters == []
+        assert len(result.trades) == f.size
+        for i, t in enumerate(result.trades):
+            ids[(f.symbol, f.index, i)] = t.trade_id
+    return ids
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    streams=symbol_streams(),
+    lags=st.lists(st.integers(0, 8_000), min_size=3, max_size=3),
+    other_lags=st.lists(st.integers(0, 8_000), min_size=3, max_size=3),
+    order=st.permutations(range(3)),
+)
+def test_distinct_trades_get_distinct_ids_under_any_interleaving_delay_and_skew(
+    streams: list[list[_Frame]], lags: list[int], other_lags: list[int], order: list[int]
+) -> None:
+    symbols = [frames[0].symbol for frames in streams]
+    lag_of = dict(zip(symbols, lags, strict=False))
+    arrived = _arrivals(streams, lags, order)
+    ids = _ids_by_trade(arrived, lag_of)
+    assert len(ids) == sum(f.size for frames in streams for f in frames)
+    assert len(set(ids.values())) == len(ids), "distinct trades share an id"
+    # the same frames replayed into a new parser: the same ids
+    assert _ids_by_trade(arrived, lag_of) == ids
+    # the same per-symbol streams delayed and interleaved differently: still the same ids
+    other_lag_of = dict(zip(symbols, other_lags, strict=False))
+    other = _arrivals(streams, other_lags, list(reversed(order)))
+    assert _ids_by_trade(other, other_lag_of) == ids
+
+
 # -- recorded real frames ------------------------------------------------------------------------
 def _recorded(shared_data: Path) -> list[bytes]:
     lines: list[bytes] = []
@@ -271,3 +361,48 @@ def test_recorded_frames_with_time_going_backwards_keep_their_order(shared_data:
     )
     assert [t.trade_ts_ms for t in result.trades] == [d["t"] for d in items]
     assert len({t.trade_id for t in result.trades}) == len(items)
+
+
+def _binance_frames(shared_data: Path) -> tuple[tuple[str, ...], list[tuple[int, str, bytes]]]:
+    """The 6-symbol Binance capture as the feed frames it: (arrival ms, symbol, frame)."""
+    source = CsvReplay(shared_data / "binance_6sym_20240808.csv")
+    frames = [
+        (NOW + round(tick.due_s * 1000), f["data"][0]["s"], json.dumps(f).encode())
+        for tick in source.ticks(NOW)
+        for f in tick.frames
+        if isinstance(f, dict)
+    ]
+    return source.symbols, frames
+
+
+def _shared_ids(symbols: tuple[str, ...], frames: list[tuple[int, str, bytes]]) -> tuple[int, int]:
+    """(trades, trades sharing an id with an earlier one) after parsing ``frames``."""
+    p = FrameParser(symbols, source="replay")
+    ids = [t.trade_id for at, _, raw in frames for t in p.parse(raw, received_ms=at).trades]
+    return len(ids), len(ids) - len(set(ids))
+
+
+@pytest.mark.parametrize("delay_ms", [3_000, 4_000, 6_000])
+def test_a_delayed_symbol_of_real_trades_keeps_every_id_distinct(
+    shared_data: Path, delay_ms: int
+) -> None:
+    symbols, frames = _binance_frames(shared_data)
+    delayed = sorted(
+        ((at + delay_ms if s == "BINANCE:BTCUSDT" else at, s, raw) for at, s, raw in frames),
+        key=lambda f: f[0],
+    )
+    assert _shared_ids(symbols, delayed) == (55_270, 0)
+
+
+def test_future_stamped_trades_of_one_symbol_keep_real_trades_ids_distinct(
+    shared_data: Path,
+) -> None:
+    symbols, frames = _binance_frames(shared_data)
+    eth = [n for n, (_, s, _) in enumerate(frames) if s == "BINANCE:ETHUSDT"]
+    # forty ETHUSDT frames spread over the file each get their first trade stamped +10 s
+    for n in eth[:: len(eth) // 40]:
+        at, s, raw = frames[n]
+        doc = json.loads(raw)
+        doc["data"][0]["t"] += 10_000
+        frames[n] = (at, s, json.dumps(doc).encode())
+    assert _shared_ids(symbols, frames) == (55_270, 0)
