@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from gbm_analysis.config import GbmSettings
 from gbm_analysis.forecast import forecast_frame
-from gbm_analysis.io import GbmStore, days_between
+from gbm_analysis.io import GbmStore, days_between, to_utc
 from schemas.contracts import TABLE_AGG_5S
 from schemas.gbm_tables import TABLE_GBM_FORECAST_RUNS, TABLE_GBM_FORECASTS, TABLE_GBM_PATHS
 
@@ -34,11 +34,12 @@ if TYPE_CHECKING:
 
     from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["RunResult", "new_run_id", "run_forecasts"]
+__all__ = ["RunResult", "closed_as_of", "new_run_id", "run_forecasts"]
 
 logger = logging.getLogger(__name__)
 
 CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 FORECAST_SCHEMA = (
     "symbol string, model string, status string, message string, as_of double, "
@@ -68,6 +69,21 @@ def new_run_id(issued_at: datetime) -> str:
     return f"{issued_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
+def closed_as_of(as_of: datetime, bar_seconds: int) -> datetime:
+    """``as_of`` floored to the end of the last bar closed by then (bars are aligned to the epoch).
+
+    At a wall-clock ``as_of`` the current bar is still open: its close is a mid-bar price that
+    will change, and anchoring the horizon at its end would start it in the future.
+
+    >>> closed_as_of(datetime(2026, 1, 5, 12, 0, 7, 500_000, tzinfo=UTC), 5).isoformat()
+    '2026-01-05T12:00:05+00:00'
+    >>> closed_as_of(datetime(2026, 1, 5, 12, 0, 5, tzinfo=UTC), 5).isoformat()
+    '2026-01-05T12:00:05+00:00'
+    """
+    bar = timedelta(seconds=bar_seconds)
+    return _EPOCH + (to_utc(as_of) - _EPOCH) // bar * bar  # whole microseconds: exact
+
+
 def _read_bars(
     spark: SparkSession,
     keyspace: str,
@@ -75,6 +91,7 @@ def _read_bars(
     start: datetime,
     end: datetime,
 ) -> DataFrame:
+    """Bars starting in ``[start, end)`` that have closed by ``end``."""
     from pyspark.sql import functions as F
 
     symbols = sorted({s for s, _ in partitions})
@@ -85,6 +102,7 @@ def _read_bars(
         .load()
         .where(F.col("symbol").isin(symbols) & F.col("day").isin(days))
         .where((F.col("window_start") >= F.lit(start)) & (F.col("window_start") < F.lit(end)))
+        .where(F.col("window_end") <= F.lit(end))
         .select("symbol", "window_start", "close")
     )
 
@@ -232,7 +250,10 @@ def run_forecasts(
     seed: int,
     run_id: str | None = None,
 ) -> RunResult:
-    """One forecast run over every symbol with bars in ``[as_of - lookback, as_of)``.
+    """One forecast run over every symbol with closed bars in ``[as_of - lookback, as_of)``.
+
+    ``as_of`` is first floored to the end of the last closed bar (:func:`closed_as_of`); a bar
+    still open then is not used.
 
     :param spark: a session with the Cassandra connector (``schemas.spark.build_session``)
     :param store: driver-side access to the same keyspace
@@ -244,6 +265,7 @@ def run_forecasts(
     """
     started = time.perf_counter()
     run_id = run_id or new_run_id(issued_at)
+    as_of = closed_as_of(as_of, settings.bar_seconds)
     start = as_of - timedelta(seconds=settings.lookback_seconds)
     partitions = store.bar_partitions(days_between(start, as_of))
     if settings.symbols:

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["config", "model", "forecast", "backtest", "io"])
+@pytest.mark.parametrize("name", ["config", "model", "forecast", "backtest", "io", "job"])
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(f"gbm_analysis.{name}")
     result = doctest.testmod(module)

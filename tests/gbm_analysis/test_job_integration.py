@@ -207,6 +207,40 @@ def test_api_serves_latest_forecast_and_backtest(
     assert {"/forecast/{symbol}", "/backtest/{symbol}"} <= set(spec["paths"])
 
 
+def test_a_bar_still_open_at_as_of_is_not_used(
+    spark: Any,
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    symbols: dict[str, str],
+    seeded: dict[str, np.ndarray],
+) -> None:
+    """Half-way through the bar that starts at AS_OF (the default as-of is now): the forecast is
+    anchored at AS_OF, the end of the last closed bar, from that bar's close."""
+    store = GbmStore(cassandra_session, test_keyspace.keyspace)
+    settings = GbmSettings(
+        lookback_seconds=3600,
+        n_paths=500,
+        n_steps=2,
+        n_sample_paths=0,
+        models=("gbm",),
+        symbols=(symbols["GOOD"],),
+    )
+    issued = datetime.now(UTC).replace(microsecond=0)
+    mid_bar = AS_OF + timedelta(seconds=BAR / 2)
+    result = run_forecasts(spark, store, settings, as_of=mid_bar, issued_at=issued, seed=1)
+    (run,) = store.latest_runs(symbols["GOOD"], days_back=1, now=result.issued_at)
+    n_past = int(seeded["n_past"])
+    assert run["run_id"] == result.run_id and run["status"] == "ok"
+    assert run["as_of"] == AS_OF  # not AS_OF + 5 s, the end of the open bar
+    assert run["last_price"] == pytest.approx(seeded["good"][n_past - 1])
+    assert run["n_bars"] == n_past
+    steps = store.forecast_steps(symbols["GOOD"], run["day"], run["issued_at"], result.run_id)
+    assert sorted(s["target_ts"] for s in steps) == [
+        AS_OF + timedelta(seconds=60),
+        AS_OF + timedelta(seconds=120),
+    ]
+
+
 def test_cassandra_errors_become_storage_errors_and_503(cassandra_session: Any) -> None:
     from fastapi.testclient import TestClient
 
