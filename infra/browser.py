@@ -277,6 +277,8 @@ def screenshots(out_dir: Path = IMG_DIR) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     superset_png = out_dir / "superset-market-overview.png"
     streamlit_png = out_dir / "streamlit-forecasts.png"
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     with launch() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         superset_login(page, urls)
@@ -284,6 +286,14 @@ def screenshots(out_dir: Path = IMG_DIR) -> list[Path]:
         failed = [c.title for c in cells if c.error or c.empty or not c.rendered]
         if failed:
             raise InfraError(f"superset: charts not rendered: {', '.join(failed)}")
+        # Charts reload once the filters' default values apply: take the picture between
+        # reloads, or as it is after 30 s (the auto-refresh may never leave the page idle).
+        idle = ", ".join(f"{CHART_CELL} {sel}:visible" for sel in (
+            '[data-test="loading-indicator"]', '[aria-label="Loading"]'))
+        try:
+            page.wait_for_selector(idle, state="detached", timeout=30_000)
+        except PlaywrightTimeout:
+            pass
         page.screenshot(path=str(superset_png), full_page=True)
         open_streamlit(page, urls)
         streamlit_screenshot(page, streamlit_png)
