@@ -192,7 +192,7 @@ def trades_from_frame(frame: dict[str, Any], raw: bytes, rules: _Rules) -> Frame
                 touched.append(key)
                 trades.append(
                     Trade(
-                        trade_id(source, s, t, price, volume, conditions, ordinal),
+                        trade_id(s, t, price, volume, conditions, ordinal),
                         s,
                         price,
                         volume,

@@ -1,8 +1,9 @@
 """Replay-safe trade ids.
 
 Finnhub sends no trade id, so we derive one from the content of the trade: the hex SHA-1 of
-``source, symbol, t, p, v, conditions`` plus the *ordinal* of the trade among identical trades
-(same symbol, time, price, size, conditions) that came before it.
+``symbol, t, p, v, conditions`` plus the *ordinal* of the trade among identical trades (same
+symbol, time, price, size, conditions) that came before it. The record's ``source`` is not part
+of it: a trade is the same row whichever connection brought it.
 
 "Before it" means earlier in the same frame and, because Finnhub may split one millisecond's
 trades over two frames, in earlier frames of the same symbol that are still remembered
@@ -25,6 +26,19 @@ Why this choice:
   nothing from before a restart. In the recorded 6-symbol Binance capture an identical trade is
   never more than one frame of its symbol away from its twin.
 
+Replays (``python -m collector.feed --replay FILE`` of a ``python -m collector --record FILE``
+run) and what they write:
+
+* ``--no-rebase`` sends the recorded frames unchanged, so every trade gets the id (and the trade
+  time, hence the Cassandra key) it got in the run that recorded it, or in any earlier replay of
+  the whole file: the replay overwrites those rows (their ``source`` becomes the replay's). The
+  collector still judges trade times against its clock: for a file older than
+  ``COLLECTOR_MAX_PAST_SKEW_S`` (default one day) raise that setting, or its trades go to the
+  DLQ as ``timestamp_out_of_range``.
+* the default, rebasing, moves every trade time to "now", so a rebased replay is new trades at
+  new times: new ids and new rows next to the recorded ones, never an overwrite. Two rebased
+  replays agree only if they start at the same millisecond. A CSV replay is always rebased.
+
 The limits: replaying a *part* of a stream can number an identical trade differently if its twin
 sat in the memory just before the replayed part; two identical trades of one symbol that are
 more than both windows apart may get the same id (a late re-send of the same trade is then,
@@ -42,7 +56,6 @@ _SEP = "\x1f"
 
 
 def trade_id(
-    source: str,
     symbol: str,
     trade_ts_ms: int,
     price: float,
@@ -54,17 +67,16 @@ def trade_id(
 
     Prices and sizes go in as ``repr(float(x))``, so ``164`` and ``164.0`` give the same id.
 
-    >>> a = trade_id("finnhub", "AAPL", 1680286538064, 164.06, 4, ("1", "8"), 0)
-    >>> a == trade_id("finnhub", "AAPL", 1680286538064, 164.06, 4.0, ["1", "8"], 0)
+    >>> a = trade_id("AAPL", 1680286538064, 164.06, 4, ("1", "8"), 0)
+    >>> a == trade_id("AAPL", 1680286538064, 164.06, 4.0, ["1", "8"], 0)
     True
-    >>> a == trade_id("finnhub", "AAPL", 1680286538064, 164.06, 4, ("1", "8"), 1)
+    >>> a == trade_id("AAPL", 1680286538064, 164.06, 4, ("1", "8"), 1)
     False
     >>> len(a)
     40
     """
     key = _SEP.join(
         (
-            source,
             symbol,
             str(trade_ts_ms),
             repr(float(price)),

@@ -60,7 +60,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
     p.add_argument("--loop", action="store_true", help="CSV replay: start over at the end")
     p.add_argument("--limit", type=int, help="CSV replay: at most this many rows")
-    p.add_argument("--no-rebase", action="store_true", help="JSONL replay: keep trade times")
+    p.add_argument(
+        "--no-rebase", action="store_true", help="JSONL replay: keep trade times (and ids)"
+    )
     p.add_argument("--max-trades", type=int, help="send exactly this many trades, then only pings")
     p.add_argument("--ping-interval", type=float, default=15.0, metavar="S")
     p.add_argument("--max-symbols", type=int, default=50)

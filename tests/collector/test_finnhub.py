@@ -129,7 +129,7 @@ def test_identical_trades_in_one_frame_get_distinct_ids_and_replays_the_same_ids
     assert len(set(ids)) == 4
     assert ids == [t.trade_id for t in again.trades]
     # the ordinal counts only identical trades: the odd one out has ordinal 0
-    expected = trade_id("feed", "AAPL", NOW - 5, 164.06, 5.0, ("1", "12"), 0)
+    expected = trade_id("AAPL", NOW - 5, 164.06, 5.0, ("1", "12"), 0)
     assert ids[3] == expected
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from collector.feed import CsvReplay, FaultPlan, FeedServer, SimulatedMarket
+from collector.feed import CsvReplay, FaultPlan, FeedServer, JsonlReplay, SimulatedMarket
 from collector.finnhub import FrameParser
 from collector.producer import partition_for
 from schemas import avro_codec
@@ -303,3 +303,48 @@ def test_real_recorded_trades_replay_through_the_collector(
     # identical trades in one frame are separate trades: ids stay unique
     assert len({d["trade_id"] for d in decoded}) == 8000
     assert Counter(d["symbol"] for d in decoded) == Counter(r[0] for r in source.rows)
+
+
+def test_a_recorded_run_replayed_without_rebasing_overwrites_its_own_ids(
+    stack: Stack,
+    unique_topic: Callable[[str], str],
+    feed: Callable[..., FeedServer],
+    run_collector: Callable[..., CollectorRun],
+    tmp_path: Path,
+) -> None:
+    n = 3000
+    record = tmp_path / "live.jsonl"
+    env = {**NO_GAPS, "SYMBOLS": ",".join(SYMBOLS)}
+
+    def collect(server: FeedServer, topic: str, *args: str, **extra: str) -> list[dict[str, Any]]:
+        run = run_collector(server.port, {**env, **extra, "TRADES_TOPIC": topic}, *args)
+        assert run.wait() == 0, run.output()
+        return [avro_codec.decode(r.value) for r in read_topic(stack, topic)]
+
+    live_server = feed(SimulatedMarket(SYMBOLS, rate=3000, seed=11), max_trades=n)
+    live = collect(
+        live_server, unique_topic("coll-rec"), "--max-trades", str(n), "--record", str(record)
+    )
+    replayed = collect(
+        feed(JsonlReplay(record, rebase=False), max_trades=n),
+        unique_topic("coll-replay"),
+        "--max-trades",
+        str(n),
+        COLLECTOR_SOURCE="replay",
+    )
+    rebased = collect(
+        feed(JsonlReplay(record), max_trades=n),
+        unique_topic("coll-rebased"),
+        "--max-trades",
+        str(n),
+        COLLECTOR_SOURCE="replay",
+    )
+    live_ids = sorted(d["trade_id"] for d in live)
+    assert len(live_ids) == n and len(set(live_ids)) == n
+    assert {d["source"] for d in live} == {"feed"} and {d["source"] for d in replayed} == {"replay"}
+    # the same (symbol, day), trade time and id: each replayed trade overwrites its live row
+    assert sorted((d["symbol"], d["trade_ts"], d["trade_id"]) for d in replayed) == sorted(
+        (d["symbol"], d["trade_ts"], d["trade_id"]) for d in live
+    )
+    # a rebased replay is new trades at new times: new ids, added next to the live rows
+    assert len(rebased) == n and not {d["trade_id"] for d in rebased} & set(live_ids)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.feed import JsonlReplay
+from collector.feed import JsonlReplay, SimulatedMarket
+from collector.finnhub import FrameParser
 from collector.metrics import CollectorMetrics
 from collector.recorder import FrameRecorder
 from tests.conftest import REPO_ROOT, Stack
@@ -39,6 +41,45 @@ def test_the_recorder_writes_json_frames_as_lines_that_replay(tmp_path: Path) ->
     assert [
         d["t"] for t in ticks for f in t.frames if f.get("type") == "trade" for d in f["data"]
     ] == [5000, 5200]
+
+
+REPLAY_SYMBOLS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL")
+LIVE_START_MS = 1_700_000_000_000
+
+
+def _replayed_ids(replay: JsonlReplay, start_ms: int) -> list[str]:
+    parser = FrameParser(REPLAY_SYMBOLS, source="replay", max_past_skew_ms=10**13)
+    ids = []
+    for tick in replay.ticks(start_ms):
+        for f in tick.frames:
+            raw = f if isinstance(f, bytes) else json.dumps(f).encode()
+            ids += [t.trade_id for t in parser.parse(raw, received_ms=start_ms).trades]
+    return ids
+
+
+def test_a_replay_without_rebasing_gives_the_ids_of_the_live_run_it_recorded(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "live.jsonl"
+    recorder = FrameRecorder(path)
+    live = FrameParser(REPLAY_SYMBOLS, source="finnhub")
+    live_ids = []
+    market = SimulatedMarket(REPLAY_SYMBOLS, rate=5000, seed=11).ticks(LIVE_START_MS)
+    for tick in itertools.islice(market, 300):
+        for frame in tick.frames:
+            raw = json.dumps(frame).encode()
+            recorder.write(raw)
+            result = live.parse(raw, received_ms=LIVE_START_MS + int(tick.due_s * 1000))
+            live_ids += [t.trade_id for t in result.trades]
+    recorder.close()
+    assert len(live_ids) > 1000 and len(set(live_ids)) == len(live_ids)
+    # an hour later, as the recorded times are: every row of the live run is overwritten
+    kept = _replayed_ids(JsonlReplay(path, rebase=False), LIVE_START_MS + 3_600_000)
+    assert kept == live_ids
+    # rebased to a new start: new trade times, so new ids (new rows), the same for the same start
+    rebased = _replayed_ids(JsonlReplay(path), LIVE_START_MS + 3_600_000)
+    assert len(rebased) == len(live_ids) and not set(rebased) & set(live_ids)
+    assert _replayed_ids(JsonlReplay(path), LIVE_START_MS + 3_600_000) == rebased
 
 
 def test_the_metrics_endpoint_serves_prometheus_text() -> None:
