@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,15 @@ def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def http_body_is(url: str, expected: bytes, timeout: float = 3) -> bool:
+    """True if GET ``url`` answers with ``expected`` (whitespace stripped): a health check."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.read().strip() == expected)
+    except OSError:
+        return False
 
 
 def read_pid(pid_file: Path, marker: str) -> int | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 from dashboards.settings import ExplorerSettings
+from infra import process
 from infra.cassandra import CassandraService
 from infra.service import ManagedProcess
 
@@ -65,13 +65,8 @@ class StreamlitService(ManagedProcess):
         return streamlit_argv(APP, "127.0.0.1", self.config.streamlit_port), env
 
     def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.config.streamlit_port}/_stcore/health", timeout=3
-            ) as response:
-                return response.read().strip() == b"ok"
-        except OSError:
-            return False
+        return process.http_body_is(
+            f"http://127.0.0.1:{self.config.streamlit_port}/_stcore/health", b"ok")
 
     def after_ready(self) -> None:
         """Nothing to set up: the app connects to Cassandra when a page is opened."""

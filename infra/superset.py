@@ -369,13 +369,7 @@ class SupersetService(ManagedProcess):
 
     def server_up(self) -> bool:
         """The app answers /health (cheap; what ``up`` waits for before importing)."""
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.config.superset_port}/health", timeout=3
-            ) as response:
-                return response.read().strip() == b"OK"
-        except OSError:
-            return False
+        return process.http_body_is(f"http://127.0.0.1:{self.config.superset_port}/health", b"OK")
 
     def wait_ready(self, timeout: float) -> float:
         # The base class polls answers(), which needs the imported bundle; after_ready imports
