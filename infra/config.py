@@ -39,7 +39,7 @@ class InfraConfig:
     superset_port: int = 8088
     superset_start_timeout: float = 300
     superset_venv: Path = REPO_ROOT / ".cache" / "superset-venv"
-    superset_refresh_s: int = 10
+    superset_refresh_s: int = 30
     streamlit_port: int = 8501
 
     @classmethod
@@ -68,6 +68,6 @@ class InfraConfig:
             superset_venv=Path(
                 env.get("SUPERSET_VENV") or REPO_ROOT / ".cache" / "superset-venv"
             ).resolve(),
-            superset_refresh_s=int_setting(env, "SUPERSET_REFRESH_S", 10, minimum=0),
+            superset_refresh_s=int_setting(env, "SUPERSET_REFRESH_S", 30, minimum=0),
             streamlit_port=port_setting(env, "STREAMLIT_PORT", 8501),
         )

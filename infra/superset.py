@@ -54,9 +54,11 @@ CRYPTO_EXCHANGES = frozenset({
     "BINANCE", "COINBASE", "KRAKEN", "BITFINEX", "BITSTAMP", "GEMINI", "HUOBI", "KUCOIN",
     "OKX", "BYBIT", "POLONIEX", "BITTREX",
 })
-# One gthread worker: every worker holds its own copy of the app (~300 MB), and a 2-core box
-# gains nothing from a second one; queries wait on Trino, so threads are what serve a dashboard.
-GUNICORN_THREADS = 10
+# Two gthread workers: a dashboard asks for its ten charts at once, and one worker's GIL
+# serialised their Python side (~17 s for the ten, one after the other, on a loaded box); each
+# worker holds its own copy of the app (~380 MB), which 24 GiB affords.
+GUNICORN_WORKERS = 2
+GUNICORN_THREADS = 8
 
 
 def split_symbols(symbols: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -356,7 +358,8 @@ class SupersetService(ManagedProcess):
         argv = [
             str(venv / "bin/python"), str(venv / "bin/gunicorn"),
             "--bind", f"127.0.0.1:{self.config.superset_port}",
-            "--workers", "1", "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS),
+            "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread",
+            "--threads", str(GUNICORN_THREADS),
             "--timeout", "60", "--keep-alive", "2",
             # Explore and dashboard GETs carry long rison/form_data URLs.
             "--limit-request-line", "0", "--limit-request-field_size", "0",
