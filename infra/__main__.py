@@ -69,8 +69,9 @@ def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
         svc.after_ready()
         state = f"started in {waited:.0f} s" if started[name] else "already running"
         say(f"{name}: {state} (pid {svc.pid()}, port {next(iter(svc.ports.values()))})")
-    if "cassandra" in chosen:
-        migrate(config, CassandraSettings.from_env().keyspace)
+        if name == "cassandra":
+            # Before the services that read the tables: Superset's import queries them.
+            migrate(config, CassandraSettings.from_env().keyspace)
 
 
 def migrate(config: InfraConfig, keyspace: str) -> None:

@@ -240,3 +240,37 @@ def test_env_file_rewritten_in_place_becomes_private(tmp_path: Path) -> None:
     write_env_file(path, {"A": "2"})
     assert path.stat().st_mode & 0o777 == 0o600
     assert "A=2\n" in path.read_text()
+
+
+def test_up_migrates_the_keyspace_before_the_services_that_read_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a fresh stack Superset's import queried ``market`` before it existed."""
+    import infra.__main__ as cli
+
+    calls: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.ports = {"main": 1}
+            self.start_timeout = 1.0
+
+        def start(self) -> bool:
+            return True
+
+        def wait_ready(self, timeout: float) -> float:
+            return 0.0
+
+        def after_ready(self) -> None:
+            calls.append(f"ready {self.name}")
+
+        def pid(self) -> int:
+            return 1
+
+    names = ("kafka", "cassandra", "trino", "superset", "streamlit")
+    monkeypatch.setattr(cli, "services", lambda config: {n: Recorder(n) for n in names})
+    monkeypatch.setattr(cli, "migrate", lambda config, keyspace: calls.append("migrate"))
+    cli.up(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
+    assert calls.index("migrate") == calls.index("ready cassandra") + 1
+    assert calls.index("migrate") < calls.index("ready trino") < calls.index("ready superset")
