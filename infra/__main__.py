@@ -60,18 +60,18 @@ def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
     for name, svc in chosen.items():
         try:
             waited = svc.wait_ready(svc.start_timeout)
-        except ServiceStartError:
+            svc.after_ready()
+            if name == "cassandra":
+                # Before the services that read the tables: Superset's import queries them.
+                migrate(config, CassandraSettings.from_env().keyspace)
+        except InfraError:
             # Leave nothing half-started behind: a later `up` starts from a clean slate.
             for other, other_svc in chosen.items():
                 if started[other]:
                     other_svc.stop()
             raise
-        svc.after_ready()
         state = f"started in {waited:.0f} s" if started[name] else "already running"
         say(f"{name}: {state} (pid {svc.pid()}, port {next(iter(svc.ports.values()))})")
-        if name == "cassandra":
-            # Before the services that read the tables: Superset's import queries them.
-            migrate(config, CassandraSettings.from_env().keyspace)
 
 
 def migrate(config: InfraConfig, keyspace: str) -> None:

@@ -274,3 +274,41 @@ def test_up_migrates_the_keyspace_before_the_services_that_read_it(
     cli.up(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
     assert calls.index("migrate") == calls.index("ready cassandra") + 1
     assert calls.index("migrate") < calls.index("ready trino") < calls.index("ready superset")
+
+
+def test_up_stops_what_it_started_when_a_service_fails_after_starting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import infra.__main__ as cli
+    from infra.errors import InfraError
+
+    stopped: list[str] = []
+
+    class Service:
+        def __init__(self, name: str, fails: bool) -> None:
+            self.name, self.fails = name, fails
+            self.ports = {"main": 1}
+            self.start_timeout = 1.0
+
+        def start(self) -> bool:
+            return True
+
+        def wait_ready(self, timeout: float) -> float:
+            return 0.0
+
+        def after_ready(self) -> None:
+            if self.fails:
+                raise InfraError(f"{self.name}: import failed")
+
+        def pid(self) -> int:
+            return 1
+
+        def stop(self) -> bool:
+            stopped.append(self.name)
+            return True
+
+    monkeypatch.setattr(cli, "services", lambda config: {
+        "kafka": Service("kafka", False), "superset": Service("superset", True)})
+    with pytest.raises(InfraError, match="superset: import failed"):
+        cli.up(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
+    assert stopped == ["kafka", "superset"]
