@@ -1,9 +1,7 @@
 """Browser fixtures for the dashboard tests: headless Debian chromium under Playwright.
 
-Import the fixture functions into a test module (their names differ from the fixture names, so
-test arguments do not shadow the imports)::
-
-    from tests.dashboards.browser import browser_fixture, page_fixture  # noqa: F401
+tests/dashboards/conftest.py registers them once for every module (their function names differ
+from the fixture names, so test arguments do not shadow the imports).
 
 Screenshots go to ``$STATE_DIR/test-screenshots/`` (replaced by each run) and are listed at the
 end of the session.

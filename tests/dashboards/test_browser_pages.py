@@ -9,7 +9,6 @@ from playwright.sync_api import Page
 
 from infra.browser import DashboardUrls, open_dashboard, open_streamlit
 from infra.errors import InfraError
-from tests.dashboards.browser import browser_fixture, page_fixture  # noqa: F401 - fixtures
 
 URLS = DashboardUrls(superset="http://superset.test", streamlit="http://streamlit.test",
                      superset_user="u", superset_password="p", dashboard_slug="market-overview")
