@@ -15,7 +15,7 @@ from infra import java as java_module
 from infra import migrations, process
 from infra.config import InfraConfig
 from infra.demo import DemoSettings
-from infra.errors import JavaNotFoundError
+from infra.errors import InfraError, JavaNotFoundError
 from infra.java import find_java17, find_java_at_least, java_major_version
 from infra.migrations import MigrationError, apply_migrations
 from infra.trino import unpack_server
@@ -242,6 +242,33 @@ def test_env_file_rewritten_in_place_becomes_private(tmp_path: Path) -> None:
     assert "A=2\n" in path.read_text()
 
 
+class FakeService:
+    """What ``up`` uses of a service; records what happens to it in ``calls``."""
+
+    def __init__(self, name: str, calls: list[str], fails: bool = False) -> None:
+        self.name, self.calls, self.fails = name, calls, fails
+        self.ports = {"main": 1}
+        self.start_timeout = 1.0
+
+    def start(self) -> bool:
+        return True
+
+    def wait_ready(self, timeout: float) -> float:
+        return 0.0
+
+    def after_ready(self) -> None:
+        if self.fails:
+            raise InfraError(f"{self.name}: import failed")
+        self.calls.append(f"ready {self.name}")
+
+    def pid(self) -> int:
+        return 1
+
+    def stop(self) -> bool:
+        self.calls.append(f"stop {self.name}")
+        return True
+
+
 def test_up_migrates_the_keyspace_before_the_services_that_read_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -249,27 +276,9 @@ def test_up_migrates_the_keyspace_before_the_services_that_read_it(
     import infra.__main__ as cli
 
     calls: list[str] = []
-
-    class Recorder:
-        def __init__(self, name: str) -> None:
-            self.name = name
-            self.ports = {"main": 1}
-            self.start_timeout = 1.0
-
-        def start(self) -> bool:
-            return True
-
-        def wait_ready(self, timeout: float) -> float:
-            return 0.0
-
-        def after_ready(self) -> None:
-            calls.append(f"ready {self.name}")
-
-        def pid(self) -> int:
-            return 1
-
     names = ("kafka", "cassandra", "trino", "superset", "streamlit")
-    monkeypatch.setattr(cli, "services", lambda config: {n: Recorder(n) for n in names})
+    monkeypatch.setattr(cli, "services",
+                        lambda config: {n: FakeService(n, calls) for n in names})
     monkeypatch.setattr(cli, "migrate", lambda config, keyspace: calls.append("migrate"))
     cli.up(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
     assert calls.index("migrate") == calls.index("ready cassandra") + 1
@@ -280,35 +289,11 @@ def test_up_stops_what_it_started_when_a_service_fails_after_starting(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import infra.__main__ as cli
-    from infra.errors import InfraError
 
-    stopped: list[str] = []
-
-    class Service:
-        def __init__(self, name: str, fails: bool) -> None:
-            self.name, self.fails = name, fails
-            self.ports = {"main": 1}
-            self.start_timeout = 1.0
-
-        def start(self) -> bool:
-            return True
-
-        def wait_ready(self, timeout: float) -> float:
-            return 0.0
-
-        def after_ready(self) -> None:
-            if self.fails:
-                raise InfraError(f"{self.name}: import failed")
-
-        def pid(self) -> int:
-            return 1
-
-        def stop(self) -> bool:
-            stopped.append(self.name)
-            return True
-
+    calls: list[str] = []
     monkeypatch.setattr(cli, "services", lambda config: {
-        "kafka": Service("kafka", False), "superset": Service("superset", True)})
+        "kafka": FakeService("kafka", calls), "superset": FakeService("superset", calls, True)})
     with pytest.raises(InfraError, match="superset: import failed"):
         cli.up(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
+    stopped = [c.removeprefix("stop ") for c in calls if c.startswith("stop ")]
     assert stopped == ["kafka", "superset"]
