@@ -25,14 +25,23 @@ __all__ = ["format_report", "realised_forecasts", "run_backtest"]
 logger = logging.getLogger(__name__)
 
 
+#: ``attrs`` key of :func:`realised_forecasts`' result: bar rows left out as unusable
+UNUSABLE_BARS = "unusable_bars"
+
+
 def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: int) -> pd.DataFrame:
-    """Every stored forecast step with its ``realised`` price (NaN unless scored) and ``status``."""
+    """Every stored forecast step with its ``realised`` price (NaN unless scored) and ``status``.
+
+    ``result.attrs["unusable_bars"]`` counts the bar rows that were skipped because they cannot
+    give a price (see :meth:`GbmStore.read_bars`).
+    """
     import pandas as pd
 
     by_symbol: dict[str, list[tuple[str, object]]] = defaultdict(list)
     for symbol, day in store.forecast_partitions():
         by_symbol[symbol].append((symbol, day))
     frames = []
+    n_unusable = 0
     for i, (symbol, parts) in enumerate(sorted(by_symbol.items()), start=1):
         chunks = list(store.iter_forecasts(parts))  # type: ignore[arg-type]
         if not chunks:
@@ -43,7 +52,9 @@ def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: in
         end = fc["target_ts"].max().to_pydatetime() + timedelta(
             seconds=max_gap_seconds + bar_seconds
         )
-        bars = store.read_bars(symbol, start, end)
+        read = store.read_bars(symbol, start, end)
+        bars = read.frame
+        n_unusable += read.n_unusable
         targets = fc["target_ts"].astype("int64").to_numpy() / 1e9
         price, status = realised_prices(
             targets,
@@ -65,9 +76,9 @@ def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: in
             len(bars),
         )
         frames.append(fc)
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out.attrs[UNUSABLE_BARS] = n_unusable
+    return out
 
 
 def run_backtest(
@@ -110,6 +121,12 @@ def format_report(forecasts: pd.DataFrame, summary: pd.DataFrame) -> str:
         f"{counts.get('scored', 0)} scored, {counts.get('pending', 0)} not yet realised, "
         f"{counts.get('gap', 0)} in data gaps",
     ]
+    n_unusable = int(forecasts.attrs.get(UNUSABLE_BARS, 0))
+    if n_unusable:
+        lines.append(
+            f"unusable 5-second bar rows skipped: {n_unusable} (a null window_end, or a null, "
+            "non-finite or non-positive close; the log names the symbols)"
+        )
     if summary.empty:
         lines.append("nothing to score yet: no forecast step has been realised by the bars")
         return "\n".join(lines)

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from cassandra.cluster import Session
 
 __all__ = [
+    "BarRows",
     "GbmStore",
     "days_between",
     "to_utc",
@@ -64,6 +65,25 @@ def _nan_to_none(value: Any) -> Any:
     if type(value).__name__ == "Date" and hasattr(value, "date"):
         return value.date()
     return value
+
+
+@dataclass(frozen=True)
+class BarRows:
+    """5-second bars read for the backtest, and how many rows were left out as unusable."""
+
+    frame: pd.DataFrame
+    n_unusable: int
+
+
+def _usable_bar(row: Any) -> bool:
+    close = row.close
+    return (
+        row.window_start is not None
+        and row.window_end is not None
+        and isinstance(close, int | float)
+        and math.isfinite(close)
+        and close > 0
+    )
 
 
 def _storage(what: str, exc: Exception) -> StorageError:
@@ -111,9 +131,14 @@ class GbmStore:
                 out.append((row.symbol, day))
         return sorted(out)
 
-    def read_bars(self, symbol: str, start: datetime, end: datetime) -> pd.DataFrame:
+    def read_bars(self, symbol: str, start: datetime, end: datetime) -> BarRows:
         """Bars of one symbol with ``start <= window_start < end``, oldest first; columns
-        ``window_start`` (epoch seconds), ``window_end`` (epoch seconds), ``close``."""
+        ``window_start`` (epoch seconds), ``window_end`` (epoch seconds), ``close``.
+
+        A row another tool, an older version or a partial write left without a ``window_end``
+        or a positive finite ``close`` cannot give a realised price: it is left out, counted in
+        :attr:`BarRows.n_unusable` and named in one WARNING line per symbol.
+        """
         import pandas as pd
 
         rows: list[Any] = []
@@ -126,14 +151,28 @@ class GbmStore:
                     (symbol, day, start, end),
                 )
             )
+        usable = [r for r in rows if _usable_bar(r)]
+        n_unusable = len(rows) - len(usable)
+        if n_unusable:
+            logger.warning(
+                "%s: skipped %d of %d 5-second bar rows between %s and %s with a null window_end "
+                "or a null, non-finite or non-positive close (not a usable price)",
+                symbol,
+                n_unusable,
+                len(rows),
+                to_utc(start).isoformat(),
+                to_utc(end).isoformat(),
+            )
         frame = pd.DataFrame(
             {
-                "window_start": [to_utc(r.window_start).timestamp() for r in rows],
-                "window_end": [to_utc(r.window_end).timestamp() for r in rows],
-                "close": [r.close for r in rows],
-            }
+                "window_start": [to_utc(r.window_start).timestamp() for r in usable],
+                "window_end": [to_utc(r.window_end).timestamp() for r in usable],
+                "close": [float(r.close) for r in usable],
+            },
+            columns=["window_start", "window_end", "close"],
         )
-        return frame.sort_values("window_start", kind="stable").reset_index(drop=True)
+        frame = frame.sort_values("window_start", kind="stable").reset_index(drop=True)
+        return BarRows(frame=frame, n_unusable=n_unusable)
 
     # --- runs ---------------------------------------------------------------------------
 

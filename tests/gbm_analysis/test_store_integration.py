@@ -1,0 +1,134 @@
+"""The backtest and the API on rows written straight into the real Cassandra: rows another tool,
+an older version, a partial write or a killed run left behind. No Spark: the forecast rows are
+inserted with CQL, as a run writes them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from schemas.settings import CassandraSettings
+from tests.conftest import REPO_ROOT, Stack, run_infra
+from tests.gbm_analysis.conftest import BAR
+
+pytestmark = pytest.mark.integration
+
+AS_OF = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def test_keyspace(stack: Stack) -> Iterator[CassandraSettings]:
+    """This module's own keyspace: the backtest scores every forecast in its keyspace."""
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    run_infra("migrate", "--keyspace", name)
+    yield CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": name})
+    run_infra("drop-keyspace", name)
+
+
+def backtest_cli(keyspace: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gbm_analysis", "backtest"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "CASSANDRA_KEYSPACE": keyspace},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def insert_forecast(
+    session: Any,
+    symbol: str,
+    *,
+    run_id: str,
+    issued_at: datetime,
+    as_of: datetime = AS_OF,
+    n_steps: int = 3,
+    step_seconds: int = 60,
+    last_price: float = 100.0,
+    models: tuple[str, ...] = ("gbm",),
+    complete: bool = True,
+) -> None:
+    """The rows a run writes for one symbol: per-model run rows, per-step forecasts (percentiles
+    1..99 spread +-1% around the last price), and, when ``complete``, the ``gbm_runs`` row
+    that a run writes last."""
+    day = issued_at.date()
+    pct = [last_price * (1 + (k - 50) / 5000) for k in range(1, 100)]
+    for model in models:
+        session.execute(
+            "INSERT INTO gbm_forecast_runs (symbol, day, issued_at, run_id, model, status, "
+            "message, as_of, last_price, sigma, sigma_annualised, n_bars, seed, n_paths, "
+            "step_seconds, n_steps) VALUES (%s,%s,%s,%s,%s,'ok','',%s,%s,1e-4,0.5,720,1,100,%s,%s)",
+            (symbol, day, issued_at, run_id, model, as_of, last_price, step_seconds, n_steps),
+        )
+        for step in range(1, n_steps + 1):
+            session.execute(
+                "INSERT INTO gbm_forecasts (symbol, day, issued_at, run_id, model, step, "
+                "target_ts, horizon_s, as_of, last_price, q05, q25, q50, q75, q95, percentiles) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (
+                    symbol,
+                    day,
+                    issued_at,
+                    run_id,
+                    model,
+                    step,
+                    as_of + timedelta(seconds=step * step_seconds),
+                    step * step_seconds,
+                    as_of,
+                    last_price,
+                    pct[4],
+                    pct[24],
+                    pct[49],
+                    pct[74],
+                    pct[94],
+                    pct,
+                ),
+            )
+    if complete:
+        session.execute(
+            "INSERT INTO gbm_runs (day, issued_at, run_id, seed, settings, n_symbols, n_ok, "
+            "n_skipped, duration_s) VALUES (%s,%s,%s,1,'{}',1,1,0,0.1)",
+            (day, issued_at, run_id),
+        )
+
+
+def test_a_bar_row_with_null_columns_is_skipped_and_counted_by_the_backtest(
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    insert_bars: Callable[[str, list[datetime], np.ndarray], None],
+) -> None:
+    symbol = f"NULL{uuid.uuid4().hex[:6]}:AAPL"
+    starts = [AS_OF + timedelta(seconds=BAR * i) for i in range(-12, 48)]
+    insert_bars(symbol, starts, np.full(len(starts), 100.0))
+    # rows another tool or a partial write left: only the key and some columns
+    later = AS_OF + timedelta(seconds=BAR * 48)
+    cassandra_session.execute(
+        "INSERT INTO trades_agg_5s (symbol, day, window_start, close) VALUES (%s,%s,%s,100.5)",
+        (symbol, later.date(), later),
+    )
+    cassandra_session.execute(
+        "INSERT INTO trades_agg_5s (symbol, day, window_start, window_end) VALUES (%s,%s,%s,%s)",
+        (symbol, later.date(), later + timedelta(seconds=5), later + timedelta(seconds=10)),
+    )
+    insert_forecast(
+        cassandra_session,
+        symbol,
+        run_id=f"r-{uuid.uuid4().hex[:6]}",
+        issued_at=datetime.now(UTC).replace(microsecond=0),
+    )
+    result = backtest_cli(test_keyspace.keyspace)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "3 scored" in result.stdout
+    assert "unusable 5-second bar rows skipped: 2 " in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "skipped 2 of 62" in line]
+    assert len(warnings) == 1 and symbol in warnings[0]
