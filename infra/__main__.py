@@ -18,11 +18,17 @@ from infra.errors import InfraError, ServiceStartError
 from infra.java import find_java17
 from infra.kafka import KafkaService
 from infra.maven import resolve_jars
-from infra.migrations import apply_migrations
+from infra.migrations import (
+    SYSTEM_KEYSPACES,
+    apply_migrations,
+    cql_identifier,
+    quote_identifier,
+)
 from infra.pipeline import STEP_MODULES, pipeline_steps
 from infra.service import ManagedProcess
 from infra.streamlit import StreamlitService
 from infra.superset import SupersetService
+from infra.supervisor import Supervisor
 from infra.trino import TrinoService, run_query
 from schemas.settings import CassandraSettings, SettingsError
 
@@ -100,6 +106,7 @@ def cmd_down(config: InfraConfig, args: argparse.Namespace) -> None:
         if args.services and name not in args.services:
             continue
         say(f"{name}: {'stopped' if svc.stop() else 'not running'}")
+    Supervisor(config).shutdown()
 
 
 def cmd_restart(config: InfraConfig, args: argparse.Namespace) -> None:
@@ -109,24 +116,35 @@ def cmd_restart(config: InfraConfig, args: argparse.Namespace) -> None:
 
 def cmd_status(config: InfraConfig, _: argparse.Namespace) -> None:
     healthy = True
-    print(f"{'service':<16} {'pid':>8}  {'port':>5}  health")
+    print(f"{'service':<16} {'pid':>8}  {'port':>5}  {'supervisord':<12} health")
     for name, svc in services(config).items():
         pid = svc.pid()
         ok = pid is not None and svc.answers()
         healthy &= ok
         health = "healthy" if ok else ("starting/unresponsive" if pid else "stopped")
         port = next(iter(svc.ports.values()))
-        print(f"{name:<16} {pid or '-':>8}  {port:>5}  {health}")
+        print(f"{name:<16} {pid or '-':>8}  {port:>5}  {supervised_state(svc, pid):<12} {health}")
     for name, step in pipeline_steps(config).items():
         if not step.was_started:
             continue
         pid = step.pid()
         healthy &= pid is not None
         health = "running" if pid else f"exited, see {step.stdout_log}"
-        print(f"{name:<16} {pid or '-':>8}  {'':>5}  {health}")
+        print(f"{name:<16} {pid or '-':>8}  {'':>5}  {supervised_state(step, pid):<12} {health}")
     print(f"state: {config.state_dir}")
     if not healthy:
         raise SystemExit(1)
+
+
+def supervised_state(svc: ManagedProcess, pid: int | None) -> str:
+    """supervisord's state (RUNNING, BACKOFF while it restarts one, FATAL when it gave up),
+    or ``unmanaged`` for a process started before supervisord ran the stack."""
+    program = svc.program()
+    if program is None:
+        return "unmanaged" if pid else "-"
+    if program.state == "EXITED":
+        return f"EXITED({program.exit_status})"
+    return program.state
 
 
 def cmd_logs(config: InfraConfig, args: argparse.Namespace) -> None:
@@ -138,8 +156,11 @@ def cmd_logs(config: InfraConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_clean(config: InfraConfig, _: argparse.Namespace) -> None:
+    for step in pipeline_steps(config).values():
+        step.stop()
     for svc in services(config).values():
         svc.stop()
+    Supervisor(config).shutdown()
     if config.state_dir.exists():
         shutil.rmtree(config.state_dir)
     say(f"removed {config.state_dir} (cached jars in {config.jars_dir} kept)")
@@ -156,14 +177,21 @@ def cmd_migrate(config: InfraConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_drop_keyspace(config: InfraConfig, args: argparse.Namespace) -> None:
-    if args.keyspace == CassandraSettings.from_env().keyspace:
-        raise InfraError(f"refusing to drop the configured keyspace {args.keyspace!r}")
+    # Compare the names Cassandra resolves, not the text typed: MARKET and "market" are market.
+    name = cql_identifier(args.keyspace)
+    configured = cql_identifier(CassandraSettings.from_env().keyspace)
+    if name == configured:
+        raise InfraError(
+            f"refusing to drop the configured keyspace {configured!r} (given as {args.keyspace!r})"
+        )
+    if name in SYSTEM_KEYSPACES:
+        raise InfraError(f"refusing to drop Cassandra's own keyspace {name!r}")
     cluster, session = CassandraService(config).admin_session()
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {args.keyspace}", timeout=60)
+        session.execute(f"DROP KEYSPACE IF EXISTS {quote_identifier(name)}", timeout=60)
     finally:
         cluster.shutdown()
-    say(f"dropped keyspace {args.keyspace}")
+    say(f"dropped keyspace {name}")
 
 
 def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:

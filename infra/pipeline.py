@@ -3,7 +3,9 @@ forecaster) as processes that outlive the command that started them.
 
 ``make demo`` starts them and leaves them running so the dashboards stay live; ``make down``
 stops them before the engines they write to, and ``make status`` lists them while they run.
-Their pid files and logs live under ``$STATE_DIR/demo/<step>/``.
+supervisord runs them (see ``infra.supervisor``): a step killed or crashed is restarted, one
+that keeps failing to start ends FATAL and shows so in ``status``. Their logs live under
+``$STATE_DIR/demo/<step>/``.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ class PipelineProcess(ManagedProcess):
 
     @property
     def was_started(self) -> bool:
-        """A pid file is left behind until ``down``: a step that exited on its own shows."""
-        return self.pid_file.exists()
+        """supervisord keeps a step until ``down``, so one that exited or kept failing shows."""
+        return self.program() is not None or self.pid_file.exists()
 
     def launch(self) -> tuple[list[str], dict[str, str]]:
         if self._args is None or self._env is None:
@@ -82,7 +84,8 @@ class PipelineProcess(ManagedProcess):
 
     def stop(self) -> bool:
         stopped = super().stop()
-        self.pid_file.unlink(missing_ok=True)
+        # A stopped step is forgotten: the next demo registers it with its new arguments.
+        self.supervisor.forget(self.name)
         return stopped
 
 

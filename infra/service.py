@@ -16,6 +16,7 @@ from infra.config import InfraConfig
 from infra.errors import PortInUseError, ServiceStartError
 from infra.java import find_java17
 from infra.maven import resolve_jars
+from infra.supervisor import ProgramInfo, ProgramPolicy, Supervisor
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -68,11 +69,26 @@ class ManagedProcess(ABC):
     def after_ready(self) -> None:
         """Post-start work such as creating users, topics or tables; must be idempotent."""
 
+    # How supervisord restarts and stops it; JVMs override the stop wait where they need more.
+    policy = ProgramPolicy()
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.config)
+
     def pid(self) -> int | None:
+        info = self.supervisor.info(self.name)
+        if info is not None and info.running and info.pid:
+            return info.pid
+        # Started before supervisord managed the stack (or supervisord itself was killed).
         return process.read_pid(self.pid_file, self.marker)
 
+    def program(self) -> ProgramInfo | None:
+        """supervisord's view: state, pid, uptime, last exit status."""
+        return self.supervisor.info(self.name)
+
     def start(self) -> bool:
-        """Start unless already running. Returns False when it was already running."""
+        """Start under supervisord unless already running. False when it was already running."""
         if self.pid() is not None:
             return False
         for label, port in self.ports.items():
@@ -84,8 +100,9 @@ class ManagedProcess(ABC):
         for folder in (self.log_dir, self.data_dir):
             folder.mkdir(parents=True, exist_ok=True)
         argv, env = self.launch()
-        process.spawn(argv, marker=self.marker, log_file=self.stdout_log,
-                      pid_file=self.pid_file, env=env)
+        pid = self.supervisor.start(self.name, argv, env, self.stdout_log, self.policy)
+        if pid is not None:
+            self.pid_file.write_text(str(pid))
         return True
 
     def wait_ready(self, timeout: float) -> float:
@@ -104,12 +121,13 @@ class ManagedProcess(ABC):
         )
 
     def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        process.stop(pid)
+        stopped = self.supervisor.stop(self.name)
+        # A process from before supervisord, or orphaned by a killed supervisord.
+        if (pid := process.read_pid(self.pid_file, self.marker)) is not None:
+            process.stop(pid, timeout=self.policy.stopwaitsecs)
+            stopped = True
         self.pid_file.unlink(missing_ok=True)
-        return True
+        return stopped
 
     def last_log_lines(self, lines: int = 30) -> str:
         parts = []
