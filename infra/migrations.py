@@ -15,10 +15,38 @@ from schemas.contracts import CQL_DIR
 logger = logging.getLogger(__name__)
 
 KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+# Cassandra's own keyspaces: no command of ours may drop or migrate them.
+SYSTEM_KEYSPACES = frozenset({
+    "system", "system_auth", "system_schema", "system_distributed", "system_traces",
+    "system_views", "system_virtual_schema", "system_cluster_metadata",
+})
 
 
 class MigrationError(InfraError):
     pass
+
+
+def cql_identifier(text: str) -> str:
+    """The keyspace name Cassandra resolves ``text`` to: an unquoted identifier is folded to lower
+    case, a double-quoted one is taken as it is. Comparing names as typed let ``MARKET`` or
+    ``"market"`` past a guard on ``market``.
+
+    :raises MigrationError: when ``text`` is not a keyspace name (letters, digits, _; max 48).
+
+    >>> cql_identifier("MARKET"), cql_identifier('"market"'), cql_identifier('"Market"')
+    ('market', 'market', 'Market')
+    """
+    name = text.strip()
+    quoted = len(name) >= 2 and name[0] == name[-1] == '"'
+    name = name[1:-1] if quoted else name.lower()
+    if not KEYSPACE_RE.match(name):
+        raise MigrationError(f"keyspace {text!r}: use letters, digits and _ (max 48)")
+    return name
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a CQL identifier that keeps its case (``Market`` stays ``Market``)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def split_statements(cql: str) -> list[str]:

@@ -297,3 +297,19 @@ def test_up_stops_what_it_started_when_a_service_fails_after_starting(
         cli.up(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
     stopped = [c.removeprefix("stop ") for c in calls if c.startswith("stop ")]
     assert stopped == ["kafka", "superset"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("market", "market"), ("MARKET", "market"), ("Market", "market"), ('"market"', "market"),
+    ('"Market"', "Market"), ("  test_1 ", "test_1"),
+])
+def test_cql_identifier_is_normalised_like_cassandra(text: str, expected: str) -> None:
+    assert migrations.cql_identifier(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "", '""', "1abc", "market; DROP KEYSPACE x", '"mar"ket"', "a-b", "x" * 49, '"a b"',
+])
+def test_cql_identifier_refuses_what_is_not_a_keyspace_name(text: str) -> None:
+    with pytest.raises(MigrationError, match="keyspace"):
+        migrations.cql_identifier(text)
