@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL, realised_prices, summarise_scores
 from gbm_analysis.io import GbmStore
@@ -25,15 +26,21 @@ __all__ = ["format_report", "realised_forecasts", "run_backtest"]
 logger = logging.getLogger(__name__)
 
 
-#: ``attrs`` key of :func:`realised_forecasts`' result: bar rows left out as unusable
+#: ``attrs`` keys of :func:`realised_forecasts`' result: bar rows left out as unusable, and the
+#: runs (and their forecast steps) left out because they never finished writing
 UNUSABLE_BARS = "unusable_bars"
+INCOMPLETE_RUNS = "incomplete_runs"
+INCOMPLETE_STEPS = "incomplete_steps"
 
 
 def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: int) -> pd.DataFrame:
     """Every stored forecast step with its ``realised`` price (NaN unless scored) and ``status``.
 
-    ``result.attrs["unusable_bars"]`` counts the bar rows that were skipped because they cannot
-    give a price (see :meth:`GbmStore.read_bars`).
+    Only complete runs are scored (those with their ``gbm_runs`` row, which a run writes last;
+    see :meth:`GbmStore.complete_runs`): a run killed mid-write may lack symbols, models or
+    steps. ``result.attrs`` counts what was left out: ``incomplete_runs`` and
+    ``incomplete_steps``, and ``unusable_bars``, the bar rows that cannot give a price (see
+    :meth:`GbmStore.read_bars`).
     """
     import pandas as pd
 
@@ -42,11 +49,29 @@ def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: in
         by_symbol[symbol].append((symbol, day))
     frames = []
     n_unusable = 0
+    complete: dict[object, set[tuple[datetime, str]]] = {}
+    incomplete_runs: set[tuple[object, str]] = set()
+    n_incomplete_steps = 0
     for i, (symbol, parts) in enumerate(sorted(by_symbol.items()), start=1):
         chunks = list(store.iter_forecasts(parts))  # type: ignore[arg-type]
         if not chunks:
             continue
         fc = pd.concat(chunks, ignore_index=True)
+        done = _complete_mask(store, fc, complete)
+        if not done.all():
+            left_out = fc[~done]
+            incomplete_runs.update(zip(left_out["issued_at"], left_out["run_id"], strict=True))
+            n_incomplete_steps += len(left_out)
+            logger.warning(
+                "%s: skipped %d forecast steps of runs %s: no gbm_runs row (killed mid-write, or "
+                "still writing)",
+                symbol,
+                len(left_out),
+                ",".join(sorted(set(left_out["run_id"]))),
+            )
+            fc = fc[done].reset_index(drop=True)
+            if fc.empty:
+                continue
         start = fc["as_of"].min().to_pydatetime() - timedelta(seconds=max_gap_seconds)
         # bars slightly past the last target tell us whether the last targets are realised yet
         end = fc["target_ts"].max().to_pydatetime() + timedelta(
@@ -78,7 +103,23 @@ def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: in
         frames.append(fc)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out.attrs[UNUSABLE_BARS] = n_unusable
+    out.attrs[INCOMPLETE_RUNS] = len(incomplete_runs)
+    out.attrs[INCOMPLETE_STEPS] = n_incomplete_steps
     return out
+
+
+def _complete_mask(
+    store: GbmStore, fc: pd.DataFrame, cache: dict[object, set[tuple[datetime, str]]]
+) -> NDArray[np.bool_]:
+    """Which forecast rows belong to a complete run; ``cache`` keeps each day's runs."""
+    for day in fc["day"].unique():
+        if day not in cache:
+            cache[day] = store.complete_runs(day)
+    keys = zip(fc["day"], fc["issued_at"], fc["run_id"], strict=True)
+    return np.array(
+        [(issued.to_pydatetime(), run_id) in cache[day] for day, issued, run_id in keys],
+        dtype=bool,
+    )
 
 
 def run_backtest(
@@ -110,23 +151,44 @@ def _fmt(value: float, spec: str) -> str:
     )
 
 
-def format_report(forecasts: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """Plain-text report of the pooled rows: coverage with its binomial band, losses, skill."""
-    if forecasts.empty:
-        return "backtest: no forecasts stored yet; run `python -m gbm_analysis run --once` first"
-    counts = forecasts["status"].value_counts()
-    lines = [
-        f"backtest: {len(forecasts)} forecast steps from "
-        f"{forecasts['run_id'].nunique()} runs, {forecasts['symbol'].nunique()} symbols: "
-        f"{counts.get('scored', 0)} scored, {counts.get('pending', 0)} not yet realised, "
-        f"{counts.get('gap', 0)} in data gaps",
-    ]
+def _skipped_lines(forecasts: pd.DataFrame) -> list[str]:
+    """One line per kind of input the backtest left out (see :func:`realised_forecasts`)."""
+    lines: list[str] = []
+    n_incomplete = int(forecasts.attrs.get(INCOMPLETE_RUNS, 0))
+    if n_incomplete:
+        lines.append(
+            f"incomplete runs skipped: {n_incomplete} "
+            f"({forecasts.attrs.get(INCOMPLETE_STEPS, 0)} forecast steps without a gbm_runs row: "
+            "killed mid-write, or still writing)"
+        )
     n_unusable = int(forecasts.attrs.get(UNUSABLE_BARS, 0))
     if n_unusable:
         lines.append(
             f"unusable 5-second bar rows skipped: {n_unusable} (a null window_end, or a null, "
             "non-finite or non-positive close; the log names the symbols)"
         )
+    return lines
+
+
+def format_report(forecasts: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Plain-text report of the pooled rows: coverage with its binomial band, losses, skill."""
+    lines = _skipped_lines(forecasts)
+    if forecasts.empty:
+        return "\n".join(
+            [
+                "backtest: no complete forecast run stored yet; run `python -m gbm_analysis run "
+                "--once` first",
+                *lines,
+            ]
+        )
+    counts = forecasts["status"].value_counts()
+    lines.insert(
+        0,
+        f"backtest: {len(forecasts)} forecast steps from "
+        f"{forecasts['run_id'].nunique()} runs, {forecasts['symbol'].nunique()} symbols: "
+        f"{counts.get('scored', 0)} scored, {counts.get('pending', 0)} not yet realised, "
+        f"{counts.get('gap', 0)} in data gaps",
+    )
     if summary.empty:
         lines.append("nothing to score yet: no forecast step has been realised by the bars")
         return "\n".join(lines)

@@ -225,18 +225,35 @@ class GbmStore:
                 (symbol, to_utc(issued_at).date(), issued_at, run_id, model, status, message, seed),
             )
 
+    def complete_runs(self, day: date) -> set[tuple[datetime, str]]:
+        """``(issued_at, run_id)`` of the runs issued on ``day`` (UTC) that finished writing.
+
+        A run writes its ``gbm_runs`` row last, after every forecast row, so a run without one
+        was killed mid-write (or is still writing) and may be missing symbols, models or steps.
+        """
+        rows = self._execute(
+            f"complete runs {day}",
+            f"SELECT issued_at, run_id FROM {self.keyspace}.{TABLE_GBM_RUNS} WHERE day = %s",
+            (day,),
+        )
+        return {(to_utc(r.issued_at), r.run_id) for r in rows}
+
     def latest_runs(self, symbol: str, *, days_back: int, now: datetime) -> list[dict[str, Any]]:
-        """Rows of the newest run that covered ``symbol`` (one per model), searching back
-        ``days_back`` days; empty when there is none."""
+        """Rows of the newest complete run (see :meth:`complete_runs`) that covered ``symbol``
+        (one per model), searching back ``days_back`` days; empty when there is none."""
         for day in reversed(days_between(now - timedelta(days=days_back), now)):
             rows = self._execute(
                 f"latest run {symbol}",
                 f"SELECT * FROM {self.keyspace}.{TABLE_GBM_FORECAST_RUNS} "
-                "WHERE symbol = %s AND day = %s LIMIT 20",
+                "WHERE symbol = %s AND day = %s",
                 (symbol, day),
             )
-            if rows:
-                first = rows[0]
+            if not rows:
+                continue
+            complete = self.complete_runs(day)
+            # rows come newest run first (clustering order): the first complete one wins
+            first = next((r for r in rows if (to_utc(r.issued_at), r.run_id) in complete), None)
+            if first is not None:
                 same = [r for r in rows if r.run_id == first.run_id]
                 return [{k: _nan_to_none(v) for k, v in r._asdict().items()} for r in same]
         return []

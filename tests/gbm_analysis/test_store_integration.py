@@ -132,3 +132,49 @@ def test_a_bar_row_with_null_columns_is_skipped_and_counted_by_the_backtest(
     assert "unusable 5-second bar rows skipped: 2 " in result.stdout
     warnings = [line for line in result.stderr.splitlines() if "skipped 2 of 62" in line]
     assert len(warnings) == 1 and symbol in warnings[0]
+
+
+def test_a_run_killed_mid_write_is_neither_served_nor_scored(
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    insert_bars: Callable[[str, list[datetime], np.ndarray], None],
+) -> None:
+    """A run writes ``gbm_runs`` last; a newer run that died before it (its forecast rows are
+    there, its run row is not) must not replace the complete run in the API or the backtest."""
+    from fastapi.testclient import TestClient
+
+    from gbm_analysis.api import create_app
+    from gbm_analysis.evaluation import format_report, run_backtest
+    from gbm_analysis.io import GbmStore
+
+    symbol = f"KILL{uuid.uuid4().hex[:6]}:MSFT"
+    starts = [AS_OF + timedelta(seconds=BAR * i) for i in range(-12, 48)]
+    insert_bars(symbol, starts, np.full(len(starts), 100.0))
+    issued = datetime.now(UTC).replace(microsecond=0)
+    complete, killed = f"done-{uuid.uuid4().hex[:6]}", f"kill-{uuid.uuid4().hex[:6]}"
+    insert_forecast(cassandra_session, symbol, run_id=complete, issued_at=issued)
+    insert_forecast(
+        cassandra_session,
+        symbol,
+        run_id=killed,
+        issued_at=issued + timedelta(seconds=1),
+        models=("gbm", "hist_sim"),
+        complete=False,
+    )
+
+    store = GbmStore(cassandra_session, test_keyspace.keyspace)
+    client = TestClient(create_app(store))
+    body = client.get(f"/forecast/{symbol}").json()
+    assert body["run_id"] == complete
+    assert [m["model"] for m in body["models"]] == ["gbm"]
+    assert len(body["models"][0]["steps"]) == 3
+
+    forecasts, _ = run_backtest(
+        store, bar_seconds=5, max_gap_seconds=300, evaluated_at=issued, backtest_id="bt-kill"
+    )
+    mine = forecasts[forecasts["symbol"] == symbol]
+    assert set(mine["run_id"]) == {complete} and set(mine["status"]) == {"scored"}
+    assert (forecasts.attrs["incomplete_runs"], forecasts.attrs["incomplete_steps"]) == (1, 6)
+    assert "incomplete runs skipped: 1 (6 forecast steps without a gbm_runs row" in (
+        format_report(forecasts, _)
+    )
