@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from infra.cassandra import CassandraService
 from infra.config import InfraConfig
@@ -166,6 +167,22 @@ def cmd_clean(config: InfraConfig, _: argparse.Namespace) -> None:
     say(f"removed {config.state_dir} (cached jars in {config.jars_dir} kept)")
 
 
+def cmd_serve(config: InfraConfig, args: argparse.Namespace) -> None:
+    from infra.systemd import serve
+
+    raise SystemExit(serve(services(config)[args.service]))
+
+
+def cmd_units(config: InfraConfig, args: argparse.Namespace) -> None:
+    from infra.systemd import render_units
+
+    for path in render_units(config, args.dest, args.user):
+        say(f"wrote {path}")
+    say(f"install: sudo cp {args.dest}/tdp-* /etc/systemd/system/ && sudo systemctl "
+        "daemon-reload && sudo systemctl enable --now tdp-collector tdp-stream-processor "
+        "tdp-forecaster.timer tdp-superset tdp-streamlit")
+
+
 def cmd_demo(config: InfraConfig, _: argparse.Namespace) -> None:
     from infra.demo import run_demo
 
@@ -250,6 +267,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("query", help="e.g. 'SELECT * FROM market.trades_agg_1m LIMIT 5'")
     sp.add_argument("--timeout", type=float, default=120)
     sp.set_defaults(fn=cmd_sql)
+    sp = sub.add_parser("serve", help="run one service in the foreground (for a systemd unit)")
+    sp.add_argument("service", choices=[cls.name for cls in SERVICE_CLASSES])
+    sp.set_defaults(fn=cmd_serve)
+    sp = sub.add_parser("units", help="write systemd units for this checkout into a folder")
+    sp.add_argument("--dest", type=Path, required=True)
+    sp.add_argument("--user", help="the account the services run as (default: you)")
+    sp.set_defaults(fn=cmd_units)
     sp = sub.add_parser("migrate", help="apply pending CQL migrations to a keyspace")
     sp.add_argument("--keyspace")
     sp.set_defaults(fn=cmd_migrate)
