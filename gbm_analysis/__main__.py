@@ -147,6 +147,7 @@ def _backtest(settings: GbmSettings, cassandra: CassandraSettings) -> int:
             max_gap_seconds=settings.max_gap_seconds,
             evaluated_at=now,
             backtest_id=backtest_id,
+            pending_max_seconds=settings.pending_max_seconds,
         )
         print(format_report(forecasts, summary))
         if not summary.empty:

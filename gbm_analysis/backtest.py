@@ -4,9 +4,15 @@ A forecast step targets ``target_ts``. Its realised price is the close of the la
 at or before ``target_ts`` (the last trade before the target, as the forecast's own last price is
 the close of the bar ending at ``as_of``). A step is
 
-* ``pending`` while no bar has ended at or after ``target_ts`` yet,
-* ``gap`` when the last bar before the target ended more than ``max_gap_seconds`` earlier
-  (market closed, outage): there is no trustworthy realised price, so it is counted, not scored,
+* ``pending`` while no bar has ended at or after ``target_ts`` yet, for at most
+  ``pending_max_seconds`` (``GBM_PENDING_MAX``) after the target;
+* ``expired`` (final) when no bar ended within ``pending_max_seconds`` after the target (a stock
+  after the close, a symbol no longer collected, a long outage): nothing shows the price at the
+  target, so it is counted apart, not scored; a bar that comes later (the next session) does not
+  revive it, so a step's final state does not depend on when the backtest runs;
+* ``gap`` when a bar ended within that bound after the target but the last bar before the target
+  ended more than ``max_gap_seconds`` earlier (market closed, outage): there is no trustworthy
+  realised price, so it is counted, not scored,
 * otherwise scored.
 
 Scores are in log-return space relative to the forecast's last price, in basis points, so symbols
@@ -153,29 +159,41 @@ def realised_prices(
     close: NDArray[np.float64],
     *,
     max_gap_seconds: float,
+    now: float,
+    pending_max_seconds: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.str_]]:
-    """Realised price and status (``scored``, ``pending``, ``gap``) for each target time.
+    """Realised price and status (``scored``, ``pending``, ``gap``, ``expired``) per target.
 
     :param targets: target times, epoch seconds
     :param bar_end: bar end times (window_start + width), epoch seconds, sorted ascending
     :param close: the bars' closes
+    :param max_gap_seconds: a last bar older than this before the target makes it a ``gap``
+    :param now: the evaluation time, epoch seconds
+    :param pending_max_seconds: a target no bar ended within this long after is ``expired``
 
-    >>> p, s = realised_prices(np.array([10., 20, 99, 500]), np.array([5., 10, 15, 100]),
-    ...                        np.array([1., 2, 3, 4]), max_gap_seconds=30)
+    >>> p, s = realised_prices(np.array([10., 20, 99, 500, 9000]), np.array([5., 10, 15, 100]),
+    ...                        np.array([1., 2, 3, 4]), max_gap_seconds=30, now=9100,
+    ...                        pending_max_seconds=3600)
     >>> p.tolist()[:2], s.tolist()
-    ([2.0, 3.0], ['scored', 'scored', 'gap', 'pending'])
+    ([2.0, 3.0], ['scored', 'scored', 'gap', 'expired', 'pending'])
     """
     idx = np.searchsorted(bar_end, targets, side="right") - 1
     price = np.full(targets.shape, np.nan)
     status = np.full(targets.shape, "pending", dtype="<U7")
+    expired = now - targets > pending_max_seconds
     if bar_end.size == 0:
+        status[expired] = "expired"
         return price, status
     known = idx >= 0
     price[known] = close[idx[known]]
-    realised = targets <= bar_end[-1]
+    # the first bar ending at or after the target resolves it, if it came within the bound
+    nxt = np.searchsorted(bar_end, targets, side="left")
+    later = np.where(nxt < bar_end.size, bar_end[np.minimum(nxt, bar_end.size - 1)], np.inf)
+    realised = later - targets <= pending_max_seconds
     stale = known & (targets - bar_end[np.maximum(idx, 0)] > max_gap_seconds)
     status[realised] = "scored"
     status[realised & (stale | ~known)] = "gap"
+    status[~realised & (expired | np.isfinite(later))] = "expired"
     price[status != "scored"] = np.nan
     return price, status
 
@@ -230,6 +248,7 @@ def _aggregate(scored: pd.DataFrame, counts: _Counts, symbol: str) -> list[dict[
                 "n": n,
                 "n_pending": int(c.get("pending", 0)),
                 "n_gap": int(c.get("gap", 0)),
+                "n_expired": int(c.get("expired", 0)),
                 "cover50": h50 / n,
                 "cover50_lo": b50.low,
                 "cover50_hi": b50.high,

@@ -27,7 +27,6 @@ MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 DRIFT_MODES: tuple[str, ...] = get_args(DriftMode)
 
 
-
 def parse_duration(text: str, *, name: str = "duration") -> int:
     """Whole seconds in ``text``: an integer with an optional unit (``s``, ``m``, ``h``, ``d``
     or their words, as every service reads durations).
@@ -64,6 +63,8 @@ class GbmSettings:
     :param min_bars: fewer bars than this in the window and the symbol is skipped (30)
     :param max_gap_seconds: a gap between bars longer than this (market closed, outage) splits
         the series; no return is taken across it (300)
+    :param pending_max_seconds: the backtest waits this long after a step's target for a bar
+        to end; a step no bar ended within it is final as ``expired`` (3600)
     :param ewma_half_life_seconds: half-life of the EWMA variance (1800)
     :param t_dof: Student-t degrees of freedom of ``ewma_t``; None estimates it from kurtosis
     :param chunk_paths: paths simulated per chunk, bounding temporary memory (2,000)
@@ -90,6 +91,7 @@ class GbmSettings:
     drift: DriftMode = "zero"
     min_bars: int = 30
     max_gap_seconds: int = 300
+    pending_max_seconds: int = 3600
     ewma_half_life_seconds: int = 1800
     t_dof: float | None = None
     chunk_paths: int = 2_000
@@ -105,6 +107,7 @@ class GbmSettings:
             "n_paths": self.n_paths,
             "histogram_bins": self.histogram_bins,
             "max_gap_seconds": self.max_gap_seconds,
+            "pending_max_seconds": self.pending_max_seconds,
             "ewma_half_life_seconds": self.ewma_half_life_seconds,
             "chunk_paths": self.chunk_paths,
         }
@@ -150,6 +153,7 @@ class GbmSettings:
             "GBM_BAR_SECONDS": "bar_seconds",
             "GBM_STEP": "step_seconds",
             "GBM_MAX_GAP": "max_gap_seconds",
+            "GBM_PENDING_MAX": "pending_max_seconds",
             "GBM_EWMA_HALF_LIFE": "ewma_half_life_seconds",
         }
         for var, attr in durations.items():

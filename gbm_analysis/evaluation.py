@@ -33,8 +33,16 @@ INCOMPLETE_RUNS = "incomplete_runs"
 INCOMPLETE_STEPS = "incomplete_steps"
 
 
-def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: int) -> pd.DataFrame:
-    """Every stored forecast step with its ``realised`` price (NaN unless scored) and ``status``.
+def realised_forecasts(
+    store: GbmStore,
+    *,
+    bar_seconds: int,
+    max_gap_seconds: int,
+    now: datetime,
+    pending_max_seconds: int,
+) -> pd.DataFrame:
+    """Every stored forecast step with its ``realised`` price (NaN unless scored) and ``status``
+    (see :func:`gbm_analysis.backtest.realised_prices`), as of ``now``.
 
     Only complete runs are scored (those with their ``gbm_runs`` row, which a run writes last;
     see :meth:`GbmStore.complete_runs`): a run killed mid-write may lack symbols, models or
@@ -73,9 +81,9 @@ def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: in
             if fc.empty:
                 continue
         start = fc["as_of"].min().to_pydatetime() - timedelta(seconds=max_gap_seconds)
-        # bars slightly past the last target tell us whether the last targets are realised yet
+        # bars up to the bound past the last target tell whether each target resolved in time
         end = fc["target_ts"].max().to_pydatetime() + timedelta(
-            seconds=max_gap_seconds + bar_seconds
+            seconds=max(max_gap_seconds, pending_max_seconds) + bar_seconds
         )
         read = store.read_bars(symbol, start, end)
         bars = read.frame
@@ -86,11 +94,14 @@ def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: in
             bars["window_end"].to_numpy(dtype=np.float64),
             bars["close"].to_numpy(dtype=np.float64),
             max_gap_seconds=max_gap_seconds,
+            now=now.timestamp(),
+            pending_max_seconds=pending_max_seconds,
         )
         fc["realised"] = price
         fc["status"] = status
         logger.info(
-            "[%d/%d] %s: %d forecast steps, %d scored, %d pending, %d in gaps (%d bars read)",
+            "[%d/%d] %s: %d forecast steps, %d scored, %d pending, %d in gaps, %d expired "
+            "(%d bars read)",
             i,
             len(by_symbol),
             symbol,
@@ -98,6 +109,7 @@ def realised_forecasts(store: GbmStore, *, bar_seconds: int, max_gap_seconds: in
             int((status == "scored").sum()),
             int((status == "pending").sum()),
             int((status == "gap").sum()),
+            int((status == "expired").sum()),
             len(bars),
         )
         frames.append(fc)
@@ -129,9 +141,17 @@ def run_backtest(
     max_gap_seconds: int,
     evaluated_at: datetime,
     backtest_id: str,
+    pending_max_seconds: int = 3600,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score every stored forecast and write ``gbm_backtest``; returns (steps, summary)."""
-    forecasts = realised_forecasts(store, bar_seconds=bar_seconds, max_gap_seconds=max_gap_seconds)
+    """Score every stored forecast as of ``evaluated_at`` and write ``gbm_backtest``; returns
+    (steps, summary). A step no bar ended within ``pending_max_seconds`` after is ``expired``."""
+    forecasts = realised_forecasts(
+        store,
+        bar_seconds=bar_seconds,
+        max_gap_seconds=max_gap_seconds,
+        now=evaluated_at,
+        pending_max_seconds=pending_max_seconds,
+    )
     if forecasts.empty:
         return forecasts, forecasts
     summary = summarise_scores(forecasts)
@@ -187,7 +207,8 @@ def format_report(forecasts: pd.DataFrame, summary: pd.DataFrame) -> str:
         f"backtest: {len(forecasts)} forecast steps from "
         f"{forecasts['run_id'].nunique()} runs, {forecasts['symbol'].nunique()} symbols: "
         f"{counts.get('scored', 0)} scored, {counts.get('pending', 0)} not yet realised, "
-        f"{counts.get('gap', 0)} in data gaps",
+        f"{counts.get('gap', 0)} in data gaps, {counts.get('expired', 0)} expired (no bar "
+        "followed the target in time)",
     )
     if summary.empty:
         lines.append("nothing to score yet: no forecast step has been realised by the bars")

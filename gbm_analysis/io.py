@@ -318,6 +318,7 @@ class GbmStore:
             "n",
             "n_pending",
             "n_gap",
+            "n_expired",
             "cover50",
             "cover50_lo",
             "cover50_hi",
@@ -350,7 +351,7 @@ class GbmStore:
                 value = rec[col]
                 if hasattr(value, "to_pydatetime"):
                     value = value.to_pydatetime()
-                elif col in ("horizon_s", "n", "n_pending", "n_gap", "n_paired"):
+                elif col in ("horizon_s", "n", "n_pending", "n_gap", "n_expired", "n_paired"):
                     value = int(value)
                 values.append(value)
             params.append(values)

@@ -145,13 +145,77 @@ def test_realised_price_is_the_last_close_before_the_target() -> None:
     bar_end = np.array([100.0, 105.0, 110.0, 500.0])
     close = np.array([1.0, 2.0, 3.0, 4.0])
     price, status = realised_prices(
-        np.array([99.0, 105.0, 107.0, 400.0, 500.0, 501.0]), bar_end, close, max_gap_seconds=60
+        np.array([99.0, 105.0, 107.0, 400.0, 500.0, 501.0]),
+        bar_end,
+        close,
+        max_gap_seconds=60,
+        now=600.0,
+        pending_max_seconds=3600,
     )
     assert status.tolist() == ["gap", "scored", "scored", "gap", "scored", "pending"]
     assert price[1:3].tolist() == [2.0, 2.0] and price[4] == 4.0
     assert np.isnan(price[[0, 3, 5]]).all()
-    empty = realised_prices(np.array([1.0]), np.array([]), np.array([]), max_gap_seconds=60)
+    empty = realised_prices(
+        np.array([1.0]),
+        np.array([]),
+        np.array([]),
+        max_gap_seconds=60,
+        now=2.0,
+        pending_max_seconds=3600,
+    )
     assert empty[1].tolist() == ["pending"]
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        # within an hour of every open target: still waiting for a bar
+        (3_000.0, ["scored", "pending", "pending", "pending"]),
+        # more than an hour after the first two only
+        (4_000.0, ["scored", "expired", "expired", "pending"]),
+        # more than an hour after each target: final, whatever comes later
+        (10_000.0, ["scored", "expired", "expired", "expired"]),
+    ],
+)
+def test_a_target_no_bar_follows_expires_after_the_bound(now: float, expected: list[str]) -> None:
+    """A stock after the close, a symbol dropped from the feed: no bar ends after the target."""
+    bar_end = np.array([100.0, 105.0])
+    targets = np.array([105.0, 110.0, 200.0, 5_000.0])
+    _, status = realised_prices(
+        targets,
+        bar_end,
+        np.array([1.0, 2.0]),
+        max_gap_seconds=60,
+        now=now,
+        pending_max_seconds=3600,
+    )
+    assert status.tolist() == expected
+
+
+def test_a_bar_arriving_after_the_bound_does_not_revive_an_expired_target() -> None:
+    """The next session's first bar comes 17 hours later: the evening's targets stay expired
+    (before, they turned into gaps), so a step's final state does not depend on when the
+    backtest runs."""
+    bar_end = np.array([100.0, 105.0, 100.0 + 17 * 3600])
+    _, status = realised_prices(
+        np.array([110.0, 1_000.0]),
+        bar_end,
+        np.array([1.0, 2.0, 3.0]),
+        max_gap_seconds=60,
+        now=200_000.0,
+        pending_max_seconds=3600,
+    )
+    assert status.tolist() == ["expired", "expired"]
+
+
+def test_expired_steps_are_counted_apart_not_scored() -> None:
+    frame = _normal_rows(10.0, "gbm", np.zeros(5))
+    frame.loc[1, ["realised", "status"]] = [np.nan, "pending"]
+    frame.loc[2, ["realised", "status"]] = [np.nan, "gap"]
+    frame.loc[[3, 4], "realised"] = np.nan
+    frame.loc[[3, 4], "status"] = "expired"
+    row = summarise_scores(frame).iloc[0]
+    assert (row["n"], row["n_pending"], row["n_gap"], row["n_expired"]) == (1, 1, 1, 2)
 
 
 def test_pending_and_gap_steps_are_counted_not_scored() -> None:

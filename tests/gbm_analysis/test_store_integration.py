@@ -178,3 +178,52 @@ def test_a_run_killed_mid_write_is_neither_served_nor_scored(
     assert "incomplete runs skipped: 1 (6 forecast steps without a gbm_runs row" in (
         format_report(forecasts, _)
     )
+
+
+def test_steps_no_bar_follows_expire_and_are_counted_apart(
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    insert_bars: Callable[[str, list[datetime], np.ndarray], None],
+) -> None:
+    """A stock's last bar ends at the close (AS_OF): the run issued then forecasts targets no bar
+    will ever follow that day; an hour later they are final (expired), counted apart, not scored,
+    while the run issued ten minutes before the close is scored."""
+    from gbm_analysis.evaluation import format_report, run_backtest
+    from gbm_analysis.io import GbmStore
+
+    symbol = f"CLOSE{uuid.uuid4().hex[:6]}:AMZN"
+    starts = [AS_OF + timedelta(seconds=BAR * i) for i in range(-240, 0)]  # 20 minutes to AS_OF
+    insert_bars(symbol, starts, np.full(len(starts), 100.0))
+    issued = datetime.now(UTC).replace(microsecond=0)
+    before, after = f"open-{uuid.uuid4().hex[:6]}", f"shut-{uuid.uuid4().hex[:6]}"
+    insert_forecast(
+        cassandra_session,
+        symbol,
+        run_id=before,
+        issued_at=issued - timedelta(seconds=1),
+        as_of=AS_OF - timedelta(minutes=10),
+    )
+    insert_forecast(cassandra_session, symbol, run_id=after, issued_at=issued)
+    store = GbmStore(cassandra_session, test_keyspace.keyspace)
+
+    soon = AS_OF + timedelta(minutes=30)  # inside GBM_PENDING_MAX (1 h): still waiting
+    forecasts, _ = run_backtest(
+        store, bar_seconds=5, max_gap_seconds=300, evaluated_at=soon, backtest_id="bt-soon"
+    )
+    mine = forecasts[forecasts["symbol"] == symbol].set_index("run_id")
+    assert set(mine.loc[after, "status"]) == {"pending"}
+
+    later = AS_OF + timedelta(hours=2)
+    forecasts, summary = run_backtest(
+        store, bar_seconds=5, max_gap_seconds=300, evaluated_at=later, backtest_id="bt-later"
+    )
+    mine = forecasts[forecasts["symbol"] == symbol].set_index("run_id")
+    assert set(mine.loc[before, "status"]) == {"scored"}
+    assert set(mine.loc[after, "status"]) == {"expired"}
+    assert mine.loc[after, "realised"].isna().all()
+    assert "3 expired (no bar followed the target in time)" in format_report(forecasts, summary)
+
+    stored = store.latest_backtest(symbol, days_back=1, now=later)
+    assert {(r["step"], r["n"], r["n_pending"], r["n_gap"], r["n_expired"]) for r in stored} == {
+        (step, 1, 0, 0, 1) for step in (1, 2, 3)
+    }
