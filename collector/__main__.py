@@ -119,9 +119,15 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
         recorder=recorder,
         max_trades=args.max_trades,
         progress_interval_s=config.progress_interval_s,
+        limit_bytes=config.max_frame_bytes,
     )
     connection = FinnhubConnection(
-        config, handler, gaps=gaps, metrics=metrics, on_idle=handler.tick
+        config,
+        handler,
+        gaps=gaps,
+        metrics=metrics,
+        on_idle=handler.tick,
+        on_oversized=handler.reject_oversized,
     )
     _install_signal_handlers(connection)
     deadline = time.monotonic() + args.duration if args.duration else None

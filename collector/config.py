@@ -134,6 +134,8 @@ class CollectorConfig:
     :param max_future_skew_s: a trade later than now + this (s) goes to the DLQ (default 60).
     :param max_past_skew_s: a trade older than now - this (s) goes to the DLQ (default 86400).
     :param stall_timeout_s: reconnect when no frame at all (not even a ping) came for this long.
+    :param max_frame_bytes: a bigger websocket frame (or fragmented message) is refused unread:
+        a dead letter and a reconnect (``COLLECTOR_MAX_FRAME_BYTES``, default 8 MiB).
     :param backoff_initial_s: first reconnect delay; doubles per failed attempt...
     :param backoff_max_s: ...up to this cap, with jitter.
     :param kafka_client: the Kafka client library the sink uses (``COLLECTOR_KAFKA_CLIENT``):
@@ -155,6 +157,7 @@ class CollectorConfig:
     max_future_skew_s: float = 60.0
     max_past_skew_s: float = 86_400.0
     stall_timeout_s: float = 60.0
+    max_frame_bytes: int = 8 * 1024 * 1024
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -194,6 +197,8 @@ class CollectorConfig:
             )
         if self.stall_timeout_s <= 0:
             raise ConfigError(f"stall_timeout_s={self.stall_timeout_s:g} must be > 0")
+        if self.max_frame_bytes < 1024:
+            raise ConfigError(f"max_frame_bytes={self.max_frame_bytes} must be >= 1024")
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"metrics_port={self.metrics_port} is outside 0..65535")
         if urlsplit(self.ws_url).hostname == urlsplit(FINNHUB_WS_URL).hostname and not self.token:
@@ -254,6 +259,9 @@ class CollectorConfig:
             max_future_skew_s=number_setting(env, "COLLECTOR_MAX_FUTURE_SKEW_S", 60.0, minimum=0),
             max_past_skew_s=number_setting(env, "COLLECTOR_MAX_PAST_SKEW_S", 86_400.0, minimum=0),
             stall_timeout_s=number_setting(env, "COLLECTOR_STALL_TIMEOUT_S", 60.0, minimum=0.1),
+            max_frame_bytes=int_setting(
+                env, "COLLECTOR_MAX_FRAME_BYTES", 8 * 1024 * 1024, minimum=1024
+            ),
             connect_timeout_s=number_setting(env, "COLLECTOR_CONNECT_TIMEOUT_S", 10.0, minimum=0.1),
             backoff_initial_s=number_setting(env, "COLLECTOR_BACKOFF_INITIAL_S", 0.5, minimum=0.01),
             backoff_max_s=number_setting(env, "COLLECTOR_BACKOFF_MAX_S", 30.0, minimum=0.01),

@@ -2,8 +2,13 @@
 
 One class, :class:`FinnhubConnection`, owns it:
 
-* a stall watchdog: the socket has a short read timeout, and when no frame at all (not even a
-  Finnhub ``ping``) came for ``stall_timeout_s`` the socket is closed and reopened;
+* a stall watchdog: every read returns within ``_POLL_S``, whole frame or not (a server that
+  drips a frame a byte at a time cannot hold a read), and when no complete frame at all (not even
+  a Finnhub ``ping``) came for ``stall_timeout_s`` the socket is closed and reopened; a
+  :meth:`~FinnhubConnection.stop` is seen within the same ``_POLL_S``;
+* a frame size limit (``max_frame_bytes``, fragments of one message added up) checked on each
+  frame's header, before its payload is read: a bigger frame is never buffered, it becomes a
+  dead letter (``frame_too_large``) and, as the stream cannot be resynchronised, a reconnect;
 * reconnects with capped exponential backoff and jitter (:func:`backoff_delay`); the backoff
   resets after a successful subscribe;
 * every period without a connection is reported as a :class:`~collector.models.Gap`, from the
@@ -16,6 +21,7 @@ The socket factory is injected, so tests can drive the lifecycle with a scripted
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import websocket
+from websocket._abnf import frame_buffer  # no public hook sees a frame's length before its payload
 
 from collector.config import CollectorConfig
 from collector.exceptions import AuthenticationError, FeedConnectionError
@@ -33,8 +40,11 @@ from collector.metrics import CollectorMetrics
 from collector.models import Gap, GapReason
 
 __all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "BoundedWebSocket",
     "ConnectFactory",
     "FinnhubConnection",
+    "FrameTooLargeError",
     "WebSocketLike",
     "backoff_delay",
     "open_websocket",
@@ -47,6 +57,92 @@ OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
 OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
 # How often a blocked read wakes up to check the stop flag and the stall watchdog.
 _POLL_S = 0.5
+# How long closing waits for the server's close frame.
+_CLOSE_WAIT_S = 1.0
+DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+_DATA_OPCODES = (
+    websocket.ABNF.OPCODE_TEXT,
+    websocket.ABNF.OPCODE_BINARY,
+    websocket.ABNF.OPCODE_CONT,
+)
+
+
+class FrameTooLargeError(websocket.WebSocketException):
+    """A frame (or a fragmented message so far) announced more than the limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a frame of {size} bytes, more than the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+class _BoundedFrameBuffer(frame_buffer):
+    """websocket-client's frame reader, refusing a frame by its header (before its payload)."""
+
+    def __init__(self, ws: BoundedWebSocket, skip_utf8_validation: bool) -> None:
+        super().__init__(ws._recv, skip_utf8_validation)
+        self._ws = ws
+
+    def recv_length(self) -> None:
+        super().recv_length()
+        assert self.header is not None and self.length is not None
+        opcode = self.header[4]
+        so_far = self._ws.message_bytes if opcode == websocket.ABNF.OPCODE_CONT else 0
+        if so_far + self.length > self._ws.max_frame_bytes:
+            self._ws.broken = True  # the payload stays unread: the stream is lost
+            raise FrameTooLargeError(so_far + self.length, self._ws.max_frame_bytes)
+
+
+class BoundedWebSocket(websocket.WebSocket):
+    """``websocket.WebSocket`` with a bounded frame size and reads that cannot be held open.
+
+    * a frame, or the fragments of one message together, may not exceed ``max_frame_bytes``:
+      :class:`FrameTooLargeError` is raised on its header, so memory stays bounded;
+    * :meth:`recv_data` raises ``WebSocketTimeoutException`` once ``read_budget_s`` has passed,
+      also in the middle of a frame that trickles in (websocket-client keeps the partial frame,
+      so the next call resumes it); the socket timeout alone only bounds each ``recv()``;
+    * :meth:`close` waits at most ``_CLOSE_WAIT_S`` for the server, and aborts the socket after
+      an oversized frame instead of reading it.
+    """
+
+    max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
+    read_budget_s = _POLL_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frame_buffer = _BoundedFrameBuffer(self, self.frame_buffer.skip_utf8_validation)
+        self.message_bytes = 0  # fragments of the message being received
+        self.broken = False
+        self._deadline = float("inf")
+
+    def _recv(self, bufsize: int) -> bytes:
+        if time.monotonic() >= self._deadline:
+            raise websocket.WebSocketTimeoutException("read budget used up")
+        data: bytes = super()._recv(bufsize)
+        return data
+
+    def recv_frame(self) -> Any:
+        frame = super().recv_frame()
+        if frame.opcode in _DATA_OPCODES:
+            self.message_bytes = 0 if frame.fin else self.message_bytes + len(frame.data)
+        return frame
+
+    def recv_data(self, control_frame: bool = False) -> tuple[int, Any]:
+        self._deadline = time.monotonic() + self.read_budget_s
+        try:
+            return super().recv_data(control_frame)  # type: ignore[no-any-return]
+        finally:
+            self._deadline = float("inf")
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        if self.broken:
+            self.shutdown()
+            return
+        self._deadline = time.monotonic() + _CLOSE_WAIT_S
+        try:
+            super().close(timeout=_CLOSE_WAIT_S)
+        finally:
+            self._deadline = float("inf")
 
 
 class WebSocketLike(Protocol):
@@ -64,13 +160,21 @@ class WebSocketLike(Protocol):
 ConnectFactory = Callable[[str, float], WebSocketLike]
 
 
-def open_websocket(url: str, timeout: float) -> WebSocketLike:
-    """Open a websocket-client connection. UTF-8 is checked by the parser, not by the socket, so
+def open_websocket(
+    url: str, timeout: float, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> WebSocketLike:
+    """Open a :class:`BoundedWebSocket`. UTF-8 is checked by the parser, not by the socket, so
     a bad frame becomes a dead letter instead of a broken connection."""
-    ws: WebSocketLike = websocket.create_connection(
-        url, timeout=timeout, skip_utf8_validation=True, enable_multithread=False
+    ws = websocket.create_connection(
+        url,
+        timeout=timeout,
+        skip_utf8_validation=True,
+        enable_multithread=False,
+        class_=BoundedWebSocket,
     )
-    return ws
+    ws.max_frame_bytes = max_frame_bytes
+    ws.read_budget_s = min(_POLL_S, timeout)
+    return ws  # type: ignore[no-any-return]
 
 
 def backoff_delay(attempt: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -100,8 +204,11 @@ class FinnhubConnection:
         raises stop the connection and propagate from :meth:`run`.
     :param gaps: where gaps are recorded.
     :param metrics: reconnects and the ``connected`` gauge.
-    :param connect: socket factory ``(url, timeout) -> socket`` (default websocket-client).
+    :param connect: socket factory ``(url, timeout) -> socket`` (default
+        :func:`open_websocket` with ``config.max_frame_bytes``).
     :param on_idle: called about twice a second when no frame arrives (progress reports).
+    :param on_oversized: ``(size, received_ms)`` of each frame refused for its size, before the
+        reconnect (the pipeline makes it a dead letter).
     :raises AuthenticationError: from :meth:`run`, when the server refuses the token.
     """
 
@@ -112,16 +219,20 @@ class FinnhubConnection:
         *,
         gaps: GapSink,
         metrics: CollectorMetrics,
-        connect: ConnectFactory = open_websocket,
+        connect: ConnectFactory | None = None,
         on_idle: Callable[[], None] | None = None,
+        on_oversized: Callable[[int, int], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.on_frame = on_frame
         self.gaps = gaps
         self.metrics = metrics
-        self._connect = connect
+        self._connect = connect or functools.partial(
+            open_websocket, max_frame_bytes=config.max_frame_bytes
+        )
         self._on_idle = on_idle or (lambda: None)
+        self._on_oversized = on_oversized or (lambda size, ms: None)
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self.connections = 0
@@ -181,6 +292,9 @@ class FinnhubConnection:
                 continue
             except websocket.WebSocketConnectionClosedException:
                 return "disconnect", "connection closed without a close frame"
+            except FrameTooLargeError as exc:
+                self._on_oversized(exc.size, _now_ms())
+                return "frame_too_large", f"{exc} (COLLECTOR_MAX_FRAME_BYTES)"
             except (websocket.WebSocketException, OSError) as exc:
                 return "disconnect", f"{type(exc).__name__}: {self.config.redact(str(exc))}"
             if opcode == OPCODE_CLOSE:

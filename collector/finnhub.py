@@ -11,11 +11,17 @@ Decisions:
 * ``c`` missing or ``null`` (crypto) becomes an empty tuple of conditions.
 * A bad trade inside a batch does not spoil the batch: it alone goes to the DLQ.
 * Unknown frame types go to the DLQ (reason ``unknown_type``) and are logged by the caller.
+* Hostile input is input like any other: a number no float can hold, a lone surrogate, a field
+  of megabytes, nesting deeper than the JSON decoder goes, all end as dead letters with a reason,
+  and a frame this module fails on anyway ends as one (``unprocessable``); :meth:`FrameParser.parse`
+  never raises. Trades are bounded (``MAX_CONDITIONS`` of ``MAX_CONDITION_CHARS``), so every
+  record fits Kafka's record limit.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,9 +29,11 @@ from operator import itemgetter
 from typing import Any
 
 from collector.ids import trade_id
-from collector.models import DeadLetter, FrameResult, Reason, Trade
+from collector.models import DeadLetter, FrameResult, Reason, Trade, bounded_text
 
 __all__ = [
+    "MAX_CONDITIONS",
+    "MAX_CONDITION_CHARS",
     "FrameParser",
     "error_from_frame",
     "ping_from_frame",
@@ -33,13 +41,33 @@ __all__ = [
     "unknown_from_frame",
 ]
 
+logger = logging.getLogger(__name__)
+
+# Finnhub's trade conditions are a few short codes ("1", "12"); more or longer is not a trade.
+MAX_CONDITIONS = 32
+MAX_CONDITION_CHARS = 32
+# An error frame's message is logged at most this long.
+_MESSAGE_CHARS = 200
 _VALUE_CHARS = 80
 _INF = float("inf")
+# What parse() turns into an ``unprocessable`` dead letter instead of raising: anything a value
+# can make Python's own conversions raise (none is expected; this is the last line of defence).
+_HOSTILE_VALUE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, UnicodeError)
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    try:
+        text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    except (ValueError, RecursionError):  # an int of > 4300 digits, nesting past the limit
+        text = f"<{_type_name(value)} too large to show>"
     return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 3] + "..."
+
+
+def _seconds_from(t: int, received: int) -> str:
+    delta = t - received
+    if abs(delta) > 10**15:  # a float division would overflow, and no clock is that far off
+        return "more than 10^12 s" + (" after" if delta > 0 else " before")
+    return f"{delta / 1000:+.3f} s from"
 
 
 def _type_name(value: Any) -> str:
@@ -80,8 +108,11 @@ def _reject(
     )
 
 
-def _item_raw(item: Any) -> bytes:
-    return json.dumps(item, separators=(",", ":"), allow_nan=True).encode("utf-8")
+def _item_raw(item: Any, frame_raw: bytes) -> bytes:
+    try:
+        return json.dumps(item, separators=(",", ":"), allow_nan=True).encode("utf-8")
+    except (ValueError, RecursionError):  # nested as deep as the decoder went: keep the frame
+        return frame_raw
 
 
 def _finite(x: float) -> bool:
@@ -115,7 +146,23 @@ def _check_trade(item: Any, where: str) -> tuple[Reason, str, str | None] | None
     c = item.get("c")
     if c is not None and (not isinstance(c, list) or any(type(x) is not str for x in c)):
         return "wrong_type", f"{where}.c: {_show(c)} is not null or a list of strings", s
+    if c and len(c) > MAX_CONDITIONS:
+        return "field_too_large", f"{where}.c: {len(c)} conditions, more than {MAX_CONDITIONS}", s
+    for n, x in enumerate(c or ()):
+        if len(x) > MAX_CONDITION_CHARS:
+            detail = f"{where}.c[{n}]: {len(x)} characters, more than {MAX_CONDITION_CHARS}"
+            return "field_too_large", detail, s
+        if not _encodable(x):
+            return "wrong_type", f"{where}.c[{n}]: {_show(x)} is not valid Unicode", s
     return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON's \\ud800 escapes can produce
+        return False
+    return True
 
 
 def _diagnose(item: Any, index: int, rules: _Rules) -> tuple[Reason, str, str | None]:
@@ -129,7 +176,7 @@ def _diagnose(item: Any, index: int, rules: _Rules) -> tuple[Reason, str, str | 
     received = rules.received_ms
     return (
         "timestamp_out_of_range",
-        f"{where}.t: {t} is {(t - received) / 1000:+.3f} s from arrival, outside "
+        f"{where}.t: {_show(t)} is {_seconds_from(t, received)} arrival, outside "
         f"[{(rules.min_ts_ms - received) / 1000:+g}, {(rules.max_ts_ms - received) / 1000:+g}] s",
         s,
     )
@@ -181,30 +228,33 @@ def trades_from_frame(frame: dict[str, Any], raw: bytes, rules: _Rules) -> Frame
                 and 0 < p < _INF
                 and (type(v) is float or type(v) is int)
                 and 0 <= v < _INF
-                and (c is None or (type(c) is list and all(type(x) is str for x in c)))
-            ):
-                price = float(p)
-                volume = float(v)
-                conditions = tuple(c) if c else ()
-                key = (s, t, price, volume, conditions)
-                ordinal = seen.get(key, 0)
-                seen[key] = ordinal + 1
-                touched.append(key)
-                trades.append(
-                    Trade(
-                        trade_id(s, t, price, volume, conditions, ordinal),
-                        s,
-                        price,
-                        volume,
-                        t,
-                        conditions,
-                        source,
-                        received,
+                and (
+                    c is None
+                    or (
+                        type(c) is list
+                        and len(c) <= MAX_CONDITIONS
+                        and all(type(x) is str and len(x) <= MAX_CONDITION_CHARS for x in c)
                     )
                 )
-                continue
+            ):
+                try:
+                    # float() overflows for an int above ~1.8e308, and the id's UTF-8 encoding
+                    # fails on a lone surrogate in a condition: the slow path names either.
+                    price = float(p)
+                    volume = float(v)
+                    conditions = tuple(c) if c else ()
+                    key = (s, t, price, volume, conditions)
+                    ordinal = seen.get(key, 0)
+                    tid = trade_id(s, t, price, volume, conditions, ordinal)
+                except (OverflowError, UnicodeEncodeError):
+                    pass
+                else:
+                    seen[key] = ordinal + 1
+                    touched.append(key)
+                    trades.append(Trade(tid, s, price, volume, t, conditions, source, received))
+                    continue
         reason, detail, symbol = _diagnose(item, index, rules)
-        letters.append(_reject(rules, reason, detail, _item_raw(item), symbol))
+        letters.append(_reject(rules, reason, detail, _item_raw(item, raw), symbol))
     return FrameResult("trade", trades=trades, dead_letters=letters)
 
 
@@ -217,7 +267,9 @@ def error_from_frame(frame: dict[str, Any]) -> FrameResult:
     """A server-side error; the connection stays open. Sample:
     ``{"type":"error","msg":"Subscribing to too many symbols"}``."""
     msg = frame.get("msg")
-    return FrameResult("error", message=msg if isinstance(msg, str) else _show(msg))
+    # The text is the server's: escaped and cut, so it cannot forge or flood log lines.
+    text = msg if isinstance(msg, str) else _show(msg)
+    return FrameResult("error", message=bounded_text(text, _MESSAGE_CHARS))
 
 
 def unknown_from_frame(frame: dict[str, Any], raw: bytes, rules: _Rules) -> FrameResult:
@@ -332,6 +384,47 @@ class FrameParser:
         """Classify and validate one frame; never raises for any input."""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", errors="surrogateescape")
+        try:
+            return self._parse(raw, received_ms)
+        except _HOSTILE_VALUE_ERRORS as exc:
+            # A frame must never stop the collector. It is kept whole in the DLQ, and logged
+            # with the trace so the gap in these rules gets fixed.
+            logger.error("frame of %d bytes could not be processed", len(raw), exc_info=True)
+            detail = f"frame: could not be processed ({type(exc).__name__})"
+            return FrameResult(
+                "invalid",
+                dead_letters=[
+                    DeadLetter(
+                        reason="unprocessable",
+                        detail=detail,
+                        raw=raw,
+                        source=self.source,
+                        received_ts_ms=received_ms,
+                    )
+                ],
+            )
+
+    def oversized(self, size: int, limit: int, *, received_ms: int) -> FrameResult:
+        """A frame refused unread because it announced ``size`` bytes, above ``limit``.
+
+        >>> FrameParser(["A"], source="feed").oversized(9, 8, received_ms=0).dead_letters[0].detail
+        'frame: 9 bytes, more than the 8-byte limit (COLLECTOR_MAX_FRAME_BYTES); not read'
+        """
+        detail = (
+            f"frame: {size} bytes, more than the {limit}-byte limit (COLLECTOR_MAX_FRAME_BYTES); "
+            "not read"
+        )
+        letter = DeadLetter(
+            reason="frame_too_large",
+            detail=detail,
+            raw=b"",
+            raw_bytes=size,
+            source=self.source,
+            received_ts_ms=received_ms,
+        )
+        return FrameResult("invalid", dead_letters=[letter])
+
+    def _parse(self, raw: bytes, received_ms: int) -> FrameResult:
         rules = _Rules(
             self.symbols,
             self.source,

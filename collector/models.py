@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 __all__ = [
+    "DLQ_RECORD_LIMIT_BYTES",
     "RAW_LIMIT_BYTES",
+    "TEXT_LIMIT_CHARS",
     "DeadLetter",
     "FrameKind",
     "FrameResult",
@@ -30,9 +32,18 @@ Reason = Literal[
     "timestamp_out_of_range",
     "unsubscribed_symbol",
     "unknown_type",
+    "field_too_large",
+    "frame_too_large",
+    "unprocessable",
 ]
-# A dead letter must fit in one Kafka record (1 MiB by default) with room to spare.
+# Kafka's default record limit (max.message.bytes of our topics): every record we produce, a
+# dead letter included, must fit in it, or the producer refuses it.
+DLQ_RECORD_LIMIT_BYTES = 1_048_576
+# The raw input kept in a dead letter. Invalid UTF-8 shows as 3-byte replacement characters plus
+# a base64 copy, so the record stays under ~6 * 64 KiB, far from the limit.
 RAW_LIMIT_BYTES = 65_536
+# A dead letter's symbol and detail are cut to this many characters (after escaping).
+TEXT_LIMIT_CHARS = 256
 
 
 class Trade(NamedTuple):
@@ -66,6 +77,35 @@ class Trade(NamedTuple):
         }
 
 
+def bounded_text(text: str, limit: int = TEXT_LIMIT_CHARS) -> str:
+    """``text`` made safe for a log line or a record: every non-printable character (line breaks,
+    terminal escapes, a lone surrogate, which UTF-8 cannot encode) as its ``\\x``/``\\u``
+    escape, so nothing can forge a log line or fail to encode; at most ``limit`` characters.
+
+    >>> bounded_text("ok\\nnext\\ud800")
+    'ok\\\\x0anext\\\\ud800'
+    >>> bounded_text("x" * 300, 10)
+    'xxxxxxx...'
+    """
+    head = text[: limit + 1]  # never escape more of a huge string than can be shown
+    if not head.isprintable():
+        head = "".join(ch if ch.isprintable() else _escape(ch) for ch in head)
+    if len(head) <= limit and len(text) <= limit:
+        return head
+    return head[: limit - 3] + "..."
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+
+
 def _iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
@@ -76,6 +116,11 @@ class DeadLetter:
     ``detail`` naming the field and the value.
 
     :param raw: the offending input: the whole frame, or the one trade object of a batch.
+    :param raw_bytes: the size of the input when ``raw`` could not hold it (a frame refused
+        before it was read); default ``len(raw)``.
+
+    ``symbol`` and ``detail`` are made safe on construction (:func:`bounded_text`), so a letter
+    always encodes, and always fits one Kafka record, whatever the input held.
     """
 
     reason: Reason
@@ -84,6 +129,12 @@ class DeadLetter:
     source: str
     received_ts_ms: int
     symbol: str | None = None
+    raw_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", bounded_text(self.detail, 4 * TEXT_LIMIT_CHARS))
+        if self.symbol is not None:
+            object.__setattr__(self, "symbol", bounded_text(self.symbol))
 
     def to_json(self) -> bytes:
         """The DLQ record value (documented in ``schemas/README.md``).
@@ -94,6 +145,7 @@ class DeadLetter:
         ('x{', '1970-01-01T00:00:00.000+00:00')
         """
         raw = self.raw[:RAW_LIMIT_BYTES]
+        size = len(self.raw) if self.raw_bytes is None else self.raw_bytes
         doc: dict[str, Any] = {
             "reason": self.reason,
             "detail": self.detail,
@@ -103,8 +155,8 @@ class DeadLetter:
             "received_at": _iso_ms(self.received_ts_ms),
             "received_ts_ms": self.received_ts_ms,
             "raw": raw.decode("utf-8", errors="replace"),
-            "raw_bytes": len(self.raw),
-            "raw_truncated": len(self.raw) > RAW_LIMIT_BYTES,
+            "raw_bytes": size,
+            "raw_truncated": size > len(raw),
         }
         try:
             raw.decode("utf-8")
@@ -124,7 +176,7 @@ class FrameResult:
     message: str | None = None
 
 
-GapReason = Literal["disconnect", "stall", "connect_failed", "server_closed"]
+GapReason = Literal["disconnect", "stall", "connect_failed", "server_closed", "frame_too_large"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,7 +186,9 @@ class Gap:
 
     :param reason: why the connection was lost: ``disconnect`` (socket error or close),
         ``server_closed`` (clean close by the server), ``stall`` (no frame for the stall timeout),
-        ``connect_failed`` (the first connection never came up). A collector stopped while
+        ``connect_failed`` (the first connection never came up), ``frame_too_large`` (the
+        server sent a frame above ``COLLECTOR_MAX_FRAME_BYTES``; the rest of that connection's
+        stream cannot be read without it, so it is dropped). A collector stopped while
         disconnected records the gap up to the stop, with the cause of the disconnect.
     """
 

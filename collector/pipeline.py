@@ -10,6 +10,7 @@ from collector.delivery import TradeSink
 from collector.encoding import TradeEncoder
 from collector.finnhub import FrameParser
 from collector.metrics import CollectorMetrics
+from collector.models import FrameResult
 from collector.recorder import FrameRecorder
 
 __all__ = ["FrameHandler"]
@@ -30,6 +31,8 @@ class FrameHandler:
     :param max_trades: :attr:`done` turns true once this many trades were produced (a frame is
         never split: the last frame may overshoot).
     :param progress_interval_s: seconds between progress lines (0 = none).
+    :param limit_bytes: the frame size limit the connection enforces (named in the dead letter
+        of a frame it refused).
     """
 
     def __init__(
@@ -42,7 +45,9 @@ class FrameHandler:
         recorder: FrameRecorder | None = None,
         max_trades: int | None = None,
         progress_interval_s: float = 10.0,
+        limit_bytes: int = 0,
     ) -> None:
+        self.limit_bytes = limit_bytes
         self.parser = parser
         self.sink = sink
         self.metrics = metrics
@@ -66,7 +71,13 @@ class FrameHandler:
     def __call__(self, raw: bytes, received_ms: int) -> None:
         if self.recorder is not None:
             self.recorder.write(raw)
-        result = self.parser.parse(raw, received_ms=received_ms)
+        self._handle(self.parser.parse(raw, received_ms=received_ms))
+
+    def reject_oversized(self, size: int, received_ms: int) -> None:
+        """A frame the connection refused unread (above ``limit_bytes``): a dead letter."""
+        self._handle(self.parser.oversized(size, self.limit_bytes, received_ms=received_ms))
+
+    def _handle(self, result: FrameResult) -> None:
         self.frames += 1
         self.metrics.observe_frame(result)
         if result.trades:

@@ -30,14 +30,14 @@ class FrameRecorder:
     def write(self, raw: bytes) -> None:
         try:
             doc = json.loads(raw)
-        except ValueError:
+            if not isinstance(doc, dict):
+                self.skipped += 1
+                return
+            if b"\n" in raw or b"\r" in raw:
+                raw = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than json goes
             self.skipped += 1
             return
-        if not isinstance(doc, dict):
-            self.skipped += 1
-            return
-        if b"\n" in raw or b"\r" in raw:
-            raw = json.dumps(doc, separators=(",", ":")).encode("utf-8")
         self._fh.write(raw + b"\n")
         self.written += 1
 

@@ -10,13 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collector.encoding import TradeEncoder
 from collector.feed import CsvReplay
 from collector.finnhub import FrameParser
 from collector.ids import trade_id
-from collector.models import FrameResult
+from collector.models import DLQ_RECORD_LIMIT_BYTES, FrameResult
 
 NOW = 1_700_000_000_000
 SYMBOLS = ("AAPL", "BINANCE:BTCUSDT")
+ENCODER = TradeEncoder()
 
 
 def parser(**kw: Any) -> FrameParser:
@@ -181,12 +183,24 @@ def test_dead_letters_keep_the_raw_input_and_the_symbol() -> None:
 
 
 # -- property-based: arbitrary junk never crashes the parser and is fully accounted for --------
+# The hostile classes of the audit (issue 12): numbers no float holds, lone surrogates (JSON's
+# "\ud800" escapes decode to them), fields of megabytes.
+huge_ints = st.integers(min_value=300, max_value=4000).flatmap(
+    lambda digits: st.sampled_from([10**digits, -(10**digits), 2**1024 - 1])
+)
+surrogate_text = st.lists(
+    st.characters(categories=["Cs"]) | st.characters(max_codepoint=0x7F), min_size=1, max_size=8
+).map("".join)
+oversized_text = st.sampled_from([70_000, 2 * 1024 * 1024]).map(lambda n: "C" * n)
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
+    | huge_ints
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20),
+    | st.text(max_size=20)
+    | surrogate_text
+    | oversized_text,
     lambda children: st.lists(children, max_size=5)
     | st.dictionaries(st.text(max_size=5), children, max_size=5),
     max_leaves=30,
@@ -198,10 +212,28 @@ trade_like = st.fixed_dictionaries(
         "p": st.floats(allow_nan=True, allow_infinity=True) | st.integers() | json_values,
         "t": st.integers(NOW - 90_000_000, NOW + 90_000) | json_values,
         "v": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 10**6) | json_values,
-        "c": st.none() | st.lists(st.text(max_size=3), max_size=3) | json_values,
+        "c": st.none()
+        | st.lists(st.text(max_size=3) | surrogate_text | oversized_text, max_size=3)
+        | st.lists(st.just("1"), min_size=30, max_size=40)
+        | json_values,
     },
 )
+
+
+def _nested(depth: int, where: str) -> bytes:
+    deep = b"[" * depth + b"]" * depth
+    if where == "data":
+        return b'{"type":"trade","data":' + deep + b"}"
+    return b'{"type":"trade","data":[{"s":"AAPL","p":1,"t":%d,"v":1,"c":%s}]}' % (NOW, deep)
+
+
+deeply_nested = st.builds(
+    _nested, st.sampled_from([50, 500, 5_000, 200_000]), st.sampled_from(["data", "c"])
+)
+error_frames = json_values.map(lambda msg: json.dumps({"type": "error", "msg": msg}).encode())
 frames = st.one_of(
+    deeply_nested,
+    error_frames,
     st.binary(max_size=200),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.lists(trade_like | json_values, max_size=8).map(
@@ -213,20 +245,30 @@ frames = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(raw=frames)
 def test_arbitrary_frames_never_crash_and_every_input_is_accounted_for(raw: bytes) -> None:
     result = parser().parse(raw, received_ms=NOW)
     assert_accounted(raw, result)
-    for t in result.trades:
+    for t, value in zip(result.trades, ENCODER.encode_many(result.trades), strict=True):
         assert t.symbol in SYMBOLS
         assert math.isfinite(t.price) and t.price > 0
         assert math.isfinite(t.volume) and t.volume >= 0
         assert NOW - 86_400_000 <= t.trade_ts_ms <= NOW + 60_000
         assert all(isinstance(c, str) for c in t.conditions)
+        assert len(value) < 4096  # far inside one Kafka record
     for letter in result.dead_letters:
-        assert letter.detail and "\n" not in letter.detail
-        json.loads(letter.to_json())  # always serialisable
+        assert letter.detail and letter.detail.isprintable()
+        key = letter.symbol.encode("utf-8") if letter.symbol else b""
+        value = letter.to_json()  # always serialisable...
+        assert len(key) + len(value) <= DLQ_RECORD_LIMIT_BYTES  # ...into one record
+        json.loads(value)
+    if result.message is not None:  # what the pipeline logs: one bounded, printable line
+        assert result.message.isprintable() and len(result.message) <= 200
 
 
 @settings(max_examples=100, deadline=None)
