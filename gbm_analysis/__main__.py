@@ -30,7 +30,7 @@ from types import FrameType
 
 from gbm_analysis.config import ApiSettings, GbmSettings, parse_duration
 from gbm_analysis.exceptions import ConfigError, GbmError, StorageError
-from schemas.settings import CassandraSettings, SettingsError
+from schemas.settings import CassandraRole, CassandraSettings, SettingsError
 
 logger = logging.getLogger("gbm_analysis")
 
@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = GbmSettings.from_env()
-        cassandra = CassandraSettings.from_env()
+        # The API only reads: it gets the read-only role, the jobs the writers' role.
+        role: CassandraRole = "reader" if args.command == "serve" else "writer"
+        cassandra = CassandraSettings.from_env(role=role)
         if args.command == "run":
             return _run(args, settings, cassandra)
         if args.command == "backtest":

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.cassandra import CassandraService
+from infra.cassandra import APP_ROLE, MIGRATOR_ROLE, READER_ROLE, CassandraService
 from infra.config import InfraConfig
 from infra.errors import InfraError, ServiceStartError
 from infra.java import find_java17
@@ -23,14 +23,24 @@ from infra.migrations import (
     SYSTEM_KEYSPACES,
     apply_migrations,
     cql_identifier,
+    create_keyspace,
     quote_identifier,
 )
 from infra.pipeline import STEP_MODULES, pipeline_steps
+from infra.roles import (
+    MIGRATOR_PERMISSIONS,
+    READER_PERMISSIONS,
+    WRITER_PERMISSIONS,
+    create_login_role,
+    grant_keyspace,
+    retry_unauthorized,
+)
 from infra.service import ManagedProcess
 from infra.streamlit import StreamlitService
 from infra.superset import SupersetService
 from infra.supervisor import Supervisor
 from infra.trino import TrinoService, run_query
+from schemas.cassandra import connect
 from schemas.settings import CassandraSettings, SettingsError
 
 # ``up`` waits in this order: Trino reads Cassandra with the read-only role that Cassandra's
@@ -82,11 +92,27 @@ def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
 
 
 def migrate(config: InfraConfig, keyspace: str) -> None:
+    """Create ``keyspace`` and grant each role its permissions on it (as the admin), then apply
+    the pending files as the migration role."""
     cassandra = CassandraService(config)
+    roles = cassandra.role_credentials()
     cluster, session = cassandra.admin_session()
     try:
-        app_user = CassandraSettings.from_env().username
-        applied = apply_migrations(session, keyspace, app_user)
+        create_keyspace(session, keyspace)
+        for user, password in roles.values():  # a stack started before a role existed
+            create_login_role(session, user, password)
+        grant_keyspace(session, keyspace, {
+            roles[MIGRATOR_ROLE][0]: MIGRATOR_PERMISSIONS,
+            roles[APP_ROLE][0]: WRITER_PERMISSIONS,
+            roles[READER_ROLE][0]: READER_PERMISSIONS,
+        })
+    finally:
+        cluster.shutdown()
+    user, password = roles[MIGRATOR_ROLE]
+    cluster, session = connect(cassandra.settings(), username=user, password=password)
+    try:
+        # Cassandra caches permissions for up to 2 s: a grant made just now may not show yet.
+        applied = retry_unauthorized(lambda: apply_migrations(session, keyspace), timeout=10)
     finally:
         cluster.shutdown()
     say(f"keyspace {keyspace}: " + (f"applied {', '.join(applied)}" if applied

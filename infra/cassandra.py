@@ -8,16 +8,25 @@ import secrets
 import time
 from pathlib import Path
 
+from infra.roles import cql_literal, create_login_role, disable_default_superuser
 from infra.service import Service, render
 from schemas.cassandra import connect
 from schemas.settings import CREDENTIALS_FILE_NAME, CassandraSettings, load_credentials_file
 
 logger = logging.getLogger(__name__)
 
-APP_ROLE = "market_app"
+# Who may do what: infra/roles.py. The admin's secret stays in $STATE_DIR/cassandra/admin.env;
+# the others are in credentials.env, each under its own variables.
 ADMIN_ROLE = "market_admin"
-# Read-only login for the SQL layer (Trino); dashboards never hold a role that can write.
+MIGRATOR_ROLE = "market_migrator"
+APP_ROLE = "market_app"
+# Read-only login for the API and the dashboards (Trino, so Superset; Streamlit).
 READER_ROLE = "market_reader"
+ROLE_PREFIXES = {
+    MIGRATOR_ROLE: "CASSANDRA_MIGRATOR_",
+    APP_ROLE: "CASSANDRA_",
+    READER_ROLE: "CASSANDRA_READER_",
+}
 
 # conf/jvm-server.options + conf/jvm17-server.options of Cassandra 5.0 (what bin/cassandra adds).
 JVM17_FLAGS = [
@@ -46,10 +55,6 @@ JVM17_FLAGS = [
     "-Dio.netty.tryReflectionSetAccessible=true",
     "-Dio.netty.allocator.useCacheForAllThreads=true", "-Dio.netty.allocator.maxOrder=11",
 ]
-
-
-def _cql_literal(value: str) -> str:
-    return value.replace("'", "''")
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
@@ -87,18 +92,32 @@ class CassandraService(Service):
         return self.home / "admin.env"
 
     @property
-    def reader_file(self) -> Path:
+    def legacy_reader_file(self) -> Path:
+        # Where older versions kept the reader's secret; adopted into credentials.env.
         return self.home / "reader.env"
 
+    def role_credentials(self) -> dict[str, tuple[str, str]]:
+        """Each generated role's (user, password), created in credentials.env on first use (and
+        for a state dir from before a role existed). Other services keep their secrets in the
+        same file: merge, never truncate."""
+        values = load_credentials_file(self.credentials_file)
+        missing = {role: prefix for role, prefix in ROLE_PREFIXES.items()
+                   if not values.get(f"{prefix}PASSWORD")}
+        if missing:
+            legacy = load_credentials_file(self.legacy_reader_file)
+            for role, prefix in missing.items():
+                password = secrets.token_urlsafe(24)
+                if role == READER_ROLE and legacy.get("CASSANDRA_PASSWORD"):
+                    password = legacy["CASSANDRA_PASSWORD"]  # the role already has it
+                values[f"{prefix}USERNAME"] = role
+                values[f"{prefix}PASSWORD"] = password
+            write_env_file(self.credentials_file, values)
+        self.legacy_reader_file.unlink(missing_ok=True)
+        return {role: (values[f"{prefix}USERNAME"], values[f"{prefix}PASSWORD"])
+                for role, prefix in ROLE_PREFIXES.items()}
+
     def reader_credentials(self) -> tuple[str, str]:
-        """Create the read-only role's secret on first use; the role follows in bootstrap_auth."""
-        if not self.reader_file.exists():
-            write_env_file(self.reader_file, {
-                "CASSANDRA_USERNAME": READER_ROLE,
-                "CASSANDRA_PASSWORD": secrets.token_urlsafe(24),
-            })
-        values = load_credentials_file(self.reader_file)
-        return values["CASSANDRA_USERNAME"], values["CASSANDRA_PASSWORD"]
+        return self.role_credentials()[READER_ROLE]
 
     def settings(self) -> CassandraSettings:
         return CassandraSettings(hosts=("127.0.0.1",), port=self.config.cassandra_port)
@@ -118,14 +137,7 @@ class CassandraService(Service):
                 "CASSANDRA_USERNAME": ADMIN_ROLE,
                 "CASSANDRA_PASSWORD": secrets.token_urlsafe(24),
             })
-        shared = load_credentials_file(self.credentials_file)
-        if not shared.get("CASSANDRA_PASSWORD"):
-            # Other services keep their secrets in the same file: merge, never truncate.
-            write_env_file(self.credentials_file, {
-                **shared,
-                "CASSANDRA_USERNAME": APP_ROLE,
-                "CASSANDRA_PASSWORD": secrets.token_urlsafe(24),
-            })
+        self.role_credentials()
 
     def command(self, java: Path, lib: Path) -> list[str]:
         heap = self.config.cassandra_heap
@@ -179,40 +191,27 @@ class CassandraService(Service):
         return connect(self.settings(), username=user, password=password, keyspace=keyspace)
 
     def bootstrap_auth(self, timeout: float = 60.0) -> None:
-        """Create the admin, application and read-only roles and disable cassandra/cassandra.
-        Idempotent."""
+        """Create the admin role (as the default superuser, on first boot), disable the default
+        superuser, create the migrator, writer and reader login roles. Idempotent; what each
+        role may do is granted per keyspace by ``migrate``."""
         admin_user, admin_pw = self.admin_credentials()
-        first_boot = not self._try_query(admin_user, admin_pw)
-        if first_boot:
+        if not self._try_query(admin_user, admin_pw):
             cluster, session = _retry(lambda: connect(
                 self.settings(), username="cassandra", password="cassandra"), timeout)
             try:
                 session.execute(
                     f"CREATE ROLE IF NOT EXISTS {admin_user} WITH PASSWORD = "
-                    f"'{_cql_literal(admin_pw)}' AND LOGIN = true AND SUPERUSER = true"
+                    f"'{cql_literal(admin_pw)}' AND LOGIN = true AND SUPERUSER = true"
                 )
             finally:
                 cluster.shutdown()
         cluster, session = _retry(self.admin_session, timeout)
         try:
-            if first_boot:
-                # The well-known default superuser must not stay usable.
-                session.execute(
-                    "ALTER ROLE cassandra WITH PASSWORD = "
-                    f"'{_cql_literal(secrets.token_urlsafe(32))}' AND SUPERUSER = false "
-                    "AND LOGIN = false"
-                )
-            app = load_credentials_file(self.credentials_file)
-            session.execute(
-                f"CREATE ROLE IF NOT EXISTS {app['CASSANDRA_USERNAME']} WITH PASSWORD = "
-                f"'{_cql_literal(app['CASSANDRA_PASSWORD'])}' AND LOGIN = true"
-            )
-            reader, reader_pw = self.reader_credentials()
-            session.execute(
-                f"CREATE ROLE IF NOT EXISTS {reader} WITH PASSWORD = "
-                f"'{_cql_literal(reader_pw)}' AND LOGIN = true"
-            )
-            session.execute(f"GRANT SELECT ON ALL KEYSPACES TO {reader}")
+            # Checked on every start: a crash right after the admin role was created would
+            # otherwise leave cassandra/cassandra enabled for good.
+            disable_default_superuser(session)
+            for user, password in self.role_credentials().values():
+                create_login_role(session, user, password)
         finally:
             cluster.shutdown()
 

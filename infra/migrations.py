@@ -65,17 +65,22 @@ def migration_files(folder: Path = CQL_DIR) -> list[Path]:
     return sorted(folder.glob("*.cql"))
 
 
-def apply_migrations(session: Any, keyspace: str, app_role: str | None,
-                     folder: Path = CQL_DIR) -> list[str]:
-    """Create ``keyspace`` if needed, apply pending files, return the names applied now."""
+def create_keyspace(session: Any, keyspace: str) -> None:
+    """Create ``keyspace`` if needed (as the admin: creating a keyspace needs CREATE on ALL
+    KEYSPACES, which no application role holds)."""
     if not KEYSPACE_RE.match(keyspace):
         raise MigrationError(f"keyspace {keyspace!r}: use letters, digits and _ (max 48)")
     session.execute(
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
         "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     )
-    if app_role:
-        session.execute(f"GRANT ALL PERMISSIONS ON KEYSPACE {keyspace} TO {app_role}")
+
+
+def apply_migrations(session: Any, keyspace: str, folder: Path = CQL_DIR) -> list[str]:
+    """Apply the pending files to ``keyspace`` (which exists), return the names applied now.
+    ``session`` is the migration role's: DDL on the keyspace and nothing else."""
+    if not KEYSPACE_RE.match(keyspace):
+        raise MigrationError(f"keyspace {keyspace!r}: use letters, digits and _ (max 48)")
     session.set_keyspace(keyspace)
     session.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -1,7 +1,8 @@
 """Connection settings every service shares, read from the environment with loopback defaults.
 
-Cassandra credentials come from ``CASSANDRA_USERNAME``/``CASSANDRA_PASSWORD`` or, when those are
-unset, from ``$STATE_DIR/credentials.env`` that ``make up`` writes on first start.
+Cassandra credentials come from ``CASSANDRA_USERNAME``/``CASSANDRA_PASSWORD`` (the writers' role) or
+``CASSANDRA_READER_USERNAME``/``CASSANDRA_READER_PASSWORD`` (the read-only role of the API and the
+dashboards) or, when those are unset, from ``$STATE_DIR/credentials.env`` that ``make up`` writes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 DEFAULT_STATE_DIR = ".state"
 CREDENTIALS_FILE_NAME = "credentials.env"
+
+CassandraRole = Literal["writer", "reader"]
+# Prefix of the credential variables of each role, in the environment and in credentials.env.
+ROLE_PREFIX: dict[str, str] = {"writer": "CASSANDRA_", "reader": "CASSANDRA_READER_"}
 
 
 class SettingsError(ValueError):
@@ -176,9 +182,18 @@ class CassandraSettings:
     local_dc: str = "datacenter1"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> CassandraSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, role: CassandraRole = "writer"
+    ) -> CassandraSettings:
+        """The settings, with the credentials of ``role``: ``writer`` (the collector, the stream
+        processor and the forecast job: SELECT and MODIFY) or ``reader`` (the API and the
+        dashboards: SELECT only). The reader falls back to the writer's variables when none of its
+        own are set anywhere, so a deployment that configures one role keeps working."""
         env = os.environ if env is None else env
         file_values = load_credentials_file(state_dir(env) / CREDENTIALS_FILE_NAME)
+        username, password = _role_credentials(env, file_values, ROLE_PREFIX[role])
+        if role == "reader" and username is None:
+            username, password = _role_credentials(env, file_values, ROLE_PREFIX["writer"])
         keyspace = env.get("CASSANDRA_KEYSPACE") or cls.keyspace
         if not keyspace.replace("_", "").isalnum() or not keyspace[0].isalpha():
             raise SettingsError(
@@ -189,9 +204,18 @@ class CassandraSettings:
             hosts=tuple(h for h in hosts if h),
             port=port_setting(env, "CASSANDRA_PORT", 9042),
             keyspace=keyspace,
-            username=env.get("CASSANDRA_USERNAME") or file_values.get("CASSANDRA_USERNAME"),
-            password=env.get("CASSANDRA_PASSWORD") or file_values.get("CASSANDRA_PASSWORD"),
+            username=username,
+            password=password,
         )
+
+
+def _role_credentials(
+    env: Mapping[str, str], file_values: Mapping[str, str], prefix: str
+) -> tuple[str | None, str | None]:
+    return (
+        env.get(f"{prefix}USERNAME") or file_values.get(f"{prefix}USERNAME"),
+        env.get(f"{prefix}PASSWORD") or file_values.get(f"{prefix}PASSWORD"),
+    )
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

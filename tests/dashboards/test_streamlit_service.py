@@ -43,10 +43,10 @@ def test_launch_runs_headless_on_loopback_with_the_reader_role_in_the_environmen
         "--client.showErrorDetails": "none", "--client.toolbarMode": "viewer",
         "--logger.level": "info",
     }
-    reader_file = tmp_path / "cassandra" / "reader.env"
-    assert stat.S_IMODE(reader_file.stat().st_mode) == 0o600
+    credentials = tmp_path / "credentials.env"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
     assert env["CASSANDRA_USERNAME"] == READER_ROLE
-    assert env["CASSANDRA_PASSWORD"] in reader_file.read_text()
+    assert f"CASSANDRA_READER_PASSWORD={env['CASSANDRA_PASSWORD']}\n" in credentials.read_text()
     assert env["CASSANDRA_PASSWORD"] != "app-secret"
     assert not any(env["CASSANDRA_PASSWORD"] in part for part in argv)
     assert svc.ports == {"http": 8642}

@@ -62,28 +62,30 @@ def test_each_migration_applies_once_in_name_order(tmp_path: Path) -> None:
     write(tmp_path, "001_a.cql", "-- first\nCREATE TABLE a (k int PRIMARY KEY);\nCREATE TABLE c "
                                  "(k int PRIMARY KEY);")
     session = FakeSession()
-    assert apply_migrations(session, "ks", "app", tmp_path) == ["001_a.cql", "002_b.cql"]
+    assert apply_migrations(session, "ks", tmp_path) == ["001_a.cql", "002_b.cql"]
     creates = [s for s in session.statements if s.startswith("CREATE TABLE ") and "schema" not in s]
     assert creates == ["CREATE TABLE a (k int PRIMARY KEY)", "CREATE TABLE c (k int PRIMARY KEY)",
                        "CREATE TABLE b (k int PRIMARY KEY)"]
-    assert any(s == "GRANT ALL PERMISSIONS ON KEYSPACE ks TO app" for s in session.statements)
+    assert not [s for s in session.statements if s.startswith(("GRANT", "CREATE KEYSPACE"))]
     session.statements.clear()
-    assert apply_migrations(session, "ks", "app", tmp_path) == []
+    assert apply_migrations(session, "ks", tmp_path) == []
     assert not [s for s in session.statements if s.startswith("CREATE TABLE a")]
 
 
 def test_editing_an_applied_migration_is_refused(tmp_path: Path) -> None:
     write(tmp_path, "001_a.cql", "CREATE TABLE a (k int PRIMARY KEY);")
     session = FakeSession()
-    apply_migrations(session, "ks", None, tmp_path)
+    apply_migrations(session, "ks", tmp_path)
     write(tmp_path, "001_a.cql", "CREATE TABLE a (k bigint PRIMARY KEY);")
     with pytest.raises(MigrationError, match="001_a.cql changed after it was applied"):
-        apply_migrations(session, "ks", None, tmp_path)
+        apply_migrations(session, "ks", tmp_path)
 
 
 def test_bad_keyspace_name_is_refused() -> None:
     with pytest.raises(MigrationError, match="keyspace 'a;b'"):
-        apply_migrations(FakeSession(), "a;b", None)
+        apply_migrations(FakeSession(), "a;b")
+    with pytest.raises(MigrationError, match="keyspace 'a;b'"):
+        migrations.create_keyspace(FakeSession(), "a;b")
 
 
 def test_java17_home_without_java_is_named(tmp_path: Path) -> None:
@@ -313,3 +315,96 @@ def test_cql_identifier_is_normalised_like_cassandra(text: str, expected: str) -
 def test_cql_identifier_refuses_what_is_not_a_keyspace_name(text: str) -> None:
     with pytest.raises(MigrationError, match="keyspace"):
         migrations.cql_identifier(text)
+
+
+class FakeAuthSession:
+    """What bootstrap_auth sees of Cassandra: the default superuser still enabled, as after a crash
+    between creating the admin role and disabling the default one."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def execute(self, statement: str, params: Any = None, timeout: float | None = None) -> Any:
+        self.statements.append(statement)
+        if "FROM system_auth.roles" in statement:
+            return [type("Row", (), {"can_login": True, "is_superuser": True})()]
+        return []
+
+
+def test_bootstrap_disables_the_default_superuser_even_when_the_admin_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra.cassandra import CassandraService
+
+    service = CassandraService(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
+    service.home.mkdir(parents=True)
+    service.prepare(Path("/nonexistent/java"), Path("/nonexistent/lib"))
+    session = FakeAuthSession()
+    cluster = type("Cluster", (), {"shutdown": lambda self: None})()
+    monkeypatch.setattr(service, "_try_query", lambda user, password: True)  # admin logs in
+    monkeypatch.setattr(service, "admin_session", lambda keyspace=None: (cluster, session))
+    service.bootstrap_auth()
+    disabled = [s for s in session.statements if s.startswith("ALTER ROLE cassandra ")]
+    assert len(disabled) == 1
+    assert "SUPERUSER = false" in disabled[0] and "LOGIN = false" in disabled[0]
+
+
+def test_every_role_gets_a_generated_private_secret_in_credentials_env(tmp_path: Path) -> None:
+    from infra.cassandra import CassandraService
+    from schemas.settings import load_credentials_file
+
+    service = CassandraService(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
+    service.home.mkdir(parents=True)
+    service.prepare(Path("/nonexistent/java"), Path("/nonexistent/lib"))
+    values = load_credentials_file(tmp_path / "credentials.env")
+    assert (values["CASSANDRA_USERNAME"], values["CASSANDRA_READER_USERNAME"],
+            values["CASSANDRA_MIGRATOR_USERNAME"]) == ("market_app", "market_reader",
+                                                        "market_migrator")
+    passwords = {values[k] for k in ("CASSANDRA_PASSWORD", "CASSANDRA_READER_PASSWORD",
+                                     "CASSANDRA_MIGRATOR_PASSWORD")}
+    assert len(passwords) == 3 and all(len(p) >= 24 for p in passwords)
+    assert (tmp_path / "credentials.env").stat().st_mode & 0o777 == 0o600
+    assert service.reader_credentials() == ("market_reader", values["CASSANDRA_READER_PASSWORD"])
+
+
+def test_a_reader_secret_from_an_older_state_dir_is_kept(tmp_path: Path) -> None:
+    from infra.cassandra import CassandraService, write_env_file
+
+    service = CassandraService(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
+    write_env_file(service.home / "reader.env", {
+        "CASSANDRA_USERNAME": "market_reader", "CASSANDRA_PASSWORD": "older-secret"})
+    assert service.reader_credentials() == ("market_reader", "older-secret")
+    assert not (service.home / "reader.env").exists()
+
+
+def test_each_component_reads_cassandra_with_its_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gbm_analysis.__main__ as gbm_main
+    from collector.config import CollectorConfig
+    from stream_processor.config import StreamSettings
+
+    (tmp_path / "credentials.env").write_text(
+        "CASSANDRA_USERNAME=market_app\nCASSANDRA_PASSWORD=w\n"
+        "CASSANDRA_READER_USERNAME=market_reader\nCASSANDRA_READER_PASSWORD=r\n")
+    for name in ("CASSANDRA_USERNAME", "CASSANDRA_PASSWORD", "CASSANDRA_READER_USERNAME",
+                 "CASSANDRA_READER_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STATE_DIR", str(tmp_path))
+    used: dict[str, str | None] = {}
+
+    def record(command: str):  # type: ignore[no-untyped-def]
+        def fake(*args: Any) -> int:
+            used[command] = next(a for a in args if hasattr(a, "keyspace")).username
+            return 0
+        return fake
+
+    for command in ("serve", "run", "backtest"):
+        monkeypatch.setattr(gbm_main, f"_{command}", record(command))
+    for argv in (["serve"], ["run", "--once"], ["backtest"]):
+        assert gbm_main.main(argv) == 0
+    assert used == {"serve": "market_reader", "run": "market_app", "backtest": "market_app"}
+    assert StreamSettings.from_env().cassandra.username == "market_app"
+    collector = CollectorConfig.from_env(
+        {"STATE_DIR": str(tmp_path), "FINNHUB_WS_URL": "ws://127.0.0.1:8765"})
+    assert collector.cassandra.username == "market_app"

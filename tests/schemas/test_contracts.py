@@ -111,3 +111,18 @@ def test_credentials_file_is_used_when_env_unset(tmp_path) -> None:  # type: ign
 def test_password_is_not_in_repr() -> None:
     s = CassandraSettings(username="u", password="s3cr3t-value")
     assert "s3cr3t-value" not in repr(s)
+
+
+def test_readers_get_the_reader_role(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "credentials.env").write_text(
+        "CASSANDRA_USERNAME=w\nCASSANDRA_PASSWORD=wp\n"
+        "CASSANDRA_READER_USERNAME=r\nCASSANDRA_READER_PASSWORD=rp\n")
+    env = {"STATE_DIR": str(tmp_path)}
+    reader = CassandraSettings.from_env(env, role="reader")
+    assert (reader.username, reader.password) == ("r", "rp")
+    writer = CassandraSettings.from_env(env)
+    assert (writer.username, writer.password) == ("w", "wp")
+    override = CassandraSettings.from_env(
+        {**env, "CASSANDRA_READER_USERNAME": "r2", "CASSANDRA_READER_PASSWORD": "rp2"},
+        role="reader")
+    assert (override.username, override.password) == ("r2", "rp2")
