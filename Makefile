@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser up down status logs clean demo test test-unit lint bench screenshots
+.PHONY: help install browser up down status logs clean demo test test-unit test-reliability lint bench screenshots
 
 help:
 	@echo "make demo   - bring up the stack and run the pipeline on the built-in offline feed"
@@ -46,8 +46,13 @@ demo: install
 	$(PY) -m infra up
 	$(PY) -m infra demo
 
+# The fault matrix runs after the rest and alone: it restarts Kafka and Cassandra.
 test: install browser
-	$(PY) -m pytest
+	$(PY) -m pytest -m 'not live and not reliability'
+	$(MAKE) --no-print-directory test-reliability
+
+test-reliability: install
+	$(PY) -m pytest -m reliability tests/reliability
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m 'not integration'

@@ -73,6 +73,26 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stall-seconds", type=float, default=0.0, metavar="S")
     p.add_argument("--junk-every", type=int, metavar="N", help="fault: junk after N trade frames")
     p.add_argument("--error-every", type=int, metavar="N", help="fault: error frame every N")
+    p.add_argument(
+        "--hostile-every",
+        type=int,
+        metavar="N",
+        help="fault: a hostile frame (huge numbers, lone surrogates, 2 MB fields, "
+        "deep nesting) after every N trade frames",
+    )
+    p.add_argument(
+        "--drip-after",
+        type=int,
+        metavar="N",
+        help="fault: once, after N trades, send a frame one byte at a time",
+    )
+    p.add_argument("--drip-seconds", type=float, default=0.0, metavar="S")
+    p.add_argument(
+        "--abort-mid-frame-after",
+        type=int,
+        metavar="N",
+        help="fault: once, after N trades, reset the TCP connection mid-frame",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
 
@@ -105,13 +125,16 @@ async def _serve(server: FeedServer) -> None:
         progress.cancel()
     s = server.stats
     logger.info(
-        "stopped: %d trades in %d frames to %d connection(s); junk %d, drops %d, stalls %d",
+        "stopped: %d trades in %d frames to %d connection(s); junk %d, hostile %d, drops %d, "
+        "stalls %d, drips %d",
         s.trades_sent,
         s.trade_frames_sent,
         s.connections,
         sum(s.junk_sent.values()),
+        sum(s.hostile_sent.values()),
         s.drops,
         s.stalls,
+        s.drips,
     )
 
 
@@ -142,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             stall_s=args.stall_seconds,
             junk_every=args.junk_every,
             error_every=args.error_every,
+            hostile_every=args.hostile_every,
+            drip_after=args.drip_after,
+            drip_s=args.drip_seconds,
+            abort_mid_frame_after=args.abort_mid_frame_after,
         )
         source = _source(args)
     except (FeedError, ValueError) as exc:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["JUNK", "FaultPlan", "junk_frame"]
+__all__ = ["HOSTILE", "JUNK", "FaultPlan", "hostile_frame", "junk_frame"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +21,12 @@ class FaultPlan:
         for ``stall_s`` seconds.
     :param junk_every: after every this many trade frames, send one junk frame to each client.
     :param error_every: after every this many trade frames, send an ``error`` frame.
+    :param hostile_every: after every this many trade frames, send one hostile frame (numbers
+        no float can hold, lone surrogates, fields above Kafka's record limit, deep nesting).
+    :param drip_after: once, after this many trades, send the next trade frame one byte at a
+        time over ``drip_s`` seconds (a slow-drip server; nothing else is sent meanwhile).
+    :param abort_mid_frame_after: once, after this many trades, send half of the next trade
+        frame and reset the TCP connection.
     """
 
     drop_every: int | None = None
@@ -29,9 +35,21 @@ class FaultPlan:
     stall_s: float = 0.0
     junk_every: int | None = None
     error_every: int | None = None
+    hostile_every: int | None = None
+    drip_after: int | None = None
+    drip_s: float = 0.0
+    abort_mid_frame_after: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("drop_every", "stall_after", "junk_every", "error_every"):
+        for name in (
+            "drop_every",
+            "stall_after",
+            "junk_every",
+            "error_every",
+            "hostile_every",
+            "drip_after",
+            "abort_mid_frame_after",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: must be >= 1")
@@ -39,6 +57,8 @@ class FaultPlan:
             raise ValueError(f"--drop-mode {self.drop_mode!r}: allowed values are close, abort")
         if self.stall_after is not None and self.stall_s <= 0:
             raise ValueError("--stall-after needs --stall-seconds > 0")
+        if self.drip_after is not None and self.drip_s <= 0:
+            raise ValueError("--drip-after needs --drip-seconds > 0")
 
 
 def _trade(symbol: str, now_ms: int, **override: object) -> str:
@@ -83,3 +103,56 @@ def junk_frame(index: int, symbol: str, now_ms: int) -> tuple[str, str | bytes]:
     """
     reason, build = JUNK[index % len(JUNK)]
     return reason, build(symbol, now_ms)
+
+
+_HUGE_INT = "9" * 401  # a JSON number no float can hold
+_TWO_MB = 2 * 1024 * 1024
+
+
+def _raw_trade(symbol: str, now_ms: int, **raw: str) -> str:
+    """A trade frame whose fields are spliced in as raw JSON text (numbers beyond float, escapes
+    that decode to lone surrogates)."""
+    fields = {"c": "null", "p": "100.0", "s": json.dumps(symbol), "t": str(now_ms), "v": "1.0"}
+    fields.update(raw)
+    body = ",".join(f'"{key}":{value}' for key, value in fields.items())
+    return '{"data":[{' + body + '}],"type":"trade"}'
+
+
+# (class, builder(symbol, now_ms) -> frame). Each must end as a dead letter, never stop the
+# collector; the large ones exceed Kafka's 1 MiB record limit unless the collector cuts them.
+HOSTILE: tuple[tuple[str, Callable[[str, int], str | bytes]], ...] = (
+    ("huge_int_price", lambda s, t: _raw_trade(s, t, p=_HUGE_INT)),
+    ("huge_int_volume", lambda s, t: _raw_trade(s, t, v=_HUGE_INT)),
+    ("huge_int_time", lambda s, t: _raw_trade(s, t, t=_HUGE_INT)),
+    ("float_overflow_price", lambda s, t: _raw_trade(s, t, p="1e400")),
+    ("surrogate_condition", lambda s, t: _raw_trade(s, t, c='["\\ud800"]')),
+    ("surrogate_symbol", lambda s, t: _raw_trade(s, t, s='"X\\udfff"')),
+    ("deep_nesting", lambda s, t: '{"type":"trade","data":' + "[" * 5_000 + "]" * 5_000 + "}"),
+    (
+        "error_with_newlines",
+        lambda s, t: json.dumps(
+            {"type": "error", "msg": "line one\nFAKE LOG LINE " + "x" * 10_000}
+        ),
+    ),
+)
+# Sent once in every HOSTILE_LARGE_EVERY hostile frames: 2 MB each.
+HOSTILE_LARGE: tuple[tuple[str, Callable[[str, int], str | bytes]], ...] = (
+    ("oversized_symbol", lambda s, t: _raw_trade(s, t, s=json.dumps("S" * _TWO_MB))),
+    ("oversized_condition", lambda s, t: _raw_trade(s, t, c=json.dumps(["C" * _TWO_MB]))),
+)
+HOSTILE_LARGE_EVERY = 500
+
+
+def hostile_frame(index: int, symbol: str, now_ms: int) -> tuple[str, str | bytes]:
+    """The ``index``-th hostile frame and its class.
+
+    >>> hostile_frame(0, "AAPL", 1000)[0], hostile_frame(HOSTILE_LARGE_EVERY, "AAPL", 1000)[0]
+    ('huge_int_price', 'oversized_symbol')
+    >>> json.loads(hostile_frame(4, "AAPL", 1000)[1])["data"][0]["c"] == ["\\ud800"]
+    True
+    """
+    if index % HOSTILE_LARGE_EVERY == 0 and index:
+        kind, build = HOSTILE_LARGE[(index // HOSTILE_LARGE_EVERY - 1) % len(HOSTILE_LARGE)]
+    else:
+        kind, build = HOSTILE[index % len(HOSTILE)]
+    return kind, build(symbol, now_ms)

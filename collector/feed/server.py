@@ -31,7 +31,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from collector.feed.faults import FaultPlan, junk_frame
+from collector.feed.faults import FaultPlan, hostile_frame, junk_frame
 from collector.feed.sources import Tick, TradeSource
 
 __all__ = ["FeedOptions", "FeedServer", "FeedStats"]
@@ -70,6 +70,8 @@ class FeedStats:
     drops: int = 0
     stalls: int = 0
     junk_sent: Counter[str] = field(default_factory=Counter)
+    hostile_sent: Counter[str] = field(default_factory=Counter)
+    drips: int = 0
     finished: bool = False
 
 
@@ -105,6 +107,9 @@ class FeedServer:
         self._stalled_once = False
         self._next_drop = self.faults.drop_every
         self._junk_index = 0
+        self._hostile_index = 0
+        self._dripped = False
+        self._aborted_mid_frame = False
         self._sent_log: IO[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -204,10 +209,17 @@ class FeedServer:
             sent = {**frame, "data": data}
             self.stats.trades_sent += len(data)
             self.stats.trade_frames_sent += 1
+            drip = self._drip_due()
+            abort = self._abort_due()
             for c in clients:
                 mine = [d for d in data if not isinstance(d, dict) or d.get("s") in c.symbols]
-                if mine:
-                    await self._send(c, {**frame, "data": mine} if len(mine) < len(data) else sent)
+                if not mine:
+                    continue
+                payload = {**frame, "data": mine} if len(mine) < len(data) else sent
+                if drip or abort:
+                    await self._drip(c, payload, abort_halfway=abort)
+                else:
+                    await self._send(c, payload)
             if self._sent_log is not None:
                 self._sent_log.write(json.dumps(sent, separators=(",", ":")) + "\n")
             await self._after_trade_frame(clients)
@@ -219,9 +231,64 @@ class FeedServer:
         with contextlib.suppress(ConnectionClosed):
             await client.conn.send(payload)
 
+    def _drip_due(self) -> bool:
+        f = self.faults
+        if f.drip_after is None or self._dripped or self.stats.trades_sent < f.drip_after:
+            return False
+        self._dripped = True
+        self.stats.drips += 1
+        return True
+
+    def _abort_due(self) -> bool:
+        after = self.faults.abort_mid_frame_after
+        if after is None or self._aborted_mid_frame or self.stats.trades_sent < after:
+            return False
+        self._aborted_mid_frame = True
+        self.stats.drops += 1
+        return True
+
+    async def _drip(self, client: _Client, frame: dict[str, Any], abort_halfway: bool) -> None:
+        """One unmasked text frame written to the socket a byte at a time over ``drip_s``;
+        pings and other frames wait (they would corrupt the half-sent frame). With
+        ``abort_halfway``, half of it at once, then a TCP reset."""
+        payload = json.dumps(frame, separators=(",", ":")).encode()
+        header = bytes([0x81])
+        if len(payload) < 126:
+            header += bytes([len(payload)])
+        elif len(payload) < 65536:
+            header += bytes([126]) + len(payload).to_bytes(2, "big")
+        else:
+            header += bytes([127]) + len(payload).to_bytes(8, "big")
+        raw = header + payload
+        transport = client.conn.transport
+        if abort_halfway:
+            logger.warning("fault: aborting the connection in the middle of a frame")
+            transport.write(raw[: len(raw) // 2])
+            transport.abort()
+            self._clients.discard(client)
+            if not any(c.symbols for c in self._clients):
+                self._subscribed.clear()
+            return
+        pause = self.faults.drip_s / len(raw)
+        self._stall_until = time.monotonic() + self.faults.drip_s + 1
+        logger.warning("fault: dripping a %d-byte frame over %.1f s", len(raw), self.faults.drip_s)
+        for i in range(len(raw)):
+            if transport.is_closing():
+                break
+            transport.write(raw[i : i + 1])
+            await asyncio.sleep(pause)
+        self._stall_until = 0.0
+
     async def _after_trade_frame(self, clients: list[_Client]) -> None:
         f = self.faults
         frames = self.stats.trade_frames_sent
+        if f.hostile_every and frames % f.hostile_every == 0:
+            for c in clients:
+                symbol = next(iter(sorted(c.symbols)))
+                kind, frame = hostile_frame(self._hostile_index, symbol, int(time.time() * 1000))
+                await self._send(c, frame)
+                self.stats.hostile_sent[kind] += 1
+            self._hostile_index += 1
         if f.junk_every and frames % f.junk_every == 0:
             for c in clients:
                 symbol = next(iter(sorted(c.symbols)))

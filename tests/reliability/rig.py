@@ -1,0 +1,224 @@
+"""The whole pipeline as an operator runs it, for the fault matrix: the offline feed, the
+collector and the stream processor, each a supervised program (``infra.supervisor``) of a
+private STATE_DIR, writing to a private topic and keyspace of the running stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from infra.config import InfraConfig
+from infra.pipeline import PipelineProcess
+from infra.supervisor import Supervisor
+from schemas.cassandra import connect
+from schemas.settings import CassandraSettings
+from tests.conftest import Stack, run_infra
+from tests.infra.test_stack import free_port
+from tests.reliability.accounting import (
+    Gap,
+    Outcome,
+    TradeKey,
+    account,
+    dead_letter_keys,
+    key_of,
+    sent_keys,
+)
+from tests.stream_processor.conftest import consume_all, create_topic, read_table
+from tests.stream_processor.oracle import assert_bars_equal, expected_bars
+
+SYMBOLS = "BINANCE:BTCUSDT,BINANCE:ETHUSDT,AAPL,MSFT"
+RATE = 200  # trades/s offered by the feed
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> float:
+    """Seconds it took ``condition`` to hold."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+class Rig:
+    def __init__(self, stack: Stack, cassandra: CassandraSettings, home: Path) -> None:
+        self.stack, self.cassandra, self.home = stack, cassandra, home
+        state = home / "state"
+        state.mkdir(parents=True)
+        # The stack's generated roles: the collector and stream processor read them from here.
+        shutil.copy(stack.state_dir / "credentials.env", state / "credentials.env")
+        self.config = InfraConfig.from_env({**os.environ, "STATE_DIR": str(state)})
+        self.topic = f"reliability-{uuid.uuid4().hex[:8]}"
+        create_topic(stack.kafka.bootstrap_servers, self.topic, partitions=2)
+        self.feed_port = free_port()
+        self.env = {
+            **os.environ,
+            "STATE_DIR": str(state),
+            "TRADES_TOPIC": self.topic,
+            "CASSANDRA_KEYSPACE": cassandra.keyspace,
+            "CHECKPOINT_DIR": str(home / "checkpoints"),
+            "METRICS_PORT": "0",
+            "COLLECTOR_METRICS_PORT": "0",
+            "FINNHUB_WS_URL": f"ws://127.0.0.1:{self.feed_port}",
+            "SYMBOLS": SYMBOLS,
+            "COLLECTOR_BACKOFF_MAX_S": "2",
+            "COLLECTOR_STALL_TIMEOUT_S": "5",
+            "SINK_RETRY_TIMEOUT": "90s",
+            "BATCH_STALL_TIMEOUT": "150s",
+            "SPARK_DRIVER_MEMORY": "1g",
+            "LOG_LEVEL": "WARNING",
+        }
+        self.collector = PipelineProcess(self.config, "collector", [], self.env)
+        self.stream_processor = PipelineProcess(self.config, "stream_processor", [], self.env)
+        self.feed: PipelineProcess | None = None
+        self.segment = 0
+        self.sent_log: Path | None = None
+
+    # --- the long-running steps -----------------------------------------------------------
+    def start(self) -> None:
+        self.stream_processor.start()
+        self.collector.start()
+
+    def stop(self) -> None:
+        for step in (self.feed, self.collector, self.stream_processor):
+            if step is not None:
+                step.stop()
+        Supervisor(self.config).shutdown()
+
+    def start_feed(self, *fault_args: str) -> None:
+        """A new feed segment on the same port: its own sent log, so each fault is counted
+        over the trades sent while it was in play."""
+        self.segment += 1
+        self.sent_log = self.home / f"sent-{self.segment}.jsonl"
+        self.feed = PipelineProcess(
+            self.config, "feed",
+            ["--simulate", "--symbols", SYMBOLS, "--rate", str(RATE), "--seed",
+             str(self.segment), "--port", str(self.feed_port), "--sent-log", str(self.sent_log),
+             "--ping-interval", "2", *fault_args],
+            self.env, {"feed": self.feed_port},
+        )
+        self.feed.start()
+
+    def stop_feed(self) -> None:
+        assert self.feed is not None
+        self.feed.stop()
+
+    def sent(self) -> list[TradeKey]:
+        assert self.sent_log is not None
+        return sent_keys(self.sent_log.read_text(encoding="utf-8").splitlines())
+
+    def trades_sent(self) -> int:
+        if self.sent_log is None or not self.sent_log.exists():
+            return 0
+        return len(self.sent())
+
+    # --- what the pipeline stored ---------------------------------------------------------
+    def stored(self) -> list[TradeKey]:
+        rows = read_table(self.cassandra, "trades")
+        if rows.empty:
+            return []
+        ts = rows["trade_ts"].map(_epoch_ms)
+        return [key_of(s, t, p, v, c) for s, t, p, v, c in zip(
+            rows["symbol"], ts, rows["price"], rows["volume"], rows["conditions"], strict=True)]
+
+    def stored_count(self) -> int:
+        cluster, session = connect(self.cassandra, keyspace=self.cassandra.keyspace)
+        try:
+            return int(session.execute("SELECT count(*) FROM trades", timeout=60).one()[0])
+        finally:
+            cluster.shutdown()
+
+    def stored_after(self, since_ms: int) -> bool:
+        """A trade the collector received after ``since_ms`` is in Cassandra. (Arrival time: the
+        feed's market clock pauses while no collector listens, so event time lags behind.)"""
+        symbol = SYMBOLS.split(",")[0]
+        today = datetime.now(UTC).date()
+        cluster, session = connect(self.cassandra, keyspace=self.cassandra.keyspace)
+        try:
+            for day in (today, today - timedelta(days=1)):
+                rows = session.execute(
+                    "SELECT ingest_ts FROM trades WHERE symbol = %s AND day = %s LIMIT 200",
+                    (symbol, day), timeout=30)
+                if any(_epoch_ms(row.ingest_ts) > since_ms for row in rows):
+                    return True
+            return False
+        finally:
+            cluster.shutdown()
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        records = consume_all(self.stack.kafka.bootstrap_servers, f"{self.topic}.dlq", 5)
+        return [json.loads(value) for _, value in records]
+
+    def gaps(self) -> list[Gap]:
+        rows = read_table(self.cassandra, "collector_gaps")
+        return [Gap(_epoch_ms(r.gap_start), _epoch_ms(r.gap_end), tuple(r.symbols or ()))
+                for r in rows.itertuples()] if not rows.empty else []
+
+    def drain(self, timeout_s: float = 300) -> None:
+        """Wait until every trade sent so far is stored or the count stops moving for 20 s."""
+        target = len(self.sent())
+        last, since = -1, time.monotonic()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            count = self.stored_count()
+            if count >= target:
+                return
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since > 20:
+                return
+            time.sleep(1)
+
+    def outcome(self, fault: str, recover_s: float | None, note: str = "") -> Outcome:
+        """Accounting for this segment's trades (the feed's seed differs per segment)."""
+        sent = self.sent()
+        stored_now = self.stored()
+        segment_keys = set(sent)
+        stored = [k for k in stored_now if k in segment_keys]
+        letters = [k for k in dead_letter_keys(self.dead_letters()) if k in segment_keys]
+        result = account(fault, sent, stored, letters, self.gaps())
+        return Outcome(**{**result.as_dict(), "recover_s": recover_s,
+                          "bars_match": self.bars_match(), "note": note})
+
+    def bars_match(self) -> bool:
+        trades = read_table(self.cassandra, "trades")
+        if trades.empty:
+            return False
+        frame = trades.assign(trade_ts=trades["trade_ts"].map(_epoch_ms))
+        try:
+            assert_bars_equal(read_table(self.cassandra, "trades_agg_5s"),
+                              expected_bars(frame, "5s"))
+        except AssertionError:
+            return False
+        return True
+
+
+def restart_engine(service: str) -> None:
+    """``python -m infra restart`` retried while the old listener's port is still held."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            run_infra("restart", service)
+            return
+        except RuntimeError as exc:
+            if "already in use" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(5)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _epoch_ms(value: Any) -> int:
+    if isinstance(value, datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return int(stamp.timestamp() * 1000)
+    return int(value)
