@@ -28,6 +28,7 @@ from schemas.gbm_tables import (
     TABLE_GBM_FORECASTS,
     TABLE_GBM_PATHS,
 )
+from schemas.markets import annualisation_for
 
 __all__ = [
     "CANDLE_TABLES",
@@ -40,6 +41,7 @@ __all__ = [
     "describe_cassandra_error",
     "fan_frame",
     "histogram_frame",
+    "parameter_table",
     "paths_frame",
     "realised_closes",
     "run_keys",
@@ -179,6 +181,20 @@ def paths_frame(paths: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
             rows.append((r.model, r.path, step, as_of + timedelta(seconds=step * r.step_seconds),
                          float(price)))
     return pd.DataFrame(rows, columns=["model", "path", "step", "time", "price"])
+
+
+def parameter_table(runs: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """Each model's fitted parameters as shown: sigma annualised by the convention of the
+    symbol's market (252 d x 6.5 h for a stock, 365 d x 24 h for crypto), which a column names.
+
+    It is computed from the stored per-second ``sigma``, so runs stored before the convention
+    (their ``sigma_annualised`` is over calendar seconds) show the same figure as new ones.
+    """
+    convention = annualisation_for(symbol)
+    table = runs[["model", "dof", "n_bars", "n_returns", "n_rejected"]].copy()
+    table.insert(1, "sigma (annualised)", runs["sigma"].astype(float).map(convention.annualise))
+    table.insert(2, "annualised over", convention.label)
+    return table.reset_index(drop=True)
 
 
 def histogram_frame(edges: Sequence[float], counts: Sequence[int]) -> pd.DataFrame:

@@ -35,6 +35,7 @@ from dashboards.forecasts import (
     finite,
     histogram_frame,
     newest_evaluation,
+    parameter_table,
     paths_frame,
     realised_closes,
     run_keys,
@@ -229,9 +230,7 @@ def explore(target: Target) -> None:
     cols[3].metric("paths", f"{first.n_paths:,}")
     st.caption(f"Run {run.run_id}, issued {run.issued_at:%Y-%m-%d %H:%M:%S} UTC, seed "
                f"{first.seed}, forecasting from {first.as_of:%Y-%m-%d %H:%M:%S} UTC.")
-    table = shown[["model", "sigma_annualised", "dof", "n_bars", "n_returns", "n_rejected"]]
-    st.dataframe(table.rename(columns={"sigma_annualised": "sigma (annualised)"}),
-                 hide_index=True, width="stretch")
+    st.dataframe(parameter_table(shown, symbol), hide_index=True, width="stretch")
 
     what_if = tuple((base, replace(change, n_sample=max(n_sample, 1)))
                     for base in bases) if enabled else ()

@@ -17,7 +17,7 @@ import pandas as pd
 
 from dashboards.forecasts import QUANTILES, histogram_frame, terminal_density
 from gbm_analysis.forecast import generator_for
-from gbm_analysis.model import SECONDS_PER_YEAR, simulate_paths, summarise_paths
+from gbm_analysis.model import simulate_paths, summarise_paths
 
 __all__ = ["StoredModel", "WhatIf", "WhatIfResult", "what_if_forecast"]
 
@@ -125,6 +125,3 @@ def what_if_forecast(base: StoredModel, change: WhatIf) -> WhatIfResult:
         density=terminal_density(summary.percentiles[-1]),
     )
 
-
-def annualised(sigma_per_second: float) -> float:
-    return sigma_per_second * math.sqrt(SECONDS_PER_YEAR)

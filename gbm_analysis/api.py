@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from gbm_analysis.exceptions import StorageError
 from gbm_analysis.io import GbmStore
+from schemas.markets import annualisation_for
 
 __all__ = ["create_app"]
 
@@ -40,7 +41,9 @@ def create_app(store: GbmStore, *, clock: Callable[[], datetime] = _now) -> Fast
         version="1.0",
         description=(
             "Hourly Monte Carlo price forecasts per symbol (GBM, EWMA-t and historical "
-            "simulation) and their backtest scores. Times are UTC; rates are per second; "
+            "simulation) and their backtest scores. Times are UTC; rates are per second of "
+            "trading time; sigma_annualised follows the convention of the symbol's market, "
+            "named in annualisation (252 d x 6.5 h for stocks, 365 d x 24 h for crypto); "
             "losses are in basis points of log return."
         ),
     )
@@ -77,6 +80,7 @@ def create_app(store: GbmStore, *, clock: Callable[[], datetime] = _now) -> Fast
             models.append(
                 {
                     **{k: v for k, v in run.items() if k not in ("symbol", "day", "run_id")},
+                    **_annualised(symbol, run["sigma"]),
                     "steps": [{k: v for k, v in s.items() if k in _STEP_FIELDS} for s in steps],
                 }
             )
@@ -108,6 +112,17 @@ def create_app(store: GbmStore, *, clock: Callable[[], datetime] = _now) -> Fast
         }
 
     return app
+
+
+def _annualised(symbol: str, sigma: float | None) -> dict[str, Any]:
+    """The displayed annualised sigma, from the stored per-second sigma by the convention of the
+    symbol's market, so runs stored before the convention (over calendar seconds) show the same
+    figure as new ones."""
+    convention = annualisation_for(symbol)
+    return {
+        "sigma_annualised": None if sigma is None else convention.annualise(sigma),
+        "annualisation": convention.label,
+    }
 
 
 _STEP_FIELDS = frozenset(

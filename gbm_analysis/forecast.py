@@ -22,7 +22,6 @@ from numpy.typing import NDArray
 from gbm_analysis.config import MODEL_NAMES, GbmSettings
 from gbm_analysis.exceptions import DataError
 from gbm_analysis.model import (
-    SECONDS_PER_YEAR,
     PathSummary,
     ReturnSeries,
     estimate,
@@ -33,6 +32,7 @@ from gbm_analysis.model import (
     step_log_returns,
     summarise_paths,
 )
+from schemas.markets import annualisation_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,8 +54,10 @@ STATUS_OK = "ok"
 class ModelForecast:
     """One model's forecast for one symbol, or the reason there is none (``status != "ok"``).
 
-    Rates are per second; ``as_of`` is the end of the last bar (epoch seconds, event time), and
-    step ``k`` (1-based) targets ``as_of + k * step_seconds``.
+    Rates are per second of trading time; ``as_of`` is the end of the last bar (epoch seconds,
+    event time), and step ``k`` (1-based) targets ``as_of + k * step_seconds``.
+    ``sigma_annualised`` follows the convention of the symbol's market, which ``annualisation``
+    names (``252 d x 6.5 h`` for a stock, ``365 d x 24 h`` for crypto; :mod:`schemas.markets`).
     """
 
     symbol: str
@@ -67,6 +69,7 @@ class ModelForecast:
     mu: float
     sigma: float
     sigma_annualised: float
+    annualisation: str
     sigma_stderr: float
     dof: float
     n_bars: int
@@ -104,6 +107,7 @@ def _failed(symbol: str, model: str, exc: DataError, series: ReturnSeries | None
         mu=nan,
         sigma=nan,
         sigma_annualised=nan,
+        annualisation=annualisation_for(symbol).label,
         sigma_stderr=nan,
         dof=nan,
         n_bars=series.n_bars if series else 0,
@@ -144,6 +148,7 @@ def _one_model(
     summary = summarise_paths(
         paths, s0, n_sample=settings.n_sample_paths, bins=settings.histogram_bins
     )
+    convention = annualisation_for(symbol)
     return ModelForecast(
         symbol=symbol,
         model=model,
@@ -153,7 +158,8 @@ def _one_model(
         last_price=s0,
         mu=mu,
         sigma=sigma,
-        sigma_annualised=sigma * math.sqrt(SECONDS_PER_YEAR),
+        sigma_annualised=convention.annualise(sigma),
+        annualisation=convention.label,
         sigma_stderr=stderr,
         dof=dof,
         n_bars=series.n_bars,
@@ -221,6 +227,7 @@ FORECAST_COLUMNS: tuple[str, ...] = (
     "mu",
     "sigma",
     "sigma_annualised",
+    "annualisation",
     "sigma_stderr",
     "dof",
     "n_bars",
@@ -268,6 +275,7 @@ def forecast_frame(bars: pd.DataFrame, settings: GbmSettings, run_seed: int) -> 
                 "mu": fc.mu,
                 "sigma": fc.sigma,
                 "sigma_annualised": fc.sigma_annualised,
+                "annualisation": fc.annualisation,
                 "sigma_stderr": fc.sigma_stderr,
                 "dof": fc.dof,
                 "n_bars": fc.n_bars,

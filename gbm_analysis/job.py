@@ -43,7 +43,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 FORECAST_SCHEMA = (
     "symbol string, model string, status string, message string, as_of double, "
-    "last_price double, mu double, sigma double, sigma_annualised double, sigma_stderr double, "
+    "last_price double, mu double, sigma double, sigma_annualised double, annualisation string, "
+    "sigma_stderr double, "
     "dof double, n_bars int, n_returns int, n_rejected int, n_segments int, "
     "mean array<double>, p_above array<double>, percentiles array<double>, "
     "sample array<double>, hist_edges array<double>, hist_counts array<bigint>"
@@ -139,6 +140,7 @@ def _tables(
             nan_null(c)
             for c in ("last_price", "mu", "sigma", "sigma_annualised", "sigma_stderr", "dof")
         ),
+        "annualisation",
         "n_bars",
         "n_returns",
         "n_rejected",
@@ -158,6 +160,7 @@ def _tables(
         "mu",
         "sigma",
         "sigma_annualised",
+        "annualisation",
         "n_bars",
         "p_above",
         "percentiles",
@@ -179,6 +182,7 @@ def _tables(
         "mu",
         "sigma",
         "sigma_annualised",
+        "annualisation",
         "n_bars",
         "mean",
         pct(5),

@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
 
-#: crypto trades around the clock, so volatility is annualised over calendar seconds
+#: seconds of a calendar year; the displayed annualised sigma follows each market's own
+#: convention instead (:mod:`schemas.markets`: 252 d x 6.5 h for stocks, 365 d x 24 h for crypto)
 SECONDS_PER_YEAR = 365.25 * 86_400
 #: percentiles 1..99 stored per horizon step; CRPS is scored from them
 PERCENTILE_LEVELS: FloatArray = np.arange(1, 100, dtype=np.float64) / 100.0
@@ -95,10 +96,6 @@ class Estimate:
     sigma_stderr: float
     n_returns: int
 
-    @property
-    def sigma_annualised(self) -> float:
-        return self.sigma * math.sqrt(SECONDS_PER_YEAR)
-
 
 @dataclass(frozen=True)
 class EwmaEstimate:
@@ -108,10 +105,6 @@ class EwmaEstimate:
     sigma: float
     dof: float
     n_returns: int
-
-    @property
-    def sigma_annualised(self) -> float:
-        return self.sigma * math.sqrt(SECONDS_PER_YEAR)
 
 
 def grid_log_returns(

@@ -32,6 +32,7 @@ from infra.config import InfraConfig
 from infra.errors import InstallError, ServiceStartError
 from infra.service import ManagedProcess
 from infra.trino import CATALOG
+from schemas.markets import market_of
 from schemas.settings import (
     CREDENTIALS_FILE_NAME,
     REPO_ROOT,
@@ -49,11 +50,6 @@ PROVISION_SCRIPT = SUPERSET_DIR / "provision.py"
 # Trino needs no password on plain http; the name shows in Trino's query log.
 TRINO_USER = "superset"
 MIN_PASSWORD_LENGTH = 8
-# Finnhub names crypto pairs EXCHANGE:PAIR; these exchanges trade crypto (the rest is stocks).
-CRYPTO_EXCHANGES = frozenset({
-    "BINANCE", "COINBASE", "KRAKEN", "BITFINEX", "BITSTAMP", "GEMINI", "HUOBI", "KUCOIN",
-    "OKX", "BYBIT", "POLONIEX", "BITTREX",
-})
 # Two gthread workers: a dashboard asks for its ten charts at once, and one worker's GIL
 # serialised their Python side (~17 s for the ten, one after the other, on a loaded box); each
 # worker holds its own copy of the app (~380 MB), which 24 GiB affords.
@@ -67,7 +63,8 @@ def split_symbols(symbols: tuple[str, ...]) -> tuple[list[str], list[str]]:
     >>> split_symbols(("BINANCE:BTCUSDT", "AAPL", "COINBASE:ETH-USD", "MSFT"))
     (['BINANCE:BTCUSDT', 'COINBASE:ETH-USD'], ['AAPL', 'MSFT'])
     """
-    crypto = [s for s in symbols if s.partition(":")[0].upper() in CRYPTO_EXCHANGES and ":" in s]
+    # one classification of symbols for every service (schemas.markets)
+    crypto = [s for s in symbols if market_of(s) == "crypto"]
     return crypto, [s for s in symbols if s not in crypto]
 
 

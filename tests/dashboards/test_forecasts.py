@@ -332,3 +332,26 @@ def test_docstring_examples() -> None:
     for module in (dashboards.forecasts, dashboards.settings):
         result = doctest.testmod(module)
         assert result.attempted >= 1 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize(
+    ("symbol", "seconds_per_year", "label"),
+    [("AAPL", 252 * 6.5 * 3600, "252 d x 6.5 h"), ("BINANCE:BTCUSDT", 365 * 86_400,
+                                                    "365 d x 24 h")],
+)
+def test_parameter_table_annualises_sigma_by_the_markets_convention_and_names_it(
+    symbol: str, seconds_per_year: float, label: str
+) -> None:
+    """A run stored before the convention has sigma_annualised over calendar seconds and no
+    label; the table shows the market's figure from the per-second sigma either way."""
+    runs = pd.DataFrame({
+        "model": ["gbm", "hist_sim"], "sigma": [1e-4, 2e-4],
+        "sigma_annualised": [1e-4 * math.sqrt(365.25 * 86_400), np.nan], "dof": [np.nan, 5.0],
+        "n_bars": [720, 720], "n_returns": [719, 719], "n_rejected": [0, 0],
+    })
+    table = dashboards.forecasts.parameter_table(runs, symbol)
+    assert list(table.columns) == ["model", "sigma (annualised)", "annualised over", "dof",
+                                   "n_bars", "n_returns", "n_rejected"]
+    expected = np.array([1e-4, 2e-4]) * math.sqrt(seconds_per_year)
+    assert np.allclose(table["sigma (annualised)"], expected)
+    assert set(table["annualised over"]) == {label}

@@ -102,3 +102,26 @@ def test_flat_paths_stay_at_the_last_price_and_do_not_count_as_above(last_price:
     assert 0.25 < up < 0.35 and float((hist == 0).mean()) > 0.35
     assert abs(fc.summary.p_above[0] - up) < 4 * math.sqrt(up * (1 - up) / settings.n_paths)
     assert fc.summary.quantile(0.5)[0] == last_price  # flat paths are the median, exactly
+
+
+@pytest.mark.parametrize(
+    ("symbol", "seconds_per_year", "label"),
+    [
+        ("AAPL", 252 * 6.5 * 3600, "252 d x 6.5 h"),
+        ("BINANCE:BTCUSDT", 365 * 24 * 3600, "365 d x 24 h"),
+        ("OANDA:EUR_USD", 260 * 24 * 3600, "260 d x 24 h"),
+    ],
+)
+def test_sigma_is_annualised_by_the_convention_of_the_symbols_market(
+    symbol: str, seconds_per_year: float, label: str
+) -> None:
+    """A stock's returns exist only in its sessions: its per-second sigma is annualised over 252
+    sessions of 6.5 h, not over calendar seconds (2.3 times larger); crypto over 365 x 24 h."""
+    t, c = _bars(500)
+    for fc in forecast_symbol(symbol, t, c, SETTINGS, run_seed=1):
+        assert fc.sigma_annualised == pytest.approx(fc.sigma * math.sqrt(seconds_per_year))
+        assert fc.annualisation == label
+    frame = forecast_frame(
+        pd.DataFrame({"symbol": symbol, "window_start": t, "close": c}), SETTINGS, run_seed=1
+    )
+    assert set(frame["annualisation"]) == {label}

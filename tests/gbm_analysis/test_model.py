@@ -84,12 +84,6 @@ def test_a_long_gap_splits_the_series_and_its_jump_is_ignored() -> None:
     assert np.abs(joined.returns).max() > 0.15 and joined.n_segments == 1
 
 
-def test_sigma_is_annualised_over_calendar_seconds() -> None:
-    est = estimate(_series(gbm_closes(N_6H, sigma_per_s=SIGMA, seed=1)))
-    assert est.sigma_annualised == pytest.approx(est.sigma * math.sqrt(365.25 * 86400))
-    assert abs(est.sigma_annualised - 0.8) < 4 * est.sigma_stderr * math.sqrt(SECONDS_PER_YEAR)
-
-
 @pytest.mark.parametrize(
     ("closes", "error", "message"),
     [

@@ -4,6 +4,7 @@ inserted with CQL, as a run writes them."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -227,3 +228,35 @@ def test_steps_no_bar_follows_expire_and_are_counted_apart(
     assert {(r["step"], r["n"], r["n_pending"], r["n_gap"], r["n_expired"]) for r in stored} == {
         (step, 1, 0, 0, 1) for step in (1, 2, 3)
     }
+
+
+@pytest.mark.parametrize(
+    ("exchange", "seconds_per_year", "label"),
+    [("", 252 * 6.5 * 3600, "252 d x 6.5 h"), ("BINANCE:", 365 * 86_400, "365 d x 24 h")],
+)
+def test_the_api_shows_sigma_annualised_by_the_markets_convention_and_names_it(
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    exchange: str,
+    seconds_per_year: float,
+    label: str,
+) -> None:
+    """The row is written as runs before the convention wrote it (calendar seconds, no label):
+    the API shows the figure of the symbol's market whichever run wrote it."""
+    from fastapi.testclient import TestClient
+
+    from gbm_analysis.api import create_app
+    from gbm_analysis.io import GbmStore
+
+    symbol = f"{exchange}SIG{uuid.uuid4().hex[:6].upper()}"
+    insert_forecast(
+        cassandra_session,
+        symbol,
+        run_id="r-sigma",
+        issued_at=datetime.now(UTC).replace(microsecond=0),
+    )
+    client = TestClient(create_app(GbmStore(cassandra_session, test_keyspace.keyspace)))
+    (model,) = client.get(f"/forecast/{symbol}").json()["models"]
+    assert model["sigma"] == 1e-4
+    assert model["sigma_annualised"] == pytest.approx(1e-4 * math.sqrt(seconds_per_year))
+    assert model["annualisation"] == label
