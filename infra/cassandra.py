@@ -17,6 +17,12 @@ logger = logging.getLogger(__name__)
 
 # Who may do what: infra/roles.py. The admin's secret stays in $STATE_DIR/cassandra/admin.env;
 # the others are in credentials.env, each under its own variables.
+# STACK_DURABILITY: "group" fsyncs the commitlog at most every 15 ms and acknowledges a write
+# only once it is on disk; "periodic" acknowledges at once and fsyncs every 10 s.
+COMMITLOG_SYNC = {
+    "relaxed": "commitlog_sync: periodic\ncommitlog_sync_period: 10000ms",
+    "strict": "commitlog_sync: group\ncommitlog_sync_group_window: 15ms",
+}
 ADMIN_ROLE = "market_admin"
 MIGRATOR_ROLE = "market_migrator"
 APP_ROLE = "market_app"
@@ -129,6 +135,7 @@ class CassandraService(Service):
             port=self.config.cassandra_port,
             storage_port=self.config.cassandra_storage_port,
             data_dir=self.data_dir,
+            commitlog_sync=COMMITLOG_SYNC[self.config.durability],
         ))
         (self.home / "conf" / "logback.xml").write_text(render("cassandra-logback.xml"))
         # Secrets exist before the first boot so a crash mid-bootstrap can resume with them.

@@ -11,12 +11,15 @@ from schemas.settings import (
     REPO_ROOT,
     CassandraSettings,
     KafkaSettings,
+    choice_setting,
     int_setting,
     jars_dir,
     number_setting,
     port_setting,
     state_dir,
 )
+
+DURABILITY_MODES = ("relaxed", "strict")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +44,10 @@ class InfraConfig:
     superset_venv: Path = REPO_ROOT / ".cache" / "superset-venv"
     superset_refresh_s: int = 30
     streamlit_port: int = 8501
+    # "relaxed": Cassandra syncs its commitlog every 10 s and Kafka leaves flushing to the OS
+    # (a host crash can lose what was acknowledged since); "strict": both fsync before they
+    # acknowledge. See README, Durability.
+    durability: str = "relaxed"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InfraConfig:
@@ -70,4 +77,5 @@ class InfraConfig:
             ).resolve(),
             superset_refresh_s=int_setting(env, "SUPERSET_REFRESH_S", 30, minimum=0),
             streamlit_port=port_setting(env, "STREAMLIT_PORT", 8501),
+            durability=choice_setting(env, "STACK_DURABILITY", "relaxed", DURABILITY_MODES),
         )

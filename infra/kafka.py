@@ -10,6 +10,13 @@ from infra.errors import ServiceStartError
 from infra.service import Service, render
 from schemas.contracts import topic_specs
 
+# STACK_DURABILITY: with one broker there is no replica to survive a host crash, so "strict"
+# fsyncs each append before the produce is acknowledged; "relaxed" leaves it to the OS.
+LOG_FLUSH = {
+    "relaxed": "",
+    "strict": "log.flush.interval.messages=1",
+}
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,6 +53,7 @@ class KafkaService(Service):
             port=self.config.kafka_port,
             controller_port=self.config.kafka_controller_port,
             data_dir=self.data_dir,
+            log_flush=LOG_FLUSH[self.config.durability],
         ))
         (self.home / "log4j2.properties").write_text(render("kafka-log4j2.properties"))
         if (self.data_dir / "meta.properties").exists():
