@@ -2,6 +2,11 @@
 
 The connector jars (Kafka source, Avro, Cassandra) are resolved by ``make install`` into
 ``$JARS_DIR/spark`` and passed as local files, so starting a job needs no network.
+
+Time zones: every session computes in UTC (``spark.sql.session.timeZone``), so ``day``, windows
+and ``toPandas``/pandas UDF timestamps do not depend on the host. ``DataFrame.collect()`` is the
+exception: PySpark 3.5 hands timestamps out as naive datetimes in the Python process's local zone,
+and cassandra-driver reads a naive datetime as UTC; :func:`collected_utc` converts them.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +22,18 @@ from schemas.settings import CassandraSettings, SettingsError, jars_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+
+def collected_utc(value: datetime) -> datetime:
+    """A timestamp from ``DataFrame.collect()`` as a naive UTC datetime (what cassandra-driver
+    and :class:`stream_processor.rollups.Bar` expect).
+
+    PySpark 3.5 builds collected timestamps with ``datetime.fromtimestamp``: naive, in the local
+    zone of the Python process (``TZ``), whatever the session's zone. ``astimezone`` reads a naive
+    datetime as local time, fold included, so the instant survives a daylight-saving change; an
+    aware datetime is converted as it is.
+    """
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def connector_jars(env: Mapping[str, str] | None = None) -> list[Path]:

@@ -19,7 +19,7 @@ import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from schemas.contracts import TABLE_AGG_1H, TABLE_AGG_1M, TABLE_AGG_5S
@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 
     from schemas.settings import CassandraSettings
 
-__all__ = ["Bar", "CassandraRollups", "RollupError", "hour_start", "minute_start", "rollup"]
+__all__ = [
+    "Bar",
+    "CassandraRollups",
+    "RollupError",
+    "hour_start",
+    "minute_start",
+    "naive_utc",
+    "rollup",
+]
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -60,6 +68,17 @@ class Bar:
     @property
     def day(self) -> date:
         return self.window_start.date()
+
+
+def naive_utc(ts: datetime) -> datetime:
+    """``ts`` as the driver's naive UTC; an aware time is converted, a naive one is kept as it is
+    (taken to be UTC already).
+
+    >>> from datetime import timezone
+    >>> naive_utc(datetime(2024, 8, 9, 5, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))))
+    datetime.datetime(2024, 8, 9, 0, 0)
+    """
+    return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
 
 
 def minute_start(ts: datetime) -> datetime:
@@ -177,11 +196,12 @@ class CassandraRollups:
     def refresh(self, touched: Iterable[tuple[str, datetime]]) -> tuple[int, int]:
         """Rewrite the minute and hour bars containing the given 5-second bars.
 
-        :param touched: ``(symbol, window_start)`` of the 5-second bars just written.
+        :param touched: ``(symbol, window_start)`` of the 5-second bars just written, naive
+            UTC (see ``schemas.spark.collected_utc``) or aware.
         :returns: how many 1-minute and 1-hour bars were written.
         """
         session = self._open()
-        minutes = sorted({(symbol, minute_start(ts)) for symbol, ts in touched})
+        minutes = sorted({(symbol, minute_start(naive_utc(ts))) for symbol, ts in touched})
         bars_1m = self._recompute(session, TABLE_AGG_5S, TABLE_AGG_1M, minutes, MINUTE)
         hours = sorted({(b.symbol, hour_start(b.window_start)) for b in bars_1m})
         bars_1h = self._recompute(session, TABLE_AGG_1M, TABLE_AGG_1H, hours, HOUR)

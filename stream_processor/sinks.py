@@ -22,6 +22,7 @@ from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation
 from pyspark.sql import functions as F
 
+from schemas.spark import collected_utc
 from stream_processor import transforms
 from stream_processor.exceptions import CassandraSinkError, DeadLetterSinkError, SinkError
 from stream_processor.rollups import CassandraRollups
@@ -217,7 +218,7 @@ class BarsSink:
             if self.rollups is None:
                 return
             keys = bars.select("symbol", "window_start").collect()
-            touched = [(row.symbol, row.window_start) for row in keys]
+            touched = [(row.symbol, collected_utc(row.window_start)) for row in keys]
         finally:
             bars.unpersist()
         rollups = self.rollups

@@ -1,0 +1,46 @@
+"""The rollup and GBM tests again under host time zones other than UTC.
+
+Each zone runs those tests in a child pytest whose ``TZ`` is set before Python or Spark's JVM
+starts (the JVM fixes its default zone at start-up, so one process cannot switch). New York is
+behind UTC and changes with daylight saving; Kolkata is ahead by a half hour, so a naive local time
+read as UTC moves a bar to another minute's half hour and, near midnight, to another day.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT, Stack
+
+pytestmark = pytest.mark.integration
+
+ZONES = ("America/New_York", "Asia/Kolkata")
+# The pure rollups, the streaming job writing 5-s bars and rolling them up through Cassandra, and
+# the GBM job, backtest and API on stored bars.
+TESTS = (
+    "tests/stream_processor/test_rollups.py",
+    "tests/stream_processor/test_pipeline_integration.py::test_known_trade_set_matches_pandas",
+    "tests/gbm_analysis/test_forecast.py",
+    "tests/gbm_analysis/test_job_integration.py",
+)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_rollup_and_gbm_tests_pass_under_a_non_utc_host_zone(stack: Stack, zone: str) -> None:
+    env = {**os.environ, "TZ": zone, "KEEP_STACK": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert (
+        result.returncode == 0
+    ), f"under TZ={zone}:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    assert " passed" in result.stdout.splitlines()[-1]
