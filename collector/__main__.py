@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import signal
 import sys
 import time
@@ -21,10 +22,12 @@ from pathlib import Path
 from types import FrameType
 
 from collector.config import CollectorConfig
-from collector.connection import FinnhubConnection
-from collector.exceptions import CollectorError, ConfigError
+from collector.connection import FinnhubConnection, backoff_delay
+from collector.delivery import TradeSink
+from collector.exceptions import CollectorError, ConfigError, SinkSetupError
 from collector.finnhub import FrameParser
 from collector.gaps import CassandraGapStore, GapSink, LoggingGapStore
+from collector.heartbeat import Heartbeat
 from collector.metrics import CollectorMetrics
 from collector.pipeline import FrameHandler
 from collector.producer import KafkaSink
@@ -81,6 +84,45 @@ def _install_signal_handlers(connection: FinnhubConnection) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
+def _set_up_sink(
+    sink: TradeSink,
+    config: CollectorConfig,
+    connection: FinnhubConnection,
+    metrics: CollectorMetrics,
+) -> str:
+    """Set the sink up, retrying with capped, jittered backoff while Kafka is unreachable (the
+    websocket is not opened before: a trade read now could not be delivered). Returns "" when
+    Kafka answered at once, else what kept it away (for the gap row).
+
+    A stop while waiting returns too; the sink then stays unset and :meth:`close` does nothing.
+    """
+    rng = random.Random()
+    attempt = 0
+    first_error = ""
+    while not connection.stopping:
+        try:
+            sink.setup()
+        except SinkSetupError as exc:
+            first_error = first_error or config.redact(str(exc))
+            delay = backoff_delay(
+                attempt, initial_s=config.backoff_initial_s, max_s=config.backoff_max_s, rng=rng
+            )
+            attempt += 1
+            metrics.sink_setup_failures.inc()
+            logger.warning(
+                "Kafka is not reachable (attempt %d: %s); retrying in %.2f s",
+                attempt,
+                config.redact(str(exc)),
+                delay,
+            )
+            connection.wait_stopped(delay)
+            continue
+        break
+    if not attempt:
+        return ""
+    return f"Kafka unreachable at start for {attempt} attempt(s): {first_error}"
+
+
 def run(config: CollectorConfig, args: argparse.Namespace) -> int:
     metrics = CollectorMetrics()
     metrics.watch_symbols(config.symbols)
@@ -102,10 +144,13 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
         compression=config.compression,
         metrics=metrics,
     )
-    sink.setup()
     gaps: GapSink = (
         CassandraGapStore(config.cassandra, metrics) if config.record_gaps else LoggingGapStore()
     )
+    heartbeat = (
+        Heartbeat(config.heartbeat_file, config.collector_id) if config.heartbeat_file else None
+    )
+    previous = heartbeat.previous() if heartbeat is not None else None
     recorder = FrameRecorder(args.record) if args.record else None
     handler = FrameHandler(
         FrameParser(
@@ -120,6 +165,7 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
         max_trades=args.max_trades,
         progress_interval_s=config.progress_interval_s,
         limit_bytes=config.max_frame_bytes,
+        heartbeat=heartbeat,
     )
     connection = FinnhubConnection(
         config,
@@ -130,6 +176,13 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
         on_oversized=handler.reject_oversized,
     )
     _install_signal_handlers(connection)
+    started_ms = time.time_ns() // 1_000_000
+    kafka_down = _set_up_sink(sink, config, connection, metrics)
+    if previous is not None:
+        detail = previous.describe() + (f"; then {kafka_down}" if kafka_down else "")
+        connection.resume_gap = (previous.safe_ms, "restart", detail)
+    elif kafka_down:
+        connection.resume_gap = (started_ms, "kafka_unavailable", kafka_down)
     deadline = time.monotonic() + args.duration if args.duration else None
     logger.info(
         "collecting %s from %s into %s (dlq %s, client %s), source %s, metrics %s",
@@ -151,6 +204,8 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
     finally:
         try:
             sink.close(config.flush_timeout_s)
+            if heartbeat is not None:  # everything is in Kafka: the next run's gap starts now
+                heartbeat.stopped_cleanly(time.time_ns() // 1_000_000)
         finally:
             gaps.close()
             if recorder is not None:

@@ -10,10 +10,12 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from collector.exceptions import ConfigError
+from collector.heartbeat import heartbeat_path
 from schemas.contracts import topic_specs
 from schemas.settings import (
     CassandraSettings,
@@ -23,6 +25,7 @@ from schemas.settings import (
     env_value,
     int_setting,
     number_setting,
+    state_dir,
 )
 
 __all__ = [
@@ -122,6 +125,18 @@ def _ws_url(raw: str | None) -> str:
     return url
 
 
+def _heartbeat_file(
+    env: Mapping[str, str], ws_url: str, symbols: tuple[str, ...], topic: str
+) -> Path | None:
+    raw = env_value(env, "COLLECTOR_HEARTBEAT_FILE")
+    if raw == "off":
+        return None
+    if raw:
+        return Path(raw)
+    keyspace = CassandraSettings.from_env(env).keyspace
+    return heartbeat_path(state_dir(env) / "collector", ws_url, ",".join(symbols), topic, keyspace)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CollectorConfig:
     """Everything the collector needs, validated on construction.
@@ -134,6 +149,9 @@ class CollectorConfig:
     :param max_future_skew_s: a trade later than now + this (s) goes to the DLQ (default 60).
     :param max_past_skew_s: a trade older than now - this (s) goes to the DLQ (default 86400).
     :param stall_timeout_s: reconnect when no frame at all (not even a ping) came for this long.
+    :param heartbeat_file: where this collector beats about once a second, so the next run can
+        record the gap if this one is killed (``COLLECTOR_HEARTBEAT_FILE``; default a file per
+        URL, symbols, topic and keyspace under ``$STATE_DIR/collector``; ``off`` or None: none).
     :param max_frame_bytes: a bigger websocket frame (or fragmented message) is refused unread:
         a dead letter and a reconnect (``COLLECTOR_MAX_FRAME_BYTES``, default 8 MiB).
     :param backoff_initial_s: first reconnect delay; doubles per failed attempt...
@@ -170,6 +188,7 @@ class CollectorConfig:
     metrics_port: int = 9108
     progress_interval_s: float = 10.0
     record_gaps: bool = True
+    heartbeat_file: Path | None = None
     cassandra: CassandraSettings = field(default_factory=CassandraSettings)
     collector_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
@@ -248,10 +267,11 @@ class CollectorConfig:
             env, "COLLECTOR_SOURCE", "finnhub" if is_finnhub else "feed", tuple(get_args(Source))
         )
         topics = topic_specs(env)
+        symbols = parse_symbols(env_value(env, "SYMBOLS"))
         return cls(
             ws_url=ws_url,
             token=SecretStr(token_raw) if token_raw else None,
-            symbols=parse_symbols(env_value(env, "SYMBOLS")),
+            symbols=symbols,
             source=source,  # type: ignore[arg-type]
             kafka=KafkaSettings.from_env(env),
             trades_topic=topics["trades"].name,
@@ -274,5 +294,6 @@ class CollectorConfig:
             metrics_port=int_setting(env, "COLLECTOR_METRICS_PORT", 9108, minimum=0),
             progress_interval_s=number_setting(env, "COLLECTOR_PROGRESS_S", 10.0, minimum=0),
             record_gaps=gaps == "on",
+            heartbeat_file=_heartbeat_file(env, ws_url, symbols, topics["trades"].name),
             cassandra=CassandraSettings.from_env(env),
         )

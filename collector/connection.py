@@ -207,6 +207,8 @@ class FinnhubConnection:
     :param connect: socket factory ``(url, timeout) -> socket`` (default
         :func:`open_websocket` with ``config.max_frame_bytes``).
     :param on_idle: called about twice a second when no frame arrives (progress reports).
+    :param resume_gap: ``(start_ms, reason, detail)`` of a gap that began before this run (a
+        restart, Kafka unreachable at start); recorded at the first subscribe, like a reconnect.
     :param on_oversized: ``(size, received_ms)`` of each frame refused for its size, before the
         reconnect (the pipeline makes it a dead letter).
     :raises AuthenticationError: from :meth:`run`, when the server refuses the token.
@@ -222,8 +224,10 @@ class FinnhubConnection:
         connect: ConnectFactory | None = None,
         on_idle: Callable[[], None] | None = None,
         on_oversized: Callable[[int, int], None] | None = None,
+        resume_gap: tuple[int, GapReason, str] | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        self.resume_gap = resume_gap
         self.config = config
         self.on_frame = on_frame
         self.gaps = gaps
@@ -241,6 +245,10 @@ class FinnhubConnection:
     def stop(self) -> None:
         """Ask :meth:`run` to return soon (safe from a signal handler or another thread)."""
         self._stop.set()
+
+    def wait_stopped(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s``; True as soon as :meth:`stop` was called."""
+        return self._stop.wait(timeout_s)
 
     @property
     def stopping(self) -> bool:
@@ -337,6 +345,8 @@ class FinnhubConnection:
         lost_ms: int | None = None
         reason: GapReason = "connect_failed"
         detail = ""
+        if self.resume_gap is not None:
+            lost_ms, reason, detail = self.resume_gap
         url = self.config.ws_url
         try:
             while not self._stop.is_set() and not should_stop():

@@ -55,6 +55,11 @@ class CollectorMetrics:
         self.gap_write_failures = Counter(
             "collector_gap_write_failures", "Gaps that could not be written", registry=r
         )
+        self.sink_setup_failures = Counter(
+            "collector_sink_setup_failures",
+            "Attempts to reach Kafka at start that failed (each is retried with backoff)",
+            registry=r,
+        )
         self.delivery_failures = Counter(
             "collector_delivery_failures", "Records Kafka did not acknowledge", registry=r
         )

@@ -176,7 +176,15 @@ class FrameResult:
     message: str | None = None
 
 
-GapReason = Literal["disconnect", "stall", "connect_failed", "server_closed", "frame_too_large"]
+GapReason = Literal[
+    "disconnect",
+    "stall",
+    "connect_failed",
+    "server_closed",
+    "frame_too_large",
+    "kafka_unavailable",
+    "restart",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,8 +196,11 @@ class Gap:
         ``server_closed`` (clean close by the server), ``stall`` (no frame for the stall timeout),
         ``connect_failed`` (the first connection never came up), ``frame_too_large`` (the
         server sent a frame above ``COLLECTOR_MAX_FRAME_BYTES``; the rest of that connection's
-        stream cannot be read without it, so it is dropped). A collector stopped while
-        disconnected records the gap up to the stop, with the cause of the disconnect.
+        stream cannot be read without it, so it is dropped), ``kafka_unavailable`` (Kafka could
+        not be reached at start: the websocket is opened only once it can), ``restart`` (from
+        the previous run's last safe heartbeat to this run's first subscribe). A collector
+        stopped while disconnected records the gap up to the stop, with the cause of the
+        disconnect.
     """
 
     start_ms: int

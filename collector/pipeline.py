@@ -9,6 +9,7 @@ from collections import Counter
 from collector.delivery import TradeSink
 from collector.encoding import TradeEncoder
 from collector.finnhub import FrameParser
+from collector.heartbeat import Heartbeat
 from collector.metrics import CollectorMetrics
 from collector.models import FrameResult
 from collector.recorder import FrameRecorder
@@ -31,6 +32,8 @@ class FrameHandler:
     :param max_trades: :attr:`done` turns true once this many trades were produced (a frame is
         never split: the last frame may overshoot).
     :param progress_interval_s: seconds between progress lines (0 = none).
+    :param heartbeat: written from :meth:`tick` with the newest frame's arrival time, so the
+        next run can record the gap if this one is killed.
     :param limit_bytes: the frame size limit the connection enforces (named in the dead letter
         of a frame it refused).
     """
@@ -46,8 +49,11 @@ class FrameHandler:
         max_trades: int | None = None,
         progress_interval_s: float = 10.0,
         limit_bytes: int = 0,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.limit_bytes = limit_bytes
+        self.heartbeat = heartbeat
+        self.newest_frame_ms = int(time.time() * 1000)
         self.parser = parser
         self.sink = sink
         self.metrics = metrics
@@ -69,6 +75,7 @@ class FrameHandler:
         return self.max_trades is not None and self.trades >= self.max_trades
 
     def __call__(self, raw: bytes, received_ms: int) -> None:
+        self.newest_frame_ms = received_ms
         if self.recorder is not None:
             self.recorder.write(raw)
         self._handle(self.parser.parse(raw, received_ms=received_ms))
@@ -101,7 +108,10 @@ class FrameHandler:
         self.tick()
 
     def tick(self) -> None:
-        """Log a progress line when the interval has passed (cheap to call often)."""
+        """Beat the heartbeat; log a progress line when the interval has passed (cheap to call
+        often)."""
+        if self.heartbeat is not None:
+            self.heartbeat.beat(self.newest_frame_ms)
         if not self.progress_interval_s:
             return
         now = time.monotonic()
