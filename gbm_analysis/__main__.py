@@ -167,7 +167,8 @@ def _serve(cassandra: CassandraSettings) -> int:
     api = ApiSettings.from_env()
     cluster, session = connect(cassandra)
     try:
-        app = create_app(GbmStore(session, cassandra.keyspace))
+        app = create_app(GbmStore(session, cassandra.keyspace), cache_ttl_s=api.cache_ttl_s,
+                         reads_per_s=api.reads_per_s)
         logger.info("serving on http://%s:%d (OpenAPI at /docs)", api.host, api.port)
         uvicorn.run(app, host=api.host, port=api.port, log_level="info")
         return 0

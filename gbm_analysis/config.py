@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from gbm_analysis.exceptions import ConfigError
-from schemas.settings import SettingsError, int_setting, parse_duration_ms, port_setting
+from schemas.settings import (
+    SettingsError,
+    env_value,
+    int_setting,
+    number_setting,
+    parse_duration_ms,
+    port_setting,
+)
 
 __all__ = [
     "ApiSettings",
@@ -192,6 +199,10 @@ class ApiSettings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    #: seconds an answer (found or not) is served from memory; 0 turns the cache off
+    cache_ttl_s: float = 5.0
+    #: store reads (cache misses, each up to 8 queries) per second before 429; 0: no limit
+    reads_per_s: float = 20.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -202,9 +213,13 @@ class ApiSettings:
         env = os.environ if env is None else env
         try:
             port = port_setting(env, "GBM_API_PORT", 8000)
+            ttl_raw = env_value(env, "GBM_API_CACHE_TTL")
+            ttl_ms = parse_duration_ms("GBM_API_CACHE_TTL", ttl_raw) if ttl_raw else 5000
+            reads = number_setting(env, "GBM_API_READS_PER_S", 20.0, minimum=0)
         except SettingsError as exc:
             raise ConfigError(str(exc)) from None
-        return cls(host=env.get("GBM_API_HOST") or "127.0.0.1", port=port)
+        return cls(host=env.get("GBM_API_HOST") or "127.0.0.1", port=port,
+                   cache_ttl_s=ttl_ms / 1000, reads_per_s=reads)
 
 
 def _int(env: Mapping[str, str], name: str) -> int:
