@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from collector.exceptions import ConfigError
 from collector.heartbeat import heartbeat_path
 from schemas.contracts import topic_specs
+from schemas.limits import MAX_FUTURE_SKEW_MS
 from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
@@ -146,7 +147,8 @@ class CollectorConfig:
         optional for the offline feed. Never logged.
     :param symbols: symbols to subscribe (``SYMBOLS``, comma-separated).
     :param source: the ``source`` field of every record: ``finnhub``, ``feed`` or ``replay``.
-    :param max_future_skew_s: a trade later than now + this (s) goes to the DLQ (default 60).
+    :param max_future_skew_s: a trade later than now + this (s) goes to the DLQ (default 2, the
+        stream processor's default too: ``schemas.limits``).
     :param max_past_skew_s: a trade older than now - this (s) goes to the DLQ (default 86400).
     :param stall_timeout_s: reconnect when no frame at all (not even a ping) came for this long.
     :param heartbeat_file: where this collector beats about once a second, so the next run can
@@ -172,7 +174,7 @@ class CollectorConfig:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     trades_topic: str = "trades"
     dlq_topic: str = "trades.dlq"
-    max_future_skew_s: float = 60.0
+    max_future_skew_s: float = MAX_FUTURE_SKEW_MS / 1000
     max_past_skew_s: float = 86_400.0
     stall_timeout_s: float = 60.0
     max_frame_bytes: int = 8 * 1024 * 1024
@@ -276,7 +278,9 @@ class CollectorConfig:
             kafka=KafkaSettings.from_env(env),
             trades_topic=topics["trades"].name,
             dlq_topic=topics["dlq"].name,
-            max_future_skew_s=number_setting(env, "COLLECTOR_MAX_FUTURE_SKEW_S", 60.0, minimum=0),
+            max_future_skew_s=number_setting(
+                env, "COLLECTOR_MAX_FUTURE_SKEW_S", MAX_FUTURE_SKEW_MS / 1000, minimum=0
+            ),
             max_past_skew_s=number_setting(env, "COLLECTOR_MAX_PAST_SKEW_S", 86_400.0, minimum=0),
             stall_timeout_s=number_setting(env, "COLLECTOR_STALL_TIMEOUT_S", 60.0, minimum=0.1),
             max_frame_bytes=int_setting(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from schemas.contracts import topic_specs
+from schemas.limits import BARS_WATERMARK_MS, MAX_FUTURE_SKEW_MS
 from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
@@ -34,6 +35,8 @@ QueryName = Literal["trades_raw", "bars_5s"]
 QUERY_NAMES: tuple[QueryName, ...] = get_args(QueryName)
 
 _ROLLED_UP = {"bars_1m", "bars_1h"}
+
+
 def parse_queries(name: str, raw: str) -> tuple[QueryName, ...]:
     """Parse a comma-separated query selection, keeping the canonical order.
 
@@ -75,11 +78,12 @@ class StreamSettings:
     :param raw_trigger_ms: trigger interval of the raw query, ms.
     :param bars_trigger_ms: trigger interval of the bars query (5-s bars and their 1-min and
         1-h rollups), ms.
-    :param watermark_ms: event-time watermark delay of the 5-s bars, ms.
+    :param watermark_ms: event-time watermark delay of the 5-s bars, ms (default 10 s).
     :param bars_dedupe: count a trade published to Kafka more than once only once in the bars
         (costs CPU and state; its checkpoint is ``bars_5s_dedup``, since the state differs).
-    :param max_future_skew_ms: a trade whose time is this far after its Kafka timestamp is
-        rejected to the DLQ, because it would push the watermark ahead and drop good trades.
+    :param max_future_skew_ms: a trade whose time is more than this after its Kafka timestamp
+        is rejected to the DLQ (default 2 s). It must be below ``watermark_ms``, so that no
+        single trade moves the watermark past the records arriving with it (``schemas.limits``).
     :param sink_retry_ms: how long a failing Cassandra/DLQ write is retried before the batch fails.
     :param stall_timeout_ms: a micro-batch running longer than this counts as wedged (for
         example inside a Cassandra driver call that never returns); the job then exits with
@@ -106,9 +110,9 @@ class StreamSettings:
     max_offsets_per_trigger: int = 0
     raw_trigger_ms: int = 500
     bars_trigger_ms: int = 5000
-    watermark_ms: int = 10_000
+    watermark_ms: int = BARS_WATERMARK_MS
     bars_dedupe: bool = False
-    max_future_skew_ms: int = 60_000
+    max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
     sink_retry_ms: int = 300_000
     stall_timeout_ms: int = 600_000
     max_restarts: int = 10
@@ -128,6 +132,12 @@ class StreamSettings:
             raise ConfigError(
                 f"RAW_TRIGGER={self.raw_trigger_ms} ms: the raw query must trigger at least "
                 "every second"
+            )
+        if self.max_future_skew_ms >= self.watermark_ms:
+            raise ConfigError(
+                f"TRADE_MAX_FUTURE_SKEW={self.max_future_skew_ms} ms must be below "
+                f"BARS_WATERMARK={self.watermark_ms} ms: one trade that far ahead would move the "
+                "watermark past the trades arriving with it and drop them from the bars"
             )
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"METRICS_PORT={self.metrics_port!r} is outside 0..65535")
@@ -167,15 +177,14 @@ class StreamSettings:
             max_offsets_per_trigger=int_setting(env, "MAX_OFFSETS_PER_TRIGGER", 0, minimum=0),
             raw_trigger_ms=duration_ms("RAW_TRIGGER", "500ms"),
             bars_trigger_ms=duration_ms("BARS_TRIGGER", "5s"),
-            watermark_ms=duration_ms("BARS_WATERMARK", "10s"),
+            watermark_ms=duration_ms("BARS_WATERMARK", f"{BARS_WATERMARK_MS} ms"),
             bars_dedupe=choice_setting(env, "BARS_DEDUPE", "off", ("on", "off")) == "on",
-            max_future_skew_ms=duration_ms("TRADE_MAX_FUTURE_SKEW", "60s"),
+            max_future_skew_ms=duration_ms("TRADE_MAX_FUTURE_SKEW", f"{MAX_FUTURE_SKEW_MS} ms"),
             sink_retry_ms=duration_ms("SINK_RETRY_TIMEOUT", "300s"),
             stall_timeout_ms=duration_ms("BATCH_STALL_TIMEOUT", "600s"),
             max_restarts=int_setting(env, "QUERY_MAX_RESTARTS", 10, minimum=0),
             metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
             metrics_port=int_setting(env, "METRICS_PORT", 9109, minimum=0),
-            fail_on_data_loss=choice_setting(
-                env, "FAIL_ON_DATA_LOSS", "true", ("true", "false")
-            ) == "true",
+            fail_on_data_loss=choice_setting(env, "FAIL_ON_DATA_LOSS", "true", ("true", "false"))
+            == "true",
         )

@@ -17,6 +17,7 @@ from pyspark.sql.avro.functions import from_avro
 
 from schemas import avro_codec
 from schemas.contracts import load_avro_schema
+from schemas.limits import MAX_FUTURE_SKEW_MS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -118,13 +119,16 @@ def header_hex() -> str:
     return avro_codec.header().hex()
 
 
-def decoded_trades(kafka_records: DataFrame, *, max_future_skew_ms: int = 60_000) -> DataFrame:
+def decoded_trades(
+    kafka_records: DataFrame, *, max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
+) -> DataFrame:
     """Kafka records with their decoded trade and a ``reason`` (null when the trade is valid).
 
     :param kafka_records: rows with the Kafka source columns ``key, value, topic, partition,
         offset, timestamp``.
     :param max_future_skew_ms: reject trades whose ``trade_ts`` is later than the record's Kafka
-        timestamp plus this (ms, default 60 s): one such trade would move the watermark ahead.
+        timestamp plus this (ms, default 2 s): one such trade would move the watermark of every
+        symbol ahead and drop the on-time trades (``schemas.limits``).
     :returns: ``key, value, topic, partition, offset, kafka_ts, trade (struct), reason``.
     """
     schema_json = json.dumps(load_avro_schema("trade"))

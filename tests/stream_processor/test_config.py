@@ -76,6 +76,14 @@ def test_dedupe_has_its_own_bars_checkpoint() -> None:
         ({"STARTING_OFFSETS": "first"}, "STARTING_OFFSETS='first': use earliest, latest"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS='nohost'"),
         ({"CASSANDRA_PORT": "99999"}, "CASSANDRA_PORT='99999' is outside"),
+        (
+            {"TRADE_MAX_FUTURE_SKEW": "10s"},
+            "TRADE_MAX_FUTURE_SKEW=10000 ms must be below BARS_WATERMARK=10000 ms",
+        ),
+        (
+            {"TRADE_MAX_FUTURE_SKEW": "5s", "BARS_WATERMARK": "3s"},
+            "TRADE_MAX_FUTURE_SKEW=5000 ms must be below BARS_WATERMARK=3000 ms",
+        ),
     ],
 )
 def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -> None:
@@ -88,3 +96,18 @@ def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -
 def test_repr_hides_password() -> None:
     s = StreamSettings.from_env({**BASE, "CASSANDRA_USERNAME": "u", "CASSANDRA_PASSWORD": "s3cr3t"})
     assert "s3cr3t" not in repr(s) and s.cassandra.password == "s3cr3t"
+
+
+def test_no_single_trade_can_move_the_watermark_past_its_arrival() -> None:
+    """The policy: a trade may be at most TRADE_MAX_FUTURE_SKEW ahead of its Kafka time, and that
+    is below the watermark delay, so the watermark stays behind every record's arrival."""
+    s = StreamSettings.from_env(BASE)
+    assert 0 < s.max_future_skew_ms < s.watermark_ms
+    assert s.watermark_ms - s.max_future_skew_ms >= 5_000  # lag an on-time trade may have
+
+
+def test_collector_rejects_future_trades_with_the_same_default() -> None:
+    from collector.config import CollectorConfig
+
+    collector = CollectorConfig.from_env({**BASE, "FINNHUB_WS_URL": "ws://127.0.0.1:1"})
+    assert collector.max_future_skew_s * 1000 == StreamSettings.from_env(BASE).max_future_skew_ms

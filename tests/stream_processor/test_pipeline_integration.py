@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,56 @@ def test_dedupe_counts_republished_trades_once(
     for bar, table in (("5s", "trades_agg_5s"), ("1m", "trades_agg_1m"), ("1h", "trades_agg_1h")):
         assert_bars_equal(read_table(cassandra, table), expected_bars(trades, bar, dropped))
     assert (tmp_path / "checkpoints" / "bars_5s_dedup").is_dir()
+
+
+def test_one_future_trade_cannot_drop_on_time_trades(
+    stack: Stack,
+    spark: Any,
+    keyspace_factory: Callable[[], CassandraSettings],
+    unique_topic: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """A trade stamped 59 s after its Kafka time goes to the DLQ instead of moving the watermark
+    of every symbol 49 s ahead; one stamped just inside the skew limit moves it to at most its
+    arrival + skew - watermark, so trades lagging their arrival by less than that still count."""
+    cassandra = keyspace_factory()
+    topic = unique_topic("sp-future")
+    create_topic(stack.kafka.bootstrap_servers, topic)
+    settings = _settings(stack, cassandra, topic, tmp_path)
+    lag_ok = settings.watermark_ms - settings.max_future_skew_ms - 1_000
+    a, b, c = "TEST:AAA", "TEST:BBB", "TEST:CCC"
+    now = int(time.time() * 1000)
+    p1 = [
+        make_trade(a, now - 3_000, 10.0, 1.0),
+        make_trade(b, now - 2_000, 20.0, 1.0),
+        make_trade(c, now + settings.max_future_skew_ms - 300, 30.0, 1.0),  # inside the limit
+    ]
+    poison = make_trade(c, now + 59_000, 31.0, 1.0)
+    produce(stack.kafka.bootstrap_servers, topic, encode_trades([*p1, poison]))
+    queries = start_queries(spark, settings)
+    try:
+        for q in queries:
+            q.processAllAvailable()
+        now = int(time.time() * 1000)
+        p2 = [
+            make_trade(a, now, 11.0, 2.0),
+            make_trade(b, now - 1, 21.0, 2.0),
+            make_trade(a, now - lag_ok, 12.0, 0.5),  # late, but by less than the policy allows
+        ]
+        produce(stack.kafka.bootstrap_servers, topic, encode_trades(p2))
+        for q in queries:
+            q.processAllAvailable()
+    finally:
+        for q in queries:
+            q.stop()
+
+    trades = pd.DataFrame(p1 + p2)
+    for bar, table in (("5s", "trades_agg_5s"), ("1m", "trades_agg_1m"), ("1h", "trades_agg_1h")):
+        assert_bars_equal(read_table(cassandra, table), expected_bars(trades, bar))
+    assert len(read_table(cassandra, "trades")) == len(trades)
+    letters = [
+        json.loads(v) for _, v in consume_all(stack.kafka.bootstrap_servers, settings.dlq_topic)
+    ]
+    assert [(d["trade_id"], d["reason"].split(":")[0]) for d in letters] == [
+        (poison["trade_id"], "trade_ts")
+    ]

@@ -58,9 +58,15 @@ GOOD = make_trade("TEST:AAA", T0 + 1_000, 10.0, 1.0)
         (avro_codec.encode({**GOOD, "volume": float("nan")}), "volume: NaN is not finite and >= 0"),
         (
             avro_codec.encode({**GOOD, "trade_ts": T0 + 3_600_000}),
-            "trade_ts: 2024-08-09 01:00:00 is more than 60 s after its Kafka timestamp "
+            "trade_ts: 2024-08-09 01:00:00 is more than 2 s after its Kafka timestamp "
             "2024-08-09 00:01:00",
         ),
+        (
+            avro_codec.encode({**GOOD, "trade_ts": T0 + 60_000 + 59_000}),
+            "trade_ts: 2024-08-09 00:01:59 is more than 2 s after its Kafka timestamp "
+            "2024-08-09 00:01:00",
+        ),
+        (avro_codec.encode({**GOOD, "trade_ts": T0 + 60_000 + 2_000}), None),
     ],
 )
 def test_rejection_reasons(spark: Any, payload: bytes | None, reason: str | None) -> None:
