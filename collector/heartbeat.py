@@ -34,7 +34,7 @@ def heartbeat_path(directory: Path, *parts: str) -> Path:
     """The heartbeat file of the collector identified by ``parts`` (URL, symbols, topic...).
 
     >>> heartbeat_path(Path("/s"), "ws://h", "AAPL").name
-    'collector-ee2a6b4ef1d0.heartbeat'
+    'collector-f987eab58f12.heartbeat'
     """
     digest = hashlib.sha1("\x1f".join(parts).encode("utf-8"), usedforsecurity=False)
     return directory / f"collector-{digest.hexdigest()[:12]}.heartbeat"

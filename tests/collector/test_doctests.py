@@ -11,6 +11,7 @@ MODULES = [
     "collector.delivery",
     "collector.encoding",
     "collector.finnhub",
+    "collector.heartbeat",
     "collector.ids",
     "collector.metrics",
     "collector.models",
