@@ -17,7 +17,6 @@ out of reach, Trino's unauthenticated port included.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -38,18 +37,17 @@ def cql_literal(value: str) -> str:
 
 
 def disable_default_superuser(session: Any, role: str = DEFAULT_SUPERUSER) -> bool:
-    """Take login and superuser away from ``role`` (with a random password) if it still has
-    either; True when it had. Run on every start, not just the first: a crash between creating
-    the admin role and this step would otherwise leave ``cassandra``/``cassandra`` usable."""
+    """Take login and superuser away from ``role`` if it still has either; True when it had.
+    Run on every start, not just the first: a crash between creating the admin role and this
+    step would otherwise leave ``cassandra``/``cassandra`` usable."""
     row = next(iter(session.execute(
         "SELECT can_login, is_superuser FROM system_auth.roles WHERE role = %s", (role,)
     )), None)
     if row is None or not (row.can_login or row.is_superuser):
         return False
-    session.execute(
-        f"ALTER ROLE {role} WITH PASSWORD = '{cql_literal(secrets.token_urlsafe(32))}' "
-        "AND SUPERUSER = false AND LOGIN = false"
-    )
+    # No new password here: Cassandra 5 refuses a password change within 5 s of the last one,
+    # and a role that cannot log in has no use for one.
+    session.execute(f"ALTER ROLE {role} WITH SUPERUSER = false AND LOGIN = false")
     logger.warning("disabled the default superuser %r", role)
     return True
 

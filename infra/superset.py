@@ -352,6 +352,7 @@ class SupersetService(ManagedProcess):
             render_config(self.secret_key_file, self.database, self.data_dir))
         env = self.superset_env()
         self.bootstrap(env)
+        self.make_metadata_private()
         argv = [
             str(venv / "bin/python"), str(venv / "bin/gunicorn"),
             "--bind", f"127.0.0.1:{self.config.superset_port}",
@@ -443,7 +444,15 @@ class SupersetService(ManagedProcess):
                                     process.tail(log, 30))
         return state
 
+    def make_metadata_private(self) -> None:
+        """The metadata database holds the logins' password hashes and session data: owner
+        only, like the secret key (SQLite gives its journal files the database's mode)."""
+        self.data_dir.chmod(0o700)
+        if self.database.exists():
+            self.database.chmod(0o600)
+
     def after_ready(self) -> None:
+        self.make_metadata_private()  # every up: a state dir from before this check included
         started = time.monotonic()
         with exclusive(self.config.state_dir / "superset.lock"):
             state = self.import_bundle()

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+import stat
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cassandra import Unauthorized
+from cassandra.cluster import NoHostAvailable
 
+from infra.__main__ import services
 from infra.cassandra import CassandraService
 from infra.config import InfraConfig
 from infra.migrations import migration_files
-from infra.trino import run_query
+from infra.pipeline import pipeline_steps
+from infra.roles import disable_default_superuser
+from infra.superset import SupersetService
+from infra.trino import CATALOG, TrinoService, run_query
 from schemas.cassandra import connect
 from schemas.settings import CassandraSettings, load_credentials_file, state_dir
 from tests.conftest import Stack, infra_cli, run_infra
@@ -188,3 +197,171 @@ def test_migrator_applies_the_migrations(private_keyspace: str) -> None:
         cluster.shutdown()
     assert versions == {p.name for p in migration_files()}
     assert not cql_denied("migrator", f"CREATE TABLE {private_keyspace}.t (k int PRIMARY KEY)")
+
+
+def stack_pids(state: Path) -> set[int]:
+    """Every process of the stack and their children (gunicorn's workers, ...): supervisord,
+    each service and each of the demo's pipeline steps that runs."""
+    config = InfraConfig.from_env()
+    roots = {svc.pid() for svc in services(config).values()}
+    roots |= {step.pid() for step in pipeline_steps(config).values()}
+    supervisord = state / "supervisor" / "supervisord.pid"
+    if supervisord.exists():
+        roots.add(int(supervisord.read_text().split()[0]))
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # The command name is in parentheses and may hold spaces: split after it.
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # exited meanwhile
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    pids = {pid for pid in roots if pid is not None and pid in parents}
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in pids} - pids
+        if not more:
+            return pids
+        pids |= more
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def decode_address(hex_address: str) -> tuple[str, int]:
+    """/proc/net address ``0100007F:1F90`` -> ('127.0.0.1', 8080); IPv6 in four 32-bit words."""
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1]), int(port, 16)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words), int(port, 16)
+
+
+def bound_sockets() -> dict[str, tuple[str, str, int]]:
+    """inode -> (protocol, address, port) of every listening TCP and every bound UDP socket."""
+    found = {}
+    for proto, listening in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        for line in Path(f"/proc/net/{proto}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == listening:
+                found[fields[9]] = (proto, *decode_address(fields[1]))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def test_decode_proc_net_addresses() -> None:
+    assert decode_address("0100007F:1F90") == ("127.0.0.1", 8080)
+    assert decode_address("0000000000000000FFFF00000100007F:2384") == ("::ffff:127.0.0.1", 9092)
+    assert decode_address("00000000000000000000000001000000:0050") == ("::1", 80)
+    assert not is_loopback("0.0.0.0") and not is_loopback("::")
+    assert is_loopback("::ffff:127.0.0.1") and is_loopback("::1")
+
+
+def test_every_socket_the_stack_listens_on_is_on_loopback(stack: Stack) -> None:
+    sockets = bound_sockets()
+    listening = {}
+    for pid in stack_pids(stack.state_dir):
+        try:
+            inodes = socket_inodes(pid)
+        except OSError:  # exited meanwhile
+            continue
+        for inode in inodes & sockets.keys():
+            listening[sockets[inode]] = pid
+    config = InfraConfig.from_env()
+    ports = {port for _, _, port in listening}
+    expected = {
+        config.cassandra_port,
+        config.cassandra_storage_port,
+        config.trino_port,
+        config.superset_port,
+        config.streamlit_port,
+        stack.kafka.first_port,
+    }
+    assert expected <= ports, f"the stack's own ports were not found: {sorted(listening)}"
+    exposed = {s: pid for s, pid in listening.items() if not is_loopback(s[1])}
+    assert not exposed, f"listening beyond loopback (socket: pid): {exposed}"
+
+
+def secret_files(state: Path) -> list[Path]:
+    """Every file that holds a password, a key or password hashes."""
+    config = InfraConfig.from_env()
+    superset = SupersetService(config)
+    return [
+        state / "credentials.env",  # the generated passwords
+        CassandraService(config).admin_file,
+        TrinoService(config).etc / "catalog" / f"{CATALOG}.properties",  # the reader's password
+        superset.secret_key_file,
+        superset.data_dir / "superset.db",  # login password hashes, Flask sessions
+        *sorted((state / "supervisor" / "programs").glob("*.json")),  # programs' environments
+    ]
+
+
+def test_secret_files_are_private(stack: Stack) -> None:
+    files = secret_files(stack.state_dir)
+    assert len(files) >= 6 and all(path.exists() for path in files), files
+    loose = {
+        str(p): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in files
+        if stat.S_IMODE(p.stat().st_mode) != 0o600
+    }
+    assert not loose, f"secret files readable by others: {loose}"
+    credentials = load_credentials_file(stack.state_dir / "credentials.env")
+    assert {
+        "CASSANDRA_PASSWORD",
+        "CASSANDRA_READER_PASSWORD",
+        "CASSANDRA_MIGRATOR_PASSWORD",
+    } <= credentials.keys()
+
+
+def can_log_in(user: str, password: str) -> bool:
+    settings = CassandraSettings(port=InfraConfig.from_env().cassandra_port)
+    try:
+        cluster, _ = connect(settings, username=user, password=password, connect_timeout=5)
+    except NoHostAvailable:  # the driver wraps AuthenticationFailed per host
+        return False
+    cluster.shutdown()
+    return True
+
+
+def test_a_default_superuser_left_enabled_is_disabled(stack: Stack) -> None:
+    """The crash case on a role of this test's own (re-enabling the real ``cassandra`` role on
+    the shared stack would open it for everyone meanwhile)."""
+    role, password = f"sec_su_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    cluster, session = CassandraService(InfraConfig.from_env()).admin_session()
+    try:
+        session.execute(
+            f"CREATE ROLE {role} WITH PASSWORD = '{password}' "
+            "AND LOGIN = true AND SUPERUSER = true"
+        )
+        assert can_log_in(role, password)
+        assert disable_default_superuser(session, role) is True
+        row = session.execute(
+            "SELECT can_login, is_superuser FROM system_auth.roles " "WHERE role = %s", (role,)
+        ).one()
+        assert (row.can_login, row.is_superuser) == (False, False)
+        # Cassandra caches roles and credentials for 2 s each (roles_validity,
+        # credentials_validity): the login is refused once those expire.
+        deadline = time.monotonic() + 15
+        while can_log_in(role, password):
+            assert time.monotonic() < deadline, f"{role} can still log in"
+            time.sleep(1)
+        assert disable_default_superuser(session, role) is False  # nothing left to do
+    finally:
+        session.execute(f"DROP ROLE IF EXISTS {role}")
+        cluster.shutdown()
+    assert not can_log_in("cassandra", "cassandra")
