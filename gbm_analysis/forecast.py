@@ -24,6 +24,7 @@ from gbm_analysis.exceptions import DataError
 from gbm_analysis.model import (
     PathSummary,
     ReturnSeries,
+    centre_step_returns,
     estimate,
     estimate_ewma,
     grid_log_returns,
@@ -140,10 +141,12 @@ def _one_model(
         )
         mu, sigma, dof = ewma.mu, ewma.sigma, ewma.dof
         paths = simulate_paths(s0, mu, sigma, dt, n_steps, n_paths, rng, dof=dof, chunk_paths=chunk)
-    else:  # hist_sim: bootstrap of overlapping historical step returns
-        hist = step_log_returns(series, step_bars=settings.step_seconds // settings.bar_seconds)
+    else:  # hist_sim: bootstrap of overlapping historical step returns, drift as GBM_DRIFT says
+        raw = step_log_returns(series, step_bars=settings.step_seconds // settings.bar_seconds)
+        hist = centre_step_returns(raw, drift=settings.drift)
         paths = simulate_bootstrap_paths(s0, hist, n_steps, n_paths, rng, chunk_paths=chunk)
-        mu = float(hist.mean() / settings.step_seconds)
+        # arithmetic drift per second, E[S(t+d)] = S(t) exp(mu d), as the GBM's mu (0 under zero)
+        mu = _arithmetic_drift(hist, settings.step_seconds) if settings.drift != "zero" else 0.0
         sigma = float(hist.std(ddof=1) / math.sqrt(settings.step_seconds))
     summary = summarise_paths(
         paths, s0, n_sample=settings.n_sample_paths, bins=settings.histogram_bins
@@ -168,6 +171,11 @@ def _one_model(
         n_segments=series.n_segments,
         summary=summary,
     )
+
+
+def _arithmetic_drift(step_returns: NDArray[np.float64], step_seconds: int) -> float:
+    top = float(step_returns.max())
+    return (top + math.log(float(np.mean(np.exp(step_returns - top))))) / step_seconds
 
 
 def forecast_symbol(

@@ -15,6 +15,9 @@ Conventions (all times in seconds, all rates per second):
   than any plausible drift. ``estimated`` uses ``mu = m + sigma^2/2`` with ``m`` the mean log
   return per second, so the Ito term is applied exactly once in the step below.
 * **Step.** ``S(t+d) = S(t) exp((mu - sigma^2/2) d + sigma sqrt(d) Z)``, exact for GBM.
+* **Historical simulation** follows the same drift setting (:func:`centre_step_returns`): under
+  ``zero`` its step returns are shifted so the resampled price is a martingale, as ``mu = 0`` makes
+  the GBM; bootstrapping the raw returns would carry the window's in-sample drift into every path.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "estimate",
     "estimate_ewma",
     "grid_log_returns",
+    "centre_step_returns",
     "simulate_bootstrap_paths",
     "simulate_paths",
     "step_log_returns",
@@ -271,6 +275,41 @@ def step_log_returns(series: ReturnSeries, *, step_bars: int) -> FloatArray:
         seg[step_bars:] - seg[:-step_bars] for seg in series.grid_log_prices if seg.size > step_bars
     ]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+
+
+def centre_step_returns(step_returns: FloatArray, *, drift: str) -> FloatArray:
+    """Historical step returns with their drift treated as ``drift`` says, as :func:`estimate`
+    does for the GBM.
+
+    ``zero`` shifts the non-zero returns by ``c = log(mean(exp(r)))`` taken over them, so that
+    ``mean(exp(r)) = 1`` over all: a path of draws is a martingale, ``E[S(t+d)] = S(t)``, the
+    ``mu = 0`` of the GBM (its Ito term included). The shape of the moves (fat tails, skew) is
+    kept, and so are the zero returns: an unchanged price stays exactly unchanged, which a quiet,
+    tick-bound market has on a large share of its steps. ``estimated`` keeps the window's mean,
+    the in-sample drift, as ``GBM_DRIFT=estimated`` does for the GBM. Bootstrapping the raw
+    returns by default carried the window's drift into every path: on true GBM (an hour of
+    5-second bars) the 90% band covered 0.74 of the outcomes 60 one-minute steps ahead.
+
+    :raises ConfigError: unknown drift mode
+
+    >>> r = centre_step_returns(np.log(np.array([1.1, 1.0, 1.3])), drift="zero")
+    >>> round(float(np.mean(np.exp(r))), 12), float(r[1])
+    (1.0, 0.0)
+    """
+    if drift == "estimated":
+        return step_returns
+    if drift != "zero":
+        raise ConfigError(f"drift={drift!r} is not one of zero, estimated")
+    moves = step_returns != 0.0
+    if not moves.any():
+        return step_returns
+    moved = step_returns[moves]
+    top = float(moved.max())  # log-mean-exp without overflow
+    # (n_zero + sum(exp(moved - c))) / n = 1  <=>  c = log(mean(exp(moved)))
+    shift = top + math.log(float(np.mean(np.exp(moved - top))))
+    out = step_returns.copy()
+    out[moves] -= shift
+    return out
 
 
 def _chunks(n_paths: int, chunk_paths: int) -> Iterator[tuple[int, int]]:

@@ -125,3 +125,24 @@ def test_sigma_is_annualised_by_the_convention_of_the_symbols_market(
         pd.DataFrame({"symbol": symbol, "window_start": t, "close": c}), SETTINGS, run_seed=1
     )
     assert set(frame["annualisation"]) == {label}
+
+
+@pytest.mark.parametrize("drift", ["zero", "estimated"])
+def test_hist_sim_treats_the_windows_drift_as_gbm_drift_says(drift: str) -> None:
+    """Six hours of a strong uptrend (+0.3% an hour, about 10 standard errors of the drift):
+    under zero drift the baseline's paths are a martingale, like the GBM's, and its stored mu is
+    0; estimated keeps the in-sample trend in both models."""
+    t = 1.7e9 + np.arange(4_320) * BAR
+    c = gbm_closes(4_320, sigma_per_s=SIGMA, mu_per_s=0.003 / 3600, seed=9)
+    settings = GbmSettings(
+        n_paths=20_000, n_steps=60, n_sample_paths=0, drift=drift, models=("gbm", "hist_sim")
+    )
+    gbm, hist = forecast_symbol("A", t, c, settings, run_seed=5)
+    assert gbm.summary is not None and hist.summary is not None
+    growth = hist.summary.mean[-1] / hist.last_price - 1.0  # over the one-hour horizon
+    if drift == "zero":
+        assert hist.mu == gbm.mu == 0.0
+        assert abs(growth) < 5e-4  # 0.3% before: the window's drift, carried forward
+    else:
+        assert hist.mu == pytest.approx(gbm.mu, rel=0.2) and hist.mu > 0
+        assert growth == pytest.approx(gbm.summary.mean[-1] / gbm.last_price - 1.0, rel=0.3)
