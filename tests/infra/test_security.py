@@ -22,6 +22,7 @@ from infra.migrations import migration_files
 from infra.pipeline import pipeline_steps
 from infra.roles import disable_default_superuser
 from infra.superset import SupersetService
+from infra.supervisor import Supervisor
 from infra.trino import CATALOG, TrinoService, run_query
 from schemas.cassandra import connect
 from schemas.settings import CassandraSettings, load_credentials_file, state_dir
@@ -365,3 +366,83 @@ def test_a_default_superuser_left_enabled_is_disabled(stack: Stack) -> None:
         session.execute(f"DROP ROLE IF EXISTS {role}")
         cluster.shutdown()
     assert not can_log_in("cassandra", "cassandra")
+
+
+def test_a_fresh_stack_bootstraps_the_roles_and_recovers_from_a_crashed_first_start(
+    tmp_path: Path,
+) -> None:
+    """Cassandra alone in a new STATE_DIR on free ports: the first up creates the roles and the
+    keyspace through the migration role; after the first start's crash window is reproduced
+    (the default superuser enabled again, the admin already there), the next up disables it."""
+    from tests.infra.test_stack import isolated_env
+
+    env = isolated_env(tmp_path)
+    config = InfraConfig.from_env(env)
+    cassandra = CassandraService(config)
+    try:
+        first = infra_cli("up", "cassandra", env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "keyspace market: applied 001_trades.cql" in first.stdout
+        credentials = config.state_dir / "credentials.env"
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        values = load_credentials_file(credentials)
+        settings = CassandraSettings(port=config.cassandra_port)
+
+        cluster, session = cassandra.admin_session()
+        try:
+            roles = {
+                row.role: (row.can_login, row.is_superuser)
+                for row in session.execute(
+                    "SELECT role, can_login, is_superuser FROM system_auth.roles"
+                )
+            }
+            assert roles == {
+                "cassandra": (False, False),
+                "market_admin": (True, True),
+                "market_migrator": (True, False),
+                "market_app": (True, False),
+                "market_reader": (True, False),
+            }
+            session.execute("ALTER ROLE cassandra WITH LOGIN = true AND SUPERUSER = true")
+        finally:
+            cluster.shutdown()
+
+        def default_login_works() -> bool:
+            try:
+                cluster, _ = connect(
+                    settings, username="cassandra", password="cassandra", connect_timeout=5
+                )
+            except NoHostAvailable:
+                return False
+            cluster.shutdown()
+            return True
+
+        deadline = time.monotonic() + 15
+        while not default_login_works():  # the roles cache lasts 2 s
+            assert time.monotonic() < deadline
+            time.sleep(1)
+        again = infra_cli("up", "cassandra", env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        deadline = time.monotonic() + 15
+        while default_login_works():
+            assert time.monotonic() < deadline, "cassandra/cassandra still logs in"
+            time.sleep(1)
+
+        writer = connect(
+            settings,
+            username=values["CASSANDRA_USERNAME"],
+            password=values["CASSANDRA_PASSWORD"],
+            keyspace="market",
+        )
+        try:
+            writer[1].execute(
+                "INSERT INTO collector_gaps (day, gap_start, collector_id) "
+                "VALUES ('2026-01-01', 0, 'x')"
+            )
+            with pytest.raises(Unauthorized):
+                writer[1].execute("DROP TABLE collector_gaps")
+        finally:
+            writer[0].shutdown()
+    finally:
+        cassandra.stop()
+        Supervisor(config).shutdown()
