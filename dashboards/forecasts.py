@@ -27,6 +27,7 @@ from schemas.gbm_tables import (
     TABLE_GBM_FORECAST_RUNS,
     TABLE_GBM_FORECASTS,
     TABLE_GBM_PATHS,
+    TABLE_GBM_RUNS,
 )
 from schemas.markets import annualisation_for
 
@@ -65,6 +66,7 @@ _BARS_COLUMNS = "window_start, window_end, open, high, low, close, volume"
 QUERIES = {
     "symbols": f"SELECT DISTINCT symbol, day FROM {{ks}}.{TABLE_GBM_FORECAST_RUNS}",
     "runs": f"SELECT * FROM {{ks}}.{TABLE_GBM_FORECAST_RUNS} WHERE symbol = ? AND day = ?",
+    "complete runs": f"SELECT issued_at, run_id FROM {{ks}}.{TABLE_GBM_RUNS} WHERE day = ?",
     "forecasts": (
         "SELECT model, step, target_ts, horizon_s, as_of, last_price, mean, q05, q25, q50, q75, "
         f"q95, p_above, percentiles FROM {{ks}}.{TABLE_GBM_FORECASTS} "
@@ -361,7 +363,11 @@ class ForecastReader:
                        if _as_date(r.day) in wanted})
 
     def runs(self, symbol: str, days: Sequence[date]) -> pd.DataFrame:
-        """``gbm_forecast_runs`` rows of ``symbol`` on ``days``, newest first."""
+        """``gbm_forecast_runs`` rows of ``symbol`` on ``days`` from complete runs, newest first.
+
+        A run writes its ``gbm_runs`` row last; one without it was killed mid-write (or is still
+        writing) and may lack models or steps, so it is not offered.
+        """
         frames = [_frame(self._execute("runs", (symbol, day))) for day in days]
         runs = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()],
                          ignore_index=True)
@@ -369,6 +375,12 @@ class ForecastReader:
             return runs
         runs["day"] = runs["day"].map(_as_date)
         runs["issued_at"] = runs["issued_at"].map(utc)
+        complete = {(utc(r.issued_at), r.run_id) for day in sorted(set(runs["day"]))
+                    for r in self._execute("complete runs", (day,))}
+        runs = runs[[(t, r) in complete for t, r in zip(runs["issued_at"], runs["run_id"],
+                                                         strict=True)]]
+        if runs.empty:
+            return runs.reset_index(drop=True)
         runs["as_of"] = runs["as_of"].map(lambda t: utc(t) if t is not None else None)
         return runs.sort_values(["issued_at", "model"], ascending=[False, True],
                                 ignore_index=True)

@@ -199,6 +199,10 @@ def explore(target: Target) -> None:
     symbol = side.selectbox("symbol", symbols, key="symbol")
     runs = _runs(target, symbol, days)
     keys = run_keys(runs)
+    if not keys:
+        st.info(f"No complete forecast run of {symbol} yet: a run still writing, or one killed "
+                "mid-write, is not shown.")
+        return
     labels = {k: run_label(k, runs[runs["run_id"] == k.run_id]["model"]) for k in keys}
     run = side.selectbox("forecast run (newest first)", keys, index=0,
                          format_func=labels.__getitem__, key=f"run-{symbol}")

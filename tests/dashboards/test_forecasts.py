@@ -355,3 +355,29 @@ def test_parameter_table_annualises_sigma_by_the_markets_convention_and_names_it
     expected = np.array([1e-4, 2e-4]) * math.sqrt(seconds_per_year)
     assert np.allclose(table["sigma (annualised)"], expected)
     assert set(table["annualised over"]) == {label}
+
+
+def test_reader_lists_only_runs_that_finished_writing() -> None:
+    """A run writes its gbm_runs row last: a newer run killed mid-write (forecast rows, no run
+    row) is not offered, and the complete run before it is the newest."""
+    from collections import namedtuple
+
+    Run = namedtuple("Run", "symbol day issued_at run_id model status as_of")
+    Done = namedtuple("Done", "issued_at run_id")
+    day = AS_OF.date()
+    naive = AS_OF.replace(tzinfo=None)  # the driver returns naive UTC timestamps
+    killed, complete = naive + timedelta(minutes=5), naive
+
+    class Session(RecordingSession):
+        def execute(self, statement: str, values: tuple[Any, ...]) -> list[Any]:
+            super().execute(statement, values)
+            if "gbm_forecast_runs" in statement:
+                return [Run("A", day, t, r, m, "ok", t) for t, r in
+                        ((killed, "killed"), (complete, "done")) for m in ("gbm", "hist_sim")]
+            if "gbm_runs" in statement:
+                return [Done(complete, "done")]
+            return []
+
+    runs = ForecastReader(Session(), "market").runs("A", [day])
+    assert set(runs["run_id"]) == {"done"} and len(runs) == 2
+    assert [k.run_id for k in run_keys(runs)] == ["done"]
