@@ -37,14 +37,14 @@ def dead_letter_keys(letters: Iterable[dict[str, Any]]) -> list[TradeKey]:
     for letter in letters:
         try:
             raw = json.loads(letter.get("raw") or "")
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         items = raw.get("data") if isinstance(raw, dict) and "data" in raw else [raw]
         for item in items if isinstance(items, list) else []:
             try:
                 keys.append(key_of(item["s"], item["t"], item["p"], item["v"], item.get("c")))
-            except (KeyError, TypeError, ValueError):
-                continue
+            except (KeyError, TypeError, ValueError, OverflowError):
+                continue  # a hostile letter: not a trade the feed sent
     return keys
 
 

@@ -161,22 +161,23 @@ class Rig:
         return [Gap(_epoch_ms(r.gap_start), _epoch_ms(r.gap_end), tuple(r.symbols or ()))
                 for r in rows.itertuples()] if not rows.empty else []
 
-    def drain(self, timeout_s: float = 300) -> None:
-        """Wait until every trade sent so far is stored or the count stops moving for 20 s."""
-        target = len(self.sent())
+    def drain(self, timeout_s: float = 300, quiet_s: float = 45) -> None:
+        """Wait until every trade this segment sent is accounted for, or nothing new has been
+        stored for ``quiet_s`` (a restarted Spark job's first batch can take a while)."""
         last, since = -1, time.monotonic()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            count = self.stored_count()
-            if count >= target:
+            if self.outcome("drain", None, bars=False).lost == 0:
                 return
+            count = self.stored_count()
             if count != last:
                 last, since = count, time.monotonic()
-            elif time.monotonic() - since > 20:
+            elif time.monotonic() - since > quiet_s:
                 return
-            time.sleep(1)
+            time.sleep(3)
 
-    def outcome(self, fault: str, recover_s: float | None, note: str = "") -> Outcome:
+    def outcome(self, fault: str, recover_s: float | None, note: str = "",
+                bars: bool = True) -> Outcome:
         """Accounting for this segment's trades (the feed's seed differs per segment)."""
         sent = self.sent()
         stored_now = self.stored()
@@ -185,7 +186,7 @@ class Rig:
         letters = [k for k in dead_letter_keys(self.dead_letters()) if k in segment_keys]
         result = account(fault, sent, stored, letters, self.gaps())
         return Outcome(**{**result.as_dict(), "recover_s": recover_s,
-                          "bars_match": self.bars_match(), "note": note})
+                          "bars_match": self.bars_match() if bars else None, "note": note})
 
     def bars_match(self) -> bool:
         trades = read_table(self.cassandra, "trades")

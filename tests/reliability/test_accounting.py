@@ -29,5 +29,7 @@ def test_sent_log_and_dead_letters_parse_like_the_feed_and_collector_write_them(
     lines = [json.dumps(frame), '{"type": "tra']  # a torn last line is skipped
     assert sent_keys(lines) == [("A", 5, 2.0, 0.5, ())]
     letters = [{"raw": json.dumps(frame)}, {"raw": json.dumps(frame["data"][0])},
-               {"raw": "not json"}, {"raw": '{"data": [{"s": "A"}]}'}]
+               {"raw": "not json"}, {"raw": '{"data": [{"s": "A"}]}'},
+               {"raw": '{"data": [{"s": "A", "t": 1, "p": 1%s, "v": 1}]}' % ("0" * 400)},
+               {"raw": "[" * 100_000 + "]" * 100_000}]
     assert dead_letter_keys(letters) == [("A", 5, 2.0, 0.5, ())] * 2
