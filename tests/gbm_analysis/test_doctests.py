@@ -8,7 +8,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["config", "model", "forecast", "backtest", "io", "job"])
+@pytest.mark.parametrize(
+    "name", ["config", "model", "forecast", "backtest", "io", "job", "learned"]
+)
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(f"gbm_analysis.{name}")
     result = doctest.testmod(module)
