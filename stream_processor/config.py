@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from schemas.contracts import topic_specs
-from schemas.limits import BARS_WATERMARK_MS, MAX_FUTURE_SKEW_MS
+from schemas.limits import BARS_WATERMARK_MS, MAX_FUTURE_SKEW_MS, TradeLimits
 from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
@@ -84,6 +84,8 @@ class StreamSettings:
     :param max_future_skew_ms: a trade whose time is more than this after its Kafka timestamp
         is rejected to the DLQ (default 2 s). It must be below ``watermark_ms``, so that no
         single trade moves the watermark past the records arriving with it (``schemas.limits``).
+    :param limits: the price and volume bounds of a trade (``TRADE_MIN_PRICE`` and the like);
+        a trade outside them is rejected to the DLQ.
     :param sink_retry_ms: how long a failing Cassandra/DLQ write is retried before the batch fails.
     :param stall_timeout_ms: a micro-batch running longer than this counts as wedged (for
         example inside a Cassandra driver call that never returns); the job then exits with
@@ -113,6 +115,7 @@ class StreamSettings:
     watermark_ms: int = BARS_WATERMARK_MS
     bars_dedupe: bool = False
     max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
+    limits: TradeLimits = field(default_factory=TradeLimits)
     sink_retry_ms: int = 300_000
     stall_timeout_ms: int = 600_000
     max_restarts: int = 10
@@ -180,6 +183,7 @@ class StreamSettings:
             watermark_ms=duration_ms("BARS_WATERMARK", f"{BARS_WATERMARK_MS} ms"),
             bars_dedupe=choice_setting(env, "BARS_DEDUPE", "off", ("on", "off")) == "on",
             max_future_skew_ms=duration_ms("TRADE_MAX_FUTURE_SKEW", f"{MAX_FUTURE_SKEW_MS} ms"),
+            limits=TradeLimits.from_env(env),
             sink_retry_ms=duration_ms("SINK_RETRY_TIMEOUT", "300s"),
             stall_timeout_ms=duration_ms("BATCH_STALL_TIMEOUT", "600s"),
             max_restarts=int_setting(env, "QUERY_MAX_RESTARTS", 10, minimum=0),

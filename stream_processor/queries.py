@@ -114,7 +114,9 @@ def start_query(
     :param stop: set on shutdown, so that a sink retrying a failed write gives up at once.
     """
     decoded = transforms.decoded_trades(
-        kafka_records(spark, settings), max_future_skew_ms=settings.max_future_skew_ms
+        kafka_records(spark, settings),
+        max_future_skew_ms=settings.max_future_skew_ms,
+        limits=settings.limits,
     )
     keyspace = settings.cassandra.keyspace
     if query == "trades_raw":

@@ -16,6 +16,7 @@ decision is taken once, by the 5-second bars' watermark.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,33 @@ def hour_start(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
 
 
+def _sum(values: Iterable[float]) -> float:
+    """``math.fsum``, but total: a sum beyond the largest float is inf instead of an
+    OverflowError (which failed the bars query on the same batch until the job gave up)."""
+    terms = list(values)
+    try:
+        return math.fsum(terms)
+    except (OverflowError, ValueError):
+        return sum(terms)  # plain float addition saturates at inf (or nan for inf - inf)
+
+
+def _vwap(parts: Sequence[Bar]) -> float | None:
+    weighted = [(b.vwap, b.volume) for b in parts if b.vwap is not None and b.volume > 0]
+    if not weighted:
+        return None
+    notional = _sum(vwap * volume for vwap, volume in weighted)
+    volume = _sum(volume for _, volume in weighted)
+    if sys.float_info.min <= notional < math.inf and volume < math.inf:
+        return notional / volume
+    # A sum overflows or a product underflows (parts stored before the price and volume
+    # bounds, or bounds set too wide): the same mean with weights that add up to 1 stays
+    # between the smallest and the largest part.
+    top = max(volume for _, volume in weighted)
+    shares = [volume / top for _, volume in weighted]
+    total = math.fsum(shares)
+    return _sum(vwap * (share / total) for (vwap, _), share in zip(weighted, shares, strict=True))
+
+
 def rollup(parts: Sequence[Bar], window_start: datetime, size: timedelta) -> Bar:
     """The bar of ``[window_start, window_start + size)`` made of ``parts``, the finer bars
     inside it.
@@ -108,8 +136,7 @@ def rollup(parts: Sequence[Bar], window_start: datetime, size: timedelta) -> Bar
                 f"[{window_start.isoformat()}, {window_end.isoformat()})"
             )
     ordered = sorted(parts, key=lambda b: b.window_start)
-    volume = math.fsum(b.volume for b in ordered)
-    notional = math.fsum(b.vwap * b.volume for b in ordered if b.vwap is not None)
+    volume = _sum(b.volume for b in ordered)
     return Bar(
         symbol=symbol,
         window_start=window_start,
@@ -119,7 +146,7 @@ def rollup(parts: Sequence[Bar], window_start: datetime, size: timedelta) -> Bar
         low=min(b.low for b in ordered),
         close=ordered[-1].close,
         volume=volume,
-        vwap=notional / volume if volume > 0 else None,
+        vwap=_vwap(ordered),
         trade_count=sum(b.trade_count for b in ordered),
         first_trade_ts=ordered[0].first_trade_ts,
         last_trade_ts=ordered[-1].last_trade_ts,

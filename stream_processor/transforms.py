@@ -17,7 +17,7 @@ from pyspark.sql.avro.functions import from_avro
 
 from schemas import avro_codec
 from schemas.contracts import load_avro_schema
-from schemas.limits import MAX_FUTURE_SKEW_MS
+from schemas.limits import MAX_FUTURE_SKEW_MS, TradeLimits
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -60,18 +60,18 @@ BAR_COLUMNS = (
     "last_trade_ts",
 )
 _FIELDS = ("trade_id", "symbol", "price", "volume", "trade_ts", "conditions", "source", "ingest_ts")
-_INF = float("inf")
-
-
-def _finite(c: Column) -> Column:
-    return ~F.isnan(c) & (F.abs(c) < F.lit(_INF))
 
 
 def _text(c: Column) -> Column:
     return F.coalesce(c.cast("string"), F.lit("null"))
 
 
-def _rejection_reason(max_future_skew_ms: int) -> Column:
+def _between(c: Column, low: float, high: float) -> Column:
+    # NaN sorts above every number in Spark SQL, so the upper bound alone keeps it out
+    return (c >= F.lit(low)) & (c <= F.lit(high)) & ~F.isnan(c)
+
+
+def _rejection_reason(max_future_skew_ms: int, limits: TradeLimits) -> Column:
     """The first rule a record breaks, as one line naming the field and value; null if valid."""
     t = F.col("trade")
     header = F.lit(bytearray(avro_codec.header()))
@@ -94,13 +94,14 @@ def _rejection_reason(max_future_skew_ms: int) -> Column:
         )
         .when(F.length(t.trade_id) == 0, F.lit("trade_id: empty"))
         .when(F.length(t.symbol) == 0, F.lit("symbol: empty"))
+        # bounded, so that no sum in the bars and rollups can overflow (schemas.limits)
         .when(
-            ~_finite(t.price) | (t.price <= 0),
-            F.concat(F.lit("price: "), _text(t.price), F.lit(" is not finite and > 0")),
+            ~_between(t.price, limits.min_price, limits.max_price),
+            F.concat(F.lit("price: "), _text(t.price), F.lit(f" {limits.price_rule()}")),
         )
         .when(
-            ~_finite(t.volume) | (t.volume < 0),
-            F.concat(F.lit("volume: "), _text(t.volume), F.lit(" is not finite and >= 0")),
+            (t.volume != 0) & ~_between(t.volume, limits.min_volume, limits.max_volume),
+            F.concat(F.lit("volume: "), _text(t.volume), F.lit(f" {limits.volume_rule()}")),
         )
         .when(
             t.trade_ts.cast("double") > F.col("kafka_ts").cast("double") + F.lit(skew_s),
@@ -120,7 +121,10 @@ def header_hex() -> str:
 
 
 def decoded_trades(
-    kafka_records: DataFrame, *, max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
+    kafka_records: DataFrame,
+    *,
+    max_future_skew_ms: int = MAX_FUTURE_SKEW_MS,
+    limits: TradeLimits | None = None,
 ) -> DataFrame:
     """Kafka records with their decoded trade and a ``reason`` (null when the trade is valid).
 
@@ -129,6 +133,8 @@ def decoded_trades(
     :param max_future_skew_ms: reject trades whose ``trade_ts`` is later than the record's Kafka
         timestamp plus this (ms, default 2 s): one such trade would move the watermark of every
         symbol ahead and drop the on-time trades (``schemas.limits``).
+    :param limits: the price and volume bounds (default ``TradeLimits()``); a trade outside
+        them is rejected.
     :returns: ``key, value, topic, partition, offset, kafka_ts, trade (struct), reason``.
     """
     schema_json = json.dumps(load_avro_schema("trade"))
@@ -143,7 +149,8 @@ def decoded_trades(
             from_avro(body, schema_json, {"mode": "PERMISSIVE"}),
         ),
     )
-    return decoded.withColumn("reason", _rejection_reason(max_future_skew_ms))
+    reason = _rejection_reason(max_future_skew_ms, limits or TradeLimits())
+    return decoded.withColumn("reason", reason)
 
 
 def valid_trades(decoded: DataFrame) -> DataFrame:

@@ -76,6 +76,12 @@ def test_dedupe_has_its_own_bars_checkpoint() -> None:
         ({"STARTING_OFFSETS": "first"}, "STARTING_OFFSETS='first': use earliest, latest"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS='nohost'"),
         ({"CASSANDRA_PORT": "99999"}, "CASSANDRA_PORT='99999' is outside"),
+        ({"TRADE_MAX_PRICE": "inf"}, "TRADE_MAX_PRICE='inf' must be a finite number >= 0"),
+        (
+            {"TRADE_MIN_VOLUME": "2", "TRADE_MAX_VOLUME": "1"},
+            "TRADE_MIN_VOLUME=2.0 and TRADE_MAX_VOLUME=1.0: need finite bounds",
+        ),
+        ({"TRADE_MIN_PRICE": "0"}, "TRADE_MIN_PRICE=0.0 and TRADE_MAX_PRICE=1000000000000.0"),
         (
             {"TRADE_MAX_FUTURE_SKEW": "10s"},
             "TRADE_MAX_FUTURE_SKEW=10000 ms must be below BARS_WATERMARK=10000 ms",
@@ -111,3 +117,11 @@ def test_collector_rejects_future_trades_with_the_same_default() -> None:
 
     collector = CollectorConfig.from_env({**BASE, "FINNHUB_WS_URL": "ws://127.0.0.1:1"})
     assert collector.max_future_skew_s * 1000 == StreamSettings.from_env(BASE).max_future_skew_ms
+
+
+def test_price_and_volume_bounds() -> None:
+    default = StreamSettings.from_env(BASE).limits
+    assert (default.min_price, default.max_price) == (1e-12, 1e12)
+    assert (default.min_volume, default.max_volume) == (1e-12, 1e18)
+    s = StreamSettings.from_env({**BASE, "TRADE_MAX_PRICE": "5e6", "TRADE_MIN_VOLUME": "1e-8"})
+    assert (s.limits.max_price, s.limits.min_volume) == (5e6, 1e-8)

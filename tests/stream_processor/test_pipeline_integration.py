@@ -87,6 +87,10 @@ def _malformed() -> list[tuple[bytes | None, bytes | None]]:
         (b"TEST:AAA", avro_codec.encode(good)[:14]),
         (b"TEST:AAA", avro_codec.encode({**good, "price": -1.0})),
         (b"TEST:AAA", avro_codec.encode({**good, "volume": float("nan")})),
+        # two 5-s bars of one minute at 1e308 overflowed the 1-minute rollup and failed the query
+        (b"TEST:AAA", avro_codec.encode({**good, "price": 1e308})),
+        (b"TEST:AAA", avro_codec.encode({**good, "price": 1e308, "trade_ts": T0 + 6_000})),
+        (b"TEST:AAA", avro_codec.encode({**good, "volume": 1e300, "trade_ts": T0 + 7_000})),
         (b"TEST:AAA", None),  # a tombstone
     ]
 
@@ -153,7 +157,7 @@ def test_known_trade_set_matches_pandas(
 
     letters = consume_all(stack.kafka.bootstrap_servers, settings.dlq_topic)
     reasons = sorted(json.loads(v)["reason"].split(":")[0] for _, v in letters)
-    assert reasons == ["avro", "avro", "header", "price", "value", "volume"]
+    assert reasons == ["avro", "avro", "header", *["price"] * 3, "value", "volume", "volume"]
     offsets = sorted(json.loads(v)["offset"] for _, v in letters)
     assert len(set(offsets)) == len(offsets)
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import avro_codec
+from schemas.limits import TradeLimits
 from stream_processor import transforms
 from tests.stream_processor.conftest import make_trade
 from tests.stream_processor.oracle import assert_bars_equal, expected_bars
@@ -27,6 +28,8 @@ def _records(spark: Any, values: list[bytes | None], ts: datetime = KAFKA_TS) ->
 
 
 GOOD = make_trade("TEST:AAA", T0 + 1_000, 10.0, 1.0)
+PRICE_RULE = "is not a finite price in [1e-12, 1e+12]"
+VOLUME_RULE = "is not 0 or a finite volume in [1e-12, 1e+18]"
 
 
 @pytest.mark.parametrize(
@@ -49,13 +52,17 @@ GOOD = make_trade("TEST:AAA", T0 + 1_000, 10.0, 1.0)
         (avro_codec.encode(GOOD)[:14], "avro: body does not decode with the trade schema"),
         (avro_codec.encode({**GOOD, "trade_id": ""}), "trade_id: empty"),
         (avro_codec.encode({**GOOD, "symbol": ""}), "symbol: empty"),
-        (avro_codec.encode({**GOOD, "price": 0.0}), "price: 0.0 is not finite and > 0"),
-        (
-            avro_codec.encode({**GOOD, "price": float("inf")}),
-            "price: Infinity is not finite and > 0",
-        ),
-        (avro_codec.encode({**GOOD, "volume": -2.0}), "volume: -2.0 is not finite and >= 0"),
-        (avro_codec.encode({**GOOD, "volume": float("nan")}), "volume: NaN is not finite and >= 0"),
+        (avro_codec.encode({**GOOD, "price": 0.0}), f"price: 0.0 {PRICE_RULE}"),
+        (avro_codec.encode({**GOOD, "price": float("inf")}), f"price: Infinity {PRICE_RULE}"),
+        (avro_codec.encode({**GOOD, "price": 1e308}), f"price: 1.0E308 {PRICE_RULE}"),
+        (avro_codec.encode({**GOOD, "price": 1e-300}), f"price: 1.0E-300 {PRICE_RULE}"),
+        (avro_codec.encode({**GOOD, "price": 1e12}), None),
+        (avro_codec.encode({**GOOD, "price": 1e-12}), None),
+        (avro_codec.encode({**GOOD, "volume": -2.0}), f"volume: -2.0 {VOLUME_RULE}"),
+        (avro_codec.encode({**GOOD, "volume": float("nan")}), f"volume: NaN {VOLUME_RULE}"),
+        (avro_codec.encode({**GOOD, "volume": 1e300}), f"volume: 1.0E300 {VOLUME_RULE}"),
+        (avro_codec.encode({**GOOD, "volume": 1e-300}), f"volume: 1.0E-300 {VOLUME_RULE}"),
+        (avro_codec.encode({**GOOD, "volume": 1e18}), None),
         (
             avro_codec.encode({**GOOD, "trade_ts": T0 + 3_600_000}),
             "trade_ts: 2024-08-09 01:00:00 is more than 2 s after its Kafka timestamp "
@@ -91,6 +98,27 @@ def test_future_skew_is_configurable(spark: Any) -> None:
     assert decoded.collect()[0]["reason"] is None
 
 
+def test_price_and_volume_bounds_are_configurable(spark: Any) -> None:
+    limits = TradeLimits(min_price=1.0, max_price=100.0, min_volume=0.5, max_volume=2.0)
+    trades = [
+        {**GOOD, "price": 100.0, "volume": 2.0},
+        {**GOOD, "price": 1.0, "volume": 0.5},
+        {**GOOD, "price": 1.0, "volume": 0.0},
+        {**GOOD, "price": 101.0},
+        {**GOOD, "volume": 0.25},
+    ]
+    rows = transforms.decoded_trades(
+        _records(spark, [avro_codec.encode(t) for t in trades]), limits=limits
+    ).collect()
+    assert [r["reason"] for r in sorted(rows, key=lambda r: r["offset"])] == [
+        None,
+        None,
+        None,
+        "price: 101.0 is not a finite price in [1, 100]",
+        "volume: 0.25 is not 0 or a finite volume in [0.5, 2]",
+    ]
+
+
 def test_trade_rows_day_is_the_utc_date(spark: Any) -> None:
     before = make_trade("X", T0 - 1, 1.0, 1.0)
     after = make_trade("X", T0, 1.0, 1.0)
@@ -110,7 +138,7 @@ def test_dead_letters_carry_reason_origin_and_bytes(spark: Any) -> None:
     letters = transforms.dead_letters(transforms.decoded_trades(_records(spark, values))).collect()
     assert len(letters) == 1
     body = json.loads(letters[0]["value"])
-    assert body["reason"] == "price: -1.0 is not finite and > 0"
+    assert body["reason"] == f"price: -1.0 {PRICE_RULE}"
     assert (body["source_topic"], body["partition"], body["offset"]) == ("trades", 0, 1)
     assert body["trade_id"] == GOOD["trade_id"] and body["key"] == "TEST:AAA"
     assert avro_codec.decode(__import__("base64").b64decode(body["value_base64"]))["price"] == -1.0
@@ -163,7 +191,8 @@ _trade = st.builds(
     st.sampled_from(["A", "B"]),
     st.integers(-70_000, 70_000),
     st.floats(0.01, 1e6, allow_nan=False, allow_infinity=False),
-    st.one_of(st.just(0.0), st.floats(0, 1e4, allow_nan=False, allow_infinity=False)),
+    # volumes within the bounds (a positive volume below 1e-12 goes to the DLQ)
+    st.one_of(st.just(0.0), st.floats(1e-8, 1e4, allow_nan=False, allow_infinity=False)),
     st.integers(0, 3),
 )
 
