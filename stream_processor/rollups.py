@@ -10,7 +10,9 @@ were already broken by trade id).
 After each micro-batch of 5-second bars, :class:`CassandraRollups` recomputes every minute and
 hour that batch touched from what is in Cassandra. Recomputing instead of adding makes a replayed
 micro-batch harmless, and it means a trade is in the bars of every size or of none: the lateness
-decision is taken once, by the 5-second bars' watermark.
+decision is taken once, by the 5-second bars' watermark. The bar rebuild
+(:mod:`stream_processor.jobs.rebuild`) calls the same :meth:`CassandraRollups.refresh` after it
+rewrites 5-second bars from the raw trades, and also deletes the bars left without finer bars.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from schemas.contracts import TABLE_AGG_1H, TABLE_AGG_1M, TABLE_AGG_5S
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Bar",
     "CassandraRollups",
+    "RollupCounts",
     "RollupError",
     "hour_start",
     "minute_start",
@@ -42,6 +45,15 @@ __all__ = [
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
+
+
+class RollupCounts(NamedTuple):
+    """What one :meth:`CassandraRollups.refresh` wrote and deleted."""
+
+    minutes: int
+    hours: int
+    deleted_minutes: int = 0
+    deleted_hours: int = 0
 
 
 class RollupError(ValueError):
@@ -207,11 +219,22 @@ class CassandraRollups:
                         f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                         "?, ?, ?)"
                     )
+                    self._statements[f"keys {table}"] = self._session.prepare(
+                        f"SELECT window_start FROM {table} "
+                        "WHERE symbol = ? AND day = ? AND window_start >= ? AND window_start < ?"
+                    )
+                    self._statements[f"delete {table}"] = self._session.prepare(
+                        f"DELETE FROM {table} WHERE symbol = ? AND day = ? AND window_start = ?"
+                    )
                 # The connector writes the 5-s bars at LOCAL_QUORUM; reading at LOCAL_QUORUM
                 # too sees them on a cluster of any size.
                 for statement in self._statements.values():
                     statement.consistency_level = ConsistencyLevel.LOCAL_QUORUM
             return self._session
+
+    def session(self) -> Session:
+        """The driver session (opened on first use), shared with callers reading other tables."""
+        return self._open()
 
     def close(self) -> None:
         with self._lock:
@@ -220,19 +243,52 @@ class CassandraRollups:
             self._cluster = self._session = None
             self._statements.clear()
 
-    def refresh(self, touched: Iterable[tuple[str, datetime]]) -> tuple[int, int]:
+    def refresh(
+        self, touched: Iterable[tuple[str, datetime]], *, delete_empty: bool = False
+    ) -> RollupCounts:
         """Rewrite the minute and hour bars containing the given 5-second bars.
 
         :param touched: ``(symbol, window_start)`` of the 5-second bars just written, naive
             UTC (see ``schemas.spark.collected_utc``) or aware.
-        :returns: how many 1-minute and 1-hour bars were written.
+        :param delete_empty: delete a minute or hour bar that has no finer bar left (the bar
+            rebuild, which also deletes 5-second bars); the streaming job only adds bars.
+        :returns: how many 1-minute and 1-hour bars were written and deleted.
         """
         session = self._open()
         minutes = sorted({(symbol, minute_start(naive_utc(ts))) for symbol, ts in touched})
-        bars_1m = self._recompute(session, TABLE_AGG_5S, TABLE_AGG_1M, minutes, MINUTE)
-        hours = sorted({(b.symbol, hour_start(b.window_start)) for b in bars_1m})
-        bars_1h = self._recompute(session, TABLE_AGG_1M, TABLE_AGG_1H, hours, HOUR)
-        return len(bars_1m), len(bars_1h)
+        bars_1m, gone_1m = self._recompute(
+            session, TABLE_AGG_5S, TABLE_AGG_1M, minutes, MINUTE, delete_empty
+        )
+        hours = sorted({(symbol, hour_start(start)) for symbol, start in minutes})
+        bars_1h, gone_1h = self._recompute(
+            session, TABLE_AGG_1M, TABLE_AGG_1H, hours, HOUR, delete_empty
+        )
+        return RollupCounts(len(bars_1m), len(bars_1h), gone_1m, gone_1h)
+
+    def window_starts(
+        self, table: str, symbol: str, start: datetime, end: datetime
+    ) -> list[datetime]:
+        """``window_start`` of the bars of ``symbol`` in ``table`` with ``start <= window_start <
+        end``, naive UTC; ``start`` and ``end`` lie in one UTC day (one partition)."""
+        session = self._open()
+        lo, hi = naive_utc(start), naive_utc(end)
+        rows = session.execute(self._statements[f"keys {table}"], (symbol, lo.date(), lo, hi))
+        return [row.window_start for row in rows]
+
+    def delete(self, table: str, keys: Iterable[tuple[str, datetime]]) -> int:
+        """Delete the bars ``(symbol, window_start)`` from ``table``; returns how many."""
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        session = self._open()
+        params = [(symbol, naive_utc(ts).date(), naive_utc(ts)) for symbol, ts in keys]
+        execute_concurrent_with_args(
+            session,
+            self._statements[f"delete {table}"],
+            params,
+            concurrency=self.concurrency,
+            raise_on_first_error=True,
+        )
+        return len(params)
 
     def _recompute(
         self,
@@ -241,7 +297,8 @@ class CassandraRollups:
         target: str,
         windows: Sequence[tuple[str, datetime]],
         size: timedelta,
-    ) -> list[Bar]:
+        delete_empty: bool,
+    ) -> tuple[list[Bar], int]:
         from cassandra.concurrent import execute_concurrent_with_args
 
         read = self._statements[f"read {source}"]
@@ -253,11 +310,14 @@ class CassandraRollups:
             concurrency=self.concurrency,
             raise_on_first_error=True,
         )
-        bars = [
-            rollup([_bar(r) for r in rows], start, size)
-            for (_, start), (_, rows) in zip(windows, found, strict=True)
-            if rows
-        ]
+        bars: list[Bar] = []
+        empty: list[tuple[str, datetime]] = []
+        for (symbol, start), (_, rows) in zip(windows, found, strict=True):
+            parts = [_bar(r) for r in rows]
+            if parts:
+                bars.append(rollup(parts, start, size))
+            else:
+                empty.append((symbol, start))
         execute_concurrent_with_args(
             session,
             write,
@@ -282,4 +342,25 @@ class CassandraRollups:
             concurrency=self.concurrency,
             raise_on_first_error=True,
         )
-        return bars
+        deleted = self._delete_stored(session, target, empty, size) if delete_empty else 0
+        return bars, deleted
+
+    def _delete_stored(
+        self, session: Session, table: str, windows: Sequence[tuple[str, datetime]], size: timedelta
+    ) -> int:
+        """Delete the bars of ``windows`` that ``table`` holds; returns how many it held."""
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        found = execute_concurrent_with_args(
+            session,
+            self._statements[f"keys {table}"],
+            [(symbol, start.date(), start, start + size) for symbol, start in windows],
+            concurrency=self.concurrency,
+            raise_on_first_error=True,
+        )
+        stored = [
+            (symbol, start)
+            for (symbol, start), (_, rows) in zip(windows, found, strict=True)
+            if list(rows)
+        ]
+        return self.delete(table, stored) if stored else 0

@@ -30,7 +30,13 @@ from stream_processor.rollups import CassandraRollups
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["CASSANDRA_DRIVER_ERRORS", "BarsSink", "RawTradesSink", "retry_write"]
+__all__ = [
+    "CASSANDRA_DRIVER_ERRORS",
+    "BarsSink",
+    "RawTradesSink",
+    "retry_write",
+    "write_cassandra",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +125,8 @@ def retry_write(
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
 
-def _write_cassandra(frame: DataFrame, keyspace: str, table: str) -> None:
+def write_cassandra(frame: DataFrame, keyspace: str, table: str) -> None:
+    """Append ``frame`` to ``keyspace.table`` through the connector: upserts by primary key."""
     (
         frame.write.format(CASSANDRA_FORMAT)
         .options(keyspace=keyspace, table=table)
@@ -156,7 +163,7 @@ class RawTradesSink:
         counted = decoded.observe(rejects, F.count(F.col("reason")).alias("rejects"))
         rows = transforms.trade_rows(transforms.valid_trades(counted))
         retry_write(
-            lambda: _write_cassandra(rows, self.keyspace, self.table),
+            lambda: write_cassandra(rows, self.keyspace, self.table),
             what=f"cassandra {self.keyspace}.{self.table}",
             batch_id=batch_id,
             timeout_ms=self.retry_ms,
@@ -208,7 +215,7 @@ class BarsSink:
         bars.persist()
         try:
             retry_write(
-                lambda: _write_cassandra(bars, self.keyspace, self.table),
+                lambda: write_cassandra(bars, self.keyspace, self.table),
                 what=f"cassandra {self.keyspace}.{self.table}",
                 batch_id=batch_id,
                 timeout_ms=self.retry_ms,
@@ -224,8 +231,10 @@ class BarsSink:
         rollups = self.rollups
 
         def refresh() -> None:
-            minutes, hours = rollups.refresh(touched)
-            logger.debug("batch %d: rewrote %d 1-m and %d 1-h bars", batch_id, minutes, hours)
+            counts = rollups.refresh(touched)
+            logger.debug(
+                "batch %d: rewrote %d 1-m and %d 1-h bars", batch_id, counts.minutes, counts.hours
+            )
 
         retry_write(
             refresh,
