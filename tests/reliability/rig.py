@@ -52,18 +52,20 @@ class Rig:
         self.stack, self.cassandra, self.home = stack, cassandra, home
         state = home / "state"
         state.mkdir(parents=True)
+        print(f"fault matrix: logs under {state / 'demo'}")
         # The stack's generated roles: the collector and stream processor read them from here.
         shutil.copy(stack.state_dir / "credentials.env", state / "credentials.env")
         self.config = InfraConfig.from_env({**os.environ, "STATE_DIR": str(state)})
         self.topic = f"reliability-{uuid.uuid4().hex[:8]}"
         create_topic(stack.kafka.bootstrap_servers, self.topic, partitions=2)
         self.feed_port = free_port()
+        self.checkpoints = home / "checkpoints"
         self.env = {
             **os.environ,
             "STATE_DIR": str(state),
             "TRADES_TOPIC": self.topic,
             "CASSANDRA_KEYSPACE": cassandra.keyspace,
-            "CHECKPOINT_DIR": str(home / "checkpoints"),
+            "CHECKPOINT_DIR": str(self.checkpoints),
             "METRICS_PORT": "0",
             "COLLECTOR_METRICS_PORT": "0",
             "FINNHUB_WS_URL": f"ws://127.0.0.1:{self.feed_port}",
@@ -71,7 +73,8 @@ class Rig:
             "COLLECTOR_BACKOFF_MAX_S": "2",
             "COLLECTOR_STALL_TIMEOUT_S": "5",
             "SINK_RETRY_TIMEOUT": "90s",
-            "BATCH_STALL_TIMEOUT": "150s",
+            # A restarted job catches up in bounded batches, not one giant one.
+            "MAX_OFFSETS_PER_TRIGGER": "20000",
             "SPARK_DRIVER_MEMORY": "1g",
             "LOG_LEVEL": "WARNING",
         }
@@ -161,9 +164,11 @@ class Rig:
         return [Gap(_epoch_ms(r.gap_start), _epoch_ms(r.gap_end), tuple(r.symbols or ()))
                 for r in rows.itertuples()] if not rows.empty else []
 
-    def drain(self, timeout_s: float = 300, quiet_s: float = 45) -> None:
-        """Wait until every trade this segment sent is accounted for, or nothing new has been
-        stored for ``quiet_s`` (a restarted Spark job's first batch can take a while)."""
+    def drain(self, timeout_s: float = 900) -> None:
+        """Wait until every trade this segment sent is accounted for, or the stream processor
+        has committed every record of the topic and nothing new is stored for 10 s. (Waiting
+        on Spark's own commits, not on a quiet period: a restarted job's first batch can take
+        minutes on a loaded machine.)"""
         last, since = -1, time.monotonic()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -172,9 +177,30 @@ class Rig:
             count = self.stored_count()
             if count != last:
                 last, since = count, time.monotonic()
-            elif time.monotonic() - since > quiet_s:
+            elif time.monotonic() - since > 10 and self.job_caught_up():
                 return
             time.sleep(3)
+
+    def job_caught_up(self) -> bool:
+        """Every query's last committed batch ends at the topic's end offsets."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.stack.kafka.bootstrap_servers)
+        try:
+            partitions = [TopicPartition(self.topic, p)
+                          for p in consumer.partitions_for_topic(self.topic) or ()]
+            end = {str(tp.partition): n for tp, n in consumer.end_offsets(partitions).items()}
+        finally:
+            consumer.close()
+        for query in (self.checkpoints / "trades_raw", self.checkpoints / "bars_5s"):
+            commits = [int(n.name) for n in (query / "commits").glob("[0-9]*")]
+            if not commits:
+                return False
+            offsets = json.loads(
+                (query / "offsets" / str(max(commits))).read_text().splitlines()[-1])
+            if any(offsets[self.topic].get(p, 0) < n for p, n in end.items()):
+                return False
+        return True
 
     def outcome(self, fault: str, recover_s: float | None, note: str = "",
                 bars: bool = True) -> Outcome:

@@ -9,6 +9,7 @@ stack's Kafka and Cassandra. Writes ``docs/reliability.md``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -29,11 +30,14 @@ HOSTILE_FRAMES = 10_000
 
 
 @pytest.fixture(scope="module")
-def rig(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def rig(stack: Stack) -> Iterator[Rig]:
     keyspace = f"reliability_{os.urandom(4).hex()}"
     run_infra("migrate", "--keyspace", keyspace)
     cassandra = CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": keyspace})
-    rig = Rig(stack, cassandra, tmp_path_factory.mktemp("reliability"))
+    # Under the stack's STATE_DIR, so the steps' logs outlive the session; the last run only.
+    home = stack.state_dir / "reliability"
+    shutil.rmtree(home, ignore_errors=True)
+    rig = Rig(stack, cassandra, home)
     rig.start()
     try:
         yield rig
