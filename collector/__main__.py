@@ -142,6 +142,8 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
         linger_ms=config.linger_ms,
         batch_bytes=config.batch_bytes,
         compression=config.compression,
+        buffer_records=config.kafka_buffer_records,
+        buffer_bytes=config.kafka_buffer_bytes,
         metrics=metrics,
     )
     gaps: GapSink = (
@@ -166,13 +168,15 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
         progress_interval_s=config.progress_interval_s,
         limit_bytes=config.max_frame_bytes,
         heartbeat=heartbeat,
+        gaps=gaps,
+        collector_id=config.collector_id,
     )
     connection = FinnhubConnection(
         config,
         handler,
         gaps=gaps,
         metrics=metrics,
-        on_idle=handler.tick,
+        on_idle=handler.idle,
         on_oversized=handler.reject_oversized,
     )
     _install_signal_handlers(connection)
@@ -203,6 +207,7 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
         )
     finally:
         try:
+            handler.finish()  # frames dropped while the Kafka buffer was full: their gap row
             sink.close(config.flush_timeout_s)
             if heartbeat is not None:  # everything is in Kafka: the next run's gap starts now
                 heartbeat.stopped_cleanly(time.time_ns() // 1_000_000)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from collector.delivery import DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_RECORDS
 from collector.exceptions import ConfigError
 from collector.heartbeat import heartbeat_path
 from schemas.contracts import topic_specs
@@ -160,6 +161,10 @@ class CollectorConfig:
     :param backoff_max_s: ...up to this cap, with jitter.
     :param kafka_client: the Kafka client library the sink uses (``COLLECTOR_KAFKA_CLIENT``):
         ``kafka-python`` (default) or ``confluent`` (confluent-kafka, librdkafka; faster).
+    :param kafka_buffer_records: at most this many records wait for Kafka's acknowledgement
+        (``COLLECTOR_KAFKA_BUFFER_RECORDS``, default 100,000); frames read beyond it, or beyond
+        ``kafka_buffer_bytes`` (``COLLECTOR_KAFKA_BUFFER_BYTES``, default 64 MiB), are not
+        captured and become a ``kafka_buffer_full`` gap row.
     :raises ConfigError: a value is out of range; the message names it.
 
     >>> c = CollectorConfig.from_env({"FINNHUB_WS_URL": "ws://127.0.0.1:8765", "SYMBOLS": "A,B"})
@@ -185,6 +190,8 @@ class CollectorConfig:
     batch_bytes: int = 262_144
     compression: Compression = "gzip"
     kafka_client: KafkaClient = "kafka-python"
+    kafka_buffer_records: int = DEFAULT_BUFFER_RECORDS
+    kafka_buffer_bytes: int = DEFAULT_BUFFER_BYTES
     flush_timeout_s: float = 30.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
@@ -218,6 +225,10 @@ class CollectorConfig:
             )
         if self.stall_timeout_s <= 0:
             raise ConfigError(f"stall_timeout_s={self.stall_timeout_s:g} must be > 0")
+        if self.kafka_buffer_records < 1:
+            raise ConfigError(f"kafka_buffer_records={self.kafka_buffer_records} must be >= 1")
+        if self.kafka_buffer_bytes < 1024:
+            raise ConfigError(f"kafka_buffer_bytes={self.kafka_buffer_bytes} must be >= 1024")
         if self.max_frame_bytes < 1024:
             raise ConfigError(f"max_frame_bytes={self.max_frame_bytes} must be >= 1024")
         if not 0 <= self.metrics_port < 65536:
@@ -293,6 +304,12 @@ class CollectorConfig:
             batch_bytes=int_setting(env, "COLLECTOR_BATCH_BYTES", 262_144, minimum=1024),
             compression=compression,  # type: ignore[arg-type]
             kafka_client=kafka_client,  # type: ignore[arg-type]
+            kafka_buffer_records=int_setting(
+                env, "COLLECTOR_KAFKA_BUFFER_RECORDS", DEFAULT_BUFFER_RECORDS, minimum=1
+            ),
+            kafka_buffer_bytes=int_setting(
+                env, "COLLECTOR_KAFKA_BUFFER_BYTES", DEFAULT_BUFFER_BYTES, minimum=1024
+            ),
             flush_timeout_s=number_setting(env, "COLLECTOR_FLUSH_TIMEOUT_S", 30.0, minimum=0.1),
             metrics_host=env_value(env, "COLLECTOR_METRICS_HOST") or "127.0.0.1",
             metrics_port=int_setting(env, "COLLECTOR_METRICS_PORT", 9108, minimum=0),

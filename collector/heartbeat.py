@@ -8,7 +8,8 @@ previous run's last safe frame to the new run's first subscribe becomes one ``re
 "Last safe frame" is the newest frame received as of the *previous* beat, one interval back: a
 trade read just before a ``kill -9`` may still have sat in the producer's buffer, and the
 producer acknowledges within milliseconds when Kafka is up, so everything older than one beat
-is in Kafka, and the gap starts early enough to cover what was not. A clean stop writes the
+is in Kafka, and the gap starts early enough to cover what was not. While Kafka is away it is
+earlier still: just before the oldest frame Kafka has not acknowledged. A clean stop writes the
 final frame time after Kafka acknowledged everything.
 
 The file is replaced atomically (write, then rename), so a kill mid-write leaves the old beat.
@@ -86,9 +87,13 @@ class Heartbeat:
             logger.warning("heartbeat %s unreadable (%s): no restart gap recorded", self.path, exc)
             return None
 
-    def beat(self, newest_frame_ms: int) -> None:
+    def beat(self, newest_frame_ms: int, *, unacknowledged_ms: int | None = None) -> None:
         """Note the newest frame; write the file when ``interval_s`` has passed (cheap to call
-        often)."""
+        often).
+
+        :param unacknowledged_ms: arrival time of the oldest frame Kafka has not acknowledged
+            yet (during an outage, long ago): the safe point stays before it.
+        """
         now = time.monotonic()
         if now < self._next:
             return
@@ -98,6 +103,8 @@ class Heartbeat:
         previous = self._newest_at_write
         safe = previous if previous is not None else newest_frame_ms - int(self.interval_s * 1000)
         self._newest_at_write = newest_frame_ms
+        if unacknowledged_ms is not None:
+            safe = min(safe, unacknowledged_ms - 1)
         self._write(safe, clean=False)
 
     def stopped_cleanly(self, newest_frame_ms: int) -> None:

@@ -63,6 +63,29 @@ class CollectorMetrics:
         self.delivery_failures = Counter(
             "collector_delivery_failures", "Records Kafka did not acknowledge", registry=r
         )
+        self.buffered_records = Gauge(
+            "collector_kafka_buffered_records",
+            "Records handed to the Kafka producer and not acknowledged yet (bounded by "
+            "COLLECTOR_KAFKA_BUFFER_RECORDS)",
+            registry=r,
+        )
+        self.buffered_bytes = Gauge(
+            "collector_kafka_buffered_bytes",
+            "Keys and values of those records, in bytes (bounded by COLLECTOR_KAFKA_BUFFER_BYTES)",
+            registry=r,
+        )
+        self.outage_seconds = Gauge(
+            "collector_kafka_outage_seconds",
+            "Seconds Kafka has acknowledged nothing while records wait (0: none wait)",
+            registry=r,
+        )
+        self.dropped = Counter(
+            "collector_kafka_dropped_records",
+            "Records of frames read while the Kafka buffer was full, not captured (each run of "
+            "them is a kafka_buffer_full gap row), by kind",
+            ["kind"],
+            registry=r,
+        )
         self.connected = Gauge(
             "collector_connected", "1 while subscribed to the websocket, else 0", registry=r
         )

@@ -183,6 +183,7 @@ GapReason = Literal[
     "server_closed",
     "frame_too_large",
     "kafka_unavailable",
+    "kafka_buffer_full",
     "restart",
 ]
 
@@ -197,8 +198,11 @@ class Gap:
         ``connect_failed`` (the first connection never came up), ``frame_too_large`` (the
         server sent a frame above ``COLLECTOR_MAX_FRAME_BYTES``; the rest of that connection's
         stream cannot be read without it, so it is dropped), ``kafka_unavailable`` (Kafka could
-        not be reached at start: the websocket is opened only once it can), ``restart`` (from
-        the previous run's last safe heartbeat to this run's first subscribe). A collector
+        not be reached at start: the websocket is opened only once it can),
+        ``kafka_buffer_full`` (frames read while the records Kafka had not acknowledged filled
+        the bound: from the first such frame's arrival to the last one's; ``detail`` counts
+        their trades per symbol and dead letters), ``restart`` (from the previous run's last
+        safe heartbeat to this run's first subscribe). A collector
         stopped while disconnected records the gap up to the stop, with the cause of the
         disconnect.
     """

@@ -1,9 +1,11 @@
 """The Kafka sink: trades (Avro, key = symbol) and dead letters (JSON) with kafka-python.
 
 Delivery guarantees: ``acks=all`` and the idempotent producer (no duplicates from retries, order
-kept per partition), retries until ``delivery_timeout_ms``. Every record carries an errback, so a
-record Kafka finally refuses is counted, logged and turned into :class:`DeliveryError` at the
-next :meth:`KafkaSink.raise_if_failed` or :meth:`KafkaSink.flush`; nothing fails silently.
+kept per partition), retries until Kafka acknowledges (no delivery deadline by default: an
+outage is waited out, its memory bounded by the :class:`~collector.delivery.DeliveryBacklog`).
+Every record carries an errback, so a record Kafka refuses is counted, logged and turned into
+:class:`DeliveryError` at the next :meth:`KafkaSink.raise_if_failed` or :meth:`KafkaSink.flush`;
+nothing fails silently.
 ``collector.producer_confluent.ConfluentKafkaSink`` is the same sink on librdkafka; the pieces
 both share live in :mod:`collector.delivery`.
 """
@@ -18,7 +20,17 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from collector.delivery import DeliveryLedger, partition_for
+from collector.delivery import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_RECORDS,
+    NO_DELIVERY_DEADLINE_MS,
+    RECONNECT_BACKOFF_MAX_MS,
+    DeliveryBacklog,
+    DeliveryLedger,
+    PendingFrame,
+    estimated_size,
+    partition_for,
+)
 from collector.exceptions import DeliveryError, SinkSetupError
 from collector.metrics import CollectorMetrics
 from collector.models import DeadLetter, Trade
@@ -36,8 +48,11 @@ class KafkaSink:
     :param linger_ms: how long the producer waits to fill a batch (default 20 ms).
     :param batch_bytes: maximum batch size per partition (default 256 KiB).
     :param compression: ``gzip`` (default), ``none``, or a codec whose library is installed.
-    :param delivery_timeout_s: how long a record may be retried before it counts as failed.
-    :param metrics: where delivery failures and produce latency are recorded.
+    :param delivery_timeout_s: how long a record may be retried before it counts as failed;
+        None (default): until Kafka acknowledges it.
+    :param buffer_records: bound on records Kafka has not acknowledged (default 100,000)...
+    :param buffer_bytes: ...and on their bytes (default 64 MiB): see :attr:`backlog`.
+    :param metrics: where delivery failures, produce latency and the backlog are recorded.
     :raises SinkSetupError: from :meth:`setup`, when brokers or topics cannot be reached.
 
     Example (needs a broker)::
@@ -60,8 +75,10 @@ class KafkaSink:
         linger_ms: int = 20,
         batch_bytes: int = 262_144,
         compression: str = "gzip",
-        delivery_timeout_s: float = 120.0,
+        delivery_timeout_s: float | None = None,
         setup_timeout_s: float = 15.0,
+        buffer_records: int = DEFAULT_BUFFER_RECORDS,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         metrics: CollectorMetrics | None = None,
         producer_factory: Callable[..., Any] = KafkaProducer,
     ) -> None:
@@ -69,6 +86,14 @@ class KafkaSink:
         self.trades_topic = trades_topic
         self.dlq_topic = dlq_topic
         self.metrics = metrics or CollectorMetrics()
+        self.backlog = DeliveryBacklog(
+            max_records=buffer_records, max_bytes=buffer_bytes, metrics=self.metrics
+        )
+        delivery_timeout_ms = (
+            NO_DELIVERY_DEADLINE_MS
+            if delivery_timeout_s is None
+            else int(delivery_timeout_s * 1000)
+        )
         self._producer_config: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers.split(","),
             "client_id": "collector",
@@ -78,9 +103,11 @@ class KafkaSink:
             "linger_ms": linger_ms,
             "batch_size": batch_bytes,
             "compression_type": None if compression == "none" else compression,
-            "delivery_timeout_ms": int(delivery_timeout_s * 1000),
-            "request_timeout_ms": min(30_000, int(delivery_timeout_s * 1000)),
+            "delivery_timeout_ms": delivery_timeout_ms,
+            "request_timeout_ms": min(30_000, delivery_timeout_ms),
             "max_block_ms": int(setup_timeout_s * 1000),
+            # Default 30 s: after an outage the buffer would fill that long after Kafka is back.
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
             "allow_auto_create_topics": True,
         }
         self._factory = producer_factory
@@ -162,6 +189,9 @@ class KafkaSink:
         """:raises DeliveryError: when any record was refused by Kafka so far."""
         self._ledger.raise_if_failed()
 
+    def poll(self) -> None:
+        """Nothing to do: kafka-python's sender thread runs the callbacks."""
+
     # -- sending -------------------------------------------------------------------------------
     def _key(self, symbol: str) -> tuple[bytes, int]:
         cached = self._keys.get(symbol)
@@ -170,27 +200,40 @@ class KafkaSink:
             cached = self._keys[symbol] = (key, partition_for(key, self._partitions))
         return cached
 
-    def _on_error(self, topic: str, exc: BaseException) -> None:
+    def _on_error(self, topic: str, settle: Callable[[], None], exc: BaseException) -> None:
+        settle()
         self._ledger.record_failure(topic, exc)
 
-    def send_trades(self, trades: Sequence[Trade], values: Sequence[bytes]) -> None:
+    def send_trades(
+        self,
+        trades: Sequence[Trade],
+        values: Sequence[bytes],
+        pending: PendingFrame | None = None,
+    ) -> None:
         """Hand one frame's trades (and their encoded values) to the producer, key = symbol.
 
-        :raises DeliveryError: the producer refused a record (e.g. its buffer stayed full for
-            ``setup_timeout_s``).
+        :param pending: the frame's place in :attr:`backlog` (from ``backlog.admit``); each
+            record settles it when Kafka answers. None: the trades are tracked on their own.
+        :raises DeliveryError: the producer refused a record.
         """
         if self._producer is None:
             raise DeliveryError("kafka sink is not set up (call setup() first)")
+        if pending is None:
+            pending = self.backlog.track(
+                len(values), sum(map(len, values)), received_ms=time.time_ns() // 1_000_000
+            )
         send = self._producer.send
         topic = self.trades_topic
         key_of = self._key
         on_error = self._on_error
+        settle = pending.done
         future: Any = None
         try:
             for trade, value in zip(trades, values, strict=True):
                 key, partition = key_of(trade.symbol)
                 future = send(topic, value=value, key=key, partition=partition)
-                future.add_errback(on_error, topic)
+                future.add_callback(settle)
+                future.add_errback(on_error, topic, settle)
         except KafkaError as exc:
             raise DeliveryError(f"kafka {topic}: send failed: {exc}") from exc
         self.sent += len(values)
@@ -200,16 +243,26 @@ class KafkaSink:
                 lambda _meta: self.metrics.produce_latency.observe(time.perf_counter() - started)
             )
 
-    def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        """Produce dead letters as JSON to the DLQ topic, key = symbol when known."""
+    def send_dead_letters(
+        self, letters: Sequence[DeadLetter], pending: PendingFrame | None = None
+    ) -> None:
+        """Produce dead letters as JSON to the DLQ topic, key = symbol when known.
+
+        :param pending: as for :meth:`send_trades`.
+        """
         if self._producer is None:
             raise DeliveryError("kafka sink is not set up (call setup() first)")
+        if pending is None:
+            pending = self.backlog.track(
+                len(letters), estimated_size(letters), received_ms=time.time_ns() // 1_000_000
+            )
         topic = self.dlq_topic
         try:
             for letter in letters:
                 key = letter.symbol.encode("utf-8") if letter.symbol else None
                 future = self._producer.send(topic, value=letter.to_json(), key=key)
-                future.add_errback(self._on_error, topic)
+                future.add_callback(pending.done)
+                future.add_errback(self._on_error, topic, pending.done)
         except KafkaError as exc:
             raise DeliveryError(f"kafka {topic}: send failed: {exc}") from exc
         self.dead_letters_sent += len(letters)

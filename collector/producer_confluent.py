@@ -2,18 +2,21 @@
 :class:`collector.producer.KafkaSink`, at roughly twice its throughput per core.
 
 Chosen with ``COLLECTOR_KAFKA_CLIENT=confluent``. Delivery guarantees: ``acks=all`` and the
-idempotent producer, retries until ``delivery.timeout.ms``. Keys go through librdkafka's
-``murmur2_random`` partitioner, which picks the same partition as Java's and kafka-python's
-(:func:`collector.delivery.partition_for`), so switching clients keeps every symbol on its
-partition. Every record carries a delivery callback: a record Kafka finally refuses is counted,
-logged and turned into :class:`DeliveryError` at the next :meth:`~ConfluentKafkaSink.flush` or
-:meth:`~ConfluentKafkaSink.raise_if_failed`. librdkafka runs those callbacks only inside
-``poll()``/``flush()``, so the sink polls after every frame it hands over. A full producer queue
-is waited out (polling), never dropped.
+idempotent producer, retries until Kafka acknowledges (no delivery deadline by default; the
+memory of an outage is bounded by the shared :class:`~collector.delivery.DeliveryBacklog`).
+Keys go through librdkafka's ``murmur2_random`` partitioner, which picks the same partition
+as Java's and kafka-python's (:func:`collector.delivery.partition_for`), so switching clients
+keeps every symbol on its partition. Every record carries a delivery callback: a record Kafka
+refuses is counted, logged and turned into :class:`DeliveryError` at the next
+:meth:`~ConfluentKafkaSink.flush` or :meth:`~ConfluentKafkaSink.raise_if_failed`. librdkafka
+runs those callbacks only inside ``poll()``/``flush()``, so the sink polls after every frame it
+hands over. A full producer queue is waited out (polling), never dropped; the queue is sized
+above the backlog's bound, so it fills only if the bound is exceeded.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +24,15 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from collector.delivery import DeliveryLedger
+from collector.delivery import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_RECORDS,
+    RECONNECT_BACKOFF_MAX_MS,
+    DeliveryBacklog,
+    DeliveryLedger,
+    PendingFrame,
+    estimated_size,
+)
 from collector.exceptions import DeliveryError, SinkSetupError
 from collector.metrics import CollectorMetrics
 from collector.models import DeadLetter, Trade
@@ -52,10 +63,13 @@ class ConfluentKafkaSink:
     :param linger_ms: how long the producer waits to fill a batch (default 20 ms).
     :param batch_bytes: maximum batch size per partition (default 256 KiB).
     :param compression: ``gzip`` (default), ``none``, ``snappy``, ``lz4`` or ``zstd``.
-    :param delivery_timeout_s: how long a record may be retried before it counts as failed.
+    :param delivery_timeout_s: how long a record may be retried before it counts as failed;
+        None (default): until Kafka acknowledges it.
     :param setup_timeout_s: how long :meth:`setup` waits for metadata, and how long a send waits
         for room in a full producer queue before raising (default 15 s).
-    :param metrics: where delivery failures and produce latency are recorded.
+    :param buffer_records: bound on records Kafka has not acknowledged (default 100,000)...
+    :param buffer_bytes: ...and on their bytes (default 64 MiB): see :attr:`backlog`.
+    :param metrics: where delivery failures, produce latency and the backlog are recorded.
     :param producer_factory: builds the producer from a librdkafka config dict (tests pass fakes).
     :raises SinkSetupError: from :meth:`setup`, when brokers or topics cannot be reached.
 
@@ -82,8 +96,10 @@ class ConfluentKafkaSink:
         linger_ms: int = 20,
         batch_bytes: int = 262_144,
         compression: str = "gzip",
-        delivery_timeout_s: float = 120.0,
+        delivery_timeout_s: float | None = None,
         setup_timeout_s: float = 15.0,
+        buffer_records: int = DEFAULT_BUFFER_RECORDS,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         metrics: CollectorMetrics | None = None,
         producer_factory: Callable[[dict[str, Any]], Any] = Producer,
     ) -> None:
@@ -91,8 +107,12 @@ class ConfluentKafkaSink:
         self.trades_topic = trades_topic
         self.dlq_topic = dlq_topic
         self.metrics = metrics or CollectorMetrics()
+        self.backlog = DeliveryBacklog(
+            max_records=buffer_records, max_bytes=buffer_bytes, metrics=self.metrics
+        )
         self._setup_timeout_s = setup_timeout_s
-        delivery_timeout_ms = int(delivery_timeout_s * 1000)
+        # librdkafka: 0 = no deadline
+        delivery_timeout_ms = 0 if delivery_timeout_s is None else int(delivery_timeout_s * 1000)
         self._producer_config: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
             "client.id": "collector",
@@ -103,10 +123,16 @@ class ConfluentKafkaSink:
             "batch.size": batch_bytes,
             "compression.type": compression,
             "delivery.timeout.ms": delivery_timeout_ms,
-            "request.timeout.ms": min(30_000, delivery_timeout_ms),
+            "request.timeout.ms": min(30_000, delivery_timeout_ms or 30_000),
+            # Room for the backlog's bound twice over (it may overshoot by one frame), so the
+            # backlog, not a full queue, decides what happens during an outage.
+            "queue.buffering.max.messages": min(2**31 - 1, 2 * buffer_records + 100_000),
+            "queue.buffering.max.kbytes": min(2**31 - 1, 2 * buffer_bytes // 1024 + 65_536),
             # librdkafka's default (consistent_random, CRC32) would move symbols to other
             # partitions than kafka-python and Java put them on.
             "partitioner": "murmur2_random",
+            # Default 10 s: after an outage the buffer would fill that long after Kafka is back.
+            "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
             "allow.auto.create.topics": True,
             "error_cb": self._on_client_error,
             "logger": logging.getLogger(f"{__name__}.librdkafka"),
@@ -230,12 +256,24 @@ class ConfluentKafkaSink:
         """:raises DeliveryError: when any record was refused by Kafka so far."""
         self._ledger.raise_if_failed()
 
+    def poll(self) -> None:
+        """Serve delivery reports now (librdkafka runs callbacks only in ``poll``/``flush``): while
+        no frame comes, the backlog still learns what Kafka acknowledged."""
+        if self._producer is not None:
+            self._producer.poll(0)
+
     # -- callbacks (run inside poll()/flush(), on the calling thread) ---------------------------
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+    def _on_delivery(
+        self, settle: Callable[[], None], error: KafkaError | None, message: Message
+    ) -> None:
+        settle()
         if error is not None:
             self._ledger.record_failure(message.topic() or "?", _describe(error))
 
-    def _on_delivery_timed(self, error: KafkaError | None, message: Message) -> None:
+    def _on_delivery_timed(
+        self, settle: Callable[[], None], error: KafkaError | None, message: Message
+    ) -> None:
+        settle()
         if error is not None:
             self._ledger.record_failure(message.topic() or "?", _describe(error))
             return
@@ -293,11 +331,18 @@ class ConfluentKafkaSink:
                         f"{self._setup_timeout_s:g} s ({len(producer)} records waiting)"
                     ) from None
 
-    def send_trades(self, trades: Sequence[Trade], values: Sequence[bytes]) -> None:
+    def send_trades(
+        self,
+        trades: Sequence[Trade],
+        values: Sequence[bytes],
+        pending: PendingFrame | None = None,
+    ) -> None:
         """Hand one frame's trades (and their encoded values) to the producer, key = symbol.
 
         The last record of the frame feeds ``collector_produce_latency_seconds``.
 
+        :param pending: the frame's place in :attr:`backlog` (from ``backlog.admit``); each
+            record settles it when Kafka answers. None: the trades are tracked on their own.
         :raises DeliveryError: the producer refused a record (e.g. its queue stayed full for
             ``setup_timeout_s``).
         """
@@ -308,15 +353,23 @@ class ConfluentKafkaSink:
             raise ValueError(f"{len(trades)} trades but {len(values)} values")
         if not values:
             return
+        if pending is None:
+            pending = self.backlog.track(
+                len(values), sum(map(len, values)), received_ms=time.time_ns() // 1_000_000
+            )
         produce = producer.produce
         topic = self.trades_topic
         keys = self._keys
-        on_delivery = self._on_delivery
+        on_delivery = functools.partial(self._on_delivery, pending.done)
         last = len(values) - 1
         try:
             for i, (trade, value) in enumerate(zip(trades, values, strict=True)):
                 key = keys.get(trade.symbol) or self._key(trade.symbol)
-                callback = on_delivery if i != last else self._on_delivery_timed
+                callback = (
+                    on_delivery
+                    if i != last
+                    else functools.partial(self._on_delivery_timed, pending.done)
+                )
                 try:
                     produce(topic, value, key, on_delivery=callback)
                 except BufferError:
@@ -326,20 +379,30 @@ class ConfluentKafkaSink:
         self.sent += len(values)
         producer.poll(0)
 
-    def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        """Produce dead letters as JSON to the DLQ topic, key = symbol when known."""
+    def send_dead_letters(
+        self, letters: Sequence[DeadLetter], pending: PendingFrame | None = None
+    ) -> None:
+        """Produce dead letters as JSON to the DLQ topic, key = symbol when known.
+
+        :param pending: as for :meth:`send_trades`.
+        """
         producer = self._producer
         if producer is None:
             raise DeliveryError("kafka sink is not set up (call setup() first)")
+        if pending is None:
+            pending = self.backlog.track(
+                len(letters), estimated_size(letters), received_ms=time.time_ns() // 1_000_000
+            )
         topic = self.dlq_topic
+        on_delivery = functools.partial(self._on_delivery, pending.done)
         try:
             for letter in letters:
                 key = letter.symbol.encode("utf-8") if letter.symbol else None
                 value = letter.to_json()
                 try:
-                    producer.produce(topic, value, key, on_delivery=self._on_delivery)
+                    producer.produce(topic, value, key, on_delivery=on_delivery)
                 except BufferError:
-                    self._produce_when_room(topic, value, key, self._on_delivery)
+                    self._produce_when_room(topic, value, key, on_delivery)
         except KafkaException as exc:
             raise DeliveryError(f"kafka {topic}: send failed: {exc}") from exc
         self.dead_letters_sent += len(letters)

@@ -21,6 +21,7 @@ import pytest
 
 from collector.config import CollectorConfig
 from collector.connection import FinnhubConnection
+from collector.delivery import DeliveryBacklog, PendingFrame
 from collector.encoding import TradeEncoder
 from collector.finnhub import FrameParser
 from collector.metrics import CollectorMetrics
@@ -45,12 +46,14 @@ def good(**override: Any) -> dict[str, Any]:
 
 class RecordingSink:
     """A sink that does what Kafka's client does to every record: encode the key, and refuse a
-    record larger than the topic's limit."""
+    record larger than the topic's limit; Kafka acknowledges at once."""
 
     trades_topic = "trades"
     dlq_topic = "trades.dlq"
+    bootstrap_servers = "127.0.0.1:9092"
 
     def __init__(self) -> None:
+        self.backlog = DeliveryBacklog(metrics=CollectorMetrics())
         self.values: list[bytes] = []
         self.letters: list[dict[str, Any]] = []
         self.sent = 0
@@ -61,18 +64,29 @@ class RecordingSink:
         size = len(value) + len(key or b"")
         assert size <= DLQ_RECORD_LIMIT_BYTES, f"a {size}-byte record exceeds the topic limit"
 
-    def send_trades(self, trades: Sequence[Trade], values: Sequence[bytes]) -> None:
+    def send_trades(
+        self, trades: Sequence[Trade], values: Sequence[bytes], pending: PendingFrame | None = None
+    ) -> None:
         for trade, value in zip(trades, values, strict=True):
             self._record(trade.symbol.encode("utf-8"), value)
+            if pending is not None:
+                pending.done()
         self.values += values
         self.sent += len(values)
 
-    def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+    def send_dead_letters(
+        self, letters: Sequence[DeadLetter], pending: PendingFrame | None = None
+    ) -> None:
         for letter in letters:
             value = letter.to_json()
             self._record(letter.symbol.encode("utf-8") if letter.symbol else None, value)
             self.letters.append(json.loads(value))
+            if pending is not None:
+                pending.done()
         self.dead_letters_sent += len(letters)
+
+    def poll(self) -> None:
+        return None
 
     def raise_if_failed(self) -> None:
         return None
