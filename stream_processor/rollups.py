@@ -5,7 +5,7 @@ A 1-minute bar is a pure function of the 5-second bars inside its minute, and a 
 summed volume and trade count, and VWAP = sum(vwap_i * volume_i) / sum(volume_i), which equals
 sum(price * volume) / sum(volume) over the trades. Windows of one size never overlap, so the
 earliest trade of a minute is the first trade of its earliest 5-second bar (ties inside a bar
-were already broken by trade id).
+were already broken by arrival, the Kafka offset).
 
 After each micro-batch of 5-second bars, :class:`CassandraRollups` recomputes every minute and
 hour that batch touched from what is in Cassandra. Recomputing instead of adding makes a replayed

@@ -9,14 +9,16 @@ BAR_MS = {"5s": 5_000, "1m": 60_000, "1h": 3_600_000}
 
 
 def expected_bars(trades: pd.DataFrame, bar: str, dropped: pd.Series | None = None) -> pd.DataFrame:
-    """Bars from trades with columns symbol, trade_ts (epoch ms), trade_id, price, volume.
+    """Bars from trades with columns symbol, trade_ts (epoch ms), trade_id, price, volume, in
+    the order they were produced to Kafka: open and close of trades in the same millisecond
+    follow that order.
 
     :param dropped: boolean mask of trades the watermark keeps out of this bar size.
     """
     size = BAR_MS[bar]
     df = trades if dropped is None else trades[~dropped]
     df = df.assign(window_start=(df["trade_ts"] // size) * size)
-    df = df.sort_values(["symbol", "window_start", "trade_ts", "trade_id"], kind="mergesort")
+    df = df.sort_values(["symbol", "window_start", "trade_ts"], kind="mergesort")  # stable
     df = df.assign(pv=df["price"] * df["volume"])
     g = df.groupby(["symbol", "window_start"], sort=True)
     out = g.agg(

@@ -53,7 +53,8 @@ def _phase1() -> list[dict[str, Any]]:
     a, b, q = "TEST:AAA", "TEST:BBB", "TEST:QQQ"
     return [
         make_trade(q, T0 + 500, 7.0, 1.0),  # then QQQ goes quiet
-        # three trades in one millisecond: open/close decided by trade id
+        # three trades in one millisecond, sent in the exchange's order (not their ids' order):
+        # the bar opens at the first one sent
         make_trade(a, T0 + 100, 10.0, 1.0, 0),
         make_trade(a, T0 + 100, 10.5, 2.0, 1),
         make_trade(a, T0 + 100, 9.5, 0.5, 2),

@@ -122,7 +122,8 @@ def test_open_and_close_come_from_the_earliest_and_latest_part_in_any_order() ->
     )
     parts = _bars(expected_bars(trades, "5s"))
     bar = rollup(list(reversed(parts)), _dt(T0), MINUTE)
-    assert (bar.open, bar.close, bar.high, bar.low) == (11.0, 13.0, 13.0, 10.0)
+    # the two trades at T0 + 100 arrived as listed: the one with the larger id first
+    assert (bar.open, bar.close, bar.high, bar.low) == (10.0, 13.0, 13.0, 10.0)
     assert bar.trade_count == 4 and bar.volume == 6.0
     assert bar.vwap == pytest.approx((10 * 1 + 11 * 3 + 13 * 2) / 6, rel=1e-12)
     assert (bar.first_trade_ts, bar.last_trade_ts) == (_dt(T0 + 100), _dt(T0 + 59_999))

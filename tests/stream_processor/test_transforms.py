@@ -89,7 +89,7 @@ def test_decode_round_trip_keeps_every_field(spark: Any) -> None:
     got = row.asDict()
     for ts_field in ("trade_ts", "ingest_ts"):
         got[ts_field] = int(got[ts_field].timestamp() * 1000)
-    assert got == trade
+    assert got == {**trade, "kafka_offset": 0}
 
 
 def test_future_skew_is_configurable(spark: Any) -> None:
@@ -160,12 +160,13 @@ def _bars(
     return pd.DataFrame(rows, columns=list(transforms.BAR_COLUMNS))
 
 
-def test_same_millisecond_trades_are_ordered_by_trade_id(spark: Any) -> None:
+def test_same_millisecond_trades_are_ordered_by_arrival(spark: Any) -> None:
+    """Open is the first trade of the millisecond to reach Kafka, close the last, whatever
+    their ids (here in the opposite order)."""
     trades = [make_trade("X", T0 + 100, p, 1.0, n) for n, p in enumerate([10.0, 11.0, 12.0])]
-    first = min(trades, key=lambda t: t["trade_id"])
-    last = max(trades, key=lambda t: t["trade_id"])
-    bar = _bars(spark, list(reversed(trades)), "5 seconds").iloc[0]
-    assert (bar["open"], bar["close"]) == (first["price"], last["price"])
+    arrived = sorted(trades, key=lambda t: t["trade_id"], reverse=True)
+    bar = _bars(spark, arrived, "5 seconds").iloc[0]
+    assert (bar["open"], bar["close"]) == (arrived[0]["price"], arrived[-1]["price"])
     assert bar["trade_count"] == 3
 
 
