@@ -165,19 +165,21 @@ class Rig:
                 for r in rows.itertuples()] if not rows.empty else []
 
     def drain(self, timeout_s: float = 900) -> None:
-        """Wait until every trade this segment sent is accounted for, or the stream processor
-        has committed every record of the topic and nothing new is stored for 10 s. (Waiting
-        on Spark's own commits, not on a quiet period: a restarted job's first batch can take
-        minutes on a loaded machine.)"""
+        """Wait until both queries of the stream processor have committed every record of the
+        topic and either every trade this segment sent is accounted for or nothing new was
+        stored for 10 s. (Spark's own commits, not a quiet period: a restarted job's first
+        batch can take minutes on a loaded machine, and the bars query runs behind the raw
+        one.)"""
         last, since = -1, time.monotonic()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.outcome("drain", None, bars=False).lost == 0:
-                return
             count = self.stored_count()
             if count != last:
                 last, since = count, time.monotonic()
-            elif time.monotonic() - since > 10 and self.job_caught_up():
+            if self.job_caught_up() and (
+                time.monotonic() - since > 10
+                or self.outcome("drain", None, bars=False).lost == 0
+            ):
                 return
             time.sleep(3)
 
@@ -216,12 +218,12 @@ class Rig:
 
     def bars_match(self) -> bool:
         trades = read_table(self.cassandra, "trades")
-        if trades.empty:
+        bars = read_table(self.cassandra, "trades_agg_5s")
+        if trades.empty or bars.empty:
             return False
         frame = trades.assign(trade_ts=trades["trade_ts"].map(_epoch_ms))
         try:
-            assert_bars_equal(read_table(self.cassandra, "trades_agg_5s"),
-                              expected_bars(frame, "5s"))
+            assert_bars_equal(bars, expected_bars(frame, "5s"))
         except AssertionError:
             return False
         return True
