@@ -40,7 +40,7 @@ def test_a_step_without_a_command_cannot_start(tmp_path: Path) -> None:
         step.launch()
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
+def wait_for(condition: Callable[[], object], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -85,7 +85,8 @@ def test_a_step_that_keeps_failing_ends_fatal_and_down_forgets_it(tmp_path: Path
     feed.policy = ProgramPolicy(startsecs=1, startretries=1)
     try:
         feed.start()
-        wait_for(lambda: (program := feed.program()) is not None and program.state == "FATAL")
+        wait_for(lambda: (program := feed.program()) is not None and program.state == "FATAL",
+                 timeout=120)
         status = infra_cli("status", env=env)
         assert re.search(r"^feed\s+-\s+FATAL\s+exited, see .*output\.log$", status.stdout,
                          re.M), status.stdout
