@@ -221,7 +221,9 @@ class FeedServer:
                 else:
                     await self._send(c, payload)
             if self._sent_log is not None:
-                self._sent_log.write(json.dumps(sent, separators=(",", ":")) + "\n")
+                # sent_ms: when the frame left (the feed's clock pauses, so it can differ from t).
+                logged = {**sent, "sent_ms": int(time.time() * 1000)}
+                self._sent_log.write(json.dumps(logged, separators=(",", ":")) + "\n")
             await self._after_trade_frame(clients)
 
     async def _send(self, client: _Client, frame: dict[str, Any] | str | bytes) -> None:

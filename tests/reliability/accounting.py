@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,14 +21,22 @@ def key_of(symbol: str, ts_ms: int, price: float, volume: float,
 def sent_keys(sent_log_lines: Iterable[str]) -> list[TradeKey]:
     """Trades of the feed's sent log (one trade frame per line; a torn last line is skipped:
     the feed was stopped while writing it, and a torn frame never reached the collector whole)."""
-    keys = []
+    return [key for key, _ in sent_times(sent_log_lines)]
+
+
+def sent_times(sent_log_lines: Iterable[str]) -> list[tuple[TradeKey, int]]:
+    """Each sent trade (identical trades as often as sent) and when its frame left the feed
+    (``sent_ms``; else its trade time)."""
+    times = []
     for line in sent_log_lines:
         try:
             frame = json.loads(line)
         except ValueError:
             continue
-        keys.extend(key_of(d["s"], d["t"], d["p"], d["v"], d.get("c")) for d in frame["data"])
-    return keys
+        for d in frame["data"]:
+            key = key_of(d["s"], d["t"], d["p"], d["v"], d.get("c"))
+            times.append((key, int(frame.get("sent_ms", d["t"]))))
+    return times
 
 
 def dead_letter_keys(letters: Iterable[dict[str, Any]]) -> list[TradeKey]:
@@ -54,10 +62,11 @@ class Gap:
     end_ms: int
     symbols: tuple[str, ...]  # empty: every symbol
 
-    def covers(self, key: TradeKey, slack_ms: int) -> bool:
-        symbol, ts = key[0], key[1]
+    def covers(self, symbol: str, at_ms: int, slack_ms: int) -> bool:
+        """A gap's times are arrival times at the collector: ``at_ms`` is when the trade was
+        sent, ``slack_ms`` the time in flight."""
         return (not self.symbols or symbol in self.symbols) and (
-            self.start_ms - slack_ms <= ts <= self.end_ms + slack_ms
+            self.start_ms - slack_ms <= at_ms <= self.end_ms + slack_ms
         )
 
 
@@ -85,9 +94,11 @@ def account(
     dead_lettered: list[TradeKey],
     gaps: list[Gap],
     gap_slack_ms: int = 2_000,
+    sent_at: Mapping[TradeKey, int] | None = None,
 ) -> Outcome:
     """Each sent trade counted once: stored (duplicates counted apart), else dead-lettered,
-    else inside a gap the collector recorded, else lost.
+    else sent (``sent_at``, default its trade time) inside a gap the collector recorded, else
+    lost.
 
     >>> a = key_of("X", 1000, 1.0, 1.0, [])
     >>> b = key_of("X", 2000, 1.0, 1.0, [])
@@ -107,7 +118,8 @@ def account(
         lettered = min(missing, letters.get(key, 0))
         dead_n += lettered
         missing -= lettered
-        if missing and any(gap.covers(key, gap_slack_ms) for gap in gaps):
+        at = key[1] if sent_at is None else sent_at.get(key, key[1])
+        if missing and any(gap.covers(key[0], at, gap_slack_ms) for gap in gaps):
             in_gaps += missing
         else:
             lost += missing

@@ -28,7 +28,7 @@ from tests.reliability.accounting import (
     account,
     dead_letter_keys,
     key_of,
-    sent_keys,
+    sent_times,
 )
 from tests.stream_processor.conftest import consume_all, create_topic, read_table
 from tests.stream_processor.oracle import assert_bars_equal, expected_bars
@@ -114,8 +114,11 @@ class Rig:
         self.feed.stop()
 
     def sent(self) -> list[TradeKey]:
+        return [key for key, _ in self.sent_at()]
+
+    def sent_at(self) -> list[tuple[TradeKey, int]]:
         assert self.sent_log is not None
-        return sent_keys(self.sent_log.read_text(encoding="utf-8").splitlines())
+        return sent_times(self.sent_log.read_text(encoding="utf-8").splitlines())
 
     def trades_sent(self) -> int:
         if self.sent_log is None or not self.sent_log.exists():
@@ -207,12 +210,13 @@ class Rig:
     def outcome(self, fault: str, recover_s: float | None, note: str = "",
                 bars: bool = True) -> Outcome:
         """Accounting for this segment's trades (the feed's seed differs per segment)."""
-        sent = self.sent()
+        sent_at = self.sent_at()
+        sent = [key for key, _ in sent_at]
         stored_now = self.stored()
         segment_keys = set(sent)
         stored = [k for k in stored_now if k in segment_keys]
         letters = [k for k in dead_letter_keys(self.dead_letters()) if k in segment_keys]
-        result = account(fault, sent, stored, letters, self.gaps())
+        result = account(fault, sent, stored, letters, self.gaps(), sent_at=dict(sent_at))
         return Outcome(**{**result.as_dict(), "recover_s": recover_s,
                           "bars_match": self.bars_match() if bars else None, "note": note})
 
