@@ -80,7 +80,8 @@ class StreamSettings:
         1-h rollups), ms.
     :param watermark_ms: event-time watermark delay of the 5-s bars, ms (default 10 s).
     :param bars_dedupe: count a trade published to Kafka more than once only once in the bars
-        (costs CPU and state; its checkpoint is ``bars_5s_dedup``, since the state differs).
+        (default; its checkpoint is ``bars_5s_dedup``, since the state differs from the
+        counting-every-record bars of ``BARS_DEDUPE=off``).
     :param max_future_skew_ms: a trade whose time is more than this after its Kafka timestamp
         is rejected to the DLQ (default 2 s). It must be below ``watermark_ms``, so that no
         single trade moves the watermark past the records arriving with it (``schemas.limits``).
@@ -113,7 +114,7 @@ class StreamSettings:
     raw_trigger_ms: int = 500
     bars_trigger_ms: int = 5000
     watermark_ms: int = BARS_WATERMARK_MS
-    bars_dedupe: bool = False
+    bars_dedupe: bool = True
     max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
     limits: TradeLimits = field(default_factory=TradeLimits)
     sink_retry_ms: int = 300_000
@@ -181,7 +182,7 @@ class StreamSettings:
             raw_trigger_ms=duration_ms("RAW_TRIGGER", "500ms"),
             bars_trigger_ms=duration_ms("BARS_TRIGGER", "5s"),
             watermark_ms=duration_ms("BARS_WATERMARK", f"{BARS_WATERMARK_MS} ms"),
-            bars_dedupe=choice_setting(env, "BARS_DEDUPE", "off", ("on", "off")) == "on",
+            bars_dedupe=choice_setting(env, "BARS_DEDUPE", "on", ("on", "off")) == "on",
             max_future_skew_ms=duration_ms("TRADE_MAX_FUTURE_SKEW", f"{MAX_FUTURE_SKEW_MS} ms"),
             limits=TradeLimits.from_env(env),
             sink_retry_ms=duration_ms("SINK_RETRY_TIMEOUT", "300s"),

@@ -216,7 +216,10 @@ def ohlcv_bars(
         beyond the watermark and left out anyway.
     """
     by_time = F.struct("trade_ts", "kafka_offset", "trade_id", "price")
-    timed = trades.withWatermark("trade_ts", watermark)
+    # Only what the bars need: with de-duplication every row is shuffled by its key, and the
+    # conditions, source and ingest time would triple the bytes of that shuffle.
+    needed = trades.select("symbol", "trade_ts", "trade_id", "price", "volume", "kafka_offset")
+    timed = needed.withWatermark("trade_ts", watermark)
     if dedupe:
         key = ["symbol", "trade_ts", "trade_id"]
         # a static frame (tests, backfills) has no watermark to bound the state by

@@ -15,11 +15,11 @@ def test_defaults() -> None:
     assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
     assert s.cassandra.keyspace == "market"
     assert (s.trades_topic, s.dlq_topic) == ("trades", "trades.dlq")
-    assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s"
     assert s.queries == QUERY_NAMES
     assert (s.raw_trigger_ms, s.bars_trigger_ms, s.watermark_ms) == (500, 5000, 10_000)
     assert s.starting_offsets == "earliest" and s.fail_on_data_loss is True
-    assert s.bars_dedupe is False
+    assert s.bars_dedupe is True  # exactly-once bars by default
+    assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s_dedup"
     assert s.max_restarts == 10
     assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 9109)
 
@@ -50,9 +50,9 @@ def test_overrides() -> None:
 
 
 def test_dedupe_has_its_own_bars_checkpoint() -> None:
-    s = StreamSettings.from_env({**BASE, "BARS_DEDUPE": "on"})
-    assert s.bars_dedupe is True
-    assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s_dedup"
+    s = StreamSettings.from_env({**BASE, "BARS_DEDUPE": "off"})
+    assert s.bars_dedupe is False
+    assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s"
     assert s.checkpoint("trades_raw") == "/tmp/sp-state/checkpoints/trades_raw"
 
 

@@ -170,12 +170,12 @@ def test_dedupe_counts_republished_trades_once(
     unique_topic: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
-    """BARS_DEDUPE=on: trades published twice, in one batch and across batches, inside the
+    """By default: trades published twice, in one batch and across batches, inside the
     watermark, are counted once; the tables equal the oracle over the distinct trades."""
     cassandra = keyspace_factory()
     topic = unique_topic("sp-dedupe")
     create_topic(stack.kafka.bootstrap_servers, topic)
-    settings = _settings(stack, cassandra, topic, tmp_path, BARS_DEDUPE="on")
+    settings = _settings(stack, cassandra, topic, tmp_path)
     p1, p2 = _phase1(), _phase2()
     again_now, again_later = p1[1:4], p1[-2:]  # same batch; next batch, still inside
     produce(stack.kafka.bootstrap_servers, topic, encode_trades(p1 + again_now))
