@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from gbm_analysis.backtest import crps_from_percentiles
+from gbm_analysis.backtest import crps_from_percentiles, pinball_loss
 from gbm_analysis.exceptions import ConfigError, InsufficientDataError
 from gbm_analysis.model import PERCENTILE_LEVELS, PathSummary
 
@@ -60,6 +60,8 @@ STEP_SECONDS = 60
 BPS = 1e4
 #: notional draws behind a learned model's terminal histogram (98% of them between q01 and q99)
 HIST_DRAWS = 10_000
+#: percentile indexes of the pinball levels of :mod:`gbm_analysis.backtest` (5, 25, 50, 75, 95%)
+_PINBALL_IDX = (4, 24, 49, 74, 94)
 
 
 class WalkForwardError(ConfigError):
@@ -321,6 +323,7 @@ class HorizonScores:
     coverage_50: FloatArray
     coverage_90: FloatArray
     crps_bps: FloatArray
+    pinball_bps: FloatArray  # mean pinball loss over the levels 5, 25, 50, 75, 95%
     rmse_bps: FloatArray
     rmse_rw_bps: FloatArray
     directional: FloatArray
@@ -336,7 +339,7 @@ def score_log_quantiles(y_bps: FloatArray, q_bps: FloatArray) -> HorizonScores:
     non-zero outcomes whose sign the median gets right (a zero median counts as a miss).
     """
     n, steps = y_bps.shape
-    out = {k: np.full(steps, np.nan) for k in ("c50", "c90", "crps", "rmse", "rw", "dir")}
+    out = {k: np.full(steps, np.nan) for k in ("c50", "c90", "crps", "pin", "rmse", "rw", "dir")}
     for k in range(steps):
         y = y_bps[:, k]
         ok = np.isfinite(y)
@@ -346,6 +349,9 @@ def score_log_quantiles(y_bps: FloatArray, q_bps: FloatArray) -> HorizonScores:
         out["c50"][k] = np.mean((qk[:, 24] <= yk) & (yk <= qk[:, 74]))
         out["c90"][k] = np.mean((qk[:, 4] <= yk) & (yk <= qk[:, 94]))
         out["crps"][k] = float(np.mean(crps_from_percentiles(yk, qk)))
+        out["pin"][k] = float(
+            np.mean([np.mean(pinball_loss(yk, qk[:, i], (i + 1) / 100)) for i in _PINBALL_IDX])
+        )
         med = qk[:, 49]
         out["rmse"][k] = math.sqrt(float(np.mean((yk - med) ** 2)))
         out["rw"][k] = math.sqrt(float(np.mean(yk**2)))
@@ -358,6 +364,7 @@ def score_log_quantiles(y_bps: FloatArray, q_bps: FloatArray) -> HorizonScores:
         coverage_50=out["c50"],
         coverage_90=out["c90"],
         crps_bps=out["crps"],
+        pinball_bps=out["pin"],
         rmse_bps=out["rmse"],
         rmse_rw_bps=out["rw"],
         directional=out["dir"],

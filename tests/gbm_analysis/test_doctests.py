@@ -9,7 +9,19 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["config", "model", "forecast", "backtest", "io", "job", "learned"]
+    "name",
+    [
+        "config",
+        "model",
+        "forecast",
+        "backtest",
+        "io",
+        "job",
+        "learned",
+        "training",
+        "drift",
+        "registry",
+    ],
 )
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(f"gbm_analysis.{name}")

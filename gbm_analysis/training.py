@@ -1,0 +1,357 @@
+"""Walk-forward training of the learned forecasters, one symbol at a time. Pure (no I/O, no clock).
+
+For each symbol and model: the newest ``test`` window (``GBM_TEST_WINDOW``, 2 days) is held out for
+scoring, the ``calib`` window before it (``GBM_CALIB_WINDOW``, 3 days) calibrates (the ``mlp``'s
+conformal offsets), and the ``train`` window before that (``GBM_TRAIN_WINDOW``, 14 days) fits;
+60 minutes (the longest target) separate the parts. The test window is scored at every
+``GBM_SCORE_EVERY`` (15 minutes) on the clock, with the model being replaced (the current
+``production`` version, when there is one) scored on the same issue times, so the registry can
+compare like with like.
+
+:func:`train_frame` is the ``applyInPandas`` body: it returns the fitted model pickled, so the
+driver alone writes to MLflow (SQLite takes one writer at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gbm_analysis import mlp, prophet_model, xgb
+from gbm_analysis.config import parse_duration
+from gbm_analysis.exceptions import ConfigError, DataError
+from gbm_analysis.learned import (
+    LEARNED_MODELS,
+    N_STEPS,
+    Forecaster,
+    HorizonScores,
+    outcomes,
+    prepare_minutes,
+    score_log_quantiles,
+    walk_forward_split,
+)
+from schemas.settings import state_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "TRAIN_SCHEMA",
+    "TrainOutcome",
+    "TrainSettings",
+    "score_positions",
+    "train_frame",
+    "train_symbol",
+]
+
+logger = logging.getLogger(__name__)
+
+#: steps whose scores are logged one by one (the rest are in the per-step series)
+REPORT_STEPS = (1, 5, 15, 30, 60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """What ``python -m gbm_analysis train`` does; windows in minutes.
+
+    :raises ConfigError: on an unknown model or a non-positive window
+    """
+
+    models: tuple[str, ...] = LEARNED_MODELS
+    train_minutes: int = 14 * 1440
+    calib_minutes: int = 3 * 1440
+    test_minutes: int = 2 * 1440
+    score_every_minutes: int = 15
+    #: also score the GBM family on the same test issue times (the leaderboard's baselines)
+    baselines: bool = True
+    symbols: tuple[str, ...] = ()
+    tracking_uri: str = ""
+    artifact_root: str = ""
+    mlp: mlp.MlpParams = field(default_factory=mlp.MlpParams)
+    xgb: xgb.XgbParams = field(default_factory=xgb.XgbParams)
+    prophet: prophet_model.ProphetParams = field(default_factory=prophet_model.ProphetParams)
+
+    def __post_init__(self) -> None:
+        for model in self.models:
+            if model not in LEARNED_MODELS:
+                raise ConfigError(
+                    f"GBM_LEARNED_MODELS: {model!r} is not one of {', '.join(LEARNED_MODELS)}"
+                )
+        for name in ("train_minutes", "calib_minutes", "test_minutes", "score_every_minutes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be positive")
+
+    @property
+    def history_minutes(self) -> int:
+        """Minutes of bars one training reads."""
+        return self.train_minutes + self.calib_minutes + self.test_minutes + 3 * N_STEPS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TrainSettings:
+        """``GBM_LEARNED_MODELS``, ``GBM_TRAIN_WINDOW``, ``GBM_CALIB_WINDOW``,
+        ``GBM_TEST_WINDOW``, ``GBM_SCORE_EVERY``, ``GBM_SYMBOLS``, ``GBM_MLP_MAX_ITER`` and
+        ``MLFLOW_TRACKING_URI`` (default: SQLite at ``$STATE_DIR/mlflow/mlflow.db``).
+
+        >>> s = TrainSettings.from_env({"GBM_TRAIN_WINDOW": "1d", "STATE_DIR": "/tmp/x"})
+        >>> s.train_minutes, s.tracking_uri
+        (1440, 'sqlite:////tmp/x/mlflow/mlflow.db')
+        """
+        env = os.environ if env is None else env
+        kwargs: dict[str, Any] = {}
+        windows = {
+            "GBM_TRAIN_WINDOW": "train_minutes",
+            "GBM_CALIB_WINDOW": "calib_minutes",
+            "GBM_TEST_WINDOW": "test_minutes",
+            "GBM_SCORE_EVERY": "score_every_minutes",
+        }
+        for var, attr in windows.items():
+            if env.get(var):
+                seconds = parse_duration(env[var], name=var)
+                if seconds % 60:
+                    raise ConfigError(f"{var}={env[var]!r} must be whole minutes")
+                kwargs[attr] = seconds // 60
+        if env.get("GBM_LEARNED_MODELS"):
+            kwargs["models"] = tuple(
+                p.strip() for p in env["GBM_LEARNED_MODELS"].split(",") if p.strip()
+            )
+        if env.get("GBM_SYMBOLS"):
+            kwargs["symbols"] = tuple(p.strip() for p in env["GBM_SYMBOLS"].split(",") if p.strip())
+        if env.get("GBM_MLP_MAX_ITER"):
+            raw = env["GBM_MLP_MAX_ITER"]
+            if not raw.strip().isdigit() or int(raw) <= 0:
+                raise ConfigError(f"GBM_MLP_MAX_ITER={raw!r} is not a positive integer")
+            kwargs["mlp"] = mlp.MlpParams(max_iter=int(raw))
+        root = state_dir(env) / "mlflow"
+        kwargs["tracking_uri"] = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlflow.db"
+        kwargs["artifact_root"] = str(root / "artifacts")
+        return cls(**kwargs)
+
+    def params_of(self, model: str) -> Any:
+        return {"mlp": self.mlp, "xgb": self.xgb, "prophet": self.prophet}[model]
+
+
+def _first(model: str) -> int:
+    return {"mlp": mlp.LOOKBACK, "xgb": xgb.FIRST, "prophet": xgb.FIRST}[model]
+
+
+def _fit(model: str, minutes: pd.DataFrame, split: Any, params: Any) -> Forecaster:
+    module = {"mlp": mlp, "xgb": xgb, "prophet": prophet_model}[model]
+    return module.fit(minutes, split, params)  # type: ignore[no-any-return]
+
+
+def score_positions(minutes: pd.DataFrame, test: np.ndarray, every_minutes: int) -> np.ndarray:
+    """Test positions whose bar closes on a multiple of ``every_minutes`` on the clock."""
+    close_t = minutes["t"].to_numpy(dtype=np.int64)[test] + 60
+    return test[close_t % (every_minutes * 60) == 0]
+
+
+@dataclass
+class TrainOutcome:
+    """One (symbol, model) training: the fitted model, or why there is none."""
+
+    symbol: str
+    model: str
+    status: str
+    message: str
+    params: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, int] = field(default_factory=dict)  # epoch seconds of each part's bars
+    scores: HorizonScores | None = None
+    incumbent_scores: HorizonScores | None = None
+    fitted: Forecaster | None = None
+    train_seconds: float = math.nan
+    predict_seconds: float = math.nan
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def train_symbol(
+    symbol: str,
+    bars: pd.DataFrame,
+    settings: TrainSettings,
+    incumbents: Mapping[str, Forecaster] | None = None,
+) -> list[TrainOutcome]:
+    """Train, calibrate and score every configured model on one symbol's 1-minute bars.
+
+    Thin data never raises: the outcome's ``status`` says why (``too_few_bars``).
+    """
+    minutes = prepare_minutes(bars)
+    out = []
+    for model in settings.models:
+        params = settings.params_of(model)
+        # through JSON, as the Spark path returns them (tuples become lists)
+        outcome = TrainOutcome(
+            symbol, model, "ok", "", params=json.loads(json.dumps(asdict(params)))
+        )
+        try:
+            split = walk_forward_split(
+                len(minutes),
+                first=_first(model),
+                calib=settings.calib_minutes,
+                test=settings.test_minutes,
+                purge=N_STEPS,
+                train=settings.train_minutes,
+            )
+        except DataError as exc:
+            outcome.status, outcome.message = exc.status, f"{symbol} {model}: {exc}"
+            out.append(outcome)
+            continue
+        t = minutes["t"].to_numpy(dtype=np.int64)
+        for part in ("train", "calib", "test"):
+            pos = getattr(split, part)
+            outcome.windows[f"{part}_start"] = int(t[pos[0]])
+            outcome.windows[f"{part}_end"] = int(t[pos[-1]] + 60)
+        started = time.perf_counter()
+        fitted = _fit(model, minutes, split, params)
+        outcome.train_seconds = time.perf_counter() - started
+        positions = score_positions(minutes, split.test, settings.score_every_minutes)
+        y = outcomes(minutes, positions)
+        started = time.perf_counter()
+        outcome.scores = score_log_quantiles(y, fitted.predict(minutes, positions))
+        outcome.predict_seconds = (time.perf_counter() - started) / max(positions.size, 1)
+        incumbent = (incumbents or {}).get(model)
+        if incumbent is not None:
+            outcome.incumbent_scores = score_log_quantiles(y, incumbent.predict(minutes, positions))
+        outcome.fitted = fitted
+        out.append(outcome)
+    if settings.baselines:
+        out.extend(_score_baselines(symbol, minutes, settings))
+    return out
+
+
+def _score_baselines(
+    symbol: str, minutes: pd.DataFrame, settings: TrainSettings
+) -> list[TrainOutcome]:
+    """The GBM family on the learned models' test issue times (status ``scored``)."""
+    from gbm_analysis.leaderboard import FAMILY_MODELS, family_quantiles
+
+    try:
+        split = walk_forward_split(
+            len(minutes),
+            first=xgb.FIRST,
+            calib=settings.calib_minutes,
+            test=settings.test_minutes,
+            purge=N_STEPS,
+            train=settings.train_minutes,
+        )
+    except DataError:
+        return []
+    positions = score_positions(minutes, split.test, settings.score_every_minutes)
+    y = outcomes(minutes, positions)
+    t = minutes["t"].to_numpy(dtype=np.int64)
+    windows = {"test_start": int(t[split.test[0]]), "test_end": int(t[split.test[-1]] + 60)}
+    out = []
+    for model in FAMILY_MODELS:
+        started = time.perf_counter()
+        q = family_quantiles(minutes, positions, model)
+        elapsed = (time.perf_counter() - started) / max(positions.size, 1)
+        out.append(
+            TrainOutcome(
+                symbol,
+                model,
+                "scored",
+                "",
+                windows=dict(windows),
+                scores=score_log_quantiles(y, q),
+                predict_seconds=elapsed,
+            )
+        )
+    return out
+
+
+TRAIN_SCHEMA = (
+    "symbol string, model string, status string, message string, params string, "
+    "windows string, scores string, incumbent_scores string, train_seconds double, "
+    "predict_seconds double, payload binary"
+)
+
+
+def scores_json(scores: HorizonScores | None) -> str:
+    if scores is None:
+        return ""
+    data = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(scores).items()}
+    return json.dumps(data, allow_nan=True)
+
+
+def scores_from_json(text: str) -> HorizonScores | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    return HorizonScores(
+        **{
+            k: np.asarray(v, dtype=np.float64) if isinstance(v, list) else v
+            for k, v in data.items()
+        }
+    )
+
+
+def train_frame(
+    bars: pd.DataFrame, settings: TrainSettings, incumbents: Mapping[tuple[str, str], bytes]
+) -> pd.DataFrame:
+    """``applyInPandas`` body: one symbol's 1-minute bars in, one row per model out
+    (:data:`TRAIN_SCHEMA`), the fitted model pickled in ``payload``.
+
+    :param incumbents: pickled production models by (symbol, model)
+    """
+    import pickle
+
+    import cloudpickle
+    import pandas as pd
+
+    columns = [c.split()[0] for c in TRAIN_SCHEMA.split(", ")]
+    if bars.empty:
+        return pd.DataFrame({c: [] for c in columns})
+    symbol = str(bars["symbol"].iloc[0])
+    mine = {m: pickle.loads(b) for (s, m), b in incumbents.items() if s == symbol}  # noqa: S301
+    rows = []
+    for o in train_symbol(symbol, bars, settings, mine):
+        rows.append(
+            {
+                "symbol": o.symbol,
+                "model": o.model,
+                "status": o.status,
+                "message": o.message,
+                "params": json.dumps(o.params),
+                "windows": json.dumps(o.windows),
+                "scores": scores_json(o.scores),
+                "incumbent_scores": scores_json(o.incumbent_scores),
+                "train_seconds": o.train_seconds,
+                "predict_seconds": o.predict_seconds,
+                "payload": cloudpickle.dumps(o.fitted) if o.fitted is not None else b"",
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def outcome_from_row(row: Mapping[str, Any]) -> TrainOutcome:
+    """The driver's side of :func:`train_frame`."""
+    import pickle
+
+    payload = row["payload"]
+    return TrainOutcome(
+        symbol=row["symbol"],
+        model=row["model"],
+        status=row["status"],
+        message=row["message"],
+        params=json.loads(row["params"]),
+        windows=json.loads(row["windows"]),
+        scores=scores_from_json(row["scores"]),
+        incumbent_scores=scores_from_json(row["incumbent_scores"]),
+        fitted=pickle.loads(bytes(payload)) if payload else None,  # noqa: S301
+        train_seconds=_float(row["train_seconds"]),
+        predict_seconds=_float(row["predict_seconds"]),
+    )
+
+
+def _float(value: Any) -> float:
+    """Arrow hands a NaN double back from Spark as None."""
+    return math.nan if value is None else float(value)

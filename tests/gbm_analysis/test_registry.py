@@ -1,0 +1,107 @@
+"""MLflow round trip on a real SQLite store: log, register, alias, load; production moves only to
+a version that scores better on the same test window."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gbm_analysis import mlp
+from gbm_analysis.learned import N_STEPS, HorizonScores, prepare_minutes, walk_forward_split
+from gbm_analysis.training import TrainOutcome, TrainSettings, train_symbol
+from tests.gbm_analysis.test_learned import gbm_minutes
+
+SYMBOL = "BINANCE:BTCUSDT"
+
+
+def _scores(crps: float) -> HorizonScores:
+    flat = np.full(N_STEPS, 0.5)
+    return HorizonScores(
+        n=10,
+        coverage_50=flat,
+        coverage_90=flat + 0.4,
+        crps_bps=np.full(N_STEPS, crps),
+        pinball_bps=np.full(N_STEPS, crps / 2),
+        rmse_bps=np.ones(N_STEPS),
+        rmse_rw_bps=np.ones(N_STEPS),
+        directional=flat,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainOutcome:
+    settings = TrainSettings(
+        models=("mlp",),
+        train_minutes=1_500,
+        calib_minutes=800,
+        test_minutes=600,
+        mlp=mlp.MlpParams(max_iter=10),
+        baselines=False,
+    )
+    (outcome,) = train_symbol(SYMBOL, gbm_minutes(3_500), settings)
+    assert outcome.ok, outcome.message
+    return outcome
+
+
+def test_registry_round_trip_and_promotion(tmp_path: Path, trained: TrainOutcome) -> None:
+    from mlflow import MlflowClient
+
+    from gbm_analysis.registry import PRODUCTION, Registry, registered_name
+
+    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    registry = Registry(uri, tmp_path / "artifacts")
+    assert registry.production("mlp", SYMBOL) is None
+
+    first = registry.log(dataclasses.replace(trained, scores=_scores(10.0)))
+    assert first.promoted and first.version == 1
+
+    # worse than v1 on the same window: registered, not promoted
+    worse = registry.log(
+        dataclasses.replace(trained, scores=_scores(12.0), incumbent_scores=_scores(10.0))
+    )
+    assert (worse.version, worse.promoted) == (2, False)
+    assert registry.production("mlp", SYMBOL)[0] == 1  # type: ignore[index]
+
+    better = registry.log(
+        dataclasses.replace(trained, scores=_scores(9.0), incumbent_scores=_scores(10.0))
+    )
+    assert (better.version, better.promoted) == (3, True)
+
+    version, run_id, loaded = registry.production("mlp", SYMBOL)  # type: ignore[misc]
+    assert (version, run_id) == (3, better.run_id)
+    # the loaded forecaster is the trained one: same quantiles for the same bars
+    minutes = prepare_minutes(gbm_minutes(3_500))
+    positions = np.array([len(minutes) - 1])
+    np.testing.assert_allclose(
+        loaded.predict(minutes, positions),
+        trained.fitted.predict(minutes, positions),  # type: ignore[union-attr]
+    )
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = registered_name("mlp", SYMBOL)
+    assert int(client.get_model_version_by_alias(name, PRODUCTION).version) == 3
+    run = client.get_run(better.run_id)
+    assert run.data.params["window.train_start"] == str(trained.windows["train_start"])
+    assert run.data.params["param.hidden"] == "[15, 40, 20]"
+    assert run.data.metrics["oos_crps_bps"] == pytest.approx(9.0)
+    assert run.data.metrics["incumbent_crps_bps"] == pytest.approx(10.0)
+    history = client.get_metric_history(better.run_id, "crps_by_step")
+    assert sorted(m.step for m in history) == list(range(1, N_STEPS + 1))
+
+    # the pyfunc flavour answers with the last bar's quantiles, one row per step
+    import mlflow.pyfunc
+
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{PRODUCTION}")
+    frame = pyfunc.predict(gbm_minutes(200))
+    assert frame.shape == (N_STEPS, 99)
+
+
+def test_walk_forward_windows_are_logged_in_time_order(trained: TrainOutcome) -> None:
+    w = trained.windows
+    assert w["train_start"] < w["train_end"] <= w["calib_start"] < w["calib_end"]
+    assert w["calib_end"] <= w["test_start"] < w["test_end"]
+    split = walk_forward_split(3_500, first=mlp.LOOKBACK, calib=800, test=600, purge=N_STEPS)
+    assert (w["test_start"] - w["calib_end"]) == (split.test[0] - split.calib[-1] - 1) * 60
