@@ -5,6 +5,8 @@ Usage::
     python -m gbm_analysis run --once [--as-of 2024-08-09T00:00:00Z] [--seed 42]
     python -m gbm_analysis run --every 1h          # the hourly schedule, aligned to the clock
     python -m gbm_analysis backtest                # score every stored forecast
+    python -m gbm_analysis train [--bars-csv FILE] # fit mlp, xgb, prophet; log them to MLflow
+    python -m gbm_analysis leaderboard             # every model's walk-forward scores, ranked
     python -m gbm_analysis serve                   # HTTP API on GBM_API_HOST:GBM_API_PORT
 
 Under spark-submit (``SPARK_SUBMIT_MODE=1`` lets the submitted master win)::
@@ -63,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, help="run seed (default GBM_SEED or random; stored)")
     sub.add_parser("backtest", help="score every stored forecast against realised prices")
+    train = sub.add_parser(
+        "train", help="train the learned models walk-forward per symbol and register them"
+    )
+    train.add_argument(
+        "--bars-csv",
+        metavar="FILE",
+        help="train from a CSV of 1-minute bars in this process instead of Cassandra on Spark",
+    )
+    sub.add_parser("leaderboard", help="print model_scores: every model per symbol and step")
     sub.add_parser("serve", help="serve the latest forecast and backtest per symbol over HTTP")
     return parser
 
@@ -93,6 +104,11 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
     if as_of_text:
         _parse_time(as_of_text, datetime.now(UTC))  # fail before Spark starts
     base_seed = args.seed if args.seed is not None else settings.seed
+    from gbm_analysis.serving import registry_if_trained
+    from gbm_analysis.training import TrainSettings
+
+    trained = TrainSettings.from_env()
+    registry = registry_if_trained(trained.tracking_uri, trained.artifact_root)
     cluster, session = connect(cassandra)
     spark = build_session("gbm_analysis", cassandra)
     stop = _Stop() if interval else None
@@ -109,6 +125,7 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
                 as_of=as_of,
                 issued_at=issued_at,
                 seed=seed,
+                registry=registry,
             )
             skipped = len(result.statuses) - result.n_ok
             print(
@@ -157,6 +174,64 @@ def _backtest(settings: GbmSettings, cassandra: CassandraSettings) -> int:
         cluster.shutdown()
 
 
+def _train(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
+    from gbm_analysis.registry import Registry
+    from gbm_analysis.train_job import (
+        format_results,
+        read_bars_csv,
+        train_from_frame,
+        train_on_spark,
+    )
+    from gbm_analysis.training import TrainSettings
+
+    settings = TrainSettings.from_env()
+    if args.bars_csv and not os.path.isfile(args.bars_csv):
+        raise ConfigError(f"--bars-csv={args.bars_csv!r} is not a file")
+    registry = Registry(settings.tracking_uri, settings.artifact_root)
+    if args.bars_csv:
+        results = train_from_frame(read_bars_csv(args.bars_csv), settings, registry)
+    else:
+        from gbm_analysis.io import GbmStore
+        from schemas.cassandra import connect
+        from schemas.spark import build_session
+
+        cluster, session = connect(cassandra)
+        spark = build_session("gbm_analysis_train", cassandra)
+        try:
+            results = train_on_spark(
+                spark,
+                GbmStore(session, cassandra.keyspace),
+                settings,
+                registry,
+                now=datetime.now(UTC),
+            )
+        finally:
+            spark.stop()
+            cluster.shutdown()
+    print(format_results(results) if results else "no symbol has 1-minute bars to train on")
+    if args.bars_csv:  # nothing stored: print this training's leaderboard
+        from gbm_analysis.leaderboard import format_leaderboard
+        from gbm_analysis.train_job import score_table_rows
+
+        print(format_leaderboard(score_table_rows(results, evaluated_at=datetime.now(UTC))))
+    print(f"MLflow: mlflow ui --backend-store-uri {settings.tracking_uri}")
+    return 0
+
+
+def _leaderboard(cassandra: CassandraSettings) -> int:
+    from gbm_analysis.io import GbmStore
+    from gbm_analysis.leaderboard import format_leaderboard
+    from gbm_analysis.train_job import read_scores
+    from schemas.cassandra import connect
+
+    cluster, session = connect(cassandra)
+    try:
+        print(format_leaderboard(read_scores(GbmStore(session, cassandra.keyspace))))
+        return 0
+    finally:
+        cluster.shutdown()
+
+
 def _serve(cassandra: CassandraSettings) -> int:
     import uvicorn
 
@@ -167,8 +242,11 @@ def _serve(cassandra: CassandraSettings) -> int:
     api = ApiSettings.from_env()
     cluster, session = connect(cassandra)
     try:
-        app = create_app(GbmStore(session, cassandra.keyspace), cache_ttl_s=api.cache_ttl_s,
-                         reads_per_s=api.reads_per_s)
+        app = create_app(
+            GbmStore(session, cassandra.keyspace),
+            cache_ttl_s=api.cache_ttl_s,
+            reads_per_s=api.reads_per_s,
+        )
         logger.info("serving on http://%s:%d (OpenAPI at /docs)", api.host, api.port)
         uvicorn.run(app, host=api.host, port=api.port, log_level="info")
         return 0
@@ -186,12 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = GbmSettings.from_env()
         # The API only reads: it gets the read-only role, the jobs the writers' role.
-        role: CassandraRole = "reader" if args.command == "serve" else "writer"
+        role: CassandraRole = "reader" if args.command in ("serve", "leaderboard") else "writer"
         cassandra = CassandraSettings.from_env(role=role)
         if args.command == "run":
             return _run(args, settings, cassandra)
         if args.command == "backtest":
             return _backtest(settings, cassandra)
+        if args.command == "train":
+            return _train(args, cassandra)
+        if args.command == "leaderboard":
+            return _leaderboard(cassandra)
         return _serve(cassandra)
     except (ConfigError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from gbm_analysis.exceptions import StorageError
@@ -36,6 +36,8 @@ CACHE_ENTRIES = 1024
 
 Symbol = Annotated[str, Path(pattern=SYMBOL_PATTERN, max_length=32,
                              description="e.g. AAPL or BINANCE:BTCUSDT")]
+ModelName = Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$",
+                                       description="one model, e.g. gbm or mlp (default: all)")]
 SymbolOrAll = Annotated[str, Path(pattern=SYMBOL_PATTERN[:-1] + "|^[*]$", max_length=32,
                                   description="a symbol, or * for all symbols pooled")]
 
@@ -127,16 +129,27 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/forecast/{symbol}")
-    def forecast(symbol: Symbol) -> dict[str, Any]:
+    def forecast(symbol: Symbol, model: ModelName = None) -> dict[str, Any]:
         """Newest run's forecast of ``symbol``: one entry per model with its parameters (or the
-        reason it was skipped) and its horizon steps stamped at their target time."""
+        reason it was skipped), its MLflow ``model_version`` and ``model_run_id`` (learned models)
+        and its horizon steps stamped at their target time; ``?model=`` keeps one model."""
         answer = limiter.get(("forecast", symbol), lambda: _forecast(symbol))
         if answer is None:
             raise HTTPException(
                 status_code=404,
                 detail=f"unknown symbol {symbol!r}: no forecast in the last {SEARCH_DAYS} days",
             )
-        return answer  # type: ignore[no-any-return]
+        if model is None:
+            return answer  # type: ignore[no-any-return]
+        chosen = [m for m in answer["models"] if m["model"] == model]
+        if not chosen:
+            have = ", ".join(m["model"] for m in answer["models"])
+            raise HTTPException(
+                status_code=404,
+                detail=f"model {model!r} has no forecast of {symbol!r} in its newest run "
+                f"(models: {have})",
+            )
+        return {**answer, "models": chosen}
 
     def _forecast(symbol: str) -> dict[str, Any] | None:
         runs = store.latest_runs(symbol, days_back=SEARCH_DAYS, now=clock())

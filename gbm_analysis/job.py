@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
     from pyspark.sql import Column, DataFrame, SparkSession
 
+    from gbm_analysis.registry import Registry
+
 __all__ = ["RunResult", "closed_as_of", "new_run_id", "run_forecasts"]
 
 logger = logging.getLogger(__name__)
@@ -108,6 +110,35 @@ def _read_bars(
     )
 
 
+def _with_learned(
+    spark: SparkSession,
+    result: DataFrame,
+    store: GbmStore,
+    registry: Registry,
+    symbols: list[str],
+    settings: GbmSettings,
+    as_of: datetime,
+) -> DataFrame:
+    """The run's rows plus those of the registered learned models, with their MLflow version
+    and run id (null for the GBM family). Unchanged when no learned model is registered, so a
+    keyspace without those columns (before migration 008) is written as before."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from gbm_analysis.serving import learned_forecast_rows
+
+    rows = learned_forecast_rows(store, registry, symbols, settings, as_of=as_of)
+    if not rows:
+        return result
+    schema = FORECAST_SCHEMA + ", model_version int, model_run_id string"
+    extra = spark.createDataFrame(pd.DataFrame(rows), schema=schema)
+    base = result.withColumn("model_version", F.lit(None).cast("int")).withColumn(
+        "model_run_id", F.lit(None).cast("string")
+    )
+    logger.info("adding %d learned-model forecasts", len(rows))
+    return base.unionByName(extra).cache()
+
+
 def _write(frame: DataFrame, keyspace: str, table: str) -> None:
     frame.write.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table=table).mode(
         "append"
@@ -131,8 +162,10 @@ def _tables(
         F.col("model"),
     ]
     as_of = F.when(~F.isnan("as_of"), F.timestamp_seconds(F.col("as_of")))
+    learned = ["model_version", "model_run_id"] if "model_version" in result.columns else []
     runs = result.select(
         *keys,
+        *learned,
         "status",
         "message",
         as_of.alias("as_of"),
@@ -195,23 +228,27 @@ def _tables(
     )
     tables = {TABLE_GBM_FORECAST_RUNS: runs, TABLE_GBM_FORECASTS: forecasts}
     if settings.n_sample_paths:
-        paths = ok.select(
-            *keys,
-            "as_of",
-            "sample",
-            F.explode(F.sequence(F.lit(0), F.lit(settings.n_sample_paths - 1))).alias("path"),
-        ).select(
-            "symbol",
-            "day",
-            "issued_at",
-            "run_id",
-            "model",
-            "path",
-            F.timestamp_seconds(F.col("as_of")).alias("as_of"),
-            F.lit(settings.step_seconds).alias("step_seconds"),
-            F.slice("sample", F.col("path") * settings.n_steps + 1, settings.n_steps).alias(
-                "prices"
-            ),
+        paths = (
+            ok.where(F.size("sample") > 0)
+            .select(  # learned models draw no paths
+                *keys,
+                "as_of",
+                "sample",
+                F.explode(F.sequence(F.lit(0), F.lit(settings.n_sample_paths - 1))).alias("path"),
+            )
+            .select(
+                "symbol",
+                "day",
+                "issued_at",
+                "run_id",
+                "model",
+                "path",
+                F.timestamp_seconds(F.col("as_of")).alias("as_of"),
+                F.lit(settings.step_seconds).alias("step_seconds"),
+                F.slice("sample", F.col("path") * settings.n_steps + 1, settings.n_steps).alias(
+                    "prices"
+                ),
+            )
         )
         tables[TABLE_GBM_PATHS] = paths
     return tables
@@ -253,6 +290,7 @@ def run_forecasts(
     issued_at: datetime,
     seed: int,
     run_id: str | None = None,
+    registry: Registry | None = None,
 ) -> RunResult:
     """One forecast run over every symbol with closed bars in ``[as_of - lookback, as_of)``.
 
@@ -265,6 +303,8 @@ def run_forecasts(
     :param as_of: end of the lookback window (now, for the live schedule)
     :param issued_at: the run's wall-clock time, stored as ``issued_at``
     :param seed: the run seed, stored with the run
+    :param registry: MLflow registry whose production learned models forecast too
+        (:mod:`gbm_analysis.serving`); None runs the GBM family only
     :raises StorageError: Cassandra could not be read or written
     """
     started = time.perf_counter()
@@ -295,6 +335,8 @@ def run_forecasts(
             )
             .cache()
         )
+        if registry is not None:
+            result = _with_learned(spark, result, store, registry, found, settings, as_of)
         progress = _Progress(spark)
         progress.start()
         try:
