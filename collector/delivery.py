@@ -4,7 +4,7 @@ yet (:class:`DeliveryBacklog`), and the interface the pipeline and the entrypoin
 
 Two sinks implement :class:`TradeSink`: ``collector.producer.KafkaSink`` (kafka-python, the
 default) and ``collector.producer_confluent.ConfluentKafkaSink`` (librdkafka), chosen with
-``COLLECTOR_KAFKA_CLIENT``.
+``COLLECTOR_KAFKA_CLIENT``; their shared lifecycle is ``collector.sink.KafkaSinkBase``.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ MODULES = [
     "collector.models",
     "collector.producer",
     "collector.producer_confluent",
+    "collector.sink",
     "collector.feed.faults",
     "collector.feed.sources",
 ]
