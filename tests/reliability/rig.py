@@ -197,7 +197,10 @@ class Rig:
             end = {str(tp.partition): n for tp, n in consumer.end_offsets(partitions).items()}
         finally:
             consumer.close()
-        for query in (self.checkpoints / "trades_raw", self.checkpoints / "bars_5s"):
+        queries = [d for d in self.checkpoints.iterdir() if (d / "offsets").is_dir()]
+        if len(queries) < 2:  # the raw trades and the bars
+            return False
+        for query in queries:
             commits = [int(n.name) for n in (query / "commits").glob("[0-9]*")]
             if not commits:
                 return False
