@@ -15,7 +15,7 @@ from pathlib import Path
 
 from infra.cassandra import APP_ROLE, MIGRATOR_ROLE, READER_ROLE, CassandraService
 from infra.config import InfraConfig
-from infra.errors import InfraError, ServiceStartError
+from infra.errors import InfraError, ServiceStartError, TrinoQueryError
 from infra.java import find_java17
 from infra.kafka import KafkaService
 from infra.maven import resolve_jars
@@ -86,6 +86,7 @@ def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
             for other, other_svc in chosen.items():
                 if started[other]:
                     other_svc.stop()
+            Supervisor(config).shutdown()
             raise
         state = f"started in {waited:.0f} s" if started[name] else "already running"
         say(f"{name}: {state} (pid {svc.pid()}, port {next(iter(svc.ports.values()))})")
@@ -241,7 +242,7 @@ def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:
     """Print a query's result as an aligned table (the default catalog is ``cassandra``)."""
     try:
         result = run_query(config.trino_port, args.query, timeout=args.timeout)
-    except RuntimeError as exc:
+    except TrinoQueryError as exc:
         raise InfraError(f"trino: {exc}") from None
     except OSError as exc:
         raise InfraError(

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.config import InfraConfig
+from infra.supervisor import Supervisor
 from schemas import avro_codec
 from schemas.cassandra import connect
 from schemas.contracts import topic_specs
@@ -194,3 +196,5 @@ def test_service_that_does_not_answer_in_time_is_named_with_its_log(tmp_path: Pa
     # The half-started broker was stopped again.
     assert "kafka" in infra("status", env=env).stdout
     assert infra("status", env=env).stdout.splitlines()[1].split()[1] == "-"
+    # ...and supervisord with it: nothing is left running behind a failed `up`.
+    assert not Supervisor(InfraConfig.from_env(env)).is_running()
