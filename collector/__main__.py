@@ -27,12 +27,14 @@ from collector.delivery import TradeSink
 from collector.exceptions import CollectorError, ConfigError, SinkSetupError
 from collector.finnhub import FrameParser
 from collector.gaps import CassandraGapStore, GapSink, LoggingGapStore
-from collector.heartbeat import Heartbeat
+from collector.heartbeat import Heartbeat, PreviousRun
 from collector.metrics import CollectorMetrics
+from collector.models import GapReason
 from collector.pipeline import FrameHandler
 from collector.producer import KafkaSink
 from collector.producer_confluent import ConfluentKafkaSink
 from collector.recorder import FrameRecorder
+from collector.sink import KafkaSinkBase
 
 logger = logging.getLogger("collector")
 
@@ -123,7 +125,7 @@ def _set_up_sink(
     return f"Kafka unreachable at start for {attempt} attempt(s): {first_error}"
 
 
-def run(config: CollectorConfig, args: argparse.Namespace) -> int:
+def _serve_metrics(config: CollectorConfig) -> CollectorMetrics:
     metrics = CollectorMetrics()
     metrics.watch_symbols(config.symbols)
     if config.metrics_port:
@@ -134,8 +136,12 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
                 f"COLLECTOR_METRICS_PORT={config.metrics_port}: cannot listen on "
                 f"{config.metrics_host} ({exc.strerror}); set another port or 0 to disable"
             ) from None
+    return metrics
+
+
+def _new_sink(config: CollectorConfig, metrics: CollectorMetrics) -> KafkaSinkBase:
     sink_class = ConfluentKafkaSink if config.kafka_client == "confluent" else KafkaSink
-    sink = sink_class(
+    return sink_class(
         bootstrap_servers=config.kafka.bootstrap_servers,
         trades_topic=config.trades_topic,
         dlq_topic=config.dlq_topic,
@@ -146,6 +152,69 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
         buffer_bytes=config.kafka_buffer_bytes,
         metrics=metrics,
     )
+
+
+def _new_parser(config: CollectorConfig) -> FrameParser:
+    return FrameParser(
+        config.symbols,
+        source=config.source,
+        max_future_skew_ms=int(config.max_future_skew_s * 1000),
+        max_past_skew_ms=int(config.max_past_skew_s * 1000),
+    )
+
+
+def _resume_gap(
+    previous: PreviousRun | None, kafka_down: str, started_ms: int
+) -> tuple[int, GapReason, str] | None:
+    """The gap this run starts in: since the previous run's last safe beat, else since the start
+    when Kafka kept the collector waiting, else none."""
+    if previous is not None:
+        detail = previous.describe() + (f"; then {kafka_down}" if kafka_down else "")
+        return previous.safe_ms, "restart", detail
+    if kafka_down:
+        return started_ms, "kafka_unavailable", kafka_down
+    return None
+
+
+def _log_start(config: CollectorConfig) -> None:
+    logger.info(
+        "collecting %s from %s into %s (dlq %s, client %s), source %s, metrics %s",
+        ",".join(config.symbols),
+        config.ws_url,
+        config.trades_topic,
+        config.dlq_topic,
+        config.kafka_client,
+        config.source,
+        f"http://{config.metrics_host}:{config.metrics_port}/metrics"
+        if config.metrics_port
+        else "off",
+    )
+
+
+def _shut_down(
+    handler: FrameHandler,
+    sink: TradeSink,
+    flush_timeout_s: float,
+    heartbeat: Heartbeat | None,
+    gaps: GapSink,
+    recorder: FrameRecorder | None,
+) -> None:
+    """Flush Kafka (raises DeliveryError if anything stays unacknowledged), then close the rest
+    whatever happened."""
+    try:
+        handler.finish()  # frames dropped while the Kafka buffer was full: their gap row
+        sink.close(flush_timeout_s)
+        if heartbeat is not None:  # everything is in Kafka: the next run's gap starts now
+            heartbeat.stopped_cleanly(time.time_ns() // 1_000_000)
+    finally:
+        gaps.close()
+        if recorder is not None:
+            recorder.close()
+
+
+def run(config: CollectorConfig, args: argparse.Namespace) -> int:
+    metrics = _serve_metrics(config)
+    sink = _new_sink(config, metrics)
     gaps: GapSink = (
         CassandraGapStore(config.cassandra, metrics) if config.record_gaps else LoggingGapStore()
     )
@@ -155,12 +224,7 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
     previous = heartbeat.previous() if heartbeat is not None else None
     recorder = FrameRecorder(args.record) if args.record else None
     handler = FrameHandler(
-        FrameParser(
-            config.symbols,
-            source=config.source,
-            max_future_skew_ms=int(config.max_future_skew_s * 1000),
-            max_past_skew_ms=int(config.max_past_skew_s * 1000),
-        ),
+        _new_parser(config),
         sink,
         metrics,
         recorder=recorder,
@@ -182,39 +246,16 @@ def run(config: CollectorConfig, args: argparse.Namespace) -> int:
     _install_signal_handlers(connection)
     started_ms = time.time_ns() // 1_000_000
     kafka_down = _set_up_sink(sink, config, connection, metrics)
-    if previous is not None:
-        detail = previous.describe() + (f"; then {kafka_down}" if kafka_down else "")
-        connection.resume_gap = (previous.safe_ms, "restart", detail)
-    elif kafka_down:
-        connection.resume_gap = (started_ms, "kafka_unavailable", kafka_down)
+    connection.resume_gap = _resume_gap(previous, kafka_down, started_ms)
     deadline = time.monotonic() + args.duration if args.duration else None
-    logger.info(
-        "collecting %s from %s into %s (dlq %s, client %s), source %s, metrics %s",
-        ",".join(config.symbols),
-        config.ws_url,
-        config.trades_topic,
-        config.dlq_topic,
-        config.kafka_client,
-        config.source,
-        f"http://{config.metrics_host}:{config.metrics_port}/metrics"
-        if config.metrics_port
-        else "off",
-    )
+    _log_start(config)
     try:
         connection.run(
             should_stop=lambda: handler.done
             or (deadline is not None and time.monotonic() >= deadline)
         )
     finally:
-        try:
-            handler.finish()  # frames dropped while the Kafka buffer was full: their gap row
-            sink.close(config.flush_timeout_s)
-            if heartbeat is not None:  # everything is in Kafka: the next run's gap starts now
-                heartbeat.stopped_cleanly(time.time_ns() // 1_000_000)
-        finally:
-            gaps.close()
-            if recorder is not None:
-                recorder.close()
+        _shut_down(handler, sink, config.flush_timeout_s, heartbeat, gaps, recorder)
     logger.info("stopped cleanly: %s, all acknowledged by Kafka", handler.summary())
     return 0
 

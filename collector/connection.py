@@ -241,6 +241,7 @@ class FinnhubConnection:
         self._stop = threading.Event()
         self.connections = 0
         self.last_frame_ms = 0
+        self._open_gap: tuple[int, GapReason, str] | None = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to return soon (safe from a signal handler or another thread)."""
@@ -341,13 +342,10 @@ class FinnhubConnection:
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         """Connect, subscribe and read until :meth:`stop` or ``should_stop()``; reconnect after
         every disconnect or stall and record the gap once subscribed again."""
+        # The gap being lived through, (start_ms, reason, detail): recorded at the next
+        # subscribe, or at the stop if none comes.
+        self._open_gap = self.resume_gap
         attempt = 0
-        lost_ms: int | None = None
-        reason: GapReason = "connect_failed"
-        detail = ""
-        if self.resume_gap is not None:
-            lost_ms, reason, detail = self.resume_gap
-        url = self.config.ws_url
         try:
             while not self._stop.is_set() and not should_stop():
                 try:
@@ -355,58 +353,71 @@ class FinnhubConnection:
                 except AuthenticationError:
                     raise
                 except FeedConnectionError as exc:
-                    if lost_ms is None:
-                        lost_ms, reason, detail = _now_ms(), "connect_failed", str(exc)
-                    delay = backoff_delay(
-                        attempt,
-                        initial_s=self.config.backoff_initial_s,
-                        max_s=self.config.backoff_max_s,
-                        rng=self._rng,
-                    )
+                    self._connect_failed(exc, attempt)
                     attempt += 1
-                    logger.warning("%s (attempt %d); retrying in %.2f s", exc, attempt, delay)
-                    self._stop.wait(delay)
                     continue
-                self.connections += 1
-                attempt = 0
-                self.metrics.connected.set(1)
-                if lost_ms is not None:
-                    self.metrics.reconnects.labels(reason).inc()
-                    self._record_gap(lost_ms, reason, detail)
-                    lost_ms = None
-                logger.info(
-                    "connection %d to %s: subscribed %d symbol(s)",
-                    self.connections,
-                    url,
-                    len(self.config.symbols),
-                )
-                # The last sign of life: a connection that never sends a frame is silent
-                # from its subscribe on.
-                self.last_frame_ms = _now_ms()
-                try:
-                    reason, detail = self._read(ws, should_stop)
-                finally:
-                    self.metrics.connected.set(0)
-                    self._close(ws, unsubscribe=self._stop.is_set() or should_stop())
+                self._subscribed()
+                reason, detail = self._read_and_close(ws, should_stop)
                 if not detail:  # stopped on request
                     break
-                lost_ms = self.last_frame_ms
-                delay = backoff_delay(
-                    0,
-                    initial_s=self.config.backoff_initial_s,
-                    max_s=self.config.backoff_max_s,
-                    rng=self._rng,
-                )
-                logger.warning(
-                    "connection %d to %s lost (%s: %s); reconnecting in %.2f s",
-                    self.connections,
-                    url,
-                    reason,
-                    detail,
-                    delay,
-                )
+                self._connection_lost(reason, detail)
                 attempt = 1
-                self._stop.wait(delay)
         finally:
-            if lost_ms is not None:
-                self._record_gap(lost_ms, reason, f"{detail}; stopped before reconnecting")
+            if self._open_gap is not None:
+                start_ms, reason, detail = self._open_gap
+                self._record_gap(start_ms, reason, f"{detail}; stopped before reconnecting")
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(
+            attempt,
+            initial_s=self.config.backoff_initial_s,
+            max_s=self.config.backoff_max_s,
+            rng=self._rng,
+        )
+
+    def _connect_failed(self, exc: FeedConnectionError, attempt: int) -> None:
+        if self._open_gap is None:
+            self._open_gap = (_now_ms(), "connect_failed", str(exc))
+        delay = self._backoff(attempt)
+        logger.warning("%s (attempt %d); retrying in %.2f s", exc, attempt + 1, delay)
+        self._stop.wait(delay)
+
+    def _subscribed(self) -> None:
+        self.connections += 1
+        self.metrics.connected.set(1)
+        if self._open_gap is not None:
+            start_ms, reason, detail = self._open_gap
+            self.metrics.reconnects.labels(reason).inc()
+            self._record_gap(start_ms, reason, detail)
+            self._open_gap = None
+        logger.info(
+            "connection %d to %s: subscribed %d symbol(s)",
+            self.connections,
+            self.config.ws_url,
+            len(self.config.symbols),
+        )
+        # The last sign of life: a connection that never sends a frame is silent from its
+        # subscribe on.
+        self.last_frame_ms = _now_ms()
+
+    def _read_and_close(
+        self, ws: WebSocketLike, should_stop: Callable[[], bool]
+    ) -> tuple[GapReason, str]:
+        try:
+            return self._read(ws, should_stop)
+        finally:
+            self.metrics.connected.set(0)
+            self._close(ws, unsubscribe=self._stop.is_set() or should_stop())
+
+    def _connection_lost(self, reason: GapReason, detail: str) -> None:
+        self._open_gap = (self.last_frame_ms, reason, detail)
+        delay = self._backoff(0)
+        logger.warning(
+            "connection %d to %s lost (%s: %s); reconnecting in %.2f s",
+            self.connections,
+            self.config.ws_url,
+            reason,
+            detail,
+            delay,
+        )
+        self._stop.wait(delay)

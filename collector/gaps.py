@@ -56,9 +56,6 @@ def _describe(gap: Gap) -> str:
 class LoggingGapStore:
     """Gaps in the log only (``COLLECTOR_GAPS=off``): a WARNING per gap."""
 
-    def __init__(self, metrics: CollectorMetrics | None = None) -> None:
-        self.metrics = metrics
-
     def record(self, gap: Gap) -> None:
         logger.warning("collector %s: %s (not stored)", gap.collector_id, _describe(gap))
 

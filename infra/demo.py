@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.config import InfraConfig
+from infra.errors import DemoError, InfraError
 from infra.pipeline import PipelineProcess, pipeline_steps
 from infra.process import port_bindable
 from infra.trino import CATALOG, run_query
@@ -78,7 +79,7 @@ class Processes:
     def start(self, name: str, args: list[str], ports: dict[str, int] | None = None) -> None:
         step = PipelineProcess(self.config, name, args, self.env, ports)
         if not step.start():
-            raise RuntimeError(f"{name} is already running (pid {step.pid()}); `make down` first")
+            raise DemoError(f"{name} is already running (pid {step.pid()}); `make down` first")
         self.steps[name] = step
 
     def run(self, name: str, argv: list[str]) -> int:
@@ -91,7 +92,7 @@ class Processes:
     def check_alive(self, *names: str) -> None:
         for name in names:
             if self.steps[name].pid() is None:
-                raise RuntimeError(f"{name} exited; see {self.log(name)}")
+                raise DemoError(f"{name} exited; see {self.log(name)}")
 
     def stop(self, name: str) -> None:
         step = self.steps.pop(name, None)
@@ -171,7 +172,7 @@ def run_demo(config: InfraConfig) -> None:
         # Counted and scored: from here on the market stays live for the dashboards.
         procs.start("collector", [])
         procs.start("forecaster", ["run", "--every", demo.forecast_every])
-    except (RuntimeError, KeyboardInterrupt) as exc:
+    except (InfraError, KeyboardInterrupt) as exc:
         print(f"demo: stopped: {exc}", file=sys.stderr)
         for name in list(procs.steps):
             print(f"--- last lines of {procs.log(name)}\n{procs.tail(name)}", file=sys.stderr)
@@ -208,8 +209,8 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
     try:
         while not forecast_done or time.monotonic() - started < stop_after:
             if time.monotonic() - started > stop_after + 600:
-                raise RuntimeError(f"fewer than {bars_needed} new 5-second bars per symbol "
-                                   "after 10 minutes; see the stream_processor log")
+                raise DemoError(f"fewer than {bars_needed} new 5-second bars per symbol "
+                                "after 10 minutes; see the stream_processor log")
             procs.check_alive("feed", "stream_processor", "collector")
             elapsed = time.monotonic() - started
             counts = kafka_counts(kafka.bootstrap_servers)
@@ -224,7 +225,7 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
                       flush=True)
                 code = procs.run("gbm_run", argv)
                 if code != 0:
-                    raise RuntimeError(f"gbm run exited {code}:\n{procs.tail('gbm_run')}")
+                    raise DemoError(f"gbm run exited {code}:\n{procs.tail('gbm_run')}")
                 print(procs.tail("gbm_run", 1), flush=True)
                 forecast_done = True
                 stop_after = max(stop_after, time.monotonic() - started + horizon_s)
@@ -238,7 +239,7 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
         while (stored := cassandra_count(session, "trades")) < produced:
             procs.check_alive("stream_processor")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {stored:,} of {produced:,} trades reached Cassandra")
+                raise DemoError(f"only {stored:,} of {produced:,} trades reached Cassandra")
             time.sleep(3)
         time.sleep(6)  # the bar queries trigger every 5 s; let them write their last update
         print("demo: scoring the forecast: python -m gbm_analysis backtest", flush=True)
@@ -246,7 +247,7 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
         report = procs.tail("gbm_backtest", 40).splitlines()
         print("\n".join(line for line in report if " INFO " not in line), flush=True)
         if code != 0:
-            raise RuntimeError(f"gbm backtest exited {code}")
+            raise DemoError(f"gbm backtest exited {code}")
     finally:
         cluster.shutdown()
 

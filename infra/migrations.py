@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from infra.errors import InfraError
+from infra.errors import MigrationError
 from schemas.contracts import CQL_DIR
 
 logger = logging.getLogger(__name__)
@@ -20,10 +20,6 @@ SYSTEM_KEYSPACES = frozenset({
     "system", "system_auth", "system_schema", "system_distributed", "system_traces",
     "system_views", "system_virtual_schema", "system_cluster_metadata",
 })
-
-
-class MigrationError(InfraError):
-    pass
 
 
 def cql_identifier(text: str) -> str:

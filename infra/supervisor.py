@@ -24,16 +24,12 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from infra.config import InfraConfig
-from infra.errors import InfraError
+from infra.errors import SupervisorError
 
 # supervisord's process states that mean "not running and not about to be".
 STOPPED_STATES = frozenset({"STOPPED", "EXITED", "FATAL", "UNKNOWN"})
 # AF_UNIX paths are limited to 107 bytes on Linux.
 MAX_SOCKET_PATH = 100
-
-
-class SupervisorError(InfraError):
-    """supervisord could not be started or refused a request."""
 
 
 @dataclass(frozen=True)

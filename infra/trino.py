@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.cassandra import CassandraService
-from infra.errors import InstallError, ServiceStartError
+from infra.errors import InstallError, ServiceStartError, TrinoQueryError
 from infra.java import find_java_at_least
 from infra.maven import pom_digest, run_maven
 from infra.service import Service
@@ -72,7 +72,7 @@ class QueryResult:
 
 def run_query(port: int, sql: str, *, user: str = "infra", timeout: float = 60) -> QueryResult:
     """Run ``sql`` over Trino's REST protocol, with ``cassandra`` as the default catalog; raises
-    RuntimeError with Trino's message when the query fails."""
+    :class:`TrinoQueryError` with Trino's message when the query fails."""
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/statement", data=sql.encode(), method="POST",
@@ -84,7 +84,7 @@ def run_query(port: int, sql: str, *, user: str = "infra", timeout: float = 60) 
         with urllib.request.urlopen(request, timeout=timeout) as response:
             page = json.load(response)
         if "error" in page:
-            raise RuntimeError(page["error"].get("message", "query failed"))
+            raise TrinoQueryError(page["error"].get("message", "query failed"))
         columns = columns or [column["name"] for column in page.get("columns") or []]
         rows.extend(page.get("data") or [])
         if "nextUri" not in page:
@@ -189,7 +189,7 @@ class TrinoService(Service):
         """One query through the Cassandra catalog, so a wrong password shows at start-up."""
         try:
             run_query(self.config.trino_port, f"SHOW SCHEMAS FROM {CATALOG}")
-        except (OSError, RuntimeError, TimeoutError) as exc:
+        except (OSError, TrinoQueryError, TimeoutError) as exc:
             raise ServiceStartError(
                 f"trino: the {CATALOG} catalog cannot read Cassandra: {exc}",
                 self.last_log_lines(),

@@ -79,7 +79,8 @@ def us_market_open(ms: int) -> bool:
     return t.weekday() < 5 and 13 * 60 + 30 <= minutes < 20 * 60
 
 
-def _frames(symbol: str, trades: list[dict[str, Any]]) -> list[dict[str, Any] | str | bytes]:
+def _frames(trades: list[dict[str, Any]]) -> list[dict[str, Any] | str | bytes]:
+    """Finnhub-style trade frames of at most ``MAX_TRADES_PER_FRAME`` trades each."""
     return [
         {"data": trades[i : i + MAX_TRADES_PER_FRAME], "type": "trade"}
         for i in range(0, len(trades), MAX_TRADES_PER_FRAME)
@@ -181,7 +182,7 @@ class SimulatedMarket(TradeSource):
                 count = int(rng.poisson(lam_total * st.weight))
                 if count:
                     batch = self._trades(rng, st, count, base_ms, tick_ms)
-                    frames.extend(_frames(st.symbol, batch))
+                    frames.extend(_frames(batch))
                     trades += len(batch)
             yield Tick(due_s, frames, trades)
 
@@ -332,8 +333,8 @@ class CsvReplay(TradeSource):
     ) -> Tick:
         # Like Finnhub: one frame per symbol per interval, trades in arrival order.
         frames: list[dict[str, Any] | str | bytes] = []
-        for symbol, rows in batch.items():
-            frames.extend(_frames(symbol, rows))
+        for rows in batch.values():
+            frames.extend(_frames(rows))
         return Tick(pass_start_s + (index + 1) * self.tick_s, frames, trades)
 
 

@@ -18,6 +18,7 @@ from cassandra.cluster import NoHostAvailable
 from infra.__main__ import services
 from infra.cassandra import CassandraService
 from infra.config import InfraConfig
+from infra.errors import TrinoQueryError
 from infra.migrations import migration_files
 from infra.pipeline import pipeline_steps
 from infra.roles import disable_default_superuser
@@ -150,9 +151,9 @@ def test_trino_reads_migrated_keyspaces_only(private_keyspace: str, foreign_keys
             break
         time.sleep(0.5)
     assert trino_select(f"SELECT count(*) FROM {private_keyspace}.trades") == [[0]]
-    with pytest.raises(RuntimeError, match="market_reader has no SELECT permission"):
+    with pytest.raises(TrinoQueryError, match="market_reader has no SELECT permission"):
         trino_select(f"SELECT * FROM {foreign_keyspace}.secrets")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(TrinoQueryError):
         trino_select("SELECT * FROM system_auth.roles")
 
 

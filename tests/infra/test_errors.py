@@ -1,0 +1,59 @@
+"""Infra's errors stay inside its exception tree: what Trino refuses is a TrinoQueryError, which
+the CLI prints as one line."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from infra.__main__ import main
+from infra.errors import InfraError, TrinoQueryError
+from infra.trino import run_query
+
+MESSAGE = "line 1:15: Schema 'nope' does not exist"
+
+
+class RefusingTrino(BaseHTTPRequestHandler):
+    """Answers every statement the way Trino answers a failed query."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"id": "q1", "error": {"message": MESSAGE}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def trino_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingTrino)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refused_query_is_a_trino_query_error_in_the_infra_tree(trino_port: int) -> None:
+    with pytest.raises(TrinoQueryError, match="Schema 'nope' does not exist") as caught:
+        run_query(trino_port, "SELECT * FROM nope.t", timeout=5)
+    assert isinstance(caught.value, InfraError)
+
+
+def test_infra_sql_prints_trinos_message_in_one_line(
+    trino_port: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRINO_PORT", str(trino_port))
+    assert main(["sql", "SELECT * FROM nope.t"]) == 1
+    assert capsys.readouterr().err == f"infra: error: trino: {MESSAGE}\n"
