@@ -7,6 +7,7 @@ Usage::
     python -m gbm_analysis backtest                # score every stored forecast
     python -m gbm_analysis train [--bars-csv FILE] # fit mlp, xgb, prophet; log them to MLflow
     python -m gbm_analysis leaderboard             # every model's walk-forward scores, ranked
+    python -m gbm_analysis drift [--retrain]       # recent bars vs each model's training window
     python -m gbm_analysis serve                   # HTTP API on GBM_API_HOST:GBM_API_PORT
 
 Under spark-submit (``SPARK_SUBMIT_MODE=1`` lets the submitted master win)::
@@ -74,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
         help="train from a CSV of 1-minute bars in this process instead of Cassandra on Spark",
     )
     sub.add_parser("leaderboard", help="print model_scores: every model per symbol and step")
+    drift = sub.add_parser("drift", help="PSI and KS of recent bars vs each training window")
+    drift.add_argument(
+        "--retrain", action="store_true", help="train the symbols that drifted again at once"
+    )
     sub.add_parser("serve", help="serve the latest forecast and backtest per symbol over HTTP")
     return parser
 
@@ -232,6 +237,62 @@ def _leaderboard(cassandra: CassandraSettings) -> int:
         cluster.shutdown()
 
 
+def _drift(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
+    from gbm_analysis.drift import PSI_THRESHOLD
+    from gbm_analysis.drift_job import format_drift, run_drift, write_drift, write_textfile
+    from gbm_analysis.io import GbmStore
+    from gbm_analysis.serving import registry_if_trained
+    from gbm_analysis.training import TrainSettings
+    from schemas.cassandra import connect
+    from schemas.settings import state_dir
+
+    trained = TrainSettings.from_env()
+    recent = parse_duration(os.environ.get("GBM_DRIFT_WINDOW") or "6h", name="GBM_DRIFT_WINDOW")
+    raw = os.environ.get("GBM_DRIFT_PSI") or str(PSI_THRESHOLD)
+    try:
+        threshold = float(raw)
+    except ValueError:
+        raise ConfigError(f"GBM_DRIFT_PSI={raw!r} is not a number") from None
+    if not threshold > 0:
+        raise ConfigError(f"GBM_DRIFT_PSI={raw!r} must be positive")
+    registry = registry_if_trained(trained.tracking_uri, trained.artifact_root)
+    if registry is None:
+        print("no MLflow registry yet: run `python -m gbm_analysis train` first")
+        return 0
+    now = datetime.now(UTC)
+    cluster, session = connect(cassandra)
+    try:
+        store = GbmStore(session, cassandra.keyspace)
+        symbols = trained.symbols or tuple(_registered_symbols(registry))
+        results, versions = run_drift(
+            store, registry, symbols, now=now, recent=timedelta(seconds=recent), threshold=threshold
+        )
+        write_drift(store, results, checked_at=now, versions=versions)
+    finally:
+        cluster.shutdown()
+    write_textfile(results, state_dir() / "metrics" / "forecast_drift.prom")
+    print(format_drift(results))
+    drifted = sorted({r.symbol for r in results if r.drifted})
+    if drifted and args.retrain:
+        print(f"retraining {', '.join(drifted)}")
+        os.environ["GBM_SYMBOLS"] = ",".join(drifted)
+        return _train(argparse.Namespace(bars_csv=None), cassandra)
+    return 0
+
+
+def _registered_symbols(registry: object) -> list[str]:
+    """Symbols with a registered learned model (their MLflow tag)."""
+    client = registry.client  # type: ignore[attr-defined]
+    symbols = set()
+    for model in client.search_registered_models():
+        for version in client.search_model_versions(f"name='{model.name}'"):
+            run = client.get_run(version.run_id)
+            if "symbol" in run.data.tags:
+                symbols.add(run.data.tags["symbol"])
+            break
+    return sorted(symbols)
+
+
 def _serve(cassandra: CassandraSettings) -> int:
     import uvicorn
 
@@ -274,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, cassandra)
         if args.command == "leaderboard":
             return _leaderboard(cassandra)
+        if args.command == "drift":
+            return _drift(args, cassandra)
         return _serve(cassandra)
     except (ConfigError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

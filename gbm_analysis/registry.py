@@ -128,6 +128,13 @@ class Registry:
         loaded = mlflow.pyfunc.load_model(f"models:/{name}@{PRODUCTION}")
         return int(mv.version), str(mv.run_id), loaded.unwrap_python_model().forecaster
 
+    def run_windows(self, run_id: str) -> dict[str, int]:
+        """The training/calibration/test windows (epoch seconds) a run logged."""
+        params = self.client.get_run(run_id).data.params
+        return {
+            k.removeprefix("window."): int(v) for k, v in params.items() if k.startswith("window.")
+        }
+
     def log(self, outcome: TrainOutcome) -> RegistryResult:
         """Log one successful training as a run and a new version; move ``production`` to it
         when it beats the version holding it on the same test window."""

@@ -12,6 +12,7 @@ import pytest
 
 from gbm_analysis import mlp
 from gbm_analysis.config import GbmSettings
+from gbm_analysis.drift_job import run_drift, write_drift, write_textfile
 from gbm_analysis.io import GbmStore
 from gbm_analysis.leaderboard import format_leaderboard
 from gbm_analysis.registry import Registry, RegistryResult
@@ -117,3 +118,22 @@ def test_train_on_spark_registers_and_replaces_only_a_better_model(
     assert row["as_of"] == NOW.timestamp()
     assert len(row["percentiles"]) == 60 * 99 and row["sample"] == []
     assert 0.0 <= min(row["p_above"]) <= max(row["p_above"]) <= 1.0
+
+    # drift: the recent bars against the production version's training window, stored and exported
+    results, versions = run_drift(
+        store, registry, [good], now=NOW, recent=timedelta(minutes=600), threshold=0.25
+    )
+    assert {(r.model, r.feature) for r in results} == {
+        ("mlp", f) for f in ("return", "abs_return", "range", "log_volume")
+    }
+    assert all(
+        r.n_recent == 599 and r.n_reference > 1_000 for r in results if r.feature == "return"
+    )
+    write_drift(store, results, checked_at=NOW, versions=versions)
+    stored = list(cassandra_session.execute("SELECT * FROM model_drift WHERE symbol = %s", (good,)))
+    assert {(r.feature, r.model_version) for r in stored} == {
+        (f, version) for f in ("return", "abs_return", "range", "log_volume")
+    }
+    write_textfile(results, tmp_path / "metrics" / "forecast_drift.prom")
+    text = (tmp_path / "metrics" / "forecast_drift.prom").read_text()
+    assert f'forecast_drift_psi{{feature="return",model="mlp",symbol="{good}"}}' in text
