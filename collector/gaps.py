@@ -13,25 +13,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from collector.exceptions import GapStoreError
 from collector.metrics import CollectorMetrics
 from collector.models import Gap
-from schemas.cassandra import connect
+from schemas.cassandra import connect, driver_errors
 from schemas.contracts import TABLE_COLLECTOR_GAPS
 from schemas.settings import CassandraSettings
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster, Session
 
-# Everything the driver raises for an unreachable, refusing or failing cluster.
-_CASSANDRA_ERRORS: tuple[type[BaseException], ...] = ()
-
 
 def _cassandra_errors() -> tuple[type[BaseException], ...]:
-    global _CASSANDRA_ERRORS
-    if not _CASSANDRA_ERRORS:
-        from cassandra import DriverException
-        from cassandra.cluster import NoHostAvailable
-
-        _CASSANDRA_ERRORS = (DriverException, NoHostAvailable, OSError)
-    return _CASSANDRA_ERRORS
+    """The driver's errors, and a socket failing under it (evaluated only when one is raised)."""
+    return (*driver_errors(), OSError)
 
 
 __all__ = ["CassandraGapStore", "GapSink", "LoggingGapStore"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gbm_analysis.config import GbmSettings
 from gbm_analysis.exceptions import StorageError
+from schemas.cassandra import driver_errors as _driver_errors
 from schemas.contracts import TABLE_AGG_5S
 from schemas.gbm_tables import (
     TABLE_GBM_BACKTEST,
@@ -88,15 +89,6 @@ def _usable_bar(row: Any) -> bool:
 
 def _storage(what: str, exc: Exception) -> StorageError:
     return StorageError(f"cassandra {what} failed: {type(exc).__name__}: {exc}")
-
-
-def _driver_errors() -> tuple[type[Exception], ...]:
-    """Every error the driver raises for a failed request (NoHostAvailable is not a
-    DriverException)."""
-    from cassandra import DriverException
-    from cassandra.cluster import NoHostAvailable
-
-    return (DriverException, NoHostAvailable)
 
 
 class GbmStore:

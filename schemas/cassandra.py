@@ -1,13 +1,31 @@
-"""A thin cassandra-driver session factory shared by services and tests."""
+"""A thin cassandra-driver session factory shared by services and tests, and the driver's
+errors in one tuple."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from schemas.settings import CassandraSettings
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster, Session
+
+
+@functools.cache
+def driver_errors() -> tuple[type[Exception], ...]:
+    """Everything cassandra-driver raises for an unreachable, refusing or failing cluster or
+    request: ``DriverException`` (timeouts, unavailable replicas, refused queries) and
+    ``NoHostAvailable``, which is not one. A function, so the driver is imported only when it
+    is needed (the collector may run without Cassandra).
+
+    >>> [cls.__name__ for cls in driver_errors()]
+    ['DriverException', 'NoHostAvailable']
+    """
+    from cassandra import DriverException
+    from cassandra.cluster import NoHostAvailable
+
+    return (DriverException, NoHostAvailable)
 
 
 def connect(

@@ -15,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cassandra import DriverException, OperationTimedOut, RequestExecutionException
-from cassandra.cluster import NoHostAvailable
 from py4j.protocol import Py4JError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation
 from pyspark.sql import functions as F
 
+from schemas.cassandra import driver_errors
 from schemas.spark import collected_utc
 from stream_processor import transforms
 from stream_processor.exceptions import CassandraSinkError, DeadLetterSinkError, SinkError
@@ -43,12 +42,7 @@ logger = logging.getLogger(__name__)
 CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
 _MAX_BACKOFF_S = 10.0
 # cassandra-driver failures that a later attempt can get past (node down, timeouts).
-CASSANDRA_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
-    NoHostAvailable,
-    OperationTimedOut,
-    RequestExecutionException,
-    DriverException,
-)
+CASSANDRA_DRIVER_ERRORS: tuple[type[BaseException], ...] = driver_errors()
 
 
 def retry_write(
