@@ -181,7 +181,7 @@ def run_demo(config: InfraConfig) -> None:
     except BaseException:
         procs.stop_all()
         raise
-    print(summary + _live_note(config, demo.forecast_every), flush=True)
+    print(summary + live_note(config, demo.forecast_every), flush=True)
 
 
 def bars_since(session: object, since_ms: int) -> dict[str, int]:
@@ -268,6 +268,12 @@ def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraCo
         t: run_query(config.trino_port, sql.format(cassandra.keyspace, t)).rows[0][0]
         for t in ("trades", "trades_agg_5s", "trades_agg_1m", "gbm_forecasts")
     }
+    return summary_text(config, cassandra, counts, tables, via_trino)
+
+
+def summary_text(config: InfraConfig, cassandra: CassandraSettings, counts: dict[str, int],
+                 tables: dict[str, int], via_trino: dict[str, int]) -> str:
+    """The demo's closing summary; every command it suggests is one a fresh clone has."""
     return f"""
 demo: done.
   Kafka      127.0.0.1:{config.kafka_port}  trades={counts['trades']:,}  dlq={counts['dlq']:,}
@@ -276,11 +282,11 @@ demo: done.
              user {cassandra.username}, password in {config.state_dir}/credentials.env
   Trino      http://127.0.0.1:{config.trino_port}  catalog {CATALOG} (read-only): """ + "  ".join(
         f"{t}={n:,}" for t, n in via_trino.items()) + f"""
-             trino --server 127.0.0.1:{config.trino_port} --catalog {CATALOG} \\
-               --execute 'SELECT * FROM {cassandra.keyspace}.trades_agg_1m LIMIT 5'"""
+             python -m infra sql 'SELECT * FROM {cassandra.keyspace}.trades_agg_1m LIMIT 5'"""
 
 
-def _live_note(config: InfraConfig, forecast_every: str) -> str:
+def live_note(config: InfraConfig, forecast_every: str) -> str:
+    """What the demo leaves running and where to look; printed after :func:`summary_text`."""
     dashboards = "\n".join(
         f"  {label:<10} {url}" for label, url in dashboard_urls(config).items()
     )

@@ -14,6 +14,9 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    if argv in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if len(argv) != 1:
         print("usage: python -m infra.supervised SPEC", file=sys.stderr)
         return 2
