@@ -73,8 +73,12 @@ class Rig:
             "COLLECTOR_BACKOFF_MAX_S": "2",
             "COLLECTOR_STALL_TIMEOUT_S": "5",
             "SINK_RETRY_TIMEOUT": "90s",
-            # A restarted job catches up in bounded batches, not one giant one.
+            # A restarted job catches up in bounded batches, not one giant one, so a batch
+            # running 2 minutes is wedged: after a Cassandra restart the connector's Java
+            # driver can block forever in Session.refreshSchema (scylladb/java-driver#343);
+            # the job then exits 3 and supervisord restarts it from its checkpoint.
             "MAX_OFFSETS_PER_TRIGGER": "20000",
+            "BATCH_STALL_TIMEOUT": "120s",
             "SPARK_DRIVER_MEMORY": "1g",
             "LOG_LEVEL": "WARNING",
         }
@@ -101,11 +105,26 @@ class Rig:
         self.segment += 1
         self.sent_log = self.home / f"sent-{self.segment}.jsonl"
         self.feed = PipelineProcess(
-            self.config, "feed",
-            ["--simulate", "--symbols", SYMBOLS, "--rate", str(RATE), "--seed",
-             str(self.segment), "--port", str(self.feed_port), "--sent-log", str(self.sent_log),
-             "--ping-interval", "2", *fault_args],
-            self.env, {"feed": self.feed_port},
+            self.config,
+            "feed",
+            [
+                "--simulate",
+                "--symbols",
+                SYMBOLS,
+                "--rate",
+                str(RATE),
+                "--seed",
+                str(self.segment),
+                "--port",
+                str(self.feed_port),
+                "--sent-log",
+                str(self.sent_log),
+                "--ping-interval",
+                "2",
+                *fault_args,
+            ],
+            self.env,
+            {"feed": self.feed_port},
         )
         self.feed.start()
 
@@ -131,8 +150,12 @@ class Rig:
         if rows.empty:
             return []
         ts = rows["trade_ts"].map(_epoch_ms)
-        return [key_of(s, t, p, v, c) for s, t, p, v, c in zip(
-            rows["symbol"], ts, rows["price"], rows["volume"], rows["conditions"], strict=True)]
+        return [
+            key_of(s, t, p, v, c)
+            for s, t, p, v, c in zip(
+                rows["symbol"], ts, rows["price"], rows["volume"], rows["conditions"], strict=True
+            )
+        ]
 
     def stored_count(self) -> int:
         cluster, session = connect(self.cassandra, keyspace=self.cassandra.keyspace)
@@ -151,7 +174,9 @@ class Rig:
             for day in (today, today - timedelta(days=1)):
                 rows = session.execute(
                     "SELECT ingest_ts FROM trades WHERE symbol = %s AND day = %s LIMIT 200",
-                    (symbol, day), timeout=30)
+                    (symbol, day),
+                    timeout=30,
+                )
                 if any(_epoch_ms(row.ingest_ts) > since_ms for row in rows):
                     return True
             return False
@@ -164,8 +189,14 @@ class Rig:
 
     def gaps(self) -> list[Gap]:
         rows = read_table(self.cassandra, "collector_gaps")
-        return [Gap(_epoch_ms(r.gap_start), _epoch_ms(r.gap_end), tuple(r.symbols or ()))
-                for r in rows.itertuples()] if not rows.empty else []
+        return (
+            [
+                Gap(_epoch_ms(r.gap_start), _epoch_ms(r.gap_end), tuple(r.symbols or ()))
+                for r in rows.itertuples()
+            ]
+            if not rows.empty
+            else []
+        )
 
     def drain(self, timeout_s: float = 900) -> None:
         """Wait until both queries of the stream processor have committed every record of the
@@ -180,8 +211,7 @@ class Rig:
             if count != last:
                 last, since = count, time.monotonic()
             if self.job_caught_up() and (
-                time.monotonic() - since > 10
-                or self.outcome("drain", None, bars=False).lost == 0
+                time.monotonic() - since > 10 or self.outcome("drain", None, bars=False).lost == 0
             ):
                 return
             time.sleep(3)
@@ -192,8 +222,10 @@ class Rig:
 
         consumer = KafkaConsumer(bootstrap_servers=self.stack.kafka.bootstrap_servers)
         try:
-            partitions = [TopicPartition(self.topic, p)
-                          for p in consumer.partitions_for_topic(self.topic) or ()]
+            partitions = [
+                TopicPartition(self.topic, p)
+                for p in consumer.partitions_for_topic(self.topic) or ()
+            ]
             end = {str(tp.partition): n for tp, n in consumer.end_offsets(partitions).items()}
         finally:
             consumer.close()
@@ -205,13 +237,15 @@ class Rig:
             if not commits:
                 return False
             offsets = json.loads(
-                (query / "offsets" / str(max(commits))).read_text().splitlines()[-1])
+                (query / "offsets" / str(max(commits))).read_text().splitlines()[-1]
+            )
             if any(offsets[self.topic].get(p, 0) < n for p, n in end.items()):
                 return False
         return True
 
-    def outcome(self, fault: str, recover_s: float | None, note: str = "",
-                bars: bool = True) -> Outcome:
+    def outcome(
+        self, fault: str, recover_s: float | None, note: str = "", bars: bool = True
+    ) -> Outcome:
         """Accounting for this segment's trades (the feed's seed differs per segment)."""
         sent_at = self.sent_at()
         sent = [key for key, _ in sent_at]
@@ -220,8 +254,14 @@ class Rig:
         stored = [k for k in stored_now if k in segment_keys]
         letters = [k for k in dead_letter_keys(self.dead_letters()) if k in segment_keys]
         result = account(fault, sent, stored, letters, self.gaps(), sent_at=dict(sent_at))
-        return Outcome(**{**result.as_dict(), "recover_s": recover_s,
-                          "bars_match": self.bars_match() if bars else None, "note": note})
+        return Outcome(
+            **{
+                **result.as_dict(),
+                "recover_s": recover_s,
+                "bars_match": self.bars_match() if bars else None,
+                "note": note,
+            }
+        )
 
     def bars_match(self) -> bool:
         trades = read_table(self.cassandra, "trades")
@@ -231,7 +271,8 @@ class Rig:
         # In the order they reached Kafka (one symbol, one partition): the bars' open and close
         # of trades in the same millisecond follow it.
         frame = trades.assign(trade_ts=trades["trade_ts"].map(_epoch_ms)).sort_values(
-            ["symbol", "kafka_offset"], kind="mergesort")
+            ["symbol", "kafka_offset"], kind="mergesort"
+        )
         try:
             assert_bars_equal(bars, expected_bars(frame, "5s"))
         except AssertionError:
