@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["HOSTILE", "JUNK", "FaultPlan", "hostile_frame", "junk_frame"]
+__all__ = ["HOSTILE", "JUNK", "FaultPlan", "hostile_frame", "hostile_kind", "junk_frame"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +143,18 @@ HOSTILE_LARGE: tuple[tuple[str, Callable[[str, int], str | bytes]], ...] = (
 HOSTILE_LARGE_EVERY = 500
 
 
+def hostile_kind(index: int) -> tuple[str, Callable[[str, int], str | bytes]]:
+    """The class (and builder) of the ``index``-th hostile frame: the small classes in turn,
+    and one of the large ones every :data:`HOSTILE_LARGE_EVERY`."""
+    if index % HOSTILE_LARGE_EVERY == 0 and index:
+        return HOSTILE_LARGE[(index // HOSTILE_LARGE_EVERY - 1) % len(HOSTILE_LARGE)]
+    return HOSTILE[index % len(HOSTILE)]
+
+
+# Hostile classes that are not a dead letter: an error frame is logged (escaped, bounded).
+HOSTILE_WITHOUT_LETTER = frozenset({"error_with_newlines"})
+
+
 def hostile_frame(index: int, symbol: str, now_ms: int) -> tuple[str, str | bytes]:
     """The ``index``-th hostile frame and its class.
 
@@ -151,8 +163,5 @@ def hostile_frame(index: int, symbol: str, now_ms: int) -> tuple[str, str | byte
     >>> json.loads(hostile_frame(4, "AAPL", 1000)[1])["data"][0]["c"] == ["\\ud800"]
     True
     """
-    if index % HOSTILE_LARGE_EVERY == 0 and index:
-        kind, build = HOSTILE_LARGE[(index // HOSTILE_LARGE_EVERY - 1) % len(HOSTILE_LARGE)]
-    else:
-        kind, build = HOSTILE[index % len(HOSTILE)]
+    kind, build = hostile_kind(index)
     return kind, build(symbol, now_ms)

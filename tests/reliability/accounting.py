@@ -13,8 +13,9 @@ from typing import Any
 TradeKey = tuple[str, int, float, float, tuple[str, ...]]
 
 
-def key_of(symbol: str, ts_ms: int, price: float, volume: float,
-           conditions: Iterable[str] | None) -> TradeKey:
+def key_of(
+    symbol: str, ts_ms: int, price: float, volume: float, conditions: Iterable[str] | None
+) -> TradeKey:
     return (symbol, int(ts_ms), float(price), float(volume), tuple(conditions or ()))
 
 
@@ -127,9 +128,11 @@ def account(
 
 
 def markdown_table(outcomes: list[Outcome]) -> str:
-    head = ("| fault | sent | stored | duplicated | dead-lettered | in gaps | lost | "
-            "recovered in | bars = recompute | note |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    head = (
+        "| fault | sent | stored | duplicated | dead-lettered | in gaps | lost | "
+        "recovered in | bars = recompute | note |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    )
     rows = [
         f"| {o.fault} | {o.sent:,} | {o.stored:,} | {o.duplicated:,} | {o.dead_lettered:,} | "
         f"{o.in_gaps:,} | {o.lost:,} | "

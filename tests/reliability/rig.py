@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -30,7 +31,7 @@ from tests.reliability.accounting import (
     key_of,
     sent_times,
 )
-from tests.stream_processor.conftest import consume_all, create_topic, read_table
+from tests.stream_processor.conftest import create_topic, read_table
 from tests.stream_processor.oracle import assert_bars_equal, expected_bars
 
 SYMBOLS = "BINANCE:BTCUSDT,BINANCE:ETHUSDT,AAPL,MSFT"
@@ -132,6 +133,15 @@ class Rig:
         assert self.feed is not None
         self.feed.stop()
 
+    def feed_stat(self, name: str) -> int:
+        """A figure from the last feed's closing line ("...; junk 0, hostile 10915, ...")."""
+        assert self.feed is not None
+        lines = [line for line in self.feed.stdout_log.read_text().splitlines()
+                 if "stopped:" in line]
+        match = re.search(rf"\b{name} (\d+)", lines[-1]) if lines else None
+        assert match, f"no '{name}' in the feed's closing line"
+        return int(match.group(1))
+
     def sent(self) -> list[TradeKey]:
         return [key for key, _ in self.sent_at()]
 
@@ -184,8 +194,28 @@ class Rig:
             cluster.shutdown()
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        records = consume_all(self.stack.kafka.bootstrap_servers, f"{self.topic}.dlq", 5)
-        return [json.loads(value) for _, value in records]
+        """Every record of the DLQ topic, read up to its end offsets (not until a quiet
+        period, which a loaded machine can outlast)."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        topic = f"{self.topic}.dlq"
+        consumer = KafkaConsumer(bootstrap_servers=self.stack.kafka.bootstrap_servers,
+                                 enable_auto_commit=False, fetch_max_bytes=16 * 1024 * 1024)
+        try:
+            partitions = [TopicPartition(topic, p)
+                          for p in consumer.partitions_for_topic(topic) or ()]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            end = consumer.end_offsets(partitions)
+            letters: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 300
+            while any(consumer.position(tp) < n for tp, n in end.items()):
+                assert time.monotonic() < deadline, "the DLQ did not read to its end"
+                for batch in consumer.poll(timeout_ms=1000).values():
+                    letters.extend(json.loads(record.value) for record in batch)
+            return letters
+        finally:
+            consumer.close()
 
     def gaps(self) -> list[Gap]:
         rows = read_table(self.cassandra, "collector_gaps")

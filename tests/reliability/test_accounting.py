@@ -27,7 +27,13 @@ def test_every_sent_trade_is_counted_exactly_once() -> None:
     gaps = [Gap(6000, 7500, ("A",)), Gap(0, 99_999, ("B",))]  # B's gap does not cover A
     out = account("f", sent, stored, letters, gaps, gap_slack_ms=0)
     assert (out.sent, out.stored, out.duplicated, out.dead_lettered, out.in_gaps, out.lost) == (
-        10, 5, 1, 1, 2, 2)
+        10,
+        5,
+        1,
+        1,
+        2,
+        2,
+    )
     assert out.stored + out.dead_lettered + out.in_gaps + out.lost == out.sent
 
 
@@ -39,14 +45,21 @@ def test_gaps_are_matched_by_when_the_trade_was_sent() -> None:
 
 
 def test_sent_log_and_dead_letters_parse_like_the_feed_and_collector_write_them() -> None:
-    frame = {"type": "trade", "data": [{"s": "A", "t": 5, "p": 2, "v": 0.5, "c": None}],
-             "sent_ms": 7}
+    frame = {
+        "type": "trade",
+        "data": [{"s": "A", "t": 5, "p": 2, "v": 0.5, "c": None}],
+        "sent_ms": 7,
+    }
     lines = [json.dumps(frame), '{"type": "tra']  # a torn last line is skipped
     assert sent_keys(lines) == [("A", 5, 2.0, 0.5, ())]
     assert sent_times(lines) == [(("A", 5, 2.0, 0.5, ()), 7)]
     assert sent_keys([lines[0], lines[0]]) == [("A", 5, 2.0, 0.5, ())] * 2  # as often as sent
-    letters = [{"raw": json.dumps(frame)}, {"raw": json.dumps(frame["data"][0])},
-               {"raw": "not json"}, {"raw": '{"data": [{"s": "A"}]}'},
-               {"raw": '{"data": [{"s": "A", "t": 1, "p": 1%s, "v": 1}]}' % ("0" * 400)},
-               {"raw": "[" * 100_000 + "]" * 100_000}]
+    letters = [
+        {"raw": json.dumps(frame)},
+        {"raw": json.dumps(frame["data"][0])},
+        {"raw": "not json"},
+        {"raw": '{"data": [{"s": "A"}]}'},
+        {"raw": '{"data": [{"s": "A", "t": 1, "p": 1%s, "v": 1}]}' % ("0" * 400)},
+        {"raw": "[" * 100_000 + "]" * 100_000},
+    ]
     assert dead_letter_keys(letters) == [("A", 5, 2.0, 0.5, ())] * 2

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from collector.feed.faults import HOSTILE_WITHOUT_LETTER, hostile_kind
 from schemas.settings import CassandraSettings
 from tests.conftest import REPO_ROOT, Stack, run_infra
 from tests.reliability.accounting import Outcome, markdown_table
@@ -47,8 +48,9 @@ def rig(stack: Stack) -> Iterator[Rig]:
         run_infra("drop-keyspace", keyspace)
 
 
-def segment(rig: Rig, fault: str, inject: Callable[[], str], *feed_args: str,
-            after_s: float = 8) -> Outcome:
+def segment(
+    rig: Rig, fault: str, inject: Callable[[], str], *feed_args: str, after_s: float = 8
+) -> Outcome:
     """Stream for a few seconds, inject the fault, stream on until the pipeline stores trades
     sent after it, stop the feed, let everything drain, and account for the segment."""
     rig.start_feed(*feed_args)
@@ -81,9 +83,13 @@ def kill_9(rig: Rig, step_name: str) -> Callable[[], str]:
         pid = step.pid()
         assert pid is not None, f"{step_name} is not running"
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: (p := step.program()) is not None and p.state == "RUNNING"
-                 and p.pid != pid, 120, f"supervisord to restart the {step_name}")
+        wait_for(
+            lambda: (p := step.program()) is not None and p.state == "RUNNING" and p.pid != pid,
+            120,
+            f"supervisord to restart the {step_name}",
+        )
         return f"restarted by supervisord (pid {pid} -> {step.pid()})"
+
     return inject
 
 
@@ -92,23 +98,36 @@ def test_collector_killed(rig: Rig) -> None:
 
 
 def test_stream_processor_killed(rig: Rig) -> None:
-    assert_nothing_lost(segment(rig, "stream processor killed (kill -9)",
-                                kill_9(rig, "stream_processor")))
+    assert_nothing_lost(
+        segment(rig, "stream processor killed (kill -9)", kill_9(rig, "stream_processor"))
+    )
 
 
 def test_websocket_aborted_mid_frame(rig: Rig) -> None:
     def inject() -> str:
         return "TCP reset after half a frame"
-    assert_nothing_lost(segment(rig, "websocket reset mid-frame", inject,
-                                "--abort-mid-frame-after", str(4 * RATE)))
+
+    assert_nothing_lost(
+        segment(rig, "websocket reset mid-frame", inject, "--abort-mid-frame-after", str(4 * RATE))
+    )
 
 
 def test_frame_dripped_slowly(rig: Rig) -> None:
     def inject() -> str:
         time.sleep(12)  # the drip starts at 4 s of trades and lasts 30 s
         return "one frame at 1 byte per ~0.3 s; stall timeout 5 s"
-    assert_nothing_lost(segment(rig, "frame dripped slowly", inject,
-                                "--drip-after", str(4 * RATE), "--drip-seconds", "30"))
+
+    assert_nothing_lost(
+        segment(
+            rig,
+            "frame dripped slowly",
+            inject,
+            "--drip-after",
+            str(4 * RATE),
+            "--drip-seconds",
+            "30",
+        )
+    )
 
 
 def test_hostile_frames(rig: Rig) -> None:
@@ -117,19 +136,28 @@ def test_hostile_frames(rig: Rig) -> None:
     def inject() -> str:
         assert rig.sent_log is not None
         log = rig.sent_log
-        wait_for(lambda: sum(1 for _ in log.open()) >= HOSTILE_FRAMES, 300,
-                 f"{HOSTILE_FRAMES} hostile frames")
+        wait_for(
+            lambda: sum(1 for _ in log.open()) >= HOSTILE_FRAMES,
+            300,
+            f"{HOSTILE_FRAMES} hostile frames",
+        )
         return f">= {HOSTILE_FRAMES:,} hostile frames, one after each trade frame"
+
     outcome = segment(rig, "hostile frames", inject, "--hostile-every", "1")
     assert_nothing_lost(outcome)
     assert rig.collector.pid() == collector_pid, "a hostile frame stopped the collector"
-    assert len(rig.dead_letters()) >= HOSTILE_FRAMES
+    # Every hostile frame the feed sent is one dead letter, but for the error frames it logs.
+    sent = rig.feed_stat("hostile")
+    assert sent >= HOSTILE_FRAMES
+    letters = sum(hostile_kind(i)[0] not in HOSTILE_WITHOUT_LETTER for i in range(sent))
+    assert len(rig.dead_letters()) == letters
 
 
 def test_kafka_restarted(rig: Rig) -> None:
     def inject() -> str:
         restart_engine("kafka")
         return "python -m infra restart kafka"
+
     assert_nothing_lost(segment(rig, "Kafka restarted", inject))
 
 
@@ -139,6 +167,7 @@ def test_kafka_down_for_60_s(rig: Rig) -> None:
         time.sleep(60)
         restart_engine("kafka")
         return "down 60 s, then up"
+
     assert_nothing_lost(segment(rig, "Kafka down for 60 s", inject))
 
 
@@ -146,6 +175,7 @@ def test_cassandra_restarted(rig: Rig) -> None:
     def inject() -> str:
         restart_engine("cassandra")
         return "python -m infra restart cassandra"
+
     assert_nothing_lost(segment(rig, "Cassandra restarted", inject))
 
 
@@ -169,4 +199,3 @@ def write_report(outcomes: list[Outcome]) -> None:
         f"{markdown_table(outcomes)}\n",
         encoding="utf-8",
     )
-
