@@ -19,6 +19,7 @@ model must not have.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -110,11 +111,13 @@ class MlpForecaster:
     def _quantiles(self, x: FloatArray, sigma: FloatArray) -> FloatArray:
         point = self.point(x)  # (n, steps)
         scale = sigma[:, None] * np.sqrt(np.arange(1, N_STEPS + 1))[None, :]
-        return point[:, :, None] + scale[:, :, None] * self.offsets.T[None, :, :]
+        out: FloatArray = point[:, :, None] + scale[:, :, None] * self.offsets.T[None, :, :]
+        return out
 
 
 def fit(minutes: pd.DataFrame, split: WalkForwardSplit, params: MlpParams) -> MlpForecaster:
     """Train on ``split.train``, calibrate on ``split.calib``; ``split.test`` is not touched."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -136,7 +139,10 @@ def fit(minutes: pd.DataFrame, split: WalkForwardSplit, params: MlpParams) -> Ml
             random_state=params.seed,
         ),
     )
-    network.fit(x[train], y_train / y_scale)
+    with warnings.catch_warnings():
+        # max_iter is the training budget, not a convergence target: stopping at it is expected
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        network.fit(x[train], y_train / y_scale)
     model = MlpForecaster(
         params=params, network=network, y_scale=y_scale, offsets=np.zeros((99, N_STEPS))
     )

@@ -17,6 +17,9 @@ import logging
 import math
 import os
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +60,20 @@ def mean_crps(scores: HorizonScores | None) -> float:
     return float(np.nanmean(scores.crps_bps))
 
 
-def _pyfunc_class() -> type:
-    import mlflow.pyfunc
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow warns (at import and on use) that our pyfunc's ``predict`` has no typed signature;
+    it takes a frame of bars on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*type hint", UserWarning)
+        yield
 
-    class ForecasterModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+
+def _pyfunc_class() -> type:
+    with _quiet():
+        from mlflow.pyfunc import PythonModel
+
+    class ForecasterModel(PythonModel):  # type: ignore[misc]
         """A learned forecaster as a pyfunc: 1-minute bars in, the quantiles (bps) of the last
         bar's forecast out, one row per step and a column per level."""
 
@@ -117,7 +130,6 @@ class Registry:
 
     def production(self, model: str, symbol: str) -> tuple[int, str, Forecaster] | None:
         """(version, run id, forecaster) holding ``production``, or None."""
-        import mlflow.pyfunc
         from mlflow.exceptions import MlflowException
 
         name = registered_name(model, symbol)
@@ -125,7 +137,10 @@ class Registry:
             mv = self.client.get_model_version_by_alias(name, PRODUCTION)
         except MlflowException:
             return None
-        loaded = mlflow.pyfunc.load_model(f"models:/{name}@{PRODUCTION}")
+        with _quiet():
+            import mlflow.pyfunc
+
+            loaded = mlflow.pyfunc.load_model(f"models:/{name}@{PRODUCTION}")
         return int(mv.version), str(mv.run_id), loaded.unwrap_python_model().forecaster
 
     def run_windows(self, run_id: str) -> dict[str, int]:
@@ -139,7 +154,6 @@ class Registry:
         """Log one successful training as a run and a new version; move ``production`` to it
         when it beats the version holding it on the same test window."""
         import mlflow
-        import mlflow.pyfunc
 
         if not outcome.ok or outcome.fitted is None:
             raise ValueError(f"{outcome.symbol} {outcome.model}: nothing to log ({outcome.status})")
@@ -161,13 +175,16 @@ class Registry:
                 }
             )
             _log_series(outcome.scores)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=_pyfunc_class()(outcome.fitted),
-                registered_model_name=name,
-                # named, not inferred: inference re-imports the model in a subprocess (seconds)
-                pip_requirements=_requirements(),
-            )
+            with _quiet():
+                import mlflow.pyfunc
+
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=_pyfunc_class()(outcome.fitted),
+                    registered_model_name=name,
+                    # named, not inferred: inference re-imports the model in a subprocess (seconds)
+                    pip_requirements=_requirements(),
+                )
         version = int(info.registered_model_version)
         crps = mean_crps(outcome.scores)
         old_crps = mean_crps(outcome.incumbent_scores)

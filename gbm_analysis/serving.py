@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gbm_analysis.config import GbmSettings
-from gbm_analysis.learned import LEARNED_MODELS, STEP_SECONDS, prepare_minutes, to_summary
+from gbm_analysis.learned import (
+    LEARNED_MODELS,
+    STEP_SECONDS,
+    Forecaster,
+    prepare_minutes,
+    to_summary,
+)
 from gbm_analysis.model import PathSummary
 from schemas.contracts import TABLE_AGG_1M
 from schemas.markets import annualisation_for
@@ -134,45 +140,37 @@ def learned_forecast_rows(
     end = as_of.astimezone(UTC)
     rows: list[dict[str, Any]] = []
     for symbol in symbols:
-        loaded = {m: registry.production(m, symbol) for m in LEARNED_MODELS}
-        loaded = {m: v for m, v in loaded.items() if v is not None}
+        loaded: dict[str, tuple[int, str, Forecaster]] = {}
+        for m in LEARNED_MODELS:
+            found = registry.production(m, symbol)
+            if found is not None:
+                loaded[m] = found
         if not loaded:
             continue
         bars = _minute_bars(store, symbol, end - HISTORY, end)
         minutes = prepare_minutes(bars) if not bars.empty else None
         for model, (version, run_id, forecaster) in sorted(loaded.items()):
-            base = {"version": version, "run_id": run_id, "summary": None}
+            message = ""
+            n = 0 if minutes is None else len(minutes)
             if settings.step_seconds != STEP_SECONDS:
+                status = "invalid_data"
+                message = f"learned models forecast 60 s steps; GBM_STEP={settings.step_seconds}s"
+            elif minutes is None or n < 61:
+                status = "too_few_bars"
+                message = f"{n} one-minute bars in the {HISTORY} before {end.isoformat()}, need 61"
+            if message or minutes is None:
                 rows.append(
                     summary_row(
                         symbol,
                         model,
-                        status="invalid_data",
-                        message=(
-                            f"learned models forecast 60 s steps; GBM_STEP={settings.step_seconds}s"
-                        ),
-                        as_of=math.nan,
-                        last_price=math.nan,
-                        n_bars=0,
-                        **base,
-                    )
-                )
-                continue
-            if minutes is None or len(minutes) < 61:
-                n = 0 if minutes is None else len(minutes)
-                rows.append(
-                    summary_row(
-                        symbol,
-                        model,
-                        status="too_few_bars",
-                        message=(
-                            f"{n} one-minute bars in the {HISTORY} before {end.isoformat()}, "
-                            "need 61"
-                        ),
+                        status=status,
+                        message=message,
                         as_of=math.nan,
                         last_price=math.nan,
                         n_bars=n,
-                        **base,
+                        summary=None,
+                        version=version,
+                        run_id=run_id,
                     )
                 )
                 continue

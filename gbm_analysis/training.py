@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from gbm_analysis import mlp, prophet_model, xgb
 from gbm_analysis.config import parse_duration
@@ -147,10 +148,13 @@ def _fit(model: str, minutes: pd.DataFrame, split: Any, params: Any) -> Forecast
     return module.fit(minutes, split, params)  # type: ignore[no-any-return]
 
 
-def score_positions(minutes: pd.DataFrame, test: np.ndarray, every_minutes: int) -> np.ndarray:
+def score_positions(
+    minutes: pd.DataFrame, test: NDArray[np.int64], every_minutes: int
+) -> NDArray[np.int64]:
     """Test positions whose bar closes on a multiple of ``every_minutes`` on the clock."""
     close_t = minutes["t"].to_numpy(dtype=np.int64)[test] + 60
-    return test[close_t % (every_minutes * 60) == 0]
+    out: NDArray[np.int64] = test[close_t % (every_minutes * 60) == 0]
+    return out
 
 
 @dataclass
@@ -286,12 +290,8 @@ def scores_from_json(text: str) -> HorizonScores | None:
     if not text:
         return None
     data = json.loads(text)
-    return HorizonScores(
-        **{
-            k: np.asarray(v, dtype=np.float64) if isinstance(v, list) else v
-            for k, v in data.items()
-        }
-    )
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in data.items() if k != "n"}
+    return HorizonScores(n=int(data["n"]), **arrays)
 
 
 def train_frame(

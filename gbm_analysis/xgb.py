@@ -60,7 +60,7 @@ def features(minutes: pd.DataFrame) -> FloatArray:
         lag[k:] = (c[k:] - c[:-k]) * BPS
         cols.append(lag)
     for k in (5, 15, 30, 60):
-        cols.append(np.sqrt((ret**2).rolling(k).mean()).to_numpy())
+        cols.append(((ret**2).rolling(k).mean() ** 0.5).to_numpy())
     rng = np.log(h / lo) * BPS
     cols.append(rng)
     cols.append(s(rng).rolling(15).mean().to_numpy())

@@ -15,6 +15,9 @@ from gbm_analysis.training import TrainOutcome, TrainSettings, train_symbol
 from tests.gbm_analysis.test_learned import gbm_minutes
 
 SYMBOL = "BINANCE:BTCUSDT"
+# MLflow 3.17's SQL store uses a loader SQLAlchemy 2.1 deprecates (not our code)
+NOLOAD = pytest.mark.filterwarnings("ignore:.*noload.*:DeprecationWarning")
+pytestmark = NOLOAD
 
 
 def _scores(crps: float) -> HorizonScores:

@@ -22,7 +22,9 @@ from gbm_analysis.training import TrainSettings
 from schemas.settings import CassandraSettings
 from tests.gbm_analysis.test_learned import gbm_minutes
 
-pytestmark = pytest.mark.integration
+# MLflow 3.17's SQL store uses a loader SQLAlchemy 2.1 deprecates (not our code)
+NOLOAD = pytest.mark.filterwarnings("ignore:.*noload.*:DeprecationWarning")
+pytestmark = [pytest.mark.integration, NOLOAD]
 
 NOW = datetime(2026, 2, 2, 12, 0, tzinfo=UTC)
 N_MINUTES = 3_200
