@@ -122,7 +122,6 @@ def _with_learned(
     """The run's rows plus those of the registered learned models, with their MLflow version
     and run id (null for the GBM family). Unchanged when no learned model is registered, so a
     keyspace without those columns (before migration 008) is written as before."""
-    import pandas as pd
     from pyspark.sql import functions as F
 
     from gbm_analysis.serving import learned_forecast_rows
@@ -131,7 +130,10 @@ def _with_learned(
     if not rows:
         return result
     schema = FORECAST_SCHEMA + ", model_version int, model_run_id string"
-    extra = spark.createDataFrame(pd.DataFrame(rows), schema=schema)
+    columns = [c.split()[0] for c in schema.split(", ")]
+    # plain tuples, not a pandas frame: a few rows, and pyspark 3.5's pandas path trips over
+    # pandas 2.2's deprecations
+    extra = spark.createDataFrame([tuple(r[c] for c in columns) for r in rows], schema=schema)
     base = result.withColumn("model_version", F.lit(None).cast("int")).withColumn(
         "model_run_id", F.lit(None).cast("string")
     )

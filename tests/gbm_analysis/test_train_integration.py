@@ -20,6 +20,7 @@ from gbm_analysis.serving import learned_forecast_rows
 from gbm_analysis.train_job import read_scores, train_on_spark
 from gbm_analysis.training import TrainSettings
 from schemas.settings import CassandraSettings
+from tests.gbm_analysis.conftest import gbm_closes
 from tests.gbm_analysis.test_learned import gbm_minutes
 
 # MLflow 3.17's SQL store uses a loader SQLAlchemy 2.1 deprecates (not our code)
@@ -139,3 +140,50 @@ def test_train_on_spark_registers_and_replaces_only_a_better_model(
     write_textfile(results, tmp_path / "metrics" / "forecast_drift.prom")
     text = (tmp_path / "metrics" / "forecast_drift.prom").read_text()
     assert f'forecast_drift_psi{{feature="return",model="mlp",symbol="{good}"}}' in text
+
+
+def test_hourly_run_adds_the_registered_model_and_the_api_serves_it(
+    spark: Any,
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    symbols: tuple[str, str],
+    insert_bars: Any,
+    tmp_path: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from gbm_analysis.api import create_app
+    from gbm_analysis.job import run_forecasts
+    from gbm_analysis.training import train_symbol
+
+    good, _ = symbols
+    # the GBM family reads the 5-second bars of the last hour; the mlp the 1-minute bars
+    starts = [NOW - timedelta(seconds=5 * (720 - i)) for i in range(720)]
+    insert_bars(good, starts, gbm_closes(720, sigma_per_s=2e-4, seed=3))
+    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
+    settings = TrainSettings(
+        models=("mlp",),
+        train_minutes=1_500,
+        calib_minutes=800,
+        test_minutes=600,
+        mlp=mlp.MlpParams(max_iter=5),
+        baselines=False,
+    )
+    (outcome,) = train_symbol(good, gbm_minutes(N_MINUTES, seed=21), settings)
+    logged = registry.log(outcome)
+    store = GbmStore(cassandra_session, test_keyspace.keyspace)
+    gbm = GbmSettings(lookback_seconds=3600, n_paths=500, n_sample_paths=3, symbols=(good,))
+    result = run_forecasts(
+        spark, store, gbm, as_of=NOW, issued_at=NOW, seed=5, run_id="learned-run", registry=registry
+    )
+    assert (good, "mlp", "ok", "") in result.statuses
+
+    body = TestClient(create_app(store, clock=lambda: NOW + timedelta(minutes=1))).get(
+        f"/forecast/{good}", params={"model": "mlp"}
+    )
+    assert body.status_code == 200, body.text
+    (model,) = body.json()["models"]
+    assert (model["model_version"], model["model_run_id"]) == (logged.version, logged.run_id)
+    assert [s["step"] for s in model["steps"]] == list(range(1, 61))
+    gbm_rows = [r for r in store.latest_runs(good, days_back=1, now=NOW) if r["model"] == "gbm"]
+    assert gbm_rows and gbm_rows[0]["model_version"] is None
