@@ -102,11 +102,15 @@ def migrate(config: InfraConfig, keyspace: str) -> None:
         create_keyspace(session, keyspace)
         for user, password in roles.values():  # a stack started before a role existed
             create_login_role(session, user, password)
-        grant_keyspace(session, keyspace, {
-            roles[MIGRATOR_ROLE][0]: MIGRATOR_PERMISSIONS,
-            roles[APP_ROLE][0]: WRITER_PERMISSIONS,
-            roles[READER_ROLE][0]: READER_PERMISSIONS,
-        })
+        grant_keyspace(
+            session,
+            keyspace,
+            {
+                roles[MIGRATOR_ROLE][0]: MIGRATOR_PERMISSIONS,
+                roles[APP_ROLE][0]: WRITER_PERMISSIONS,
+                roles[READER_ROLE][0]: READER_PERMISSIONS,
+            },
+        )
     finally:
         cluster.shutdown()
     user, password = roles[MIGRATOR_ROLE]
@@ -116,8 +120,10 @@ def migrate(config: InfraConfig, keyspace: str) -> None:
         applied = retry_unauthorized(lambda: apply_migrations(session, keyspace), timeout=10)
     finally:
         cluster.shutdown()
-    say(f"keyspace {keyspace}: " + (f"applied {', '.join(applied)}" if applied
-                                    else "schema up to date"))
+    say(
+        f"keyspace {keyspace}: "
+        + (f"applied {', '.join(applied)}" if applied else "schema up to date")
+    )
 
 
 def cmd_up(config: InfraConfig, args: argparse.Namespace) -> None:
@@ -205,9 +211,11 @@ def cmd_units(config: InfraConfig, args: argparse.Namespace) -> None:
 
     for path in render_units(config, args.dest, args.user):
         say(f"wrote {path}")
-    say(f"install: sudo cp {args.dest}/tdp-* /etc/systemd/system/ && sudo systemctl "
+    say(
+        f"install: sudo cp {args.dest}/tdp-* /etc/systemd/system/ && sudo systemctl "
         "daemon-reload && sudo systemctl enable --now tdp-collector tdp-stream-processor "
-        "tdp-forecaster.timer tdp-superset tdp-streamlit")
+        "tdp-forecaster.timer tdp-superset tdp-streamlit"
+    )
 
 
 def cmd_demo(config: InfraConfig, _: argparse.Namespace) -> None:
@@ -248,8 +256,10 @@ def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:
         raise InfraError(
             f"trino: cannot reach 127.0.0.1:{config.trino_port} ({exc}); is the stack up?"
         ) from None
-    table = [result.columns, *([("NULL" if v is None else str(v)) for v in row]
-                               for row in result.rows)]
+    table = [
+        result.columns,
+        *([("NULL" if v is None else str(v)) for v in row] for row in result.rows),
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(result.columns))]
     for n, row in enumerate(table):
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
@@ -279,17 +289,24 @@ def parser() -> argparse.ArgumentParser:
         ("logs", cmd_logs, "print the last log lines"),
     ):
         sp = sub.add_parser(name, help=help_text)
-        sp.add_argument("services", nargs="*", type=service_name, metavar="SERVICE",
-                        help="any of the services `status` lists (default: all)")
+        sp.add_argument(
+            "services",
+            nargs="*",
+            type=service_name,
+            metavar="SERVICE",
+            help="any of the services `status` lists (default: all)",
+        )
         if name == "logs":
             sp.add_argument("-n", "--lines", type=int, default=40)
         sp.set_defaults(fn=fn)
     sub.add_parser("status", help="pid, port and health of each service").set_defaults(
-        fn=cmd_status)
+        fn=cmd_status
+    )
     sub.add_parser("demo", help="run the pipeline on the offline feed").set_defaults(fn=cmd_demo)
     sub.add_parser("clean", help="stop and delete STATE_DIR").set_defaults(fn=cmd_clean)
     sub.add_parser("install", help="check Java, resolve all jars and Trino").set_defaults(
-        fn=cmd_install)
+        fn=cmd_install
+    )
     sp = sub.add_parser("sql", help="run one SQL query through Trino and print the rows")
     sp.add_argument("query", help="e.g. 'SELECT * FROM market.trades_agg_1m LIMIT 5'")
     sp.add_argument("--timeout", type=float, default=120)
@@ -311,8 +328,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
     # The Cassandra driver logs connection refusals at WARNING while we poll for readiness.
     logging.getLogger("cassandra").setLevel(logging.CRITICAL)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)

@@ -34,12 +34,12 @@ from schemas.settings import (
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, ViewportSize
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 APT_PACKAGE = "chromium"
 LAUNCH_ARGS = ["--disable-dev-shm-usage", "--disable-gpu"]
-VIEWPORT = {"width": 1600, "height": 1000}
+VIEWPORT: ViewportSize = {"width": 1600, "height": 1000}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMG_DIR = REPO_ROOT / "docs" / "img"
 
@@ -65,7 +65,10 @@ def chromium_version(path: Path) -> str | None:
 def _apt(prefix: list[str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*prefix, "apt-get", *args],
-        capture_output=True, text=True, timeout=1800, check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
 
@@ -91,9 +94,10 @@ def ensure_chromium(env: Mapping[str, str] | None = None) -> tuple[Path, str]:
         )
     if os.geteuid() == 0:
         prefix: list[str] = []
-    elif shutil.which("sudo") and subprocess.run(
-        ["sudo", "-n", "true"], capture_output=True, check=False
-    ).returncode == 0:
+    elif (
+        shutil.which("sudo")
+        and subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
+    ):
         prefix = ["sudo", "-n"]
     else:
         raise InstallError(
@@ -191,7 +195,8 @@ def open_dashboard(page: Page, urls: DashboardUrls, timeout_s: float = 90) -> li
     t0 = time.monotonic()
     page.goto(
         f"{urls.superset}/superset/dashboard/{urls.dashboard_slug}/",
-        wait_until="domcontentloaded", timeout=timeout_s * 1000,
+        wait_until="domcontentloaded",
+        timeout=timeout_s * 1000,
     )
     page.wait_for_selector(CHART_CELL, state="attached", timeout=timeout_s * 1000)
     settled: dict[int, ChartCell] = {}
@@ -246,8 +251,9 @@ def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> in
     """Open the forecast explorer, wait until its first chart (the fan) has drawn, and return
     how many traces that chart has; an app error on the page raises at once."""
     page.goto(urls.streamlit, wait_until="domcontentloaded", timeout=timeout_s * 1000)
-    page.wait_for_selector(f"{STREAMLIT_TRACE}, {STREAMLIT_ERROR}", state="attached",
-                           timeout=timeout_s * 1000)
+    page.wait_for_selector(
+        f"{STREAMLIT_TRACE}, {STREAMLIT_ERROR}", state="attached", timeout=timeout_s * 1000
+    )
     errors = page.locator(STREAMLIT_ERROR)
     if errors.count():
         text = " ".join(errors.first.inner_text().split())
@@ -260,8 +266,9 @@ def streamlit_screenshot(page: Page, path: Path, timeout_s: float = 60) -> None:
     not the document, so the viewport is stretched to the content's height for the picture."""
     page.wait_for_selector(STREAMLIT_RUNNING, state="detached", timeout=timeout_s * 1000)
     height = page.evaluate(
-        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
-        "[data-testid=\"stSidebarContent\"]')].map(e => e.scrollHeight), innerHeight)")
+        '() => Math.max(...[...document.querySelectorAll(\'[data-testid="stMain"], '
+        '[data-testid="stSidebarContent"]\')].map(e => e.scrollHeight), innerHeight)'
+    )
     size = page.viewport_size or VIEWPORT
     page.set_viewport_size({"width": size["width"], "height": int(height)})
     page.wait_for_timeout(1000)  # plotly redraws at the new size
@@ -288,8 +295,10 @@ def screenshots(out_dir: Path = IMG_DIR) -> list[Path]:
             raise InfraError(f"superset: charts not rendered: {', '.join(failed)}")
         # Charts reload once the filters' default values apply: take the picture between
         # reloads, or as it is after 30 s (the auto-refresh may never leave the page idle).
-        idle = ", ".join(f"{CHART_CELL} {sel}:visible" for sel in (
-            '[data-test="loading-indicator"]', '[aria-label="Loading"]'))
+        idle = ", ".join(
+            f"{CHART_CELL} {sel}:visible"
+            for sel in ('[data-test="loading-indicator"]', '[aria-label="Loading"]')
+        )
         try:
             page.wait_for_selector(idle, state="detached", timeout=30_000)
         except PlaywrightTimeout:

@@ -6,12 +6,19 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from infra.roles import cql_literal, create_login_role, disable_default_superuser
 from infra.service import Service, render
 from schemas.cassandra import connect
 from schemas.settings import CREDENTIALS_FILE_NAME, CassandraSettings, load_credentials_file
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Cluster, Session
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -36,30 +43,63 @@ ROLE_PREFIXES = {
 
 # conf/jvm-server.options + conf/jvm17-server.options of Cassandra 5.0 (what bin/cassandra adds).
 JVM17_FLAGS = [
-    "-ea", "-da:net.openhft...", "-XX:+UseThreadPriorities", "-XX:+HeapDumpOnOutOfMemoryError",
-    "-Xss256k", "-XX:+UseTLAB", "-XX:+ResizeTLAB", "-XX:+PerfDisableSharedMem",
-    "-Djava.net.preferIPv4Stack=true", "-Dchronicle.analytics.disable=true",
-    "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
-    "-XX:G1HeapRegionSize=16m", "-XX:G1RSetUpdatingPauseTimePercent=5",
-    "-XX:MaxGCPauseMillis=300", "-XX:InitiatingHeapOccupancyPercent=70",
+    "-ea",
+    "-da:net.openhft...",
+    "-XX:+UseThreadPriorities",
+    "-XX:+HeapDumpOnOutOfMemoryError",
+    "-Xss256k",
+    "-XX:+UseTLAB",
+    "-XX:+ResizeTLAB",
+    "-XX:+PerfDisableSharedMem",
+    "-Djava.net.preferIPv4Stack=true",
+    "-Dchronicle.analytics.disable=true",
+    "-XX:+UseG1GC",
+    "-XX:+ParallelRefProcEnabled",
+    "-XX:MaxTenuringThreshold=1",
+    "-XX:G1HeapRegionSize=16m",
+    "-XX:G1RSetUpdatingPauseTimePercent=5",
+    "-XX:MaxGCPauseMillis=300",
+    "-XX:InitiatingHeapOccupancyPercent=70",
     "-Djdk.attach.allowAttachSelf=true",
-    *[f"--add-exports={m}=ALL-UNNAMED" for m in (
-        "java.base/jdk.internal.misc", "java.management.rmi/com.sun.jmx.remote.internal.rmi",
-        "java.management/com.sun.jmx.remote.security", "java.rmi/sun.rmi.registry",
-        "java.rmi/sun.rmi.server", "java.sql/java.sql", "java.base/java.lang.ref",
-        "jdk.unsupported/sun.misc", "jdk.attach/sun.tools.attach",
-        "jdk.compiler/com.sun.tools.javac.file",
-    )],
-    *[f"--add-opens={m}=ALL-UNNAMED" for m in (
-        "java.base/java.lang.module", "java.base/jdk.internal.loader", "java.base/jdk.internal.ref",
-        "java.base/jdk.internal.reflect", "java.base/jdk.internal.math",
-        "java.base/jdk.internal.module", "java.base/jdk.internal.util.jar",
-        "jdk.management/com.sun.management.internal", "java.base/sun.nio.ch", "java.base/java.io",
-        "java.base/java.lang.reflect", "java.base/java.lang", "java.base/java.util",
-        "java.base/java.nio", "java.base/java.nio.charset", "jdk.compiler/com.sun.tools.javac",
-    )],
+    *[
+        f"--add-exports={m}=ALL-UNNAMED"
+        for m in (
+            "java.base/jdk.internal.misc",
+            "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+            "java.management/com.sun.jmx.remote.security",
+            "java.rmi/sun.rmi.registry",
+            "java.rmi/sun.rmi.server",
+            "java.sql/java.sql",
+            "java.base/java.lang.ref",
+            "jdk.unsupported/sun.misc",
+            "jdk.attach/sun.tools.attach",
+            "jdk.compiler/com.sun.tools.javac.file",
+        )
+    ],
+    *[
+        f"--add-opens={m}=ALL-UNNAMED"
+        for m in (
+            "java.base/java.lang.module",
+            "java.base/jdk.internal.loader",
+            "java.base/jdk.internal.ref",
+            "java.base/jdk.internal.reflect",
+            "java.base/jdk.internal.math",
+            "java.base/jdk.internal.module",
+            "java.base/jdk.internal.util.jar",
+            "jdk.management/com.sun.management.internal",
+            "java.base/sun.nio.ch",
+            "java.base/java.io",
+            "java.base/java.lang.reflect",
+            "java.base/java.lang",
+            "java.base/java.util",
+            "java.base/java.nio",
+            "java.base/java.nio.charset",
+            "jdk.compiler/com.sun.tools.javac",
+        )
+    ],
     "-Dio.netty.tryReflectionSetAccessible=true",
-    "-Dio.netty.allocator.useCacheForAllThreads=true", "-Dio.netty.allocator.maxOrder=11",
+    "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
 ]
 
 
@@ -107,8 +147,11 @@ class CassandraService(Service):
         for a state dir from before a role existed). Other services keep their secrets in the
         same file: merge, never truncate."""
         values = load_credentials_file(self.credentials_file)
-        missing = {role: prefix for role, prefix in ROLE_PREFIXES.items()
-                   if not values.get(f"{prefix}PASSWORD")}
+        missing = {
+            role: prefix
+            for role, prefix in ROLE_PREFIXES.items()
+            if not values.get(f"{prefix}PASSWORD")
+        }
         if missing:
             legacy = load_credentials_file(self.legacy_reader_file)
             for role, prefix in missing.items():
@@ -119,8 +162,10 @@ class CassandraService(Service):
                 values[f"{prefix}PASSWORD"] = password
             write_env_file(self.credentials_file, values)
         self.legacy_reader_file.unlink(missing_ok=True)
-        return {role: (values[f"{prefix}USERNAME"], values[f"{prefix}PASSWORD"])
-                for role, prefix in ROLE_PREFIXES.items()}
+        return {
+            role: (values[f"{prefix}USERNAME"], values[f"{prefix}PASSWORD"])
+            for role, prefix in ROLE_PREFIXES.items()
+        }
 
     def reader_credentials(self) -> tuple[str, str]:
         return self.role_credentials()[READER_ROLE]
@@ -130,20 +175,25 @@ class CassandraService(Service):
 
     def prepare(self, java: Path, lib: Path) -> None:
         (self.home / "conf").mkdir(exist_ok=True)
-        (self.home / "conf" / "cassandra.yaml").write_text(render(
-            "cassandra.yaml",
-            port=self.config.cassandra_port,
-            storage_port=self.config.cassandra_storage_port,
-            data_dir=self.data_dir,
-            commitlog_sync=COMMITLOG_SYNC[self.config.durability],
-        ))
+        (self.home / "conf" / "cassandra.yaml").write_text(
+            render(
+                "cassandra.yaml",
+                port=self.config.cassandra_port,
+                storage_port=self.config.cassandra_storage_port,
+                data_dir=self.data_dir,
+                commitlog_sync=COMMITLOG_SYNC[self.config.durability],
+            )
+        )
         (self.home / "conf" / "logback.xml").write_text(render("cassandra-logback.xml"))
         # Secrets exist before the first boot so a crash mid-bootstrap can resume with them.
         if not self.admin_file.exists():
-            write_env_file(self.admin_file, {
-                "CASSANDRA_USERNAME": ADMIN_ROLE,
-                "CASSANDRA_PASSWORD": secrets.token_urlsafe(24),
-            })
+            write_env_file(
+                self.admin_file,
+                {
+                    "CASSANDRA_USERNAME": ADMIN_ROLE,
+                    "CASSANDRA_PASSWORD": secrets.token_urlsafe(24),
+                },
+            )
         self.role_credentials()
 
     def command(self, java: Path, lib: Path) -> list[str]:
@@ -151,8 +201,12 @@ class CassandraService(Service):
         jamm = sorted(lib.glob("jamm-*.jar"))[0]
         conf = self.home / "conf"
         return [
-            str(java), *JVM17_FLAGS, f"-Xms{heap}", f"-Xmx{heap}",
-            "-XX:+ExitOnOutOfMemoryError", "-XX:ActiveProcessorCount=2",
+            str(java),
+            *JVM17_FLAGS,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-XX:ActiveProcessorCount=2",
             f"-javaagent:{jamm}",
             f"-Dlogback.configurationFile={conf / 'logback.xml'}",
             f"-Dcassandra.logdir={self.log_dir}",
@@ -162,7 +216,9 @@ class CassandraService(Service):
             f"-Dcassandra.triggers_dir={conf}",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.superuser_setup_delay_ms=0",
-            "-cp", f"{conf}:{lib}/*", self.main_class,
+            "-cp",
+            f"{conf}:{lib}/*",
+            self.main_class,
         ]
 
     def admin_credentials(self) -> tuple[str, str]:
@@ -171,8 +227,9 @@ class CassandraService(Service):
 
     def _try_query(self, user: str, password: str) -> bool:
         try:
-            cluster, session = connect(self.settings(), username=user, password=password,
-                                       connect_timeout=3)
+            cluster, session = connect(
+                self.settings(), username=user, password=password, connect_timeout=3
+            )
         except Exception:  # noqa: BLE001 - refused, auth not ready, ...: all mean "not yet"
             return False
         try:
@@ -193,7 +250,7 @@ class CassandraService(Service):
     def after_ready(self) -> None:
         self.bootstrap_auth()
 
-    def admin_session(self, keyspace: str | None = None):  # type: ignore[no-untyped-def]
+    def admin_session(self, keyspace: str | None = None) -> tuple[Cluster, Session]:
         user, password = self.admin_credentials()
         return connect(self.settings(), username=user, password=password, keyspace=keyspace)
 
@@ -203,8 +260,10 @@ class CassandraService(Service):
         role may do is granted per keyspace by ``migrate``."""
         admin_user, admin_pw = self.admin_credentials()
         if not self._try_query(admin_user, admin_pw):
-            cluster, session = _retry(lambda: connect(
-                self.settings(), username="cassandra", password="cassandra"), timeout)
+            cluster, session = _retry(
+                lambda: connect(self.settings(), username="cassandra", password="cassandra"),
+                timeout,
+            )
             try:
                 session.execute(
                     f"CREATE ROLE IF NOT EXISTS {admin_user} WITH PASSWORD = "
@@ -223,7 +282,7 @@ class CassandraService(Service):
             cluster.shutdown()
 
 
-def _retry(fn, timeout: float):  # type: ignore[no-untyped-def]
+def _retry(fn: Callable[[], T], timeout: float) -> T:
     deadline = time.monotonic() + timeout
     while True:
         try:

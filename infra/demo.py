@@ -85,8 +85,12 @@ class Processes:
     def run(self, name: str, argv: list[str]) -> int:
         with open(self.log(name), "wb") as log:
             return subprocess.run(
-                [sys.executable, *argv], cwd=REPO_ROOT, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [sys.executable, *argv],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             ).returncode
 
     def check_alive(self, *names: str) -> None:
@@ -121,8 +125,9 @@ def kafka_counts(bootstrap: str) -> dict[str, int]:
     try:
         counts = {}
         for role, spec in topic_specs().items():
-            parts = [TopicPartition(spec.name, p) for p in consumer.partitions_for_topic(spec.name)
-                     or ()]
+            parts = [
+                TopicPartition(spec.name, p) for p in consumer.partitions_for_topic(spec.name) or ()
+            ]
             ends = consumer.end_offsets(parts) if parts else {}
             starts = consumer.beginning_offsets(parts) if parts else {}
             counts[role] = sum(ends[p] - starts[p] for p in parts)
@@ -141,8 +146,9 @@ def run_demo(config: InfraConfig) -> None:
     demo = DemoSettings.from_env()
     running = [n for n, step in pipeline_steps(config).items() if step.pid() is not None]
     if running:
-        raise SettingsError(f"the pipeline is already running ({', '.join(running)}); "
-                            "`make down` stops it")
+        raise SettingsError(
+            f"the pipeline is already running ({', '.join(running)}); " "`make down` stops it"
+        )
     if not port_bindable(demo.feed_port):
         raise SettingsError(f"FEED_PORT={demo.feed_port} is already in use; set another")
     kafka = KafkaSettings.from_env()
@@ -159,11 +165,17 @@ def run_demo(config: InfraConfig) -> None:
         "GBM_PATHS": os.environ.get("GBM_PATHS", "2000"),
     }
     procs = Processes(config, env)
-    print(f"demo: running for {demo.seconds:.0f} s at ~{demo.rate:.0f} trades/s; logs in "
-          f"{procs.log_dir}", flush=True)
+    print(
+        f"demo: running for {demo.seconds:.0f} s at ~{demo.rate:.0f} trades/s; logs in "
+        f"{procs.log_dir}",
+        flush=True,
+    )
     try:
-        procs.start("feed", ["--simulate", "--port", str(demo.feed_port),
-                             "--rate", str(demo.rate)], {"feed": demo.feed_port})
+        procs.start(
+            "feed",
+            ["--simulate", "--port", str(demo.feed_port), "--rate", str(demo.rate)],
+            {"feed": demo.feed_port},
+        )
         procs.start("stream_processor", [])
         time.sleep(3)
         procs.start("collector", [])
@@ -186,8 +198,10 @@ def run_demo(config: InfraConfig) -> None:
 
 def bars_since(session: object, since_ms: int) -> dict[str, int]:
     """5-second bars per symbol whose window started at or after ``since_ms``."""
-    statement = (f"SELECT symbol, day, COUNT(*) AS n FROM {TABLE_AGG_5S} WHERE window_start >= %s "
-                 "GROUP BY symbol, day ALLOW FILTERING")
+    statement = (
+        f"SELECT symbol, day, COUNT(*) AS n FROM {TABLE_AGG_5S} WHERE window_start >= %s "
+        "GROUP BY symbol, day ALLOW FILTERING"
+    )
     rows = session.execute(statement, (since_ms,), timeout=120)  # type: ignore[attr-defined]
     per_symbol: dict[str, int] = {}
     for row in rows:
@@ -195,8 +209,13 @@ def bars_since(session: object, since_ms: int) -> dict[str, int]:
     return per_symbol
 
 
-def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
-           cassandra: CassandraSettings, env: dict[str, str]) -> None:
+def _watch(
+    procs: Processes,
+    demo: DemoSettings,
+    kafka: KafkaSettings,
+    cassandra: CassandraSettings,
+    env: dict[str, str],
+) -> None:
     started = time.monotonic()
     started_ms = int(time.time() * 1000)
     # Forecast once every symbol has this many closed bars behind the as-of point, then keep
@@ -209,20 +228,26 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
     try:
         while not forecast_done or time.monotonic() - started < stop_after:
             if time.monotonic() - started > stop_after + 600:
-                raise DemoError(f"fewer than {bars_needed} new 5-second bars per symbol "
-                                "after 10 minutes; see the stream_processor log")
+                raise DemoError(
+                    f"fewer than {bars_needed} new 5-second bars per symbol "
+                    "after 10 minutes; see the stream_processor log"
+                )
             procs.check_alive("feed", "stream_processor", "collector")
             elapsed = time.monotonic() - started
             counts = kafka_counts(kafka.bootstrap_servers)
             fresh_bars = bars_since(session, started_ms)
-            print(f"demo: t={elapsed:4.0f}s  kafka trades={counts['trades']:,}  "
-                  f"dlq={counts['dlq']:,}  new 5s bars={sum(fresh_bars.values()):,}  "
-                  f"1m bars={cassandra_count(session, TABLE_AGG_1M):,}", flush=True)
+            print(
+                f"demo: t={elapsed:4.0f}s  kafka trades={counts['trades']:,}  "
+                f"dlq={counts['dlq']:,}  new 5s bars={sum(fresh_bars.values()):,}  "
+                f"1m bars={cassandra_count(session, TABLE_AGG_1M):,}",
+                flush=True,
+            )
             if not forecast_done and fresh_bars and min(fresh_bars.values()) >= bars_needed:
                 # As of 30 s ago, so that the bars it uses have closed under the watermark.
                 argv = ["-m", "gbm_analysis", "run", "--once", "--as-of=-30s"]
-                print(f"demo: forecasting from the bars so far: python {' '.join(argv)}",
-                      flush=True)
+                print(
+                    f"demo: forecasting from the bars so far: python {' '.join(argv)}", flush=True
+                )
                 code = procs.run("gbm_run", argv)
                 if code != 0:
                     raise DemoError(f"gbm run exited {code}:\n{procs.tail('gbm_run')}")
@@ -232,8 +257,10 @@ def _watch(procs: Processes, demo: DemoSettings, kafka: KafkaSettings,
             time.sleep(10)
         procs.check_alive("collector")
         procs.stop("collector")
-        print("demo: collector stopped (SIGTERM, flushed); letting the stream processor catch up",
-              flush=True)
+        print(
+            "demo: collector stopped (SIGTERM, flushed); letting the stream processor catch up",
+            flush=True,
+        )
         produced = kafka_counts(kafka.bootstrap_servers)["trades"]
         deadline = time.monotonic() + 120
         while (stored := cassandra_count(session, "trades")) < produced:
@@ -257,8 +284,14 @@ def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraCo
     counts = kafka_counts(kafka.bootstrap_servers)
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     try:
-        names = ("trades", "trades_agg_5s", "trades_agg_1m", "trades_agg_1h", "gbm_forecasts",
-                 "gbm_backtest")
+        names = (
+            "trades",
+            "trades_agg_5s",
+            "trades_agg_1m",
+            "trades_agg_1h",
+            "gbm_forecasts",
+            "gbm_backtest",
+        )
         tables = {t: cassandra_count(session, t) for t in names}
     finally:
         cluster.shutdown()
@@ -271,25 +304,32 @@ def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraCo
     return summary_text(config, cassandra, counts, tables, via_trino)
 
 
-def summary_text(config: InfraConfig, cassandra: CassandraSettings, counts: dict[str, int],
-                 tables: dict[str, int], via_trino: dict[str, int]) -> str:
+def summary_text(
+    config: InfraConfig,
+    cassandra: CassandraSettings,
+    counts: dict[str, int],
+    tables: dict[str, int],
+    via_trino: dict[str, int],
+) -> str:
     """The demo's closing summary; every command it suggests is one a fresh clone has."""
-    return f"""
+    return (
+        f"""
 demo: done.
   Kafka      127.0.0.1:{config.kafka_port}  trades={counts['trades']:,}  dlq={counts['dlq']:,}
-  Cassandra  127.0.0.1:{config.cassandra_port}  keyspace {cassandra.keyspace}: """ + "  ".join(
-        f"{t}={n:,}" for t, n in tables.items()) + f"""
+  Cassandra  127.0.0.1:{config.cassandra_port}  keyspace {cassandra.keyspace}: """
+        + "  ".join(f"{t}={n:,}" for t, n in tables.items())
+        + f"""
              user {cassandra.username}, password in {config.state_dir}/credentials.env
-  Trino      http://127.0.0.1:{config.trino_port}  catalog {CATALOG} (read-only): """ + "  ".join(
-        f"{t}={n:,}" for t, n in via_trino.items()) + f"""
+  Trino      http://127.0.0.1:{config.trino_port}  catalog {CATALOG} (read-only): """
+        + "  ".join(f"{t}={n:,}" for t, n in via_trino.items())
+        + f"""
              python -m infra sql 'SELECT * FROM {cassandra.keyspace}.trades_agg_1m LIMIT 5'"""
+    )
 
 
 def live_note(config: InfraConfig, forecast_every: str) -> str:
     """What the demo leaves running and where to look; printed after :func:`summary_text`."""
-    dashboards = "\n".join(
-        f"  {label:<10} {url}" for label, url in dashboard_urls(config).items()
-    )
+    dashboards = "\n".join(f"  {label:<10} {url}" for label, url in dashboard_urls(config).items())
     return f"""
 {dashboards}
              Superset login: SUPERSET_ADMIN_USER / SUPERSET_ADMIN_PASSWORD

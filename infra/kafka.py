@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.errors import ServiceStartError
 from infra.service import Service, render
 from schemas.contracts import topic_specs
+
+if TYPE_CHECKING:
+    from kafka.admin import KafkaAdminClient
 
 # STACK_DURABILITY: with one broker there is no replica to survive a host crash, so "strict"
 # fsyncs each append before the produce is acknowledged; "relaxed" leaves it to the OS.
@@ -48,28 +52,44 @@ class KafkaService(Service):
 
     def prepare(self, java: Path, lib: Path) -> None:
         props = self.home / "server.properties"
-        props.write_text(render(
-            "kafka-server.properties",
-            port=self.config.kafka_port,
-            controller_port=self.config.kafka_controller_port,
-            data_dir=self.data_dir,
-            log_flush=LOG_FLUSH[self.config.durability],
-        ))
+        props.write_text(
+            render(
+                "kafka-server.properties",
+                port=self.config.kafka_port,
+                controller_port=self.config.kafka_controller_port,
+                data_dir=self.data_dir,
+                log_flush=LOG_FLUSH[self.config.durability],
+            )
+        )
         (self.home / "log4j2.properties").write_text(render("kafka-log4j2.properties"))
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id_file = self.home / "cluster.id"
-        tool = [str(java), "-Xmx256m", *self._log_props(), "-cp", f"{lib}/*",
-                "kafka.tools.StorageTool"]
+        tool = [
+            str(java),
+            "-Xmx256m",
+            *self._log_props(),
+            "-cp",
+            f"{lib}/*",
+            "kafka.tools.StorageTool",
+        ]
         if not cluster_id_file.exists():
             cluster_id = subprocess.run(
                 [*tool, "random-uuid"], capture_output=True, text=True, check=True
             ).stdout.strip()
             cluster_id_file.write_text(cluster_id)
         result = subprocess.run(
-            [*tool, "format", "-t", cluster_id_file.read_text().strip(), "-c", str(props),
-             "--ignore-formatted"],
-            capture_output=True, text=True,
+            [
+                *tool,
+                "format",
+                "-t",
+                cluster_id_file.read_text().strip(),
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise ServiceStartError(
@@ -79,19 +99,29 @@ class KafkaService(Service):
     def command(self, java: Path, lib: Path) -> list[str]:
         heap = self.config.kafka_heap
         return [
-            str(java), f"-Xms{heap}", f"-Xmx{heap}", "-server", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+            str(java),
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-server",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
+            "-Djava.awt.headless=true",
             "-XX:ActiveProcessorCount=2",
-            *self._log_props(), "-cp", f"{lib}/*", self.main_class,
+            *self._log_props(),
+            "-cp",
+            f"{lib}/*",
+            self.main_class,
             str(self.home / "server.properties"),
         ]
 
-    def _admin(self):  # type: ignore[no-untyped-def]
+    def _admin(self) -> KafkaAdminClient:
         from kafka.admin import KafkaAdminClient
 
         return KafkaAdminClient(
-            bootstrap_servers=self.bootstrap, request_timeout_ms=5000,
+            bootstrap_servers=self.bootstrap,
+            request_timeout_ms=5000,
             client_id="infra",
         )
 
@@ -116,8 +146,9 @@ def ensure_topics(bootstrap: str) -> list[str]:
     """Create the contract topics that do not exist yet; returns the names created."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000,
-                             client_id="infra")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10000, client_id="infra"
+    )
     try:
         existing = set(admin.list_topics())
         wanted = [

@@ -23,8 +23,15 @@ def run_maven(service: str, target: Path) -> None:
         raise InstallError("Maven (mvn) not found; install it (apt-get install maven)")
     target.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        [mvn, "-B", "-q", "-f", str(POM_DIR / service / "pom.xml"), "package",
-         f"-Dlib.dir={target}"],
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(POM_DIR / service / "pom.xml"),
+            "package",
+            f"-Dlib.dir={target}",
+        ],
         capture_output=True,
         text=True,
     )

@@ -16,10 +16,18 @@ logger = logging.getLogger(__name__)
 
 KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 # Cassandra's own keyspaces: no command of ours may drop or migrate them.
-SYSTEM_KEYSPACES = frozenset({
-    "system", "system_auth", "system_schema", "system_distributed", "system_traces",
-    "system_views", "system_virtual_schema", "system_cluster_metadata",
-})
+SYSTEM_KEYSPACES = frozenset(
+    {
+        "system",
+        "system_auth",
+        "system_schema",
+        "system_distributed",
+        "system_traces",
+        "system_views",
+        "system_virtual_schema",
+        "system_cluster_metadata",
+    }
+)
 
 
 def cql_identifier(text: str) -> str:
@@ -82,8 +90,10 @@ def apply_migrations(session: Any, keyspace: str, folder: Path = CQL_DIR) -> lis
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         "version text PRIMARY KEY, checksum text, applied_at timestamp)"
     )
-    applied = {row.version: row.checksum for row in
-               session.execute("SELECT version, checksum FROM schema_migrations")}
+    applied = {
+        row.version: row.checksum
+        for row in session.execute("SELECT version, checksum FROM schema_migrations")
+    }
     done: list[str] = []
     for path in migration_files(folder):
         text = path.read_text(encoding="utf-8")

@@ -40,9 +40,14 @@ def disable_default_superuser(session: Any, role: str = DEFAULT_SUPERUSER) -> bo
     """Take login and superuser away from ``role`` if it still has either; True when it had.
     Run on every start, not just the first: a crash between creating the admin role and this
     step would otherwise leave ``cassandra``/``cassandra`` usable."""
-    row = next(iter(session.execute(
-        "SELECT can_login, is_superuser FROM system_auth.roles WHERE role = %s", (role,)
-    )), None)
+    row = next(
+        iter(
+            session.execute(
+                "SELECT can_login, is_superuser FROM system_auth.roles WHERE role = %s", (role,)
+            )
+        ),
+        None,
+    )
     if row is None or not (row.can_login or row.is_superuser):
         return False
     # No new password here: Cassandra 5 refuses a password change within 5 s of the last one,
@@ -75,7 +80,7 @@ def grant_keyspace(session: Any, keyspace: str, wanted: Mapping[str, frozenset[s
                 session.execute(f"REVOKE {permission} ON ALL KEYSPACES FROM {role}")
             elif resource.startswith(f"<table {keyspace}.") and permission not in permissions:
                 # A table's creator gets ALL on it (AUTHORIZE included) from Cassandra itself.
-                table = resource[len("<table "):-1]
+                table = resource[len("<table ") : -1]
                 session.execute(f"REVOKE {permission} ON TABLE {table} FROM {role}")
 
 

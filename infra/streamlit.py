@@ -19,12 +19,29 @@ def streamlit_argv(app: Path, host: str, port: int) -> list[str]:
     supervisor), no tracebacks in the browser (the app reports failures in one line) and no
     developer menu (deploy, clear cache) for viewers."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
-        "--server.fileWatcherType", "none", "--server.runOnSave", "false",
-        "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
-        "--client.toolbarMode", "viewer",
-        "--logger.level", "info",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--server.runOnSave",
+        "false",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.showErrorDetails",
+        "none",
+        "--client.toolbarMode",
+        "viewer",
+        "--logger.level",
+        "info",
     ]
 
 
@@ -66,7 +83,8 @@ class StreamlitService(ManagedProcess):
 
     def answers(self) -> bool:
         return process.http_body_is(
-            f"http://127.0.0.1:{self.config.streamlit_port}/_stcore/health", b"ok")
+            f"http://127.0.0.1:{self.config.streamlit_port}/_stcore/health", b"ok"
+        )
 
     def after_ready(self) -> None:
         """Nothing to set up: the app connects to Cassandra when a page is opened."""

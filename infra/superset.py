@@ -114,29 +114,45 @@ def _install(venv: Path) -> Path:
         return venv
     log = venv.with_name(venv.name + "-install.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"infra: installing Superset {SUPERSET_VERSION} into {venv} from "
-          f"{REQUIREMENTS} (about 2 minutes; log: {log}) ...", flush=True)
+    print(
+        f"infra: installing Superset {SUPERSET_VERSION} into {venv} from "
+        f"{REQUIREMENTS} (about 2 minutes; log: {log}) ...",
+        flush=True,
+    )
     shutil.rmtree(venv, ignore_errors=True)
     started = time.monotonic()
     with open(log, "w") as out:
         # The interpreter of the project's venv is a Python 3.11, which Superset 6.1 supports.
         for step, argv in (
             ("creating the virtualenv", [sys.executable, "-m", "venv", str(venv)]),
-            ("pip install -r requirements.txt",
-             [str(venv / "bin/python"), "-m", "pip", "install", "--no-input",
-              "--disable-pip-version-check", "-r", str(REQUIREMENTS)]),
+            (
+                "pip install -r requirements.txt",
+                [
+                    str(venv / "bin/python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-input",
+                    "--disable-pip-version-check",
+                    "-r",
+                    str(REQUIREMENTS),
+                ],
+            ),
         ):
             print(f"infra: superset: {step} ...", flush=True)
-            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, check=False)
+            result = subprocess.run(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False
+            )
             if result.returncode != 0:
                 raise InstallError(
                     f"superset: {step} failed (exit {result.returncode}): "
                     f"{_last_line(log)} (full log: {log})"
                 )
     stamp.write_text(digest)
-    print(f"infra: Superset {SUPERSET_VERSION} installed in {time.monotonic() - started:.0f} s",
-          flush=True)
+    print(
+        f"infra: Superset {SUPERSET_VERSION} installed in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
     return venv
 
 
@@ -146,8 +162,7 @@ def _last_line(path: Path) -> str:
     return (errors or lines or ["(no output)"])[-1].strip()
 
 
-def admin_credentials(env: Mapping[str, str], credentials_file: Path
-                      ) -> tuple[str, str]:
+def admin_credentials(env: Mapping[str, str], credentials_file: Path) -> tuple[str, str]:
     """The admin's user and password: ``SUPERSET_ADMIN_USER``/``SUPERSET_ADMIN_PASSWORD``, else
     the values in ``credentials_file``; a missing password is generated and merged into that file
     (mode 600, the other keys kept). There is no default password."""
@@ -163,9 +178,14 @@ def admin_credentials(env: Mapping[str, str], credentials_file: Path
     password = stored.get("SUPERSET_ADMIN_PASSWORD")
     if not password:
         password = secrets.token_urlsafe(18)
-        write_env_file(credentials_file, {
-            **stored, "SUPERSET_ADMIN_USER": user, "SUPERSET_ADMIN_PASSWORD": password,
-        })
+        write_env_file(
+            credentials_file,
+            {
+                **stored,
+                "SUPERSET_ADMIN_USER": user,
+                "SUPERSET_ADMIN_PASSWORD": password,
+            },
+        )
         # write_env_file sets the mode only when it creates the file.
         credentials_file.chmod(0o600)
     return user, password
@@ -212,8 +232,9 @@ class SupersetClient:
             headers["Content-Type"] = "application/json"
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers=headers)
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method, headers=headers
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -224,9 +245,16 @@ class SupersetClient:
                 return exc.code, None
 
     def login(self) -> None:
-        status, body = self._request("POST", "/api/v1/security/login", {
-            "username": self.user, "password": self.password, "provider": "db", "refresh": False,
-        })
+        status, body = self._request(
+            "POST",
+            "/api/v1/security/login",
+            {
+                "username": self.user,
+                "password": self.password,
+                "provider": "db",
+                "refresh": False,
+            },
+        )
         if status != 200 or not isinstance(body, dict) or "access_token" not in body:
             raise PermissionError(f"superset: login as {self.user!r} failed (HTTP {status})")
         self._token = body["access_token"]
@@ -294,8 +322,11 @@ class SupersetService(ManagedProcess):
             return super().start()
 
     def superset_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("SUPERSET_ADMIN_PASSWORD", "PYTHONPATH", "VIRTUAL_ENV")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SUPERSET_ADMIN_PASSWORD", "PYTHONPATH", "VIRTUAL_ENV")
+        }
         venv = self.config.superset_venv
         return {
             **env,
@@ -306,23 +337,33 @@ class SupersetService(ManagedProcess):
             "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}",
         }
 
-    def _run(self, label: str, argv: list[str], env: dict[str, str],
-             log: Path, timeout: float = 300) -> None:
+    def _run(
+        self, label: str, argv: list[str], env: dict[str, str], log: Path, timeout: float = 300
+    ) -> None:
         started = time.monotonic()
         print(f"infra: superset: {label} ...", flush=True)
         with open(log, "a") as out:
             out.write(f"\n=== {label}: {' '.join(argv)}\n")
             out.flush()
             try:
-                result = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, timeout=timeout, check=False,
-                                        cwd=self.home)
+                result = subprocess.run(
+                    argv,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    timeout=timeout,
+                    check=False,
+                    cwd=self.home,
+                )
             except subprocess.TimeoutExpired:
-                raise ServiceStartError(f"superset: {label} did not finish in {timeout:.0f} s",
-                                        process.tail(log, 30)) from None
+                raise ServiceStartError(
+                    f"superset: {label} did not finish in {timeout:.0f} s", process.tail(log, 30)
+                ) from None
         if result.returncode != 0:
-            raise ServiceStartError(f"superset: {label} failed (exit {result.returncode})",
-                                    process.tail(log, 30))
+            raise ServiceStartError(
+                f"superset: {label} failed (exit {result.returncode})", process.tail(log, 30)
+            )
         print(f"infra: superset: {label} done in {time.monotonic() - started:.0f} s", flush=True)
 
     def bootstrap(self, env: dict[str, str]) -> None:
@@ -334,13 +375,24 @@ class SupersetService(ManagedProcess):
         venv_bin = self.config.superset_venv / "bin"
         log = self.log_dir / "bootstrap.log"
         user, password = self.admin()
-        self._run("migrating the metadata database (superset db upgrade)",
-                  [str(venv_bin / "superset"), "db", "upgrade"], env, log)
-        self._run("creating roles and permissions (superset init)",
-                  [str(venv_bin / "superset"), "init"], env, log)
-        self._run(f"creating the admin user {user!r}",
-                  [str(venv_bin / "python"), str(PROVISION_SCRIPT), "admin"],
-                  {**env, "SUPERSET_ADMIN_USER": user, "SUPERSET_ADMIN_PASSWORD": password}, log)
+        self._run(
+            "migrating the metadata database (superset db upgrade)",
+            [str(venv_bin / "superset"), "db", "upgrade"],
+            env,
+            log,
+        )
+        self._run(
+            "creating roles and permissions (superset init)",
+            [str(venv_bin / "superset"), "init"],
+            env,
+            log,
+        )
+        self._run(
+            f"creating the admin user {user!r}",
+            [str(venv_bin / "python"), str(PROVISION_SCRIPT), "admin"],
+            {**env, "SUPERSET_ADMIN_USER": user, "SUPERSET_ADMIN_PASSWORD": password},
+            log,
+        )
         self.bootstrap_stamp.write_text(digest)
 
     def launch(self) -> tuple[list[str], dict[str, str]]:
@@ -349,21 +401,35 @@ class SupersetService(ManagedProcess):
             folder.mkdir(parents=True, exist_ok=True)
         ensure_secret_key(self.secret_key_file)
         self.config_file.write_text(
-            render_config(self.secret_key_file, self.database, self.data_dir))
+            render_config(self.secret_key_file, self.database, self.data_dir)
+        )
         env = self.superset_env()
         self.bootstrap(env)
         self.make_metadata_private()
         argv = [
-            str(venv / "bin/python"), str(venv / "bin/gunicorn"),
-            "--bind", f"127.0.0.1:{self.config.superset_port}",
-            "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread",
-            "--threads", str(GUNICORN_THREADS),
-            "--timeout", "60", "--keep-alive", "2",
+            str(venv / "bin/python"),
+            str(venv / "bin/gunicorn"),
+            "--bind",
+            f"127.0.0.1:{self.config.superset_port}",
+            "--workers",
+            str(GUNICORN_WORKERS),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(GUNICORN_THREADS),
+            "--timeout",
+            "60",
+            "--keep-alive",
+            "2",
             # Explore and dashboard GETs carry long rison/form_data URLs.
-            "--limit-request-line", "0", "--limit-request-field_size", "0",
+            "--limit-request-line",
+            "0",
+            "--limit-request-field_size",
+            "0",
             # gunicorn 27 otherwise opens ~/.gunicorn/gunicorn.ctl, shared by every gunicorn.
             "--no-control-socket",
-            "--error-logfile", "-",
+            "--error-logfile",
+            "-",
             "superset.app:create_app()",
         ]
         return argv, env
@@ -382,8 +448,9 @@ class SupersetService(ManagedProcess):
             if self.server_up():
                 return time.monotonic() - start
             time.sleep(1)
-        raise ServiceStartError(f"superset did not answer within {timeout:.0f} s",
-                                self.last_log_lines())
+        raise ServiceStartError(
+            f"superset did not answer within {timeout:.0f} s", self.last_log_lines()
+        )
 
     def provisioned(self) -> dict[str, Any] | None:
         try:
@@ -391,8 +458,7 @@ class SupersetService(ManagedProcess):
         except (OSError, ValueError):
             return None
 
-    def chart_data(self, chart_id: int, client: SupersetClient | None = None
-                   ) -> tuple[int, Any]:
+    def chart_data(self, chart_id: int, client: SupersetClient | None = None) -> tuple[int, Any]:
         user, password = self.admin()
         client = client or SupersetClient(self.config.superset_port, user, password)
         return client.get(f"/api/v1/chart/{chart_id}/data/")
@@ -424,24 +490,45 @@ class SupersetService(ManagedProcess):
         params_file = self.home / "bundle-params.json"
         params_file.write_text(json.dumps(self.bundle_params(), indent=2))
         user, password = self.admin()
-        env = {**self.superset_env(), "SUPERSET_ADMIN_USER": user,
-               "SUPERSET_ADMIN_PASSWORD": password}
-        argv = [str(self.config.superset_venv / "bin/python"), str(PROVISION_SCRIPT), "import",
-                "--url", f"http://127.0.0.1:{self.config.superset_port}",
-                "--params", str(params_file), "--bundle", str(self.home / "bundle.zip"),
-                "--out", str(self.provisioned_file)]
+        env = {
+            **self.superset_env(),
+            "SUPERSET_ADMIN_USER": user,
+            "SUPERSET_ADMIN_PASSWORD": password,
+        }
+        argv = [
+            str(self.config.superset_venv / "bin/python"),
+            str(PROVISION_SCRIPT),
+            "import",
+            "--url",
+            f"http://127.0.0.1:{self.config.superset_port}",
+            "--params",
+            str(params_file),
+            "--bundle",
+            str(self.home / "bundle.zip"),
+            "--out",
+            str(self.provisioned_file),
+        ]
         log = self.log_dir / "provision.log"
         with open(log, "a") as out:
-            result = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, timeout=300, check=False)
+            result = subprocess.run(
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=300,
+                check=False,
+            )
         if result.returncode != 0:
             raise ServiceStartError(
                 f"superset: importing dashboards/superset/bundle failed: {_last_line(log)}",
-                process.tail(log, 30))
+                process.tail(log, 30),
+            )
         state = self.provisioned()
         if state is None:
-            raise ServiceStartError(f"superset: the import wrote no {self.provisioned_file}",
-                                    process.tail(log, 30))
+            raise ServiceStartError(
+                f"superset: the import wrote no {self.provisioned_file}", process.tail(log, 30)
+            )
         return state
 
     def make_metadata_private(self) -> None:
@@ -456,13 +543,17 @@ class SupersetService(ManagedProcess):
         started = time.monotonic()
         with exclusive(self.config.state_dir / "superset.lock"):
             state = self.import_bundle()
-        print(f"infra: superset: dashboards imported in {time.monotonic() - started:.0f} s "
-              f"({len(state['charts'])} charts; http://127.0.0.1:{self.config.superset_port}"
-              f"/superset/dashboard/{state['dashboard_slug']}/)", flush=True)
+        print(
+            f"infra: superset: dashboards imported in {time.monotonic() - started:.0f} s "
+            f"({len(state['charts'])} charts; http://127.0.0.1:{self.config.superset_port}"
+            f"/superset/dashboard/{state['dashboard_slug']}/)",
+            flush=True,
+        )
         status, body = self.chart_data(int(state["health_chart_id"]))
         if status != 200:
             message = body.get("message") if isinstance(body, dict) else body
             raise ServiceStartError(
                 f"superset: chart {state['health_chart_id']} cannot query Trino "
-                f"(HTTP {status}: {str(message)[:200]})", self.last_log_lines())
-
+                f"(HTTP {status}: {str(message)[:200]})",
+                self.last_log_lines(),
+            )

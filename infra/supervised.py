@@ -24,8 +24,7 @@ def main(argv: list[str]) -> int:
         spec = json.loads(Path(argv[0]).read_text())
         command, env, cwd = list(spec["argv"]), dict(spec["env"]), str(spec["cwd"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"infra.supervised: cannot read the program spec {argv[0]}: {exc}",
-              file=sys.stderr)
+        print(f"infra.supervised: cannot read the program spec {argv[0]}: {exc}", file=sys.stderr)
         return 2
     os.chdir(cwd)
     os.execvpe(command[0], command, env)

@@ -18,8 +18,11 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, cast
 
 from supervisor.xmlrpc import SupervisorTransport
 
@@ -28,6 +31,7 @@ from infra.errors import SupervisorError
 
 # supervisord's process states that mean "not running and not about to be".
 STOPPED_STATES = frozenset({"STOPPED", "EXITED", "FATAL", "UNKNOWN"})
+RPC_INTERFACE_FACTORY = "supervisor.rpcinterface:make_main_rpcinterface"
 # AF_UNIX paths are limited to 107 bytes on Linux.
 MAX_SOCKET_PATH = 100
 
@@ -62,6 +66,22 @@ class ProgramInfo:
         return self.state not in STOPPED_STATES
 
 
+class _SupervisorAPI(Protocol):
+    """The part of supervisord's XML-RPC ``supervisor.*`` namespace this module calls, with the
+    result types its documentation gives (xmlrpc.client types every answer as any marshallable
+    value). The camelCase names are supervisord's."""
+
+    def getState(self) -> dict[str, object]: ...
+    def shutdown(self) -> bool: ...
+    def reloadConfig(self) -> list[list[list[str]]]: ...
+    def addProcessGroup(self, name: str) -> bool: ...
+    def removeProcessGroup(self, name: str) -> bool: ...
+    def startProcess(self, name: str, wait: bool) -> bool: ...
+    def stopProcess(self, name: str, wait: bool) -> bool: ...
+    def getProcessInfo(self, name: str) -> dict[str, object]: ...
+    def getAllProcessInfo(self) -> list[dict[str, object]]: ...
+
+
 class Supervisor:
     def __init__(self, config: InfraConfig) -> None:
         self.home = config.state_dir / "supervisor"
@@ -74,7 +94,8 @@ class Supervisor:
     # --- the daemon -------------------------------------------------------------------------
     def is_running(self) -> bool:
         try:
-            return self._rpc().supervisor.getState()["statename"] == "RUNNING"
+            with self._rpc() as rpc:
+                return rpc.getState()["statename"] == "RUNNING"
         except (OSError, xmlrpc.client.Error):
             return False
 
@@ -88,7 +109,9 @@ class Supervisor:
         Path(self.socket).unlink(missing_ok=True)
         result = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if result.returncode != 0:
             raise SupervisorError(
@@ -98,8 +121,9 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while not self.is_running():
             if time.monotonic() > deadline:
-                raise SupervisorError(f"supervisord did not answer within {timeout:.0f} s; "
-                                      f"see {self.log}")
+                raise SupervisorError(
+                    f"supervisord did not answer within {timeout:.0f} s; " f"see {self.log}"
+                )
             time.sleep(0.2)
 
     def shutdown(self) -> bool:
@@ -109,7 +133,8 @@ class Supervisor:
         if any(info.running for info in self.programs()):
             return False
         try:
-            self._rpc().supervisor.shutdown()
+            with self._rpc() as rpc:
+                rpc.shutdown()
         except (OSError, xmlrpc.client.Error):
             pass
         deadline = time.monotonic() + 20
@@ -131,25 +156,26 @@ class Supervisor:
         spec = self.programs_dir / f"{name}.json"
         _write_private(spec, json.dumps({"argv": argv, "env": env, "cwd": os.getcwd()}))
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(self.programs_dir / f"{name}.conf",
-                       _program_section(name, spec, log_file, policy))
-        rpc = self._rpc()
-        added, changed, removed = rpc.supervisor.reloadConfig()[0]
-        for group in removed:
-            rpc.supervisor.removeProcessGroup(group)
-        for group in (*changed, *added):
-            if group in changed:
-                self._stop(group)
-                rpc.supervisor.removeProcessGroup(group)
-            rpc.supervisor.addProcessGroup(group)
-        try:
-            rpc.supervisor.startProcess(name, True)
-        except xmlrpc.client.Fault as exc:
-            if "ALREADY_STARTED" not in exc.faultString:
-                raise SupervisorError(
-                    f"{name}: supervisord could not start it ({exc.faultString}); "
-                    f"see {log_file}"
-                ) from None
+        _write_private(
+            self.programs_dir / f"{name}.conf", _program_section(name, spec, log_file, policy)
+        )
+        with self._rpc() as rpc:
+            added, changed, removed = rpc.reloadConfig()[0]
+            for group in removed:
+                rpc.removeProcessGroup(group)
+            for group in (*changed, *added):
+                if group in changed:
+                    self._stop(group)
+                    rpc.removeProcessGroup(group)
+                rpc.addProcessGroup(group)
+            try:
+                rpc.startProcess(name, True)
+            except xmlrpc.client.Fault as exc:
+                if "ALREADY_STARTED" not in exc.faultString:
+                    raise SupervisorError(
+                        f"{name}: supervisord could not start it ({exc.faultString}); "
+                        f"see {log_file}"
+                    ) from None
         info = self.info(name)
         return info.pid if info else None
 
@@ -165,7 +191,8 @@ class Supervisor:
         if self.is_running() and self.info(name) is not None:
             self._stop(name)
             try:
-                self._rpc().supervisor.removeProcessGroup(name)
+                with self._rpc() as rpc:
+                    rpc.removeProcessGroup(name)
             except xmlrpc.client.Fault:
                 pass
         for suffix in (".conf", ".json"):
@@ -175,7 +202,8 @@ class Supervisor:
         if not self.is_running():
             return None
         try:
-            raw = self._rpc().supervisor.getProcessInfo(name)
+            with self._rpc() as rpc:
+                raw = rpc.getProcessInfo(name)
         except xmlrpc.client.Fault:
             return None
         return _program_info(raw)
@@ -183,69 +211,83 @@ class Supervisor:
     def programs(self) -> list[ProgramInfo]:
         if not self.is_running():
             return []
-        return [_program_info(raw) for raw in self._rpc().supervisor.getAllProcessInfo()]
+        with self._rpc() as rpc:
+            return [_program_info(raw) for raw in rpc.getAllProcessInfo()]
 
     def _stop(self, name: str) -> bool:
         try:
-            self._rpc().supervisor.stopProcess(name, True)
+            with self._rpc() as rpc:
+                rpc.stopProcess(name, True)
         except xmlrpc.client.Fault as exc:
             if "NOT_RUNNING" in exc.faultString:
                 return False
-            raise SupervisorError(f"{name}: supervisord could not stop it "
-                                  f"({exc.faultString})") from None
+            raise SupervisorError(
+                f"{name}: supervisord could not stop it " f"({exc.faultString})"
+            ) from None
         return True
 
-    def _rpc(self) -> xmlrpc.client.ServerProxy:
+    @contextmanager
+    def _rpc(self) -> Iterator[_SupervisorAPI]:
+        """supervisord's API over its own connection, closed on exit (an unclosed one leaks its
+        socket until the garbage collector finds it)."""
         transport = SupervisorTransport(None, None, f"unix://{self.socket}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        with xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport) as proxy:
+            yield cast(_SupervisorAPI, proxy.supervisor)
 
     def _write_conf(self) -> None:
-        _write_private(self.conf, "\n".join([
-            "[unix_http_server]",
-            f"file={self.socket}",
-            "chmod=0700",
-            "",
-            "[supervisord]",
-            f"logfile={self.log}",
-            "logfile_maxbytes=10MB",
-            "logfile_backups=2",
-            f"pidfile={self.pid_file}",
-            f"childlogdir={self.home}",
-            f"directory={os.getcwd()}",
-            "minfds=4096",
-            "",
-            "[rpcinterface:supervisor]",
-            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-            "",
-            "[supervisorctl]",
-            f"serverurl=unix://{self.socket}",
-            "",
-            "[include]",
-            f"files={self.programs_dir}/*.conf",
-            "",
-        ]))
+        _write_private(
+            self.conf,
+            "\n".join(
+                [
+                    "[unix_http_server]",
+                    f"file={self.socket}",
+                    "chmod=0700",
+                    "",
+                    "[supervisord]",
+                    f"logfile={self.log}",
+                    "logfile_maxbytes=10MB",
+                    "logfile_backups=2",
+                    f"pidfile={self.pid_file}",
+                    f"childlogdir={self.home}",
+                    f"directory={os.getcwd()}",
+                    "minfds=4096",
+                    "",
+                    "[rpcinterface:supervisor]",
+                    f"supervisor.rpcinterface_factory = {RPC_INTERFACE_FACTORY}",
+                    "",
+                    "[supervisorctl]",
+                    f"serverurl=unix://{self.socket}",
+                    "",
+                    "[include]",
+                    f"files={self.programs_dir}/*.conf",
+                    "",
+                ]
+            ),
+        )
 
 
 def _program_section(name: str, spec: Path, log_file: Path, policy: ProgramPolicy) -> str:
-    return "\n".join([
-        f"[program:{name}]",
-        f"command={sys.executable} -m infra.supervised {spec}",
-        "autostart=false",
-        "autorestart=unexpected",
-        f"exitcodes={','.join(str(code) for code in policy.exitcodes)}",
-        f"startsecs={policy.startsecs}",
-        f"startretries={policy.startretries}",
-        "stopsignal=TERM",
-        f"stopwaitsecs={policy.stopwaitsecs}",
-        # Spark's JVM and gunicorn's workers are children: signal the whole group.
-        "stopasgroup=true",
-        "killasgroup=true",
-        "redirect_stderr=true",
-        f"stdout_logfile={log_file}",
-        "stdout_logfile_maxbytes=50MB",
-        "stdout_logfile_backups=3",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"[program:{name}]",
+            f"command={sys.executable} -m infra.supervised {spec}",
+            "autostart=false",
+            "autorestart=unexpected",
+            f"exitcodes={','.join(str(code) for code in policy.exitcodes)}",
+            f"startsecs={policy.startsecs}",
+            f"startretries={policy.startretries}",
+            "stopsignal=TERM",
+            f"stopwaitsecs={policy.stopwaitsecs}",
+            # Spark's JVM and gunicorn's workers are children: signal the whole group.
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={log_file}",
+            "stdout_logfile_maxbytes=50MB",
+            "stdout_logfile_backups=3",
+            "",
+        ]
+    )
 
 
 def _program_info(raw: dict[str, object]) -> ProgramInfo:

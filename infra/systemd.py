@@ -52,8 +52,10 @@ def serve(service: ManagedProcess) -> int:
     """Start ``service`` as a child, wait until it answers, do its post-start work (Superset's
     dashboard import), then wait for it; SIGTERM/SIGINT are passed on. Its exit code."""
     if service.pid() is not None:
-        raise InfraError(f"{service.name} is already running (pid {service.pid()}); "
-                         "stop it first (`python -m infra down " + service.name + "`)")
+        raise InfraError(
+            f"{service.name} is already running (pid {service.pid()}); "
+            "stop it first (`python -m infra down " + service.name + "`)"
+        )
     for folder in (service.log_dir, service.data_dir):
         folder.mkdir(parents=True, exist_ok=True)
     argv, env = service.launch()

@@ -29,12 +29,19 @@ PLUGINS = ("cassandra",)
 
 # The server's own jvm.config, with a small explicit heap instead of a share of host memory.
 JVM_FLAGS = [
-    "-XX:+UseG1GC", "-XX:G1HeapRegionSize=32M", "-XX:+ExplicitGCInvokesConcurrent",
-    "-XX:+ExitOnOutOfMemoryError", "-XX:-OmitStackTraceInFastThrow",
-    "-XX:ReservedCodeCacheSize=150M", "-XX:PerMethodRecompilationCutoff=10000",
-    "-XX:PerBytecodeRecompilationCutoff=10000", "-Djdk.attach.allowAttachSelf=true",
-    "-Djdk.nio.maxCachedBufferSize=2000000", "-Dfile.encoding=UTF-8",
-    "-XX:+EnableDynamicAgentLoading", "-XX:ActiveProcessorCount=2",
+    "-XX:+UseG1GC",
+    "-XX:G1HeapRegionSize=32M",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:ReservedCodeCacheSize=150M",
+    "-XX:PerMethodRecompilationCutoff=10000",
+    "-XX:PerBytecodeRecompilationCutoff=10000",
+    "-Djdk.attach.allowAttachSelf=true",
+    "-Djdk.nio.maxCachedBufferSize=2000000",
+    "-Dfile.encoding=UTF-8",
+    "-XX:+EnableDynamicAgentLoading",
+    "-XX:ActiveProcessorCount=2",
 ]
 
 
@@ -75,7 +82,9 @@ def run_query(port: int, sql: str, *, user: str = "infra", timeout: float = 60) 
     :class:`TrinoQueryError` with Trino's message when the query fails."""
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/statement", data=sql.encode(), method="POST",
+        f"http://127.0.0.1:{port}/v1/statement",
+        data=sql.encode(),
+        method="POST",
         headers={"X-Trino-User": user, "X-Trino-Catalog": CATALOG},
     )
     columns: list[str] = []
@@ -128,8 +137,10 @@ class TrinoService(Service):
             return server
         download = root / "download"
         shutil.rmtree(download, ignore_errors=True)
-        print(f"infra: resolving the Trino {TRINO_VERSION} server with Maven into {root} ...",
-              flush=True)
+        print(
+            f"infra: resolving the Trino {TRINO_VERSION} server with Maven into {root} ...",
+            flush=True,
+        )
         run_maven("trino", download)
         tarballs = sorted(download.glob("trino-server-*.tar.gz"))
         if not tarballs:
@@ -169,11 +180,16 @@ class TrinoService(Service):
     def command(self, java: Path, lib: Path) -> list[str]:
         heap = self.config.trino_heap
         return [
-            str(java), f"-Xms{heap}", f"-Xmx{heap}", *JVM_FLAGS,
+            str(java),
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            *JVM_FLAGS,
             f"-Dconfig={self.etc / 'config.properties'}",
             f"-Dcatalog.config-dir={self.etc / 'catalog'}",
             f"-Dplugin.dir={lib / 'plugin'}",
-            "-cp", f"{lib / 'lib'}/*", self.main_class,
+            "-cp",
+            f"{lib / 'lib'}/*",
+            self.main_class,
         ]
 
     def answers(self) -> bool:
