@@ -8,6 +8,7 @@ so a test, or anyone reading the JSON, can tell the traces apart without relying
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -38,36 +39,70 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _values(series: pd.Series) -> list[float]:
+def _values(series: pd.Series[Any]) -> list[float]:
     # Plain lists: plotly would otherwise encode numpy arrays as base64 in the JSON.
     return [float(v) for v in series]
 
 
-def _times(series: pd.Series) -> list[str]:
+def _times(series: pd.Series[Any]) -> list[str]:
     return [t.isoformat() for t in pd.to_datetime(series, utc=True)]
 
 
 def _finish(fig: go.Figure, chart: str, height: int) -> go.Figure:
-    fig.update_layout(meta={"chart": chart}, height=height, margin={"l": 10, "r": 10, "t": 40,
-                                                                    "b": 10},
-                      legend={"orientation": "h", "y": -0.15}, hovermode="x unified")
+    fig.update_layout(
+        meta={"chart": chart},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.15},
+        hovermode="x unified",
+    )
     return fig
 
 
-def _band(fig: go.Figure, fan: pd.DataFrame, lo: str, hi: str, model: str, label: str,
-          alpha: float, col: int, show_legend: bool) -> None:
+def _band(
+    fig: go.Figure,
+    fan: pd.DataFrame,
+    lo: str,
+    hi: str,
+    model: str,
+    label: str,
+    alpha: float,
+    col: int,
+    show_legend: bool,
+) -> None:
     x = _times(fan["time"])
     color = model_color(model)
-    fig.add_trace(go.Scatter(
-        x=x, y=_values(fan[lo]), mode="lines", line={"width": 0, "color": color},
-        name=f"{model} {lo}", meta={"model": model, "role": lo}, showlegend=False,
-        legendgroup=model), row=1, col=col)
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_values(fan[lo]),
+            mode="lines",
+            line={"width": 0, "color": color},
+            name=f"{model} {lo}",
+            meta={"model": model, "role": lo},
+            showlegend=False,
+            legendgroup=model,
+        ),
+        row=1,
+        col=col,
+    )
     # "tonexty" fills down to the trace just added: the band's other edge.
-    fig.add_trace(go.Scatter(
-        x=x, y=_values(fan[hi]), mode="lines", line={"width": 0, "color": color},
-        fill="tonexty", fillcolor=_rgba(color, alpha), name=f"{model} {label}",
-        meta={"model": model, "role": hi}, showlegend=show_legend, legendgroup=model),
-        row=1, col=col)
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_values(fan[hi]),
+            mode="lines",
+            line={"width": 0, "color": color},
+            fill="tonexty",
+            fillcolor=_rgba(color, alpha),
+            name=f"{model} {label}",
+            meta={"model": model, "role": hi},
+            showlegend=show_legend,
+            legendgroup=model,
+        ),
+        row=1,
+        col=col,
+    )
 
 
 def fan_figure(
@@ -89,54 +124,116 @@ def fan_figure(
     :param what_if: per model, a re-simulation to overlay (dashed)
     """
     models = list(dict.fromkeys(fan["model"]))
-    fig = make_subplots(rows=1, cols=max(len(models), 1), shared_yaxes=True,
-                        subplot_titles=models or None, horizontal_spacing=0.02)
+    fig = make_subplots(
+        rows=1,
+        cols=max(len(models), 1),
+        shared_yaxes=True,
+        subplot_titles=models or None,
+        horizontal_spacing=0.02,
+    )
     for col, model in enumerate(models, start=1):
         first = col == 1
         model_fan = fan[fan["model"] == model]
         color = model_color(model)
         if not candles.empty:
-            fig.add_trace(go.Candlestick(
-                x=_times(candles["window_start"]), open=_values(candles["open"]),
-                high=_values(candles["high"]), low=_values(candles["low"]),
-                close=_values(candles["close"]), name=f"{candle_label} candles",
-                meta={"model": model, "role": "candles"}, showlegend=first,
-                legendgroup="candles", increasing_line_color="#7a7a7a",
-                decreasing_line_color="#b0b0b0"), row=1, col=col)
+            fig.add_trace(
+                go.Candlestick(
+                    x=_times(candles["window_start"]),
+                    open=_values(candles["open"]),
+                    high=_values(candles["high"]),
+                    low=_values(candles["low"]),
+                    close=_values(candles["close"]),
+                    name=f"{candle_label} candles",
+                    meta={"model": model, "role": "candles"},
+                    showlegend=first,
+                    legendgroup="candles",
+                    increasing_line_color="#7a7a7a",
+                    decreasing_line_color="#b0b0b0",
+                ),
+                row=1,
+                col=col,
+            )
         model_paths = paths[paths["model"] == model] if not paths.empty else paths
         for path, one in model_paths.groupby("path") if not model_paths.empty else ():
-            fig.add_trace(go.Scatter(
-                x=_times(one["time"]), y=_values(one["price"]), mode="lines",
-                line={"width": 0.7, "color": _rgba(color, 0.35)}, hoverinfo="skip",
-                name=f"{model} path {path}",
-                meta={"model": model, "role": "path", "path": int(path)}, showlegend=False,
-                legendgroup=model), row=1, col=col)
+            # pandas-stubs types a group key as any scalar; "path" is an integer column.
+            path_id = int(cast(int, path))
+            fig.add_trace(
+                go.Scatter(
+                    x=_times(one["time"]),
+                    y=_values(one["price"]),
+                    mode="lines",
+                    line={"width": 0.7, "color": _rgba(color, 0.35)},
+                    hoverinfo="skip",
+                    name=f"{model} path {path_id}",
+                    meta={"model": model, "role": "path", "path": path_id},
+                    showlegend=False,
+                    legendgroup=model,
+                ),
+                row=1,
+                col=col,
+            )
         _band(fig, model_fan, "q05", "q95", model, "5-95%", 0.15, col, first)
         _band(fig, model_fan, "q25", "q75", model, "25-75%", 0.30, col, first)
-        fig.add_trace(go.Scatter(
-            x=_times(model_fan["time"]), y=_values(model_fan["q50"]), mode="lines",
-            line={"width": 2, "color": color}, name=f"{model} median",
-            meta={"model": model, "role": "q50"}, legendgroup=model), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=_times(model_fan["time"]),
+                y=_values(model_fan["q50"]),
+                mode="lines",
+                line={"width": 2, "color": color},
+                name=f"{model} median",
+                meta={"model": model, "role": "q50"},
+                legendgroup=model,
+            ),
+            row=1,
+            col=col,
+        )
         sim = (what_if or {}).get(model)
         if sim is not None:
             for _, one in sim.paths.groupby("path"):
-                fig.add_trace(go.Scatter(
-                    x=_times(one["time"]), y=_values(one["price"]), mode="lines",
-                    line={"width": 0.7, "color": _rgba(WHAT_IF_COLOR, 0.3)}, hoverinfo="skip",
-                    name="what-if path", meta={"model": model, "role": "what-if path"},
-                    showlegend=False), row=1, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=_times(one["time"]),
+                        y=_values(one["price"]),
+                        mode="lines",
+                        line={"width": 0.7, "color": _rgba(WHAT_IF_COLOR, 0.3)},
+                        hoverinfo="skip",
+                        name="what-if path",
+                        meta={"model": model, "role": "what-if path"},
+                        showlegend=False,
+                    ),
+                    row=1,
+                    col=col,
+                )
             for q, dash in (("q05", "dot"), ("q50", "dash"), ("q95", "dot")):
-                fig.add_trace(go.Scatter(
-                    x=_times(sim.fan["time"]), y=_values(sim.fan[q]), mode="lines",
-                    line={"width": 1.5, "color": WHAT_IF_COLOR, "dash": dash},
-                    name=f"what-if {q}", meta={"model": model, "role": f"what-if {q}"},
-                    showlegend=first, legendgroup="what-if"), row=1, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=_times(sim.fan["time"]),
+                        y=_values(sim.fan[q]),
+                        mode="lines",
+                        line={"width": 1.5, "color": WHAT_IF_COLOR, "dash": dash},
+                        name=f"what-if {q}",
+                        meta={"model": model, "role": f"what-if {q}"},
+                        showlegend=first,
+                        legendgroup="what-if",
+                    ),
+                    row=1,
+                    col=col,
+                )
         if not realised.empty:
-            fig.add_trace(go.Scatter(
-                x=_times(realised["time"]), y=_values(realised["close"]), mode="lines",
-                line={"width": 2, "color": REALISED_COLOR}, name="realised",
-                meta={"model": model, "role": "realised"}, showlegend=first,
-                legendgroup="realised"), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=_times(realised["time"]),
+                    y=_values(realised["close"]),
+                    mode="lines",
+                    line={"width": 2, "color": REALISED_COLOR},
+                    name="realised",
+                    meta={"model": model, "role": "realised"},
+                    showlegend=first,
+                    legendgroup="realised",
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_xaxes(rangeslider_visible=False)
     fig.update_yaxes(title_text="price", row=1, col=1)
     return _finish(fig, "fan", 480)
@@ -153,46 +250,83 @@ def terminal_figure(
     fig = go.Figure()
     for model, hist in histograms.items():
         color = model_color(model)
-        fig.add_trace(go.Bar(
-            x=_values((hist["lo"] + hist["hi"]) / 2), y=_values(hist["density"].fillna(0)),
-            width=_values(hist["hi"] - hist["lo"]), marker_color=_rgba(color, 0.35),
-            name=f"{model} histogram", meta={"model": model, "role": "histogram"}))
+        fig.add_trace(
+            go.Bar(
+                x=_values((hist["lo"] + hist["hi"]) / 2),
+                y=_values(hist["density"].fillna(0)),
+                width=_values(hist["hi"] - hist["lo"]),
+                marker_color=_rgba(color, 0.35),
+                name=f"{model} histogram",
+                meta={"model": model, "role": "histogram"},
+            )
+        )
     for model, density in densities.items():
-        fig.add_trace(go.Scatter(
-            x=_values(density["price"]), y=_values(density["density"]), mode="lines",
-            line={"color": model_color(model), "width": 2}, name=f"{model} density",
-            meta={"model": model, "role": "density"}))
+        fig.add_trace(
+            go.Scatter(
+                x=_values(density["price"]),
+                y=_values(density["density"]),
+                mode="lines",
+                line={"color": model_color(model), "width": 2},
+                name=f"{model} density",
+                meta={"model": model, "role": "density"},
+            )
+        )
     for model, sim in (what_if or {}).items():
-        fig.add_trace(go.Scatter(
-            x=_values(sim.density["price"]), y=_values(sim.density["density"]), mode="lines",
-            line={"color": WHAT_IF_COLOR, "width": 2, "dash": "dash"},
-            name=f"what-if {model} density", meta={"model": model, "role": "what-if density"}))
-    fig.add_vline(x=last_price, line={"color": REALISED_COLOR, "dash": "dot"},
-                  annotation_text="last price")
-    fig.update_layout(barmode="overlay", xaxis_title="price at the horizon",
-                      yaxis_title="density (share of paths per unit of price)")
+        fig.add_trace(
+            go.Scatter(
+                x=_values(sim.density["price"]),
+                y=_values(sim.density["density"]),
+                mode="lines",
+                line={"color": WHAT_IF_COLOR, "width": 2, "dash": "dash"},
+                name=f"what-if {model} density",
+                meta={"model": model, "role": "what-if density"},
+            )
+        )
+    fig.add_vline(
+        x=last_price, line={"color": REALISED_COLOR, "dash": "dot"}, annotation_text="last price"
+    )
+    fig.update_layout(
+        barmode="overlay",
+        xaxis_title="price at the horizon",
+        yaxis_title="density (share of paths per unit of price)",
+    )
     return _finish(fig, "terminal", 360)
 
 
-def p_above_figure(fan: pd.DataFrame,
-                   what_if: Mapping[str, WhatIfResult] | None = None) -> go.Figure:
+def p_above_figure(
+    fan: pd.DataFrame, what_if: Mapping[str, WhatIfResult] | None = None
+) -> go.Figure:
     """P(price above the last price) per model over the horizon."""
     fig = go.Figure()
     steps = fan[fan["step"] > 0]
     for model, one in steps.groupby("model", sort=False):
-        fig.add_trace(go.Scatter(
-            x=_times(one["time"]), y=_values(one["p_above"]), mode="lines+markers",
-            line={"color": model_color(str(model))}, marker={"size": 4},
-            name=str(model), meta={"model": model, "role": "p_above"}))
+        fig.add_trace(
+            go.Scatter(
+                x=_times(one["time"]),
+                y=_values(one["p_above"]),
+                mode="lines+markers",
+                line={"color": model_color(str(model))},
+                marker={"size": 4},
+                name=str(model),
+                meta={"model": model, "role": "p_above"},
+            )
+        )
     for model, sim in (what_if or {}).items():
         one = sim.fan[sim.fan["step"] > 0]
-        fig.add_trace(go.Scatter(
-            x=_times(one["time"]), y=_values(one["p_above"]), mode="lines",
-            line={"color": WHAT_IF_COLOR, "dash": "dash"}, name=f"what-if {model}",
-            meta={"model": model, "role": "what-if p_above"}))
+        fig.add_trace(
+            go.Scatter(
+                x=_times(one["time"]),
+                y=_values(one["p_above"]),
+                mode="lines",
+                line={"color": WHAT_IF_COLOR, "dash": "dash"},
+                name=f"what-if {model}",
+                meta={"model": model, "role": "what-if p_above"},
+            )
+        )
     fig.add_hline(y=0.5, line={"color": "#999999", "dash": "dot"})
-    fig.update_layout(yaxis={"title": "P(above last price)", "range": [0, 1]},
-                      xaxis_title="target time (UTC)")
+    fig.update_layout(
+        yaxis={"title": "P(above last price)", "range": [0, 1]}, xaxis_title="target time (UTC)"
+    )
     return _finish(fig, "p_above", 320)
 
 
@@ -200,29 +334,63 @@ def coverage_figure(coverage: pd.DataFrame) -> go.Figure:
     """Backtest coverage of the 50% and 90% bands per horizon, with each model's 95% binomial
     acceptance band (shaded) and the nominal coverage (dotted)."""
     bands = ["50%", "90%"]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{b} band" for b in bands],
-                        horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=[f"{b} band" for b in bands], horizontal_spacing=0.08
+    )
     for col, band in enumerate(bands, start=1):
         rows = coverage[coverage["band"] == band]
         for model, one in rows.groupby("model", sort=False):
             color = model_color(str(model))
             x = _values(one["horizon_s"])
             meta = {"model": model, "band": band}
-            fig.add_trace(go.Scatter(
-                x=x, y=_values(one["lo"]), mode="lines", line={"width": 0, "color": color},
-                showlegend=False, hoverinfo="skip", name=f"{model} {band} band low",
-                meta={**meta, "role": "band lo"}, legendgroup=str(model)), row=1, col=col)
-            fig.add_trace(go.Scatter(
-                x=x, y=_values(one["hi"]), mode="lines", line={"width": 0, "color": color},
-                fill="tonexty", fillcolor=_rgba(color, 0.12), showlegend=False,
-                hoverinfo="skip", name=f"{model} {band} band high",
-                meta={**meta, "role": "band hi"}, legendgroup=str(model)), row=1, col=col)
-            fig.add_trace(go.Scatter(
-                x=x, y=_values(one["coverage"]), mode="lines+markers", line={"color": color},
-                name=str(model), showlegend=col == 1, meta={**meta, "role": "coverage"},
-                customdata=[[int(n)] for n in one["n"]],
-                hovertemplate="%{y:.2f} of %{customdata[0]} forecasts", legendgroup=str(model)),
-                row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=_values(one["lo"]),
+                    mode="lines",
+                    line={"width": 0, "color": color},
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"{model} {band} band low",
+                    meta={**meta, "role": "band lo"},
+                    legendgroup=str(model),
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=_values(one["hi"]),
+                    mode="lines",
+                    line={"width": 0, "color": color},
+                    fill="tonexty",
+                    fillcolor=_rgba(color, 0.12),
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"{model} {band} band high",
+                    meta={**meta, "role": "band hi"},
+                    legendgroup=str(model),
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=_values(one["coverage"]),
+                    mode="lines+markers",
+                    line={"color": color},
+                    name=str(model),
+                    showlegend=col == 1,
+                    meta={**meta, "role": "coverage"},
+                    customdata=[[int(n)] for n in one["n"]],
+                    hovertemplate="%{y:.2f} of %{customdata[0]} forecasts",
+                    legendgroup=str(model),
+                ),
+                row=1,
+                col=col,
+            )
         if not rows.empty:
             nominal = float(rows["nominal"].iloc[0])
             fig.add_hline(y=nominal, line={"color": "#999999", "dash": "dot"}, row=1, col=col)
@@ -235,10 +403,16 @@ def skill_figure(skill: pd.DataFrame, baseline: str) -> go.Figure:
     """CRPS skill against ``baseline`` per model over backtest evaluations (> 0: better)."""
     fig = go.Figure()
     for model, one in skill.groupby("model", sort=False):
-        fig.add_trace(go.Scatter(
-            x=_times(one["evaluated_at"]), y=_values(one["skill"]), mode="lines+markers",
-            line={"color": model_color(str(model))}, name=str(model),
-            meta={"model": model, "role": "skill"}))
+        fig.add_trace(
+            go.Scatter(
+                x=_times(one["evaluated_at"]),
+                y=_values(one["skill"]),
+                mode="lines+markers",
+                line={"color": model_color(str(model))},
+                name=str(model),
+                meta={"model": model, "role": "skill"},
+            )
+        )
     fig.add_hline(y=0.0, line={"color": "#999999", "dash": "dot"})
     fig.update_layout(yaxis_title=f"CRPS skill vs {baseline}", xaxis_title="evaluated at (UTC)")
     return _finish(fig, "skill", 300)

@@ -56,7 +56,10 @@ QUANTILES = ("q05", "q25", "q50", "q75", "q95")
 CANDLE_TABLES = {"5 s": TABLE_AGG_5S, "1 min": TABLE_AGG_1M}
 #: what the driver raises when Cassandra is down, unreachable or refuses a query
 CASSANDRA_ERRORS: tuple[type[Exception], ...] = (
-    DriverException, NoHostAvailable, ConnectionException, OSError,
+    DriverException,
+    NoHostAvailable,
+    ConnectionException,
+    OSError,
 )
 
 _BARS_COLUMNS = "window_start, window_end, open, high, low, close, volume"
@@ -130,7 +133,12 @@ def run_keys(runs: pd.DataFrame) -> list[RunKey]:
     """The distinct runs in ``gbm_forecast_runs`` rows, newest first."""
     if runs.empty:
         return []
-    keys = {RunKey(r.issued_at, r.run_id, r.day) for r in runs.itertuples(index=False)}
+    keys = {
+        RunKey(issued_at, run_id, day)
+        for issued_at, run_id, day in zip(
+            runs["issued_at"], runs["run_id"], runs["day"], strict=True
+        )
+    }
     return sorted(keys, reverse=True)
 
 
@@ -153,11 +161,15 @@ def fan_frame(forecasts: pd.DataFrame) -> pd.DataFrame:
     columns = ["model", "step", "time", "last_price", "mean", *QUANTILES, "p_above"]
     if forecasts.empty:
         return pd.DataFrame({c: [] for c in columns}).assign(
-            time=pd.Series(dtype="datetime64[ns, UTC]"))
+            time=pd.Series(dtype="datetime64[ns, UTC]")
+        )
     anchors = (
-        forecasts.sort_values("step").groupby("model", as_index=False).first()
-        .assign(step=0, target_ts=lambda f: f["as_of"], mean=lambda f: f["last_price"],
-                p_above=np.nan)
+        forecasts.sort_values("step")
+        .groupby("model", as_index=False)
+        .first()
+        .assign(
+            step=0, target_ts=lambda f: f["as_of"], mean=lambda f: f["last_price"], p_above=np.nan
+        )
     )
     for q in QUANTILES:
         anchors[q] = anchors["last_price"]
@@ -174,14 +186,18 @@ def paths_frame(paths: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     :param limit: keep paths ``0 .. limit-1`` of each model
     """
     rows: list[tuple[str, int, int, pd.Timestamp, float]] = []
-    for r in paths.itertuples(index=False):
-        if limit is not None and r.path >= limit:
+    columns = ("model", "path", "as_of", "step_seconds", "last_price", "prices")
+    for model, path, issued, step_seconds, last_price, prices in zip(
+        *(paths[c] for c in columns), strict=True
+    ):
+        if limit is not None and path >= limit:
             continue
-        as_of = pd.Timestamp(r.as_of)
+        as_of = pd.Timestamp(issued)
         as_of = as_of.tz_localize("UTC") if as_of.tz is None else as_of.tz_convert("UTC")
-        for step, price in enumerate([r.last_price, *r.prices]):
-            rows.append((r.model, r.path, step, as_of + timedelta(seconds=step * r.step_seconds),
-                         float(price)))
+        for step, price in enumerate([last_price, *prices]):
+            rows.append(
+                (model, path, step, as_of + timedelta(seconds=step * step_seconds), float(price))
+            )
     return pd.DataFrame(rows, columns=["model", "path", "step", "time", "price"])
 
 
@@ -213,10 +229,15 @@ def histogram_frame(edges: Sequence[float], counts: Sequence[int]) -> pd.DataFra
     lo, hi = np.asarray(edges[:-1], dtype=float), np.asarray(edges[1:], dtype=float)
     share = np.asarray(counts, dtype=float) / total
     width = np.where(hi > lo, hi - lo, np.nan)
-    return pd.DataFrame({
-        "lo": lo.tolist(), "hi": hi.tolist(), "paths": [int(c) for c in counts],
-        "share": share.tolist(), "density": (share / width).tolist(),
-    })
+    return pd.DataFrame(
+        {
+            "lo": lo.tolist(),
+            "hi": hi.tolist(),
+            "paths": [int(c) for c in counts],
+            "share": share.tolist(),
+            "density": (share / width).tolist(),
+        }
+    )
 
 
 def terminal_density(percentiles: Sequence[float], spacing: int = 5) -> pd.DataFrame:
@@ -240,10 +261,12 @@ def realised_closes(bars: pd.DataFrame, start: datetime, end: datetime) -> pd.Da
     """``time, close`` of the bars that ended in ``(start, end]``, stamped at the bar end (the
     forecast's clock), oldest first."""
     if bars.empty:
-        return pd.DataFrame({"time": pd.Series(dtype="datetime64[ns, UTC]"),
-                             "close": pd.Series(dtype=float)})
-    frame = pd.DataFrame({"time": pd.to_datetime(bars["window_end"], utc=True),
-                          "close": bars["close"].astype(float)})
+        return pd.DataFrame(
+            {"time": pd.Series(dtype="datetime64[ns, UTC]"), "close": pd.Series(dtype=float)}
+        )
+    frame = pd.DataFrame(
+        {"time": pd.to_datetime(bars["window_end"], utc=True), "close": bars["close"].astype(float)}
+    )
     frame = frame[(frame["time"] > pd.Timestamp(start)) & (frame["time"] <= pd.Timestamp(end))]
     return frame.sort_values("time", ignore_index=True)
 
@@ -262,7 +285,10 @@ def band_coverage(fan: pd.DataFrame, realised: pd.DataFrame) -> pd.DataFrame:
     ordered = realised.sort_values("time")
     # The price at a target time is the close of the last bar that ended by then.
     matched = pd.merge_asof(
-        steps.sort_values("time"), ordered[["time", "close"]], on="time", direction="backward",
+        steps.sort_values("time"),
+        ordered[["time", "close"]],
+        on="time",
+        direction="backward",
         tolerance=pd.Timedelta(seconds=30),
     ).dropna(subset=["close"])
     matched = matched[matched["time"] <= ordered["time"].iloc[-1]]
@@ -283,14 +309,41 @@ def coverage_frame(backtest: pd.DataFrame) -> pd.DataFrame:
     :returns: ``model, band, nominal, step, horizon_s, n, coverage, lo, hi, inside``
     """
     rows = []
-    for r in backtest.itertuples(index=False):
-        for band, nominal in (("50%", 0.5), ("90%", 0.9)):
-            coverage = float(getattr(r, f"cover{band[:2]}"))
-            b = binomial_band(int(r.n), nominal)
-            rows.append((r.model, band, nominal, int(r.step), int(r.horizon_s), int(r.n),
-                         coverage, b.low, b.high, bool(b.low <= coverage <= b.high)))
-    frame = pd.DataFrame(rows, columns=["model", "band", "nominal", "step", "horizon_s", "n",
-                                        "coverage", "lo", "hi", "inside"])
+    columns = ("model", "step", "horizon_s", "n", "cover50", "cover90")
+    for model, step, horizon_s, n, cover50, cover90 in zip(
+        *(backtest[c] for c in columns), strict=True
+    ):
+        for band, nominal, coverage in (("50%", 0.5, float(cover50)), ("90%", 0.9, float(cover90))):
+            b = binomial_band(int(n), nominal)
+            rows.append(
+                (
+                    model,
+                    band,
+                    nominal,
+                    int(step),
+                    int(horizon_s),
+                    int(n),
+                    coverage,
+                    b.low,
+                    b.high,
+                    bool(b.low <= coverage <= b.high),
+                )
+            )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "band",
+            "nominal",
+            "step",
+            "horizon_s",
+            "n",
+            "coverage",
+            "lo",
+            "hi",
+            "inside",
+        ],
+    )
     return frame.sort_values(["band", "model", "step"], ignore_index=True)
 
 
@@ -313,10 +366,19 @@ def skill_history(backtests: pd.DataFrame) -> pd.DataFrame:
     for (evaluated_at, model), g in ok.groupby(["evaluated_at", "model"]):
         weight = g["n_paired"] * g["crps_baseline_bps"]
         skill = 1.0 - float((weight * (1.0 - g["crps_skill"])).sum() / weight.sum())
-        rows.append((pd.Timestamp(evaluated_at, tz="UTC") if pd.Timestamp(evaluated_at).tz is None
-                     else pd.Timestamp(evaluated_at), model, skill, int(g["n_paired"].sum())))
+        rows.append(
+            (
+                pd.Timestamp(evaluated_at, tz="UTC")
+                if pd.Timestamp(evaluated_at).tz is None
+                else pd.Timestamp(evaluated_at),
+                model,
+                skill,
+                int(g["n_paired"].sum()),
+            )
+        )
     return pd.DataFrame(rows, columns=columns).sort_values(
-        ["evaluated_at", "model"], ignore_index=True)
+        ["evaluated_at", "model"], ignore_index=True
+    )
 
 
 def _frame(rows: Iterable[Any]) -> pd.DataFrame:
@@ -353,14 +415,14 @@ class ForecastReader:
         statement = self._prepared.get(query)
         if statement is None:
             statement = self._prepared[query] = self.session.prepare(
-                QUERIES[query].format(ks=self.keyspace))
+                QUERIES[query].format(ks=self.keyspace)
+            )
         return self.session.execute(statement, tuple(values))
 
     def symbols(self, days: Sequence[date]) -> list[str]:
         """Symbols with a forecast run on any of ``days``."""
         wanted = set(days)
-        return sorted({r.symbol for r in self._execute("symbols")
-                       if _as_date(r.day) in wanted})
+        return sorted({r.symbol for r in self._execute("symbols") if _as_date(r.day) in wanted})
 
     def runs(self, symbol: str, days: Sequence[date]) -> pd.DataFrame:
         """``gbm_forecast_runs`` rows of ``symbol`` on ``days`` from complete runs, newest first.
@@ -369,21 +431,23 @@ class ForecastReader:
         writing) and may lack models or steps, so it is not offered.
         """
         frames = [_frame(self._execute("runs", (symbol, day))) for day in days]
-        runs = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()],
-                         ignore_index=True)
+        runs = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()], ignore_index=True)
         if runs.empty:
             return runs
         runs["day"] = runs["day"].map(_as_date)
         runs["issued_at"] = runs["issued_at"].map(utc)
-        complete = {(utc(r.issued_at), r.run_id) for day in sorted(set(runs["day"]))
-                    for r in self._execute("complete runs", (day,))}
-        runs = runs[[(t, r) in complete for t, r in zip(runs["issued_at"], runs["run_id"],
-                                                         strict=True)]]
+        complete = {
+            (utc(r.issued_at), r.run_id)
+            for day in sorted(set(runs["day"]))
+            for r in self._execute("complete runs", (day,))
+        }
+        runs = runs[
+            [(t, r) in complete for t, r in zip(runs["issued_at"], runs["run_id"], strict=True)]
+        ]
         if runs.empty:
             return runs.reset_index(drop=True)
         runs["as_of"] = runs["as_of"].map(lambda t: utc(t) if t is not None else None)
-        return runs.sort_values(["issued_at", "model"], ascending=[False, True],
-                                ignore_index=True)
+        return runs.sort_values(["issued_at", "model"], ascending=[False, True], ignore_index=True)
 
     def forecasts(self, symbol: str, run: RunKey) -> pd.DataFrame:
         frame = _frame(self._execute("forecasts", (symbol, run.day, run.issued_at, run.run_id)))
@@ -402,8 +466,11 @@ class ForecastReader:
         """Bars of width ``candle`` (a key of :data:`CANDLE_TABLES`) starting in
         ``[start, end)``, oldest first, times in UTC."""
         query = f"bars {CANDLE_TABLES[candle]}"
-        rows = [row for day in _days(start, end)
-                for row in self._execute(query, (symbol, day, start, end))]
+        rows = [
+            row
+            for day in _days(start, end)
+            for row in self._execute(query, (symbol, day, start, end))
+        ]
         frame = _frame(rows)
         if frame.empty:
             return pd.DataFrame(columns=_BARS_COLUMNS.split(", "))
@@ -414,8 +481,7 @@ class ForecastReader:
     def backtests(self, symbol: str, days: Sequence[date]) -> pd.DataFrame:
         """Every ``gbm_backtest`` row of ``symbol`` (``*`` = pooled) evaluated on ``days``."""
         frames = [_frame(self._execute("backtest", (symbol, day))) for day in days]
-        frame = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()],
-                          ignore_index=True)
+        frame = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()], ignore_index=True)
         if not frame.empty:
             frame["evaluated_at"] = frame["evaluated_at"].map(utc)
         return frame
@@ -427,7 +493,8 @@ def newest_evaluation(backtests: pd.DataFrame) -> pd.DataFrame:
         return backtests
     newest = backtests["evaluated_at"].max()
     return backtests[backtests["evaluated_at"] == newest].sort_values(
-        ["model", "step"], ignore_index=True)
+        ["model", "step"], ignore_index=True
+    )
 
 
 def _as_date(value: Any) -> date:

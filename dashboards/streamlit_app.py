@@ -104,8 +104,7 @@ def _paths(target: Target, symbol: str, run: RunKey) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=BARS_TTL, show_spinner=False)
-def _bars(target: Target, symbol: str, candle: str, start: datetime, end: datetime
-          ) -> pd.DataFrame:
+def _bars(target: Target, symbol: str, candle: str, start: datetime, end: datetime) -> pd.DataFrame:
     return _reader(target).bars(symbol, candle, start, end)
 
 
@@ -137,10 +136,17 @@ class View:
 
 def stored_model(symbol: str, row: pd.Series) -> StoredModel:
     return StoredModel(
-        symbol=symbol, model=str(row["model"]), as_of=row["as_of"],
-        last_price=float(row["last_price"]), mu=finite(row["mu"]) or 0.0,
-        sigma=float(row["sigma"]), dof=finite(row["dof"]), step_seconds=int(row["step_seconds"]),
-        n_steps=int(row["n_steps"]), n_paths=int(row["n_paths"]), seed=int(row["seed"]),
+        symbol=symbol,
+        model=str(row["model"]),
+        as_of=row["as_of"],
+        last_price=float(row["last_price"]),
+        mu=finite(row["mu"]) or 0.0,
+        sigma=float(row["sigma"]),
+        dof=finite(row["dof"]),
+        step_seconds=int(row["step_seconds"]),
+        n_steps=int(row["n_steps"]),
+        n_paths=int(row["n_paths"]),
+        seed=int(row["seed"]),
     )
 
 
@@ -154,16 +160,31 @@ def what_if_controls(base: StoredModel, run: RunKey) -> tuple[bool, WhatIf]:
     side = st.sidebar
     side.subheader("What if")
     key = run.run_id
-    enabled = side.toggle("overlay what-if", value=False, key=f"what-if-{key}",
-                          help="Re-simulate each shown model with the forecast job's own "
-                          "simulator and seed, dashed over the stored fan. Unchanged, gbm and "
-                          "ewma_t reproduce the stored run; hist_sim resamples history, so its "
-                          "what-if is a GBM with the spread of those returns.")
+    enabled = side.toggle(
+        "overlay what-if",
+        value=False,
+        key=f"what-if-{key}",
+        help="Re-simulate each shown model with the forecast job's own "
+        "simulator and seed, dashed over the stored fan. Unchanged, gbm and "
+        "ewma_t reproduce the stored run; hist_sim resamples history, so its "
+        "what-if is a GBM with the spread of those returns.",
+    )
     sigma = side.slider("sigma multiplier", 0.25, 3.0, 1.0, 0.05, key=f"sigma-{key}")
-    drift = side.slider("drift, % per day", -20.0, 20.0,
-                        min(max(base.drift_pct_per_day, -20.0), 20.0), 0.5, key=f"drift-{key}")
-    horizon = side.slider(f"horizon, steps of {base.step_seconds} s", 1,
-                          max(2 * base.n_steps, 120), base.n_steps, key=f"horizon-{key}")
+    drift = side.slider(
+        "drift, % per day",
+        -20.0,
+        20.0,
+        min(max(base.drift_pct_per_day, -20.0), 20.0),
+        0.5,
+        key=f"drift-{key}",
+    )
+    horizon = side.slider(
+        f"horizon, steps of {base.step_seconds} s",
+        1,
+        max(2 * base.n_steps, 120),
+        base.n_steps,
+        key=f"horizon-{key}",
+    )
     counts = sorted({*PATH_COUNTS, base.n_paths})
     n_paths = side.select_slider("paths", counts, value=base.n_paths, key=f"paths-{key}")
     # Text, not a number input: run seeds are 63-bit, beyond what a browser number holds.
@@ -172,8 +193,13 @@ def what_if_controls(base: StoredModel, run: RunKey) -> tuple[bool, WhatIf]:
     if seed is None:
         side.error(f"seed {text!r} is not a whole number >= 0; using the run's seed")
         seed = base.seed
-    return enabled, WhatIf(sigma_multiplier=float(sigma), drift_pct_per_day=float(drift),
-                           n_steps=int(horizon), n_paths=int(n_paths), seed=seed)
+    return enabled, WhatIf(
+        sigma_multiplier=float(sigma),
+        drift_pct_per_day=float(drift),
+        n_steps=int(horizon),
+        n_paths=int(n_paths),
+        seed=seed,
+    )
 
 
 def parse_seed(text: str) -> int | None:
@@ -200,12 +226,19 @@ def explore(target: Target) -> None:
     runs = _runs(target, symbol, days)
     keys = run_keys(runs)
     if not keys:
-        st.info(f"No complete forecast run of {symbol} yet: a run still writing, or one killed "
-                "mid-write, is not shown.")
+        st.info(
+            f"No complete forecast run of {symbol} yet: a run still writing, or one killed "
+            "mid-write, is not shown."
+        )
         return
     labels = {k: run_label(k, runs[runs["run_id"] == k.run_id]["model"]) for k in keys}
-    run = side.selectbox("forecast run (newest first)", keys, index=0,
-                         format_func=labels.__getitem__, key=f"run-{symbol}")
+    run = side.selectbox(
+        "forecast run (newest first)",
+        keys,
+        index=0,
+        format_func=labels.__getitem__,
+        key=f"run-{symbol}",
+    )
     this_run = runs[runs["run_id"] == run.run_id]
     ok = this_run[this_run["status"] == "ok"]
     for r in this_run[this_run["status"] != "ok"].itertuples():
@@ -218,8 +251,9 @@ def explore(target: Target) -> None:
     choice = side.selectbox("model", [ALL_MODELS, *ok_models], key=f"model-{','.join(ok_models)}")
     models = tuple(ok_models if choice == ALL_MODELS else [choice])
     candle = side.radio("candles", list(CANDLE_TABLES), horizontal=True, key="candle")
-    history = side.select_slider("history before the run", list(HISTORY), value="1 h",
-                                 key="history")
+    history = side.select_slider(
+        "history before the run", list(HISTORY), value="1 h", key="history"
+    )
     n_sample = side.slider("sample paths", 0, 50, 10, key="sample-paths")
     scope = side.radio("backtest of", [symbol, POOLED_LABEL], key=f"scope-{symbol}")
 
@@ -232,16 +266,29 @@ def explore(target: Target) -> None:
     cols[1].metric("as of (UTC)", f"{first.as_of:%H:%M:%S}", help=f"{first.as_of:%Y-%m-%d}")
     cols[2].metric("horizon", f"{first.n_steps} x {first.step_seconds} s")
     cols[3].metric("paths", f"{first.n_paths:,}")
-    st.caption(f"Run {run.run_id}, issued {run.issued_at:%Y-%m-%d %H:%M:%S} UTC, seed "
-               f"{first.seed}, forecasting from {first.as_of:%Y-%m-%d %H:%M:%S} UTC.")
+    st.caption(
+        f"Run {run.run_id}, issued {run.issued_at:%Y-%m-%d %H:%M:%S} UTC, seed "
+        f"{first.seed}, forecasting from {first.as_of:%Y-%m-%d %H:%M:%S} UTC."
+    )
     st.dataframe(parameter_table(shown, symbol), hide_index=True, width="stretch")
 
-    what_if = tuple((base, replace(change, n_sample=max(n_sample, 1)))
-                    for base in bases) if enabled else ()
-    view = View(target=target, symbol=symbol, run=run, models=models, candle=candle,
-                history_minutes=HISTORY[history], n_sample=n_sample, days=days,
-                backtest_symbol=POOLED_SYMBOL if scope == POOLED_LABEL else symbol,
-                what_if=what_if)
+    what_if = (
+        tuple((base, replace(change, n_sample=max(n_sample, 1))) for base in bases)
+        if enabled
+        else ()
+    )
+    view = View(
+        target=target,
+        symbol=symbol,
+        run=run,
+        models=models,
+        candle=candle,
+        history_minutes=HISTORY[history],
+        n_sample=n_sample,
+        days=days,
+        backtest_symbol=POOLED_SYMBOL if scope == POOLED_LABEL else symbol,
+        what_if=what_if,
+    )
     first_end = first.as_of + timedelta(seconds=first.n_steps * first.step_seconds)
     run_every = SETTINGS.refresh_for(first_end, datetime.now(UTC))
     st.fragment(run_every=run_every)(live_fan)(view, ok, run_every)
@@ -278,36 +325,62 @@ def _live_fan(view: View, ok: pd.DataFrame, run_every: float | None) -> None:
     as_of = fan["time"].min().to_pydatetime()
     horizon_end = fan["time"].max().to_pydatetime()
     now = datetime.now(UTC)
-    bars = _bars(view.target, view.symbol, view.candle,
-                 as_of - timedelta(minutes=view.history_minutes), horizon_end)
-    fine = bars if view.candle == "5 s" else _bars(view.target, view.symbol, "5 s",
-                                                  as_of - timedelta(seconds=5), horizon_end)
+    bars = _bars(
+        view.target,
+        view.symbol,
+        view.candle,
+        as_of - timedelta(minutes=view.history_minutes),
+        horizon_end,
+    )
+    fine = (
+        bars
+        if view.candle == "5 s"
+        else _bars(view.target, view.symbol, "5 s", as_of - timedelta(seconds=5), horizon_end)
+    )
     realised = realised_closes(fine, as_of, horizon_end)
     paths = pd.DataFrame()
     if view.n_sample:
         raw = _paths(view.target, view.symbol, view.run)
         if not raw.empty:
             raw = raw[raw["model"].isin(view.models)].assign(
-                last_price=lambda f: f["model"].map(dict(zip(ok["model"], ok["last_price"],
-                                                             strict=True))))
+                last_price=lambda f: f["model"].map(
+                    dict(zip(ok["model"], ok["last_price"], strict=True))
+                )
+            )
             paths = paths_frame(raw, limit=view.n_sample)
 
     st.subheader("Forecast fan over the price history")
     if bars.empty:
         st.caption(f"No {view.candle} bars around this run yet.")
     st.plotly_chart(
-        fan_figure(fan, candles=bars, candle_label=view.candle, realised=realised, paths=paths,
-                   what_if=sims),
-        key="fan", width="stretch",
+        fan_figure(
+            fan,
+            candles=bars,
+            candle_label=view.candle,
+            realised=realised,
+            paths=paths,
+            what_if=sims,
+        ),
+        key="fan",
+        width="stretch",
     )
     realised_steps = band_coverage(fan, realised)
     if realised.empty:
-        st.caption("Nothing realised since the forecast yet: the realised price appears as bars "
-                   "arrive.")
+        st.caption(
+            "Nothing realised since the forecast yet: the realised price appears as bars " "arrive."
+        )
     elif not realised_steps.empty:
-        st.dataframe(realised_steps.rename(columns={
-            "steps": "steps realised", "inside50": "inside 25-75%", "inside90": "inside 5-95%"}),
-            hide_index=True, width="stretch")
+        st.dataframe(
+            realised_steps.rename(
+                columns={
+                    "steps": "steps realised",
+                    "inside50": "inside 25-75%",
+                    "inside90": "inside 5-95%",
+                }
+            ),
+            hide_index=True,
+            width="stretch",
+        )
     if run_every:
         refresh = f"refreshes every {run_every:g} s until the horizon has passed."
     elif SETTINGS.refresh_seconds:
@@ -327,13 +400,26 @@ def run_charts(view: View, ok: pd.DataFrame) -> None:
     with left:
         st.subheader("Terminal price")
         last_step = forecasts[forecasts["step"] == forecasts["step"].max()]
-        densities = {r.model: terminal_density(r.percentiles) for r in last_step.itertuples()
-                     if r.percentiles}
-        histograms = {r.model: histogram_frame(r.hist_edges, r.hist_counts)
-                      for r in ok[ok["model"].isin(view.models)].itertuples() if r.hist_edges}
-        st.plotly_chart(terminal_figure(histograms, densities,
-                                        last_price=float(ok["last_price"].iloc[0]),
-                                        what_if=sims), key="terminal", width="stretch")
+        densities = {
+            r.model: terminal_density(r.percentiles)
+            for r in last_step.itertuples()
+            if r.percentiles
+        }
+        shown = ok[ok["model"].isin(view.models)]
+        histograms = {
+            model: histogram_frame(edges, counts)
+            for model, edges, counts in zip(
+                shown["model"], shown["hist_edges"], shown["hist_counts"], strict=True
+            )
+            if edges
+        }
+        st.plotly_chart(
+            terminal_figure(
+                histograms, densities, last_price=float(ok["last_price"].iloc[0]), what_if=sims
+            ),
+            key="terminal",
+            width="stretch",
+        )
     with right:
         st.subheader("P(above the last price)")
         st.plotly_chart(p_above_figure(fan, sims), key="p_above", width="stretch")
@@ -342,13 +428,17 @@ def run_charts(view: View, ok: pd.DataFrame) -> None:
     st.subheader(f"Backtest ({scope})")
     backtests = _backtests(view.target, view.backtest_symbol, view.days)
     if backtests.empty:
-        st.info("Not backtested yet: the backtest (`python -m gbm_analysis backtest`) scores "
-                "forecasts once their horizon has passed.")
+        st.info(
+            "Not backtested yet: the backtest (`python -m gbm_analysis backtest`) scores "
+            "forecasts once their horizon has passed."
+        )
         return
     newest = newest_evaluation(backtests)
     newest = newest[newest["model"].isin(view.models)]
-    st.caption(f"Newest evaluation {newest['evaluated_at'].max():%Y-%m-%d %H:%M:%S} UTC; "
-               "shaded: the 95% binomial band a calibrated model's coverage falls in.")
+    st.caption(
+        f"Newest evaluation {newest['evaluated_at'].max():%Y-%m-%d %H:%M:%S} UTC; "
+        "shaded: the 95% binomial band a calibrated model's coverage falls in."
+    )
     st.plotly_chart(coverage_figure(coverage_frame(newest)), key="coverage", width="stretch")
     skill = skill_history(backtests[backtests["model"].isin(view.models)])
     st.plotly_chart(skill_figure(skill, BASELINE_MODEL), key="skill", width="stretch")
@@ -365,8 +455,7 @@ def main() -> None:
     except SettingsError as exc:
         st.error(f"Configuration: {exc}")
         return
-    target = Target(cassandra.hosts, cassandra.port, cassandra.keyspace,
-                    cassandra.username or "")
+    target = Target(cassandra.hosts, cassandra.port, cassandra.keyspace, cassandra.username or "")
     try:
         explore(target)
     except CASSANDRA_ERRORS as exc:

@@ -1,4 +1,4 @@
-""""What if" forecasts: a stored model's paths re-simulated with other parameters, using the
+""" "What if" forecasts: a stored model's paths re-simulated with other parameters, using the
 forecast job's own simulator and seeding (:mod:`gbm_analysis.model`, :mod:`gbm_analysis.forecast`).
 
 With the stored seed, sigma, drift, horizon and number of paths, the ``gbm`` and ``ewma_t`` what-if
@@ -71,8 +71,14 @@ class WhatIf:
 
     @classmethod
     def unchanged(cls, base: StoredModel, n_sample: int = 20) -> WhatIf:
-        return cls(sigma_multiplier=1.0, drift_pct_per_day=base.drift_pct_per_day,
-                   n_steps=base.n_steps, n_paths=base.n_paths, seed=base.seed, n_sample=n_sample)
+        return cls(
+            sigma_multiplier=1.0,
+            drift_pct_per_day=base.drift_pct_per_day,
+            n_steps=base.n_steps,
+            n_paths=base.n_paths,
+            seed=base.seed,
+            n_sample=n_sample,
+        )
 
 
 @dataclass(frozen=True)
@@ -97,26 +103,38 @@ def what_if_forecast(base: StoredModel, change: WhatIf) -> WhatIfResult:
     mu = change.drift_pct_per_day / 100 / SECONDS_PER_DAY
     dof = base.dof if base.model == "ewma_t" else None
     paths = simulate_paths(
-        base.last_price, mu, base.sigma * change.sigma_multiplier, float(base.step_seconds),
-        change.n_steps, change.n_paths, rng, dof=dof,
+        base.last_price,
+        mu,
+        base.sigma * change.sigma_multiplier,
+        float(base.step_seconds),
+        change.n_steps,
+        change.n_paths,
+        rng,
+        dof=dof,
     )
-    summary = summarise_paths(paths, base.last_price, n_sample=min(change.n_sample, len(paths)),
-                              bins=HIST_BINS)
+    summary = summarise_paths(
+        paths, base.last_price, n_sample=min(change.n_sample, len(paths)), bins=HIST_BINS
+    )
     steps = np.arange(change.n_steps + 1)
     times = [base.as_of + timedelta(seconds=int(s) * base.step_seconds) for s in steps]
-    fan = pd.DataFrame({
-        "step": steps, "time": pd.to_datetime(times, utc=True),
-        "mean": [base.last_price, *summary.mean],
-        **{q: [base.last_price, *summary.quantile(int(q[1:]) / 100)] for q in QUANTILES},
-        "p_above": [np.nan, *summary.p_above],
-    })
+    fan = pd.DataFrame(
+        {
+            "step": steps,
+            "time": pd.to_datetime(times, utc=True),
+            "mean": [base.last_price, *summary.mean],
+            **{q: [base.last_price, *summary.quantile(int(q[1:]) / 100)] for q in QUANTILES},
+            "p_above": [np.nan, *summary.p_above],
+        }
+    )
     sample = summary.sample
-    long = pd.DataFrame({
-        "path": np.repeat(np.arange(sample.shape[0]), change.n_steps + 1),
-        "step": np.tile(steps, sample.shape[0]),
-        "time": np.tile(fan["time"].to_numpy(), sample.shape[0]),
-        "price": np.hstack([np.full((sample.shape[0], 1), base.last_price), sample]).ravel(),
-    })
+    long = pd.DataFrame(
+        {
+            "path": np.repeat(np.arange(sample.shape[0]), change.n_steps + 1),
+            "step": np.tile(steps, sample.shape[0]),
+            "time": np.tile(fan["time"].to_numpy(), sample.shape[0]),
+            "price": np.hstack([np.full((sample.shape[0], 1), base.last_price), sample]).ravel(),
+        }
+    )
     return WhatIfResult(
         model=base.model,
         fan=fan,
@@ -124,4 +142,3 @@ def what_if_forecast(base: StoredModel, change: WhatIf) -> WhatIfResult:
         histogram=histogram_frame(summary.hist_edges.tolist(), summary.hist_counts.tolist()),
         density=terminal_density(summary.percentiles[-1]),
     )
-

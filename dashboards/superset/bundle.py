@@ -44,8 +44,13 @@ TODAY = "CAST(current_timestamp AT TIME ZONE 'UTC' AS date)"
 _VAR = re.compile(r"\$\{([a-z_]+)\}")
 _UUID = re.compile(r"\$\{uuid:([^}]+)\}")
 _FILTER = re.compile(r"^\$\{filter:(\S+) (IN|NOT IN|==|!=|TEMPORAL_RANGE) (.+)\}$")
-_OPERATOR_IDS = {"IN": "IN", "NOT IN": "NOT_IN", "==": "EQUALS", "!=": "NOT_EQUALS",
-                 "TEMPORAL_RANGE": "TEMPORAL_RANGE"}
+_OPERATOR_IDS = {
+    "IN": "IN",
+    "NOT IN": "NOT_IN",
+    "==": "EQUALS",
+    "!=": "NOT_EQUALS",
+    "TEMPORAL_RANGE": "TEMPORAL_RANGE",
+}
 
 
 class TemplateError(ValueError):
@@ -92,18 +97,25 @@ def symbol_lists(params: Mapping[str, Any], section: str | None) -> dict[str, li
     return lists
 
 
-def adhoc_filter(column: str, operator: str, value: str, lists: Mapping[str, list[str]]
-                 ) -> dict[str, Any]:
+def adhoc_filter(
+    column: str, operator: str, value: str, lists: Mapping[str, list[str]]
+) -> dict[str, Any]:
     comparator: Any = value
     if operator in ("IN", "NOT IN"):
         if value not in lists:
-            raise TemplateError(f"filter on {column}: {value!r} is not a symbol list "
-                                f"({', '.join(lists)})")
+            raise TemplateError(
+                f"filter on {column}: {value!r} is not a symbol list " f"({', '.join(lists)})"
+            )
         comparator = lists[value]
     return {
-        "expressionType": "SIMPLE", "clause": "WHERE", "subject": column,
-        "operator": operator, "operatorId": _OPERATOR_IDS[operator], "comparator": comparator,
-        "isExtra": False, "sqlExpression": None,
+        "expressionType": "SIMPLE",
+        "clause": "WHERE",
+        "subject": column,
+        "operator": operator,
+        "operatorId": _OPERATOR_IDS[operator],
+        "comparator": comparator,
+        "isExtra": False,
+        "sqlExpression": None,
         "filterOptionName": f"filter_{column}_{_OPERATOR_IDS[operator].lower()}",
     }
 
@@ -122,7 +134,8 @@ def substitute(node: Any, values: Mapping[str, Any], lists: Mapping[str, list[st
     text = _UUID.sub(lambda m: stable_uuid(m.group(1)), text)
     match = _FILTER.match(text)
     if match:
-        return adhoc_filter(*match.groups(), lists)
+        column, operator, value = match.groups()
+        return adhoc_filter(column, operator, value, lists)
     if "${" in text:
         raise TemplateError(f"unresolved placeholder in {node!r}")
     return text
@@ -136,10 +149,13 @@ def _value(name: str, values: Mapping[str, Any]) -> Any:
 
 # --- saved query_context, as Explore's buildQuery writes it -----------------------------------
 
+
 def _query_filters(adhoc_filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
-            for f in adhoc_filters
-            if f.get("expressionType") == "SIMPLE" and f.get("clause") == "WHERE"]
+    return [
+        {"col": f["subject"], "op": f["operator"], "val": f["comparator"]}
+        for f in adhoc_filters
+        if f.get("expressionType") == "SIMPLE" and f.get("clause") == "WHERE"
+    ]
 
 
 def _base_query(params: Mapping[str, Any], suffix: str = "") -> dict[str, Any]:
@@ -162,8 +178,12 @@ def _timeseries_query(params: Mapping[str, Any], suffix: str = "") -> dict[str, 
     x_axis = params["x_axis"]
     metrics = list(params[f"metrics{suffix}"])
     groupby = list(params.get(f"groupby{suffix}", []))
-    axis: dict[str, Any] = {"columnType": "BASE_AXIS", "sqlExpression": x_axis, "label": x_axis,
-                            "expressionType": "SQL"}
+    axis: dict[str, Any] = {
+        "columnType": "BASE_AXIS",
+        "sqlExpression": x_axis,
+        "label": x_axis,
+        "expressionType": "SQL",
+    }
     if params.get("time_grain_sqla"):
         axis["timeGrain"] = params["time_grain_sqla"]
     return {
@@ -173,10 +193,15 @@ def _timeseries_query(params: Mapping[str, Any], suffix: str = "") -> dict[str, 
         "orderby": [[metrics[0], False]],
         "series_columns": groupby,
         "post_processing": [
-            {"operation": "pivot", "options": {
-                "index": [x_axis], "columns": groupby,
-                "aggregates": {metric: {"operator": "mean"} for metric in metrics},
-                "drop_missing_columns": False}},
+            {
+                "operation": "pivot",
+                "options": {
+                    "index": [x_axis],
+                    "columns": groupby,
+                    "aggregates": {metric: {"operator": "mean"} for metric in metrics},
+                    "drop_missing_columns": False,
+                },
+            },
             {"operation": "flatten"},
         ],
     }
@@ -206,19 +231,28 @@ def query_context(params: Mapping[str, Any]) -> str:
     else:
         raise TemplateError(f"no query_context builder for viz_type {viz!r}")
     # Ids are placeholders: the importer points them at the imported dataset.
-    form_data = {**params, "datasource": "0__table", "force": False,
-                 "result_format": "json", "result_type": "full"}
-    return json.dumps({
-        "datasource": {"id": 0, "type": "table"},
+    form_data = {
+        **params,
+        "datasource": "0__table",
         "force": False,
-        "queries": queries,
-        "form_data": form_data,
         "result_format": "json",
         "result_type": "full",
-    }, sort_keys=True)
+    }
+    return json.dumps(
+        {
+            "datasource": {"id": 0, "type": "table"},
+            "force": False,
+            "queries": queries,
+            "form_data": form_data,
+            "result_format": "json",
+            "result_type": "full",
+        },
+        sort_keys=True,
+    )
 
 
 # --- the bundle ---------------------------------------------------------------------------------
+
 
 def _in_section(node_id: str, section: str) -> bool:
     return re.search(rf"-{re.escape(section)}(-|$)", node_id) is not None
@@ -228,16 +262,20 @@ def drop_section(dashboard: dict[str, Any], section: str) -> None:
     """Remove a section's layout nodes and filters (used when it has no symbols)."""
     position = dashboard["position"]
     gone = {key for key in position if _in_section(key, section)}
-    chart_ids = {position[key]["meta"]["chartId"] for key in gone
-                 if position[key].get("type") == "CHART"}
+    chart_ids = {
+        position[key]["meta"]["chartId"] for key in gone if position[key].get("type") == "CHART"
+    }
     for key in gone:
         del position[key]
     for node in position.values():
         if isinstance(node, dict) and "children" in node:
             node["children"] = [child for child in node["children"] if child not in gone]
     metadata = dashboard["metadata"]
-    filters = [f for f in metadata.get("native_filter_configuration", [])
-               if not _in_section(f["id"], section)]
+    filters = [
+        f
+        for f in metadata.get("native_filter_configuration", [])
+        if not _in_section(f["id"], section)
+    ]
     for native_filter in filters:
         scope = native_filter.get("scope", {})
         scope["excluded"] = [i for i in scope.get("excluded", []) if i not in chart_ids]
@@ -255,12 +293,14 @@ def render(params: Mapping[str, Any], templates: Path = TEMPLATES) -> dict[str, 
             template = yaml.safe_load(text)
             if "${section}" in text:
                 for section in sections:
-                    name = relative.with_name(f"{relative.stem}_{section}.yaml")
-                    rendered[name.as_posix()] = substitute(
-                        template, variables(params, section), symbol_lists(params, section))
+                    per_section = relative.with_name(f"{relative.stem}_{section}.yaml")
+                    rendered[per_section.as_posix()] = substitute(
+                        template, variables(params, section), symbol_lists(params, section)
+                    )
             else:
                 rendered[relative.as_posix()] = substitute(
-                    template, variables(params), symbol_lists(params, None))
+                    template, variables(params), symbol_lists(params, None)
+                )
         except (TemplateError, yaml.YAMLError, KeyError) as exc:
             raise TemplateError(f"{relative}: {exc}") from None
     for name, obj in rendered.items():
@@ -270,8 +310,10 @@ def render(params: Mapping[str, Any], templates: Path = TEMPLATES) -> dict[str, 
             for section in SECTIONS:
                 if section not in sections:
                     drop_section(obj, section)
-    return {f"{ROOT}/{name}": yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=100)
-            for name, obj in rendered.items()}
+    return {
+        f"{ROOT}/{name}": yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=100)
+        for name, obj in rendered.items()
+    }
 
 
 def digest(files: Mapping[str, str]) -> str:

@@ -19,12 +19,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yaml
 
-import bundle  # noqa: E402
+if TYPE_CHECKING:
+    from dashboards.superset import bundle
+else:
+    # Superset's virtualenv runs this file as a script, without this repository installed.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bundle
 
 
 class ProvisionError(Exception):
@@ -51,8 +56,9 @@ def cmd_admin(_: argparse.Namespace) -> None:
             raise ProvisionError("role Admin is missing; run `superset init` first")
         existing = sm.find_user(username=user)
         if existing is None:
-            if not sm.add_user(user, "Superset", "Admin", f"{user}@localhost.localdomain", role,
-                               password=password):
+            if not sm.add_user(
+                user, "Superset", "Admin", f"{user}@localhost.localdomain", role, password=password
+            ):
                 raise ProvisionError(f"could not create the admin user {user!r}")
             print(f"created admin user {user!r}")
         else:
@@ -69,9 +75,11 @@ class Api:
         self.url = url.rstrip("/")
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
-        response = self.session.post(f"{self.url}/api/v1/security/login", json={
-            "username": user, "password": password, "provider": "db", "refresh": False},
-            timeout=30)
+        response = self.session.post(
+            f"{self.url}/api/v1/security/login",
+            json={"username": user, "password": password, "provider": "db", "refresh": False},
+            timeout=30,
+        )
         if response.status_code != 200:
             raise ProvisionError(f"login as {user!r} failed (HTTP {response.status_code})")
         self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
@@ -104,7 +112,8 @@ class Api:
             files={"bundle": (name, data, "application/zip")},
             data={"passwords": "{}"},
             # A missing CSRF token shows as a redirect to /login/, not as an error.
-            allow_redirects=False, timeout=300,
+            allow_redirects=False,
+            timeout=300,
         )
         if response.status_code != 200:
             try:
@@ -125,34 +134,46 @@ def cmd_import(args: argparse.Namespace) -> None:
     api.import_assets(data, Path(args.bundle).name)
     imported = time.monotonic() - started
 
-    wanted = {kind: {} for kind in ("databases", "datasets", "charts", "dashboards")}
+    wanted: dict[str, dict[str, str]] = {
+        kind: {} for kind in ("databases", "datasets", "charts", "dashboards")
+    }
     for name, text in files.items():
         kind = name.split("/")[1]
         if kind in wanted:
-            obj = bundle.yaml.safe_load(text)
+            obj = yaml.safe_load(text)
             wanted[kind][obj["uuid"]] = name
     state: dict[str, Any] = {"digest": bundle.digest(files), "import_seconds": round(imported, 2)}
-    for kind, resource, column in (("databases", "database", "database_name"),
-                                   ("datasets", "dataset", "table_name"),
-                                   ("charts", "chart", "slice_name"),
-                                   ("dashboards", "dashboard", "dashboard_title")):
+    for kind, resource, column in (
+        ("databases", "database", "database_name"),
+        ("datasets", "dataset", "table_name"),
+        ("charts", "chart", "slice_name"),
+        ("dashboards", "dashboard", "dashboard_title"),
+    ):
         found = api.list_uuids(resource, column)
         missing = sorted(set(wanted[kind]) - set(found))
         if missing:
-            raise ProvisionError(f"after the import {len(missing)} {kind} are missing: "
-                                 + ", ".join(wanted[kind][u] for u in missing))
+            raise ProvisionError(
+                f"after the import {len(missing)} {kind} are missing: "
+                + ", ".join(wanted[kind][u] for u in missing)
+            )
         state[kind] = {u: found[u]["id"] for u in sorted(wanted[kind])}
     dashboard_uuid = bundle.stable_uuid("dashboard/market_overview")
     state["dashboard_id"] = state["dashboards"][dashboard_uuid]
     state["dashboard_slug"] = bundle.DASHBOARD_SLUG
     # Health check: the cheapest chart (a few hundred backtest rows) of the first section.
-    section = next(s for s in bundle.SECTIONS
-                   if bundle.stable_uuid(f"chart/backtest_coverage/{s}") in state["charts"])
+    section = next(
+        s
+        for s in bundle.SECTIONS
+        if bundle.stable_uuid(f"chart/backtest_coverage/{s}") in state["charts"]
+    )
     state["health_chart_id"] = state["charts"][
-        bundle.stable_uuid(f"chart/backtest_coverage/{section}")]
+        bundle.stable_uuid(f"chart/backtest_coverage/{section}")
+    ]
     Path(args.out).write_text(json.dumps(state, indent=2, sort_keys=True))
-    print(f"imported {len(files)} files in {imported:.1f} s: "
-          + ", ".join(f"{len(state[k])} {k}" for k in wanted))
+    print(
+        f"imported {len(files)} files in {imported:.1f} s: "
+        + ", ".join(f"{len(state[k])} {k}" for k in wanted)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--params", required=True)
     sp.add_argument("--bundle", required=True)
     sp.add_argument("--out", required=True)
-    sp.add_argument("--templates", default=str(bundle.TEMPLATES),
-                    help="folder of YAML templates (default: bundle/ beside this script)")
+    sp.add_argument(
+        "--templates",
+        default=str(bundle.TEMPLATES),
+        help="folder of YAML templates (default: bundle/ beside this script)",
+    )
     sp.set_defaults(fn=cmd_import)
     args = parser.parse_args(argv)
     try:
