@@ -55,7 +55,10 @@ def decode(payload: bytes, name: str = "trade") -> dict[str, Any]:
         raise SchemaMismatchError(
             f"header {payload[:HEADER_LENGTH].hex()} is not {expected.hex()} ({name} schema)"
         )
-    record: dict[str, Any] = schemaless_reader(
+    record = schemaless_reader(
         io.BytesIO(payload[HEADER_LENGTH:]), parsed_schema(name), parsed_schema(name)
     )
+    # Every schema in schemas/avro is a record; fastavro types the result as any Avro value.
+    if not isinstance(record, dict):
+        raise SchemaMismatchError(f"{name} schema decoded to {type(record).__name__}, not a record")
     return record

@@ -87,15 +87,16 @@ def build_session(
     spark-submit the submitted master wins because getOrCreate reuses its context."""
     from pyspark.sql import SparkSession
 
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     # Python workers must run this interpreter (the project venv), not whatever `python3` is on
     # PATH; the first session of a process fixes it for every later one.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if not os.environ.get("SPARK_SUBMIT_MODE"):
-        builder = builder.master(master or env.get("SPARK_MASTER", "local[2]"))
-    for key, value in {**spark_conf(cassandra, env), **(extra_conf or {})}.items():
+        default_master = environ.get("SPARK_MASTER", "local[2]")
+        builder = builder.master(master or default_master)
+    for key, value in {**spark_conf(cassandra, environ), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(env.get("SPARK_LOG_LEVEL", "WARN"))
+    session.sparkContext.setLogLevel(environ.get("SPARK_LOG_LEVEL", "WARN"))
     return session
