@@ -61,8 +61,19 @@ LIVE_KEYSPACE = CassandraSettings.from_env().keyspace  # the one Superset's data
 BAR_S = 5
 HOURS = 24
 BAR_COLUMNS = (
-    "symbol", "day", "window_start", "window_end", "open", "high", "low", "close", "volume",
-    "vwap", "trade_count", "first_trade_ts", "last_trade_ts",
+    "symbol",
+    "day",
+    "window_start",
+    "window_end",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trade_count",
+    "first_trade_ts",
+    "last_trade_ts",
 )
 BAR_TABLES = ("trades_agg_5s", "trades_agg_1m", "trades_agg_1h")
 BATCH_ROWS = 100
@@ -70,8 +81,14 @@ QUERY_TARGET_S, SUPERSET_TARGET_S, STREAMLIT_TARGET_S = 1.0, 3.0, 2.0
 
 
 def _infra(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "infra", *args], cwd=ROOT, check=True,
-                   capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "infra", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,23 +108,42 @@ def synthetic_bars(symbols: tuple[str, ...], end: datetime) -> dict[str, pd.Data
         close = (100.0 + 50 * k) * np.exp(np.cumsum(rng.normal(0, 3e-4, n)))
         open_ = np.concatenate([[close[0]], close[:-1]])
         spread = np.abs(rng.normal(0, 2e-4, n)) * close
-        frames.append(pd.DataFrame({
-            "symbol": symbol, "window_start": starts, "open": open_, "close": close,
-            "high": np.maximum(open_, close) + spread, "low": np.minimum(open_, close) - spread,
-            "volume": rng.gamma(2.0, 5.0, n), "trade_count": rng.poisson(20, n) + 1,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": symbol,
+                    "window_start": starts,
+                    "open": open_,
+                    "close": close,
+                    "high": np.maximum(open_, close) + spread,
+                    "low": np.minimum(open_, close) - spread,
+                    "volume": rng.gamma(2.0, 5.0, n),
+                    "trade_count": rng.poisson(20, n) + 1,
+                }
+            )
+        )
     bars_5s = pd.concat(frames, ignore_index=True)
     bars_5s["vwap"] = (bars_5s["open"] + bars_5s["close"]) / 2
     out = {"trades_agg_5s": _finish(bars_5s, timedelta(seconds=BAR_S))}
-    for table, freq, width in (("trades_agg_1m", "1min", timedelta(minutes=1)),
-                               ("trades_agg_1h", "1h", timedelta(hours=1))):
+    for table, freq, width in (
+        ("trades_agg_1m", "1min", timedelta(minutes=1)),
+        ("trades_agg_1h", "1h", timedelta(hours=1)),
+    ):
         bucket = bars_5s["window_start"].dt.floor(freq)
         notional = bars_5s["vwap"] * bars_5s["volume"]
-        grouped = bars_5s.assign(window_start=bucket, notional=notional).groupby(
-            ["symbol", "window_start"], as_index=False).agg(
-            open=("open", "first"), high=("high", "max"), low=("low", "min"),
-            close=("close", "last"), volume=("volume", "sum"), trade_count=("trade_count", "sum"),
-            notional=("notional", "sum"))
+        grouped = (
+            bars_5s.assign(window_start=bucket, notional=notional)
+            .groupby(["symbol", "window_start"], as_index=False)
+            .agg(
+                open=("open", "first"),
+                high=("high", "max"),
+                low=("low", "min"),
+                close=("close", "last"),
+                volume=("volume", "sum"),
+                trade_count=("trade_count", "sum"),
+                notional=("notional", "sum"),
+            )
+        )
         grouped["vwap"] = grouped.pop("notional") / grouped["volume"]
         out[table] = _finish(grouped, width)
     return out
@@ -117,7 +153,7 @@ def _finish(frame: pd.DataFrame, width: timedelta) -> pd.DataFrame:
     frame = frame.copy()
     frame["window_end"] = frame["window_start"] + width
     frame["first_trade_ts"] = frame["window_start"]
-    frame["last_trade_ts"] = frame["window_end"] - timedelta(milliseconds=1)
+    frame["last_trade_ts"] = frame["window_end"] - pd.Timedelta(milliseconds=1)
     frame["day"] = frame["window_start"].dt.date
     return frame[list(BAR_COLUMNS)]
 
@@ -136,13 +172,21 @@ def write_bars(session: Any, keyspace: str, bars: dict[str, pd.DataFrame]) -> di
         batches = []
         for _, part in frame.groupby(["symbol", "day"], sort=False):
             rows = [
-                (r[0], r[1], r[2].to_pydatetime(), r[3].to_pydatetime(), *map(float, r[4:10]),
-                 int(r[10]), r[11].to_pydatetime(), r[12].to_pydatetime())
+                (
+                    r[0],
+                    r[1],
+                    r[2].to_pydatetime(),
+                    r[3].to_pydatetime(),
+                    *map(float, r[4:10]),
+                    int(r[10]),
+                    r[11].to_pydatetime(),
+                    r[12].to_pydatetime(),
+                )
                 for r in part.itertuples(index=False, name=None)
             ]
             for i in range(0, len(rows), BATCH_ROWS):
                 batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                for row in rows[i:i + BATCH_ROWS]:
+                for row in rows[i : i + BATCH_ROWS]:
                     batch.add(stmt, row)
                 batches.append((batch, ()))
         execute_concurrent(session, batches, concurrency=16, raise_on_first_error=True)
@@ -165,42 +209,73 @@ class DashboardQuery:
     symbols: list[str] | None = None  # the symbols it reads, when fewer than all
 
 
-def built_in_queries(keyspace: str, symbols: tuple[str, ...], days: list[date],
-                     end: datetime) -> list[DashboardQuery]:
+def built_in_queries(
+    keyspace: str, symbols: tuple[str, ...], days: list[date], end: datetime
+) -> list[DashboardQuery]:
     """What a market overview asks, written with both partition keys restricted."""
-    where = (f"symbol IN ({', '.join(repr(s) for s in symbols)}) "
-             f"AND day IN ({', '.join(f'DATE {str(d)!r}' for d in days)})")
+    where = (
+        f"symbol IN ({', '.join(repr(s) for s in symbols)}) "
+        f"AND day IN ({', '.join(f'DATE {str(d)!r}' for d in days)})"
+    )
 
     def ts(t: datetime) -> str:
         return f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S} UTC'"
 
     day_ago, hour_ago = end - timedelta(hours=24), end - timedelta(hours=1)
     specs = [
-        ("last price per symbol", "trades_agg_1m", ["symbol", "window_start", "close"], None,
-         "SELECT symbol, max_by(close, window_start) AS last_price, max(window_start) AS at "
-         f"FROM {keyspace}.trades_agg_1m WHERE {where} GROUP BY symbol"),
-        ("24 h change per symbol", "trades_agg_1h",
-         ["symbol", "window_start", "open", "close"], day_ago,
-         "SELECT symbol, (max_by(close, window_start) / min_by(open, window_start) - 1) * 100 "
-         f"AS change_pct FROM {keyspace}.trades_agg_1h WHERE {where} "
-         f"AND window_start >= {ts(day_ago)} GROUP BY symbol"),
-        ("1-m close, 24 h", "trades_agg_1m", ["symbol", "window_start", "close"], day_ago,
-         f"SELECT window_start, symbol, close FROM {keyspace}.trades_agg_1m WHERE {where} "
-         f"AND window_start >= {ts(day_ago)} ORDER BY window_start LIMIT 50000"),
-        ("hourly volume, 24 h", "trades_agg_1h", ["symbol", "window_start", "volume"], day_ago,
-         f"SELECT window_start, symbol, sum(volume) AS volume FROM {keyspace}.trades_agg_1h "
-         f"WHERE {where} AND window_start >= {ts(day_ago)} GROUP BY 1, 2 ORDER BY 1"),
-        ("5-s bars, last hour", "trades_agg_5s",
-         ["symbol", "window_start", "close", "volume"], hour_ago,
-         f"SELECT window_start, symbol, close, volume FROM {keyspace}.trades_agg_5s "
-         f"WHERE {where} AND window_start >= {ts(hour_ago)} ORDER BY window_start LIMIT 50000"),
-        ("trades and volume, 24 h (5-s bars)", "trades_agg_5s",
-         ["symbol", "trade_count", "volume"], None,
-         "SELECT symbol, sum(trade_count) AS trades, sum(volume) AS volume "
-         f"FROM {keyspace}.trades_agg_5s WHERE {where} GROUP BY symbol ORDER BY trades DESC"),
+        (
+            "last price per symbol",
+            "trades_agg_1m",
+            ["symbol", "window_start", "close"],
+            None,
+            "SELECT symbol, max_by(close, window_start) AS last_price, max(window_start) AS at "
+            f"FROM {keyspace}.trades_agg_1m WHERE {where} GROUP BY symbol",
+        ),
+        (
+            "24 h change per symbol",
+            "trades_agg_1h",
+            ["symbol", "window_start", "open", "close"],
+            day_ago,
+            "SELECT symbol, (max_by(close, window_start) / min_by(open, window_start) - 1) * 100 "
+            f"AS change_pct FROM {keyspace}.trades_agg_1h WHERE {where} "
+            f"AND window_start >= {ts(day_ago)} GROUP BY symbol",
+        ),
+        (
+            "1-m close, 24 h",
+            "trades_agg_1m",
+            ["symbol", "window_start", "close"],
+            day_ago,
+            f"SELECT window_start, symbol, close FROM {keyspace}.trades_agg_1m WHERE {where} "
+            f"AND window_start >= {ts(day_ago)} ORDER BY window_start LIMIT 50000",
+        ),
+        (
+            "hourly volume, 24 h",
+            "trades_agg_1h",
+            ["symbol", "window_start", "volume"],
+            day_ago,
+            f"SELECT window_start, symbol, sum(volume) AS volume FROM {keyspace}.trades_agg_1h "
+            f"WHERE {where} AND window_start >= {ts(day_ago)} GROUP BY 1, 2 ORDER BY 1",
+        ),
+        (
+            "5-s bars, last hour",
+            "trades_agg_5s",
+            ["symbol", "window_start", "close", "volume"],
+            hour_ago,
+            f"SELECT window_start, symbol, close, volume FROM {keyspace}.trades_agg_5s "
+            f"WHERE {where} AND window_start >= {ts(hour_ago)} ORDER BY window_start LIMIT 50000",
+        ),
+        (
+            "trades and volume, 24 h (5-s bars)",
+            "trades_agg_5s",
+            ["symbol", "trade_count", "volume"],
+            None,
+            "SELECT symbol, sum(trade_count) AS trades, sum(volume) AS volume "
+            f"FROM {keyspace}.trades_agg_5s WHERE {where} GROUP BY symbol ORDER BY trades DESC",
+        ),
     ]
-    return [DashboardQuery(name, sql, table, cols, since)
-            for name, table, cols, since, sql in specs]
+    return [
+        DashboardQuery(name, sql, table, cols, since) for name, table, cols, since, sql in specs
+    ]
 
 
 _TABLE_RE = re.compile(r'\bFROM\s+(?:"?\w+"?\.)*"?(\w+)"?', re.IGNORECASE)
@@ -222,7 +297,9 @@ def query_from_superset(name: str, sql: str, keyspace: str) -> DashboardQuery | 
     lists = [{v.strip().strip("'") for v in m.split(",")} for m in _SYMBOLS_RE.findall(sql)]
     symbols = sorted(set.intersection(*lists)) if lists else None
     return DashboardQuery(
-        name, sql, tables[0],
+        name,
+        sql,
+        tables[0],
         [c for c in BAR_COLUMNS if c in words] or ["symbol", "window_start"],
         datetime.fromisoformat(since.group(1).strip()).replace(tzinfo=UTC) if since else None,
         symbols,
@@ -235,19 +312,28 @@ class SupersetApi:
     def __init__(self, urls: Any, timeout: float = 120) -> None:
         self.base, self.timeout = urls.superset, timeout
         self.token: str | None = None
-        self.token = self.call("/api/v1/security/login", body={
-            "username": urls.superset_user, "password": urls.superset_password,
-            "provider": "db", "refresh": False})["access_token"]
+        self.token = self.call(
+            "/api/v1/security/login",
+            body={
+                "username": urls.superset_user,
+                "password": urls.superset_password,
+                "provider": "db",
+                "refresh": False,
+            },
+        )["access_token"]
         self.slug = urls.dashboard_slug
 
     def call(self, path: str, body: dict[str, Any] | None = None) -> Any:
         token = self.token
         request = urllib.request.Request(
-            f"{self.base}{path}", data=json.dumps(body).encode() if body else None,
+            f"{self.base}{path}",
+            data=json.dumps(body).encode() if body else None,
             # No Content-Type on a GET: Superset then tries to parse the empty body and says 400.
-            headers={"Accept": "application/json",
-                     **({"Content-Type": "application/json"} if body else {}),
-                     **({"Authorization": f"Bearer {token}"} if token else {})},
+            headers={
+                "Accept": "application/json",
+                **({"Content-Type": "application/json"} if body else {}),
+                **({"Authorization": f"Bearer {token}"} if token else {}),
+            },
         )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             return json.load(response)
@@ -279,10 +365,17 @@ def time_superset_api(urls: Any, repeat: int) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             api.call(f"/api/v1/chart/{chart['id']}/data/?force=true")
             times.append(time.perf_counter() - t0)
-        out.append({"name": chart["slice_name"], "p50_s": percentile(times, 50),
-                    "p95_s": percentile(times, 95)})
-        print(f"  {chart['slice_name'][:48]:<48} superset api p50 {out[-1]['p50_s']:.3f} s",
-              flush=True)
+        out.append(
+            {
+                "name": chart["slice_name"],
+                "p50_s": percentile(times, 50),
+                "p95_s": percentile(times, 95),
+            }
+        )
+        print(
+            f"  {chart['slice_name'][:48]:<48} superset api p50 {out[-1]['p50_s']:.3f} s",
+            flush=True,
+        )
     return out
 
 
@@ -293,24 +386,40 @@ def time_trino(config: InfraConfig, query: DashboardQuery, repeat: int) -> dict[
         t0 = time.perf_counter()
         run_query(config.trino_port, query.sql, timeout=120)
         times.append(time.perf_counter() - t0)
-    return {"rows": len(result.rows), "p50_s": percentile(times, 50),
-            "p95_s": percentile(times, 95), "max_s": max(times)}
+    return {
+        "rows": len(result.rows),
+        "p50_s": percentile(times, 50),
+        "p95_s": percentile(times, 95),
+        "max_s": max(times),
+    }
 
 
-def time_cql(session: Any, keyspace: str, query: DashboardQuery, symbols: tuple[str, ...],
-             days: list[date], repeat: int) -> dict[str, Any]:
+def time_cql(
+    session: Any,
+    keyspace: str,
+    query: DashboardQuery,
+    symbols: tuple[str, ...],
+    days: list[date],
+    repeat: int,
+) -> dict[str, Any]:
     """Read the query's partitions concurrently, with its columns and time bound."""
     from cassandra.concurrent import execute_concurrent_with_args
 
     bound = " AND window_start >= ?" if query.since else ""
-    stmt = session.prepare(f"SELECT {', '.join(query.columns)} FROM {keyspace}.{query.table} "
-                           f"WHERE symbol = ? AND day = ?{bound}")
-    params = [(s, d, *([query.since] if query.since else []))
-              for s in query.symbols or symbols for d in days]
+    stmt = session.prepare(
+        f"SELECT {', '.join(query.columns)} FROM {keyspace}.{query.table} "
+        f"WHERE symbol = ? AND day = ?{bound}"
+    )
+    params = [
+        (s, d, *([query.since] if query.since else []))
+        for s in query.symbols or symbols
+        for d in days
+    ]
 
     def read() -> int:
-        results = execute_concurrent_with_args(session, stmt, params, concurrency=16,
-                                               results_generator=False)
+        results = execute_concurrent_with_args(
+            session, stmt, params, concurrency=16, results_generator=False
+        )
         return sum(len(list(result)) for ok, result in results)
 
     rows = read()
@@ -340,9 +449,13 @@ def time_browser(loads: int) -> dict[str, Any]:
                 print(f"  {key}: not measured: {out[key]['error']}", flush=True)
                 continue
             times = [run["done_s"] for run in runs]
-            out[key] = {"first_s": times[0], "p50_s": percentile(times, 50), "max_s": max(times),
-                        "first_chart_p50_s": percentile([r["first_chart_s"] for r in runs], 50),
-                        "loads": runs}
+            out[key] = {
+                "first_s": times[0],
+                "p50_s": percentile(times, 50),
+                "max_s": max(times),
+                "first_chart_p50_s": percentile([r["first_chart_s"] for r in runs], 50),
+                "loads": runs,
+            }
             print(f"  {key}: first {times[0]:.2f} s, p50 {out[key]['p50_s']:.2f} s", flush=True)
     return out
 
@@ -387,8 +500,7 @@ def _streamlit_load(browser: Any, urls: Any) -> dict[str, float]:
 # --- main ------------------------------------------------------------------------------------
 
 
-def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool
-                  ) -> dict[str, Any]:
+def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool) -> dict[str, Any]:
     from infra.browser import DashboardUrls
     from schemas.cassandra import connect
 
@@ -404,8 +516,11 @@ def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool
         for table in BAR_TABLES:
             session.execute(f"TRUNCATE {KEYSPACE}.{table}", timeout=120)
         writes = write_bars(session, KEYSPACE, synthetic_bars(symbols, end))
-        print(f"  {writes['rows']:,} rows in {writes['seconds']:.1f} s "
-              f"({writes['rows_per_s']:,.0f} rows/s)", flush=True)
+        print(
+            f"  {writes['rows']:,} rows in {writes['seconds']:.1f} s "
+            f"({writes['rows_per_s']:,.0f} rows/s)",
+            flush=True,
+        )
 
         source, queries = "built-in", built_in_queries(KEYSPACE, symbols, days, end)
         rendered: list[tuple[str, str]] = []
@@ -414,8 +529,11 @@ def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool
                 rendered = superset_chart_sql(DashboardUrls.from_env())
             except (OSError, KeyError, ValueError) as exc:
                 print(f"queries: Superset unavailable ({exc}); using the built-in ones")
-            found = [q for name, sql in rendered
-                     if (q := query_from_superset(name, sql, KEYSPACE)) is not None]
+            found = [
+                q
+                for name, sql in rendered
+                if (q := query_from_superset(name, sql, KEYSPACE)) is not None
+            ]
             if found:
                 source, queries = "superset", found
         print(f"queries ({source}) on {KEYSPACE}: {len(queries)} x {repeat} runs", flush=True)
@@ -424,10 +542,19 @@ def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool
         for query in queries:
             trino = time_trino(config, query, repeat)
             cql = time_cql(session, KEYSPACE, query, symbols, days, repeat)
-            rows.append({**asdict(query), "since": str(query.since) if query.since else None,
-                         "trino": trino, "cql": cql})
-            print(f"  {query.name[:48]:<48} trino p50 {trino['p50_s']:.3f} s  "
-                  f"cql p50 {cql['p50_s']:.3f} s", flush=True)
+            rows.append(
+                {
+                    **asdict(query),
+                    "since": str(query.since) if query.since else None,
+                    "trino": trino,
+                    "cql": cql,
+                }
+            )
+            print(
+                f"  {query.name[:48]:<48} trino p50 {trino['p50_s']:.3f} s  "
+                f"cql p50 {cql['p50_s']:.3f} s",
+                flush=True,
+            )
     finally:
         cluster.shutdown()
         if not keep:
@@ -445,45 +572,71 @@ def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool
     if rendered:
         print("chart data through Superset's API, one at a time (force=true):", flush=True)
         api = time_superset_api(DashboardUrls.from_env(), max(3, repeat // 4))
-    return {"data": {"keyspace": KEYSPACE, "symbols": list(symbols), "hours": HOURS,
-                     "bar_seconds": BAR_S, "write": writes},
-            "query_source": source, "trino_round_trip": floor, "queries": rows,
-            "live_queries": live, "superset_api": api}
+    return {
+        "data": {
+            "keyspace": KEYSPACE,
+            "symbols": list(symbols),
+            "hours": HOURS,
+            "bar_seconds": BAR_S,
+            "write": writes,
+        },
+        "query_source": source,
+        "trino_round_trip": floor,
+        "queries": rows,
+        "live_queries": live,
+        "superset_api": api,
+    }
 
 
 def print_queries(result: dict[str, Any]) -> None:
     floor = result["trino_round_trip"]
-    print(f"\n| query ({result['query_source']}, {HOURS} h of bars) | rows | Trino p50 s | "
-          f"Trino p95 s | CQL floor p50 s | p95 <= {QUERY_TARGET_S:g} s |\n"
-          "|---|---:|---:|---:|---:|:---:|")
-    print(f"| Trino round trip (SELECT 1) | 1 | {floor['p50_s']:.3f} | {floor['p95_s']:.3f} | - "
-          "| - |")
+    print(
+        f"\n| query ({result['query_source']}, {HOURS} h of bars) | rows | Trino p50 s | "
+        f"Trino p95 s | CQL floor p50 s | p95 <= {QUERY_TARGET_S:g} s |\n"
+        "|---|---:|---:|---:|---:|:---:|"
+    )
+    print(
+        f"| Trino round trip (SELECT 1) | 1 | {floor['p50_s']:.3f} | {floor['p95_s']:.3f} | - "
+        "| - |"
+    )
     for row in result["queries"]:
         t, c = row["trino"], row["cql"]
-        print(f"| {row['name']} | {t['rows']:,} | {t['p50_s']:.3f} | {t['p95_s']:.3f} | "
-              f"{c['p50_s']:.3f} ({c['rows']:,} rows) | "
-              f"{'yes' if t['p95_s'] <= QUERY_TARGET_S else 'NO'} |")
+        print(
+            f"| {row['name']} | {t['rows']:,} | {t['p50_s']:.3f} | {t['p95_s']:.3f} | "
+            f"{c['p50_s']:.3f} ({c['rows']:,} rows) | "
+            f"{'yes' if t['p95_s'] <= QUERY_TARGET_S else 'NO'} |"
+        )
     if result["live_queries"]:
-        print(f"\n| chart query, live {LIVE_KEYSPACE} keyspace | rows | Trino p50 s | Trino p95 s "
-              f"| p95 <= {QUERY_TARGET_S:g} s |\n|---|---:|---:|---:|:---:|")
+        print(
+            f"\n| chart query, live {LIVE_KEYSPACE} keyspace | rows | Trino p50 s | Trino p95 s "
+            f"| p95 <= {QUERY_TARGET_S:g} s |\n|---|---:|---:|---:|:---:|"
+        )
         for row in result["live_queries"]:
             t = row["trino"]
-            print(f"| {row['name']} | {t['rows']:,} | {t['p50_s']:.3f} | {t['p95_s']:.3f} | "
-                  f"{'yes' if t['p95_s'] <= QUERY_TARGET_S else 'NO'} |")
+            print(
+                f"| {row['name']} | {t['rows']:,} | {t['p50_s']:.3f} | {t['p95_s']:.3f} | "
+                f"{'yes' if t['p95_s'] <= QUERY_TARGET_S else 'NO'} |"
+            )
 
 
 def print_superset_api(rows: list[dict[str, Any]]) -> None:
-    print("\n| chart, through Superset's API (one at a time, no cache) | p50 s | p95 s |\n"
-          "|---|---:|---:|")
+    print(
+        "\n| chart, through Superset's API (one at a time, no cache) | p50 s | p95 s |\n"
+        "|---|---:|---:|"
+    )
     for row in rows:
         print(f"| {row['name']} | {row['p50_s']:.2f} | {row['p95_s']:.2f} |")
-    print(f"| sum of the p50s (one worker serves the dashboard) | "
-          f"{sum(r['p50_s'] for r in rows):.2f} | |")
+    print(
+        f"| sum of the p50s (one worker serves the dashboard) | "
+        f"{sum(r['p50_s'] for r in rows):.2f} | |"
+    )
 
 
 def print_browser(browser: dict[str, Any]) -> None:
-    print("\n| page | measured to | first load s | p50 s | max s | target |\n"
-          "|---|---|---:|---:|---:|:---:|")
+    print(
+        "\n| page | measured to | first load s | p50 s | max s | target |\n"
+        "|---|---|---:|---:|---:|:---:|"
+    )
     for key, label, until, target in (
         ("superset", "Superset Market overview", "every chart drawn", SUPERSET_TARGET_S),
         ("streamlit", "Streamlit explorer", "fan chart drawn", STREAMLIT_TARGET_S),
@@ -493,8 +646,10 @@ def print_browser(browser: dict[str, Any]) -> None:
             print(f"| {label} | {until} | - | - | - | not measured: {b['error'][:120]} |")
             continue
         met = "yes" if b["p50_s"] <= target else "NO"
-        print(f"| {label} | {until} | {b['first_s']:.2f} | {b['p50_s']:.2f} | "
-              f"{b['max_s']:.2f} | <= {target:g} s: {met} |")
+        print(
+            f"| {label} | {until} | {b['first_s']:.2f} | {b['p50_s']:.2f} | "
+            f"{b['max_s']:.2f} | <= {target:g} s: {met} |"
+        )
     if "error" not in browser["superset"]:
         print(f"(Superset's first chart: p50 {browser['superset']['first_chart_p50_s']:.2f} s)")
 
@@ -506,16 +661,22 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep the {KEYSPACE} keyspace")
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument("--skip-browser", action="store_true")
-    parser.add_argument("--built-in-queries", action="store_true",
-                        help="use the queries written here even when Superset runs")
+    parser.add_argument(
+        "--built-in-queries",
+        action="store_true",
+        help="use the queries written here even when Superset runs",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("cassandra").setLevel(logging.ERROR)
 
     config = InfraConfig.from_env()
     load_before = os.getloadavg()
-    queries = None if args.skip_queries else bench_queries(
-        config, args.repeat, args.keep, args.built_in_queries)
+    queries = (
+        None
+        if args.skip_queries
+        else bench_queries(config, args.repeat, args.keep, args.built_in_queries)
+    )
     if not args.skip_browser:
         print(f"browser: {args.loads} loads of each dashboard", flush=True)
     browser = None if args.skip_browser else time_browser(args.loads)
@@ -527,15 +688,29 @@ def main() -> int:
     if browser:
         print_browser(browser)
     load_after = os.getloadavg()
-    print(f"\nload average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
-          f"on {os.cpu_count()} cores")
+    print(
+        f"\nload average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
+        f"on {os.cpu_count()} cores"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_before": load_before, "load_avg_after": load_after},
-        "repeat": args.repeat, **(queries or {}), "browser": browser,
-    }, indent=2, default=str))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_avg_before": load_before,
+                    "load_avg_after": load_after,
+                },
+                "repeat": args.repeat,
+                **(queries or {}),
+                "browser": browser,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 

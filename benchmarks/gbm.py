@@ -92,7 +92,7 @@ def bench_simulation(n_paths: int, n_steps: int) -> list[dict[str, Any]]:
                 s = s * np.exp(drift + vol * rng.standard_normal())
                 out[p, k] = s
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     print(f"simulation: {n_paths:,} paths x {n_steps} steps = {work:,} path-steps each", flush=True)
     for name, fn, repeat in (
         ("vectorised (chunked numpy)", vectorised, 7),
