@@ -28,8 +28,9 @@ def test_superset_refuses_a_wrong_password(
     with pytest.raises(PlaywrightTimeout):
         superset_login(browser_page, wrong, timeout_s=10)
     assert "/login" in browser_page.url
-    response = browser_page.request.get(f"{dashboard_urls.superset}/api/v1/dashboard/"
-                                        f"{dashboard_urls.dashboard_slug}")
+    response = browser_page.request.get(
+        f"{dashboard_urls.superset}/api/v1/dashboard/" f"{dashboard_urls.dashboard_slug}"
+    )
     assert response.status == 401
 
 
@@ -39,7 +40,8 @@ def test_superset_market_overview_renders_every_chart(
     page = browser_page
     superset_login(page, dashboard_urls)
     listing = page.request.get(
-        f"{dashboard_urls.superset}/api/v1/dashboard/{dashboard_urls.dashboard_slug}/charts")
+        f"{dashboard_urls.superset}/api/v1/dashboard/{dashboard_urls.dashboard_slug}/charts"
+    )
     assert listing.ok, f"dashboard {dashboard_urls.dashboard_slug!r}: HTTP {listing.status}"
     expected = sorted(chart["slice_name"] for chart in listing.json()["result"])
     try:
@@ -51,7 +53,8 @@ def test_superset_market_overview_renders_every_chart(
     assert sorted(cell.title for cell in cells) == expected
     broken = {
         cell.title: cell.error or ("no data" if cell.empty else "nothing drawn")
-        for cell in cells if cell.error or cell.empty or not cell.rendered
+        for cell in cells
+        if cell.error or cell.empty or not cell.rendered
     }
     assert not broken, f"charts not rendered: {broken}"
 

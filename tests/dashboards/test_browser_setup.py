@@ -50,9 +50,13 @@ def test_urls_and_credentials_from_state_dir(tmp_path: Path) -> None:
     assert urls.streamlit == "http://127.0.0.1:9501"
     assert (urls.superset_user, urls.superset_password) == ("boss", "s3cret")
     assert urls.dashboard_slug == "market-overview"
-    env_wins = DashboardUrls.from_env({
-        "STATE_DIR": str(tmp_path), "SUPERSET_ADMIN_USER": "me", "SUPERSET_ADMIN_PASSWORD": "pw",
-    })
+    env_wins = DashboardUrls.from_env(
+        {
+            "STATE_DIR": str(tmp_path),
+            "SUPERSET_ADMIN_USER": "me",
+            "SUPERSET_ADMIN_PASSWORD": "pw",
+        }
+    )
     assert (env_wins.superset_user, env_wins.superset_password) == ("me", "pw")
 
 

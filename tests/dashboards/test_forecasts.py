@@ -46,12 +46,22 @@ def forecasts(model: str, last: float, n_steps: int = 3, width: float = 1.0) -> 
     rows = []
     for step in range(1, n_steps + 1):
         mid = last + step
-        rows.append({
-            "model": model, "step": step, "target_ts": AS_OF + timedelta(seconds=5 * step),
-            "as_of": AS_OF, "last_price": last, "mean": mid,
-            "q05": mid - 2 * width, "q25": mid - width, "q50": mid, "q75": mid + width,
-            "q95": mid + 2 * width, "p_above": 0.5 + step / 10,
-        })
+        rows.append(
+            {
+                "model": model,
+                "step": step,
+                "target_ts": AS_OF + timedelta(seconds=5 * step),
+                "as_of": AS_OF,
+                "last_price": last,
+                "mean": mid,
+                "q05": mid - 2 * width,
+                "q25": mid - width,
+                "q50": mid,
+                "q75": mid + width,
+                "q95": mid + 2 * width,
+                "p_above": 0.5 + step / 10,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -73,22 +83,28 @@ def test_empty_forecasts_give_an_empty_fan() -> None:
 
 
 def test_paths_start_at_the_last_price_step_by_step_seconds_and_obey_the_limit() -> None:
-    raw = pd.DataFrame([
-        {"model": "gbm", "path": p, "as_of": AS_OF.replace(tzinfo=None), "step_seconds": 60,
-         "prices": [101.0 + p, 99.5], "last_price": 100.0}
-        for p in range(3)
-    ])
+    raw = pd.DataFrame(
+        [
+            {
+                "model": "gbm",
+                "path": p,
+                "as_of": AS_OF.replace(tzinfo=None),
+                "step_seconds": 60,
+                "prices": [101.0 + p, 99.5],
+                "last_price": 100.0,
+            }
+            for p in range(3)
+        ]
+    )
     frame = paths_frame(raw)
     assert len(frame) == 9
     first = frame[frame["path"] == 0]
     assert list(first["price"]) == [100.0, 101.0, 99.5]
-    assert list(first["time"]) == [pd.Timestamp(AS_OF) + timedelta(seconds=s)
-                                   for s in (0, 60, 120)]
+    assert list(first["time"]) == [pd.Timestamp(AS_OF) + timedelta(seconds=s) for s in (0, 60, 120)]
     assert sorted(paths_frame(raw, limit=2)["path"].unique()) == [0, 1]
 
 
-def test_histogram_shares_sum_to_one_densities_integrate_to_one_and_bad_edges_are_named(
-) -> None:
+def test_histogram_shares_sum_to_one_densities_integrate_to_one_and_bad_edges_are_named() -> None:
     hist = histogram_frame(list(np.linspace(90, 110, 6)), [1, 4, 10, 4, 1])
     assert hist["share"].sum() == pytest.approx(1.0)
     assert (hist["density"] * (hist["hi"] - hist["lo"])).sum() == pytest.approx(1.0)
@@ -113,9 +129,13 @@ def test_terminal_density_of_normal_percentiles_matches_the_normal_pdf() -> None
 
 def test_realised_closes_are_the_bars_ending_after_as_of_up_to_the_horizon() -> None:
     starts = [AS_OF + timedelta(seconds=5 * i) for i in range(-2, 4)]
-    bars = pd.DataFrame({"window_start": starts,
-                         "window_end": [s + timedelta(seconds=5) for s in starts],
-                         "close": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    bars = pd.DataFrame(
+        {
+            "window_start": starts,
+            "window_end": [s + timedelta(seconds=5) for s in starts],
+            "close": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
     realised = realised_closes(bars, AS_OF, AS_OF + timedelta(seconds=15))
     assert list(realised["close"]) == [3.0, 4.0, 5.0]
     assert realised["time"].iloc[0] == pd.Timestamp(AS_OF + timedelta(seconds=5))
@@ -126,14 +146,20 @@ def test_band_coverage_counts_realised_steps_inside_each_band() -> None:
     fan = fan_frame(forecasts("gbm", 100.0, n_steps=4, width=1.0))
     # Medians are 101..104; realised closes at each target time: inside 50%, inside 90% only,
     # outside both; the fourth step has not been realised yet.
-    realised = pd.DataFrame({
-        "time": [AS_OF + timedelta(seconds=5 * s) for s in (1, 2, 3)],
-        "close": [101.5, 103.8, 110.0],
-    })
+    realised = pd.DataFrame(
+        {
+            "time": [AS_OF + timedelta(seconds=5 * s) for s in (1, 2, 3)],
+            "close": [101.5, 103.8, 110.0],
+        }
+    )
     coverage = band_coverage(fan, realised)
     assert coverage.to_dict("records") == [
-        {"model": "gbm", "steps": 3, "inside50": pytest.approx(1 / 3),
-         "inside90": pytest.approx(2 / 3)},
+        {
+            "model": "gbm",
+            "steps": 3,
+            "inside50": pytest.approx(1 / 3),
+            "inside90": pytest.approx(2 / 3),
+        },
     ]
     assert band_coverage(fan, pd.DataFrame(columns=["time", "close"])).empty
 
@@ -141,12 +167,23 @@ def test_band_coverage_counts_realised_steps_inside_each_band() -> None:
 def backtest_rows(evaluated_at: datetime, skills: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     for model, skill in skills.items():
-        for step, (n, c50, c90, base) in enumerate(((40, 0.5, 0.9, 10.0),
-                                                     (10, 0.2, 0.6, 30.0)), start=1):
-            rows.append({"evaluated_at": evaluated_at, "model": model, "step": step,
-                         "horizon_s": 60 * step, "n": n, "cover50": c50, "cover90": c90,
-                         "n_paired": n, "crps_baseline_bps": base,
-                         "crps_skill": skill * step})
+        for step, (n, c50, c90, base) in enumerate(
+            ((40, 0.5, 0.9, 10.0), (10, 0.2, 0.6, 30.0)), start=1
+        ):
+            rows.append(
+                {
+                    "evaluated_at": evaluated_at,
+                    "model": model,
+                    "step": step,
+                    "horizon_s": 60 * step,
+                    "n": n,
+                    "cover50": c50,
+                    "cover90": c90,
+                    "n_paired": n,
+                    "crps_baseline_bps": base,
+                    "crps_skill": skill * step,
+                }
+            )
     return rows
 
 
@@ -163,8 +200,10 @@ def test_coverage_has_the_binomial_band_of_each_n_and_flags_misses() -> None:
 
 def test_skill_history_pools_steps_by_paired_count_and_baseline_crps() -> None:
     later = AS_OF + timedelta(hours=1)
-    frame = pd.DataFrame(backtest_rows(AS_OF, {"gbm": 0.1, "hist_sim": 0.0})
-                         + backtest_rows(later, {"gbm": -0.05, "hist_sim": 0.0}))
+    frame = pd.DataFrame(
+        backtest_rows(AS_OF, {"gbm": 0.1, "hist_sim": 0.0})
+        + backtest_rows(later, {"gbm": -0.05, "hist_sim": 0.0})
+    )
     history = skill_history(frame)
     assert list(history["model"]) == ["gbm", "hist_sim"] * 2
     # model CRPS = (1 - s) * base, pooled with weights n: 1 - (40*0.9*10 + 10*0.8*30) / (400+300)
@@ -177,11 +216,20 @@ def test_skill_history_pools_steps_by_paired_count_and_baseline_crps() -> None:
 
 
 def test_run_keys_are_distinct_and_newest_first() -> None:
-    runs = pd.DataFrame([
-        {"issued_at": AS_OF, "run_id": "a", "day": AS_OF.date(), "model": m}
-        for m in ("gbm", "hist_sim")
-    ] + [{"issued_at": AS_OF + timedelta(hours=1), "run_id": "b", "day": AS_OF.date(),
-          "model": "gbm"}])
+    runs = pd.DataFrame(
+        [
+            {"issued_at": AS_OF, "run_id": "a", "day": AS_OF.date(), "model": m}
+            for m in ("gbm", "hist_sim")
+        ]
+        + [
+            {
+                "issued_at": AS_OF + timedelta(hours=1),
+                "run_id": "b",
+                "day": AS_OF.date(),
+                "model": "gbm",
+            }
+        ]
+    )
     assert [k.run_id for k in run_keys(runs)] == ["b", "a"]
     assert run_keys(pd.DataFrame()) == []
 
@@ -196,13 +244,29 @@ def bars(n: int = 600, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("model", ["gbm", "ewma_t"])
 def test_unchanged_what_if_reproduces_the_job_forecast(model: str) -> None:
     starts, closes = bars()
-    settings = GbmSettings(step_seconds=10, n_steps=6, n_paths=1500, n_sample_paths=5,
-                           models=("gbm", "ewma_t", "hist_sim"))
-    fc = next(f for f in forecast_symbol("X:Y", starts, closes, settings, run_seed=42)
-              if f.model == model)
-    base = StoredModel(symbol="X:Y", model=model, as_of=AS_OF, last_price=fc.last_price,
-                       mu=fc.mu, sigma=fc.sigma, dof=None if math.isnan(fc.dof) else fc.dof,
-                       step_seconds=10, n_steps=6, n_paths=1500, seed=42)
+    settings = GbmSettings(
+        step_seconds=10,
+        n_steps=6,
+        n_paths=1500,
+        n_sample_paths=5,
+        models=("gbm", "ewma_t", "hist_sim"),
+    )
+    fc = next(
+        f for f in forecast_symbol("X:Y", starts, closes, settings, run_seed=42) if f.model == model
+    )
+    base = StoredModel(
+        symbol="X:Y",
+        model=model,
+        as_of=AS_OF,
+        last_price=fc.last_price,
+        mu=fc.mu,
+        sigma=fc.sigma,
+        dof=None if math.isnan(fc.dof) else fc.dof,
+        step_seconds=10,
+        n_steps=6,
+        n_paths=1500,
+        seed=42,
+    )
     result = what_if_forecast(base, WhatIf.unchanged(base, n_sample=5))
     assert result.fan["q50"].tolist()[1:] == fc.summary.quantile(0.5).tolist()
     assert result.fan["q05"].tolist()[1:] == fc.summary.quantile(0.05).tolist()
@@ -213,38 +277,76 @@ def test_unchanged_what_if_reproduces_the_job_forecast(model: str) -> None:
 
 
 def test_what_if_is_seeded_and_sigma_widens_the_fan() -> None:
-    base = StoredModel(symbol="X:Y", model="gbm", as_of=AS_OF, last_price=100.0, mu=0.0,
-                       sigma=1e-4, dof=None, step_seconds=60, n_steps=30, n_paths=2000, seed=9)
+    base = StoredModel(
+        symbol="X:Y",
+        model="gbm",
+        as_of=AS_OF,
+        last_price=100.0,
+        mu=0.0,
+        sigma=1e-4,
+        dof=None,
+        step_seconds=60,
+        n_steps=30,
+        n_paths=2000,
+        seed=9,
+    )
     one = what_if_forecast(base, WhatIf.unchanged(base))
     again = what_if_forecast(base, WhatIf.unchanged(base))
     pd.testing.assert_frame_equal(one.fan, again.fan)
     pd.testing.assert_frame_equal(one.paths, again.paths)
-    wide = what_if_forecast(base, WhatIf(sigma_multiplier=2.0, drift_pct_per_day=0.0,
-                                         n_steps=30, n_paths=2000, seed=9))
+    wide = what_if_forecast(
+        base, WhatIf(sigma_multiplier=2.0, drift_pct_per_day=0.0, n_steps=30, n_paths=2000, seed=9)
+    )
     spread = (one.fan["q95"] - one.fan["q05"]).iloc[-1]
     assert (wide.fan["q95"] - wide.fan["q05"]).iloc[-1] == pytest.approx(2 * spread, rel=0.02)
-    other = what_if_forecast(base, WhatIf(sigma_multiplier=1.0, drift_pct_per_day=0.0,
-                                          n_steps=10, n_paths=500, seed=10))
+    other = what_if_forecast(
+        base, WhatIf(sigma_multiplier=1.0, drift_pct_per_day=0.0, n_steps=10, n_paths=500, seed=10)
+    )
     assert len(other.fan) == 11 and other.fan["q50"].iloc[-1] != one.fan["q50"].iloc[10]
-    assert list(one.fan["time"])[:2] == [pd.Timestamp(AS_OF),
-                                         pd.Timestamp(AS_OF) + timedelta(seconds=60)]
+    assert list(one.fan["time"])[:2] == [
+        pd.Timestamp(AS_OF),
+        pd.Timestamp(AS_OF) + timedelta(seconds=60),
+    ]
     with pytest.raises(ValueError, match="sigma multiplier -1"):
         WhatIf(sigma_multiplier=-1, drift_pct_per_day=0, n_steps=1, n_paths=1, seed=0)
 
 
 def test_fan_figure_has_one_panel_per_model_with_bands_paths_and_realised() -> None:
     fan = fan_frame(pd.concat([forecasts("gbm", 100.0), forecasts("ewma_t", 100.0)]))
-    candles = pd.DataFrame({"window_start": [AS_OF - timedelta(seconds=5)], "open": [99.0],
-                            "high": [101.0], "low": [98.0], "close": [100.0]})
+    candles = pd.DataFrame(
+        {
+            "window_start": [AS_OF - timedelta(seconds=5)],
+            "open": [99.0],
+            "high": [101.0],
+            "low": [98.0],
+            "close": [100.0],
+        }
+    )
     realised = pd.DataFrame({"time": [AS_OF + timedelta(seconds=5)], "close": [100.5]})
-    paths = paths_frame(pd.DataFrame([{"model": "gbm", "path": 0, "as_of": AS_OF,
-                                       "step_seconds": 5, "prices": [1.0, 2.0, 3.0],
-                                       "last_price": 100.0}]))
+    paths = paths_frame(
+        pd.DataFrame(
+            [
+                {
+                    "model": "gbm",
+                    "path": 0,
+                    "as_of": AS_OF,
+                    "step_seconds": 5,
+                    "prices": [1.0, 2.0, 3.0],
+                    "last_price": 100.0,
+                }
+            ]
+        )
+    )
     fig = fan_figure(fan, candles=candles, candle_label="5 s", realised=realised, paths=paths)
     roles = trace_roles(fig)
     for model in ("gbm", "ewma_t"):
         assert [r for m, r in roles if m == model and r.startswith("q")] == [
-            "q05", "q95", "q25", "q75", "q50"]
+            "q05",
+            "q95",
+            "q25",
+            "q75",
+            "q50",
+        ]
         assert (model, "candles") in roles and (model, "realised") in roles
     assert roles.count(("gbm", "path")) == 1 and ("ewma_t", "path") not in roles
     q95 = next(t for t in fig.data if t.meta == {"model": "gbm", "role": "q95"})
@@ -256,22 +358,28 @@ def test_fan_figure_has_one_panel_per_model_with_bands_paths_and_realised() -> N
 def test_coverage_and_skill_figures_carry_the_numbers() -> None:
     frame = pd.DataFrame(backtest_rows(AS_OF, {"gbm": 0.1, "hist_sim": 0.0}))
     coverage = coverage_figure(coverage_frame(frame))
-    cover = next(t for t in coverage.data if t.meta == {"model": "gbm", "band": "90%",
-                                                         "role": "coverage"})
+    cover = next(
+        t for t in coverage.data if t.meta == {"model": "gbm", "band": "90%", "role": "coverage"}
+    )
     assert list(cover.y) == [0.9, 0.6] and list(cover.x) == [60.0, 120.0]
     skill = skill_figure(skill_history(frame), "hist_sim")
     assert [t.meta["model"] for t in skill.data] == ["gbm", "hist_sim"]
 
 
 def test_cassandra_errors_are_one_line() -> None:
-    down = NoHostAvailable("Unable to connect to any servers",
-                           {"127.0.0.1:9042": ConnectionRefusedError(111, "refused")})
+    down = NoHostAvailable(
+        "Unable to connect to any servers",
+        {"127.0.0.1:9042": ConnectionRefusedError(111, "refused")},
+    )
     text = describe_cassandra_error(down, ["127.0.0.1"], 9042)
-    assert text.startswith("Cassandra at 127.0.0.1:9042 is not answering (NoHostAvailable: "
-                           "Unable to connect to any servers: 127.0.0.1:9042: [Errno 111]")
+    assert text.startswith(
+        "Cassandra at 127.0.0.1:9042 is not answering (NoHostAvailable: "
+        "Unable to connect to any servers: 127.0.0.1:9042: [Errno 111]"
+    )
     assert "\n" not in text
-    missing = describe_cassandra_error(InvalidRequest("Keyspace 'nope' does not exist"),
-                                       ["127.0.0.1"], 9042)
+    missing = describe_cassandra_error(
+        InvalidRequest("Keyspace 'nope' does not exist"), ["127.0.0.1"], 9042
+    )
     assert "refused the query" in missing and "make up" in missing
 
 
@@ -336,22 +444,37 @@ def test_docstring_examples() -> None:
 
 @pytest.mark.parametrize(
     ("symbol", "seconds_per_year", "label"),
-    [("AAPL", 252 * 6.5 * 3600, "252 d x 6.5 h"), ("BINANCE:BTCUSDT", 365 * 86_400,
-                                                    "365 d x 24 h")],
+    [
+        ("AAPL", 252 * 6.5 * 3600, "252 d x 6.5 h"),
+        ("BINANCE:BTCUSDT", 365 * 86_400, "365 d x 24 h"),
+    ],
 )
 def test_parameter_table_annualises_sigma_by_the_markets_convention_and_names_it(
     symbol: str, seconds_per_year: float, label: str
 ) -> None:
     """A run stored before the convention has sigma_annualised over calendar seconds and no
     label; the table shows the market's figure from the per-second sigma either way."""
-    runs = pd.DataFrame({
-        "model": ["gbm", "hist_sim"], "sigma": [1e-4, 2e-4],
-        "sigma_annualised": [1e-4 * math.sqrt(365.25 * 86_400), np.nan], "dof": [np.nan, 5.0],
-        "n_bars": [720, 720], "n_returns": [719, 719], "n_rejected": [0, 0],
-    })
+    runs = pd.DataFrame(
+        {
+            "model": ["gbm", "hist_sim"],
+            "sigma": [1e-4, 2e-4],
+            "sigma_annualised": [1e-4 * math.sqrt(365.25 * 86_400), np.nan],
+            "dof": [np.nan, 5.0],
+            "n_bars": [720, 720],
+            "n_returns": [719, 719],
+            "n_rejected": [0, 0],
+        }
+    )
     table = dashboards.forecasts.parameter_table(runs, symbol)
-    assert list(table.columns) == ["model", "sigma (annualised)", "annualised over", "dof",
-                                   "n_bars", "n_returns", "n_rejected"]
+    assert list(table.columns) == [
+        "model",
+        "sigma (annualised)",
+        "annualised over",
+        "dof",
+        "n_bars",
+        "n_returns",
+        "n_rejected",
+    ]
     expected = np.array([1e-4, 2e-4]) * math.sqrt(seconds_per_year)
     assert np.allclose(table["sigma (annualised)"], expected)
     assert set(table["annualised over"]) == {label}
@@ -372,8 +495,11 @@ def test_reader_lists_only_runs_that_finished_writing() -> None:
         def execute(self, statement: str, values: tuple[Any, ...]) -> list[Any]:
             super().execute(statement, values)
             if "gbm_forecast_runs" in statement:
-                return [Run("A", day, t, r, m, "ok", t) for t, r in
-                        ((killed, "killed"), (complete, "done")) for m in ("gbm", "hist_sim")]
+                return [
+                    Run("A", day, t, r, m, "ok", t)
+                    for t, r in ((killed, "killed"), (complete, "done"))
+                    for m in ("gbm", "hist_sim")
+                ]
             if "gbm_runs" in statement:
                 return [Done(complete, "done")]
             return []

@@ -57,16 +57,36 @@ def session(test_keyspace: CassandraSettings) -> Iterator[Any]:
     cluster.shutdown()
 
 
-def insert_bars(session: Any, table: str, symbol: str, starts: list[datetime],
-                closes: np.ndarray, width: timedelta) -> None:
+def insert_bars(
+    session: Any,
+    table: str,
+    symbol: str,
+    starts: list[datetime],
+    closes: np.ndarray,
+    width: timedelta,
+) -> None:
     stmt = session.prepare(
         f"INSERT INTO {table} (symbol, day, window_start, window_end, open, high, low, close,"
         " volume, vwap, trade_count) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
     )
     for start, close in zip(starts, closes, strict=True):
         c = float(close)
-        session.execute(stmt, (symbol, start.date(), start, start + width, c * 0.999, c * 1.001,
-                               c * 0.998, c, 1.0, c, 1))
+        session.execute(
+            stmt,
+            (
+                symbol,
+                start.date(),
+                start,
+                start + width,
+                c * 0.999,
+                c * 1.001,
+                c * 0.998,
+                c,
+                1.0,
+                c,
+                1,
+            ),
+        )
 
 
 def insert_5s(session: Any, symbol: str, starts: list[datetime], closes: np.ndarray) -> None:
@@ -75,33 +95,49 @@ def insert_5s(session: Any, symbol: str, starts: list[datetime], closes: np.ndar
 
 def job(keyspace: str, symbols: list[str], *argv: str) -> None:
     env = {
-        **os.environ, "CASSANDRA_KEYSPACE": keyspace, "GBM_SYMBOLS": ",".join(symbols),
-        "GBM_LOOKBACK": "1h", "GBM_STEP": f"{STEP_S}s", "GBM_STEPS": str(N_STEPS),
-        "GBM_PATHS": str(N_PATHS), "GBM_SAMPLE_PATHS": "5", "GBM_SEED": str(SEED),
+        **os.environ,
+        "CASSANDRA_KEYSPACE": keyspace,
+        "GBM_SYMBOLS": ",".join(symbols),
+        "GBM_LOOKBACK": "1h",
+        "GBM_STEP": f"{STEP_S}s",
+        "GBM_STEPS": str(N_STEPS),
+        "GBM_PATHS": str(N_PATHS),
+        "GBM_SAMPLE_PATHS": "5",
+        "GBM_SEED": str(SEED),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "gbm_analysis", *argv], cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "gbm_analysis", *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
-def data(session: Any, test_keyspace: CassandraSettings, symbols: dict[str, str]
-         ) -> dict[str, Any]:
+def data(session: Any, test_keyspace: CassandraSettings, symbols: dict[str, str]) -> dict[str, Any]:
     """90 minutes of 5-s bars up to 20 minutes ago (the 1-m bars rolled up from them, as the
     stream processor does), two forecast runs and two backtests, run as a user runs them.
     The live symbol has bars only up to its as-of time: the test adds the rest."""
     start = AS_OF_OLD - timedelta(minutes=50)
     end = AS_OF_NEW + timedelta(minutes=10)
-    starts = [start + timedelta(seconds=5 * i) for i in range(int((end - start).total_seconds())
-                                                                // 5)]
+    starts = [
+        start + timedelta(seconds=5 * i) for i in range(int((end - start).total_seconds()) // 5)
+    ]
     rng = np.random.default_rng(5)
     closes = 250.0 * np.exp(np.cumsum(SIGMA * math.sqrt(5) * rng.standard_normal(len(starts))))
     insert_5s(session, symbols["good"], starts, closes)
     minute = pd.Series(closes, index=pd.DatetimeIndex(starts)).resample("1min").last()
-    insert_bars(session, "trades_agg_1m", symbols["good"], list(minute.index.to_pydatetime()),
-                minute.to_numpy(), timedelta(minutes=1))
+    insert_bars(
+        session,
+        "trades_agg_1m",
+        symbols["good"],
+        list(minute.index.to_pydatetime()),
+        minute.to_numpy(),
+        timedelta(minutes=1),
+    )
     n_live = starts.index(AS_OF_NEW)
     insert_5s(session, symbols["live"], starts[:n_live], closes[:n_live] * 2)
     insert_5s(session, symbols["thin"], starts[n_live - 10 : n_live], closes[:10])
@@ -130,8 +166,8 @@ def app(reader_env: None, data: dict[str, Any]) -> AppTest:
 
 def stored(session: Any, symbol: str, as_of: datetime) -> pd.DataFrame:
     rows = session.execute(
-        "SELECT * FROM gbm_forecasts WHERE symbol = %s AND day = %s",
-        (symbol, NOW.date()))
+        "SELECT * FROM gbm_forecasts WHERE symbol = %s AND day = %s", (symbol, NOW.date())
+    )
     frame = pd.DataFrame([r._asdict() for r in rows])
     frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
     return frame[frame["as_of"] == pd.Timestamp(as_of) + pd.Timedelta(seconds=0)]
@@ -139,14 +175,24 @@ def stored(session: Any, symbol: str, as_of: datetime) -> pd.DataFrame:
 
 def run_row(session: Any, symbol: str, as_of: datetime, model: str) -> Any:
     rows = session.execute(
-        "SELECT * FROM gbm_forecast_runs WHERE symbol = %s AND day = %s", (symbol, NOW.date()))
-    return next(r for r in rows if r.model == model and r.as_of is not None
-                and r.as_of.replace(tzinfo=UTC) == as_of)
+        "SELECT * FROM gbm_forecast_runs WHERE symbol = %s AND day = %s", (symbol, NOW.date())
+    )
+    return next(
+        r
+        for r in rows
+        if r.model == model and r.as_of is not None and r.as_of.replace(tzinfo=UTC) == as_of
+    )
 
 
 def backtests(session: Any, symbol: str) -> pd.DataFrame:
-    return pd.DataFrame([r._asdict() for r in session.execute(
-        "SELECT * FROM gbm_backtest WHERE symbol = %s AND day = %s", (symbol, NOW.date()))])
+    return pd.DataFrame(
+        [
+            r._asdict()
+            for r in session.execute(
+                "SELECT * FROM gbm_backtest WHERE symbol = %s AND day = %s", (symbol, NOW.date())
+            )
+        ]
+    )
 
 
 def newest_backtest(session: Any, symbol: str) -> pd.DataFrame:
@@ -157,8 +203,9 @@ def newest_backtest(session: Any, symbol: str) -> pd.DataFrame:
 def decode(values: Any) -> list[Any]:
     """Plotly JSON arrays are either lists or ``{"dtype", "bdata"}`` (base64 numpy)."""
     if isinstance(values, dict) and "bdata" in values:
-        return np.frombuffer(base64.b64decode(values["bdata"]),
-                             dtype=np.dtype(values["dtype"])).tolist()
+        return np.frombuffer(
+            base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"])
+        ).tolist()
     return list(values)
 
 
@@ -170,11 +217,15 @@ def figures(at: AppTest) -> dict[str, dict[str, Any]]:
     return out
 
 
-def traces(spec: dict[str, Any], model: str | None = None, role: str | None = None
-           ) -> list[dict[str, Any]]:
-    return [t for t in spec["data"]
-            if (model is None or t.get("meta", {}).get("model") == model)
-            and (role is None or t.get("meta", {}).get("role") == role)]
+def traces(
+    spec: dict[str, Any], model: str | None = None, role: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        t
+        for t in spec["data"]
+        if (model is None or t.get("meta", {}).get("model") == model)
+        and (role is None or t.get("meta", {}).get("role") == role)
+    ]
 
 
 def widget(at: AppTest, kind: str, label: str) -> Any:
@@ -203,7 +254,8 @@ def test_first_chart_is_the_newest_run_with_the_stored_quantiles(
     print(f"\ntime to first chart (AppTest, cold cache, real Cassandra): {first_chart:.2f} s")
     assert at.title[0].value == "GBM forecast explorer"
     assert {symbols["good"], symbols["thin"], symbols["live"]} <= set(
-        widget(at, "selectbox", "symbol").options)
+        widget(at, "selectbox", "symbol").options
+    )
     at = ok(widget(at, "selectbox", "symbol").select(symbols["good"]).run())
     run_box = widget(at, "selectbox", "forecast run")
     assert len(run_box.options) == 2
@@ -214,8 +266,10 @@ def test_first_chart_is_the_newest_run_with_the_stored_quantiles(
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["as of (UTC)"].endswith(f"{AS_OF_NEW:%H:%M:%S}")
     assert metrics["horizon"] == f"{N_STEPS} x {STEP_S} s"
-    assert any(f", seed {SEED}, forecasting from {AS_OF_NEW:%Y-%m-%d %H:%M:%S} UTC." in c.value
-               for c in at.caption)
+    assert any(
+        f", seed {SEED}, forecasting from {AS_OF_NEW:%Y-%m-%d %H:%M:%S} UTC." in c.value
+        for c in at.caption
+    )
 
     fan = figures(at)["fan"]
     want = stored(session, symbols["good"], AS_OF_NEW)
@@ -233,8 +287,7 @@ def test_first_chart_is_the_newest_run_with_the_stored_quantiles(
         assert len(decode(candles["close"])) == 60 * 60 // 5 + N_STEPS
         assert len(traces(fan, model, "path")) == 5  # GBM_SAMPLE_PATHS, under the slider's 10
     assert not traces(fan, role="what-if q50")
-    assert any("the horizon has passed, so it no longer refreshes" in c.value
-               for c in at.caption)
+    assert any("the horizon has passed, so it no longer refreshes" in c.value for c in at.caption)
 
 
 def test_every_control_changes_what_the_charts_show(
@@ -255,10 +308,15 @@ def test_every_control_changes_what_the_charts_show(
     assert not traces(figures(at)["fan"], "gbm", "path")
     at = ok(widget(at, "slider", "sample paths").set_value(3).run())
     paths = traces(figures(at)["fan"], "gbm", "path")
-    rows = session.execute("SELECT path, model, as_of, prices FROM gbm_paths WHERE symbol = %s "
-                           "AND day = %s", (symbols["good"], NOW.date()))
-    stored_paths = {r.path: list(r.prices) for r in rows
-                    if r.model == "gbm" and r.as_of.replace(tzinfo=UTC) == AS_OF_NEW}
+    rows = session.execute(
+        "SELECT path, model, as_of, prices FROM gbm_paths WHERE symbol = %s " "AND day = %s",
+        (symbols["good"], NOW.date()),
+    )
+    stored_paths = {
+        r.path: list(r.prices)
+        for r in rows
+        if r.model == "gbm" and r.as_of.replace(tzinfo=UTC) == AS_OF_NEW
+    }
     assert [decode(t["y"])[1:] for t in paths] == [stored_paths[p] for p in range(3)]
 
     run_box = widget(at, "selectbox", "forecast run")
@@ -273,10 +331,12 @@ def test_every_control_changes_what_the_charts_show(
     at = ok(widget(at, "radio", "backtest of").set_value("all symbols, pooled").run())
     assert "Backtest (all symbols, pooled)" in [h.value for h in at.subheader]
     pooled = newest_backtest(session, "*")
-    (cover,) = [t for t in traces(figures(at)["coverage"], "gbm", "coverage")
-                if t["meta"]["band"] == "90%"]
+    (cover,) = [
+        t for t in traces(figures(at)["coverage"], "gbm", "coverage") if t["meta"]["band"] == "90%"
+    ]
     assert decode(cover["y"]) == pytest.approx(
-        list(pooled[pooled["model"] == "gbm"].sort_values("step")["cover90"]))
+        list(pooled[pooled["model"] == "gbm"].sort_values("step")["cover90"])
+    )
 
     at = ok(widget(at, "number_input", "days to look back").set_value(1).run())
     assert widget(at, "selectbox", "symbol").value == symbols["good"]
@@ -296,8 +356,7 @@ def test_what_if_reuses_the_job_simulator(
     for model in ("gbm", "ewma_t"):
         rows = want[want["model"] == model].sort_values("step")
         assert what_if(at, model)[1:] == pytest.approx(list(rows["q50"]), rel=1e-12)
-        assert what_if(at, model, "what-if q95")[1:] == pytest.approx(list(rows["q95"]),
-                                                                      rel=1e-12)
+        assert what_if(at, model, "what-if q95")[1:] == pytest.approx(list(rows["q95"]), rel=1e-12)
     base = what_if(at, "gbm", "what-if q95")
     base_paths = [decode(t["y"]) for t in traces(figures(at)["fan"], "gbm", "what-if path")]
     assert len(base_paths) == 10
@@ -310,14 +369,14 @@ def test_what_if_reuses_the_job_simulator(
     assert traces(terminal, "gbm", "what-if density")
     at = ok(widget(at, "slider", "sigma multiplier").set_value(1.0).run())
     assert what_if(at, "gbm", "what-if q95") == base
-    assert [decode(t["y"]) for t in traces(figures(at)["fan"], "gbm", "what-if path")] \
-        == base_paths
+    assert [decode(t["y"]) for t in traces(figures(at)["fan"], "gbm", "what-if path")] == base_paths
 
     at = ok(widget(at, "text_input", "seed").input(str(SEED + 1)).run())
     assert what_if(at, "gbm", "what-if q95") != base
     at = widget(at, "text_input", "seed").input("seven").run()
     assert [e.value for e in at.error] == [
-        "seed 'seven' is not a whole number >= 0; using the run's seed"]
+        "seed 'seven' is not a whole number >= 0; using the run's seed"
+    ]
     assert what_if(at, "gbm", "what-if q95") == base
     at = ok(widget(at, "text_input", "seed").input(str(SEED)).run())
     assert what_if(at, "gbm", "what-if q95") == base
@@ -326,7 +385,8 @@ def test_what_if_reuses_the_job_simulator(
     mu = 0.20 / 86_400
     growth = [math.exp(mu * STEP_S * k) for k in range(N_STEPS + 1)]
     assert what_if(at, "gbm", "what-if q95") == pytest.approx(
-        [b * g for b, g in zip(base, growth, strict=True)], rel=1e-9)
+        [b * g for b, g in zip(base, growth, strict=True)], rel=1e-9
+    )
     at = ok(widget(at, "slider", "horizon").set_value(24).run())
     assert len(what_if(at, "gbm")) == 25
     assert len(decode(traces(figures(at)["p_above"], "gbm", "what-if p_above")[0]["y"])) == 24
@@ -360,11 +420,15 @@ def test_terminal_p_above_coverage_and_skill_show_the_stored_numbers(
         rows = newest[newest["model"] == model].sort_values("step")
         for band in ("50", "90"):
             meta = f"{band}%"
-            (cover,) = [t for t in traces(charts["coverage"], model, "coverage")
-                        if t["meta"]["band"] == meta]
+            (cover,) = [
+                t
+                for t in traces(charts["coverage"], model, "coverage")
+                if t["meta"]["band"] == meta
+            ]
             assert decode(cover["y"]) == pytest.approx(list(rows[f"cover{band}"]))
-            (lo,) = [t for t in traces(charts["coverage"], model, "band lo")
-                     if t["meta"]["band"] == meta]
+            (lo,) = [
+                t for t in traces(charts["coverage"], model, "band lo") if t["meta"]["band"] == meta
+            ]
             assert decode(lo["y"]) == pytest.approx(list(rows[f"cover{band}_lo"]))
     skill = charts["skill"]
     assert backtest["evaluated_at"].nunique() == 2
@@ -388,9 +452,7 @@ def test_a_rerun_draws_bars_that_arrived_since(
     assert decode(realised["y"]) == pytest.approx(list(data["closes"][n : n + 6] * 2))
 
 
-def test_a_symbol_without_forecasts_says_why(
-    app: AppTest, symbols: dict[str, str]
-) -> None:
+def test_a_symbol_without_forecasts_says_why(app: AppTest, symbols: dict[str, str]) -> None:
     at = open_symbol(app, symbols["thin"])
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 3 and all("too_few_bars" in w for w in warnings)
@@ -432,7 +494,8 @@ def test_bad_setting_is_one_line(reader_env: None, monkeypatch: pytest.MonkeyPat
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     assert [e.value for e in at.error] == [
-        "Configuration: STREAMLIT_CACHE_TTL='0' must be longer than 0 s"]
+        "Configuration: STREAMLIT_CACHE_TTL='0' must be longer than 0 s"
+    ]
 
 
 def test_make_up_serves_the_app_with_the_read_only_role(stack: Any) -> None:
@@ -447,8 +510,10 @@ def test_make_up_serves_the_app_with_the_read_only_role(stack: Any) -> None:
         config = InfraConfig.from_env()
         pid = int((config.state_dir / "streamlit" / "pid").read_text())
         environ = dict(
-            item.split("=", 1) for item in
-            open(f"/proc/{pid}/environ", "rb").read().decode().split("\0") if "=" in item)
+            item.split("=", 1)
+            for item in open(f"/proc/{pid}/environ", "rb").read().decode().split("\0")
+            if "=" in item
+        )
         _, password = CassandraService(config).reader_credentials()
         assert environ["CASSANDRA_USERNAME"] == READER_ROLE
         assert environ["CASSANDRA_PASSWORD"] == password
@@ -462,8 +527,10 @@ def test_make_up_serves_the_app_with_the_read_only_role(stack: Any) -> None:
 
 
 def _healthy(status: subprocess.CompletedProcess[str]) -> bool:
-    return any(line.split()[:1] == ["streamlit"] and line.endswith("healthy")
-               for line in status.stdout.splitlines())
+    return any(
+        line.split()[:1] == ["streamlit"] and line.endswith("healthy")
+        for line in status.stdout.splitlines()
+    )
 
 
 def urllib_open(url: str) -> bytes:

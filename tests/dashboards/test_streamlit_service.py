@@ -37,10 +37,14 @@ def test_launch_runs_headless_on_loopback_with_the_reader_role_in_the_environmen
     assert argv[1:5] == ["-m", "streamlit", "run", str(APP)]
     flags = dict(zip(argv[5::2], argv[6::2], strict=True))
     assert flags == {
-        "--server.address": "127.0.0.1", "--server.port": "8642",
-        "--server.headless": "true", "--server.fileWatcherType": "none",
-        "--server.runOnSave": "false", "--browser.gatherUsageStats": "false",
-        "--client.showErrorDetails": "none", "--client.toolbarMode": "viewer",
+        "--server.address": "127.0.0.1",
+        "--server.port": "8642",
+        "--server.headless": "true",
+        "--server.fileWatcherType": "none",
+        "--server.runOnSave": "false",
+        "--browser.gatherUsageStats": "false",
+        "--client.showErrorDetails": "none",
+        "--client.toolbarMode": "viewer",
         "--logger.level": "info",
     }
     credentials = tmp_path / "credentials.env"
@@ -54,8 +58,9 @@ def test_launch_runs_headless_on_loopback_with_the_reader_role_in_the_environmen
     assert svc.marker == "dashboards/streamlit_app.py" and svc.marker in " ".join(argv)
 
 
-def test_answers_only_on_a_real_health_reply(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_answers_only_on_a_real_health_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("STREAMLIT_PORT", str(free_port()))
     assert StreamlitService(config(tmp_path)).answers() is False
 
@@ -66,16 +71,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize(("command", "variable", "value", "message"), [
-    (("status",), "STREAMLIT_PORT", "web", "STREAMLIT_PORT='web' is not a port number"),
-    (("up", "streamlit"), "STREAMLIT_REFRESH", "often",
-     "STREAMLIT_REFRESH='often': expected a duration like"),
-])
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "message"),
+    [
+        (("status",), "STREAMLIT_PORT", "web", "STREAMLIT_PORT='web' is not a port number"),
+        (
+            ("up", "streamlit"),
+            "STREAMLIT_REFRESH",
+            "often",
+            "STREAMLIT_REFRESH='often': expected a duration like",
+        ),
+    ],
+)
 def test_bad_setting_fails_in_one_line_before_starting_anything(
     tmp_path: Path, command: tuple[str, ...], variable: str, value: str, message: str
 ) -> None:
-    env = {**os.environ, "STATE_DIR": str(tmp_path), "STREAMLIT_PORT": str(free_port()),
-           variable: value}
+    env = {
+        **os.environ,
+        "STATE_DIR": str(tmp_path),
+        "STREAMLIT_PORT": str(free_port()),
+        variable: value,
+    }
     result = infra_cli(*command, env=env, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"infra: error: {message}")

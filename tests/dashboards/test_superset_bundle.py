@@ -30,8 +30,9 @@ PARAMS = {
 
 def objects(files: dict[str, str], kind: str) -> dict[str, dict[str, Any]]:
     """{path: parsed YAML} of one kind (charts, datasets, ...)."""
-    return {name: yaml.safe_load(text) for name, text in files.items()
-            if name.split("/")[1] == kind}
+    return {
+        name: yaml.safe_load(text) for name, text in files.items() if name.split("/")[1] == kind
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,10 @@ def test_default_symbols_split_into_crypto_and_stocks() -> None:
 
 def test_bundle_has_one_database_five_datasets_ten_charts_one_dashboard(files) -> None:
     assert {name.split("/")[0] for name in files} == {bundle.ROOT}
-    counts = {kind: len(objects(files, kind))
-              for kind in ("databases", "datasets", "charts", "dashboards")}
+    counts = {
+        kind: len(objects(files, kind))
+        for kind in ("databases", "datasets", "charts", "dashboards")
+    }
     assert counts == {"databases": 1, "datasets": 5, "charts": 10, "dashboards": 1}
     metadata = yaml.safe_load(files[f"{bundle.ROOT}/metadata.yaml"])
     assert metadata["type"] == "assets" and metadata["version"] == "1.0.0"
@@ -66,12 +69,25 @@ def test_settings_are_rendered_into_the_objects(files) -> None:
 
 
 def test_uuids_are_uuid5_of_stable_names_and_do_not_depend_on_settings(files) -> None:
-    other = bundle.render({**PARAMS, "keyspace": "elsewhere", "refresh_s": 30,
-                           "crypto_symbols": ["BINANCE:BTCUSDT"], "stock_symbols": ["IBM"]})
-    uuids = {name: yaml.safe_load(text)["uuid"] for name, text in files.items()
-             if "metadata.yaml" not in name}
-    assert uuids == {name: yaml.safe_load(text)["uuid"] for name, text in other.items()
-                     if "metadata.yaml" not in name}
+    other = bundle.render(
+        {
+            **PARAMS,
+            "keyspace": "elsewhere",
+            "refresh_s": 30,
+            "crypto_symbols": ["BINANCE:BTCUSDT"],
+            "stock_symbols": ["IBM"],
+        }
+    )
+    uuids = {
+        name: yaml.safe_load(text)["uuid"]
+        for name, text in files.items()
+        if "metadata.yaml" not in name
+    }
+    assert uuids == {
+        name: yaml.safe_load(text)["uuid"]
+        for name, text in other.items()
+        if "metadata.yaml" not in name
+    }
     assert len(set(uuids.values())) == len(uuids)
     chart = uuids[f"{bundle.ROOT}/charts/ohlc_1m_crypto.yaml"]
     assert chart == str(uuid.uuid5(bundle.NAMESPACE, "chart/ohlc_1m/crypto"))
@@ -86,8 +102,11 @@ def test_references_between_objects_resolve(files) -> None:
     (dashboard,) = objects(files, "dashboards").values()
     assert all(d["database_uuid"] == database["uuid"] for d in datasets.values())
     assert all(c["dataset_uuid"] in datasets for c in charts.values())
-    nodes = [n for n in dashboard["position"].values()
-             if isinstance(n, dict) and n.get("type") == "CHART"]
+    nodes = [
+        n
+        for n in dashboard["position"].values()
+        if isinstance(n, dict) and n.get("type") == "CHART"
+    ]
     assert sorted(n["meta"]["uuid"] for n in nodes) == sorted(charts)
     chart_ids = {n["meta"]["chartId"] for n in nodes}
     assert len(chart_ids) == len(nodes)
@@ -112,12 +131,14 @@ def test_every_chart_carries_a_query_context_built_from_its_params(files) -> Non
             symbol_filters = [f for f in query["filters"] if f["col"] == "symbol"]
             section = CRYPTO if name.endswith("_crypto.yaml") else STOCKS
             assert symbol_filters == [{"col": "symbol", "op": "IN", "val": section}], name
-    table = json.loads(objects(files, "charts")[
-        f"{bundle.ROOT}/charts/latest_trades_stocks.yaml"]["query_context"])["queries"][0]
+    table = json.loads(
+        objects(files, "charts")[f"{bundle.ROOT}/charts/latest_trades_stocks.yaml"]["query_context"]
+    )["queries"][0]
     assert "metrics" not in table  # raw rows: no GROUP BY that would merge equal trades
     assert table["orderby"] == [["trade_ts", False]] and table["row_limit"] == 50
-    mixed = json.loads(objects(files, "charts")[
-        f"{bundle.ROOT}/charts/activity_5s_crypto.yaml"]["query_context"])["queries"]
+    mixed = json.loads(
+        objects(files, "charts")[f"{bundle.ROOT}/charts/activity_5s_crypto.yaml"]["query_context"]
+    )["queries"]
     assert [q["metrics"] for q in mixed] == [["volume"], ["trades"]]
 
 
@@ -149,8 +170,11 @@ def test_a_section_without_symbols_is_left_out() -> None:
     position = dashboard["position"]
     assert not [key for key in position if "stocks" in key]
     assert "HEADER-stocks" not in position["GRID_ID"]["children"]
-    ids = {n["meta"]["chartId"] for n in position.values()
-           if isinstance(n, dict) and n.get("type") == "CHART"}
+    ids = {
+        n["meta"]["chartId"]
+        for n in position.values()
+        if isinstance(n, dict) and n.get("type") == "CHART"
+    }
     filters = dashboard["metadata"]["native_filter_configuration"]
     assert [f["id"] for f in filters] == ["NATIVE_FILTER-symbol-crypto", "NATIVE_FILTER-time_range"]
     assert all(set(f["scope"]["excluded"]) <= ids for f in filters)
@@ -178,8 +202,10 @@ def test_zip_has_every_file_under_one_root(files, tmp_path: Path) -> None:
     assert (tmp_path / "b.zip").read_bytes() == data
     with zipfile.ZipFile(tmp_path / "b.zip") as archive:
         assert sorted(archive.namelist()) == sorted(files)
-        assert archive.read(f"{bundle.ROOT}/metadata.yaml").decode() == \
-            files[f"{bundle.ROOT}/metadata.yaml"]
+        assert (
+            archive.read(f"{bundle.ROOT}/metadata.yaml").decode()
+            == files[f"{bundle.ROOT}/metadata.yaml"]
+        )
 
 
 def test_native_filters_symbol_per_section_and_time_range(files) -> None:
@@ -187,8 +213,11 @@ def test_native_filters_symbol_per_section_and_time_range(files) -> None:
     filters = {f["id"]: f for f in dashboard["metadata"]["native_filter_configuration"]}
     position = dashboard["position"]
     section_ids = {
-        section: {n["meta"]["chartId"] for key, n in position.items()
-                  if key.startswith(f"CHART-{section}-")}
+        section: {
+            n["meta"]["chartId"]
+            for key, n in position.items()
+            if key.startswith(f"CHART-{section}-")
+        }
         for section in bundle.SECTIONS
     }
     for section, symbols in (("crypto", CRYPTO), ("stocks", STOCKS)):
@@ -199,10 +228,14 @@ def test_native_filters_symbol_per_section_and_time_range(files) -> None:
         assert symbol_filter["adhoc_filters"][0]["comparator"] == symbols  # offered values
         assert symbol_filter["defaultDataMask"]["filterState"]["value"] == symbols[:1]
         assert symbol_filter["defaultDataMask"]["extraFormData"]["filters"] == [
-            {"col": "symbol", "op": "IN", "val": symbols[:1]}]
+            {"col": "symbol", "op": "IN", "val": symbols[:1]}
+        ]
     time_filter = filters["NATIVE_FILTER-time_range"]
     assert time_filter["filterType"] == "filter_time"
     # Forecasts and backtests show the latest run whatever the window.
-    excluded = {position[f"CHART-{s}-{kind}"]["meta"]["chartId"]
-                for s in bundle.SECTIONS for kind in ("band", "backtest")}
+    excluded = {
+        position[f"CHART-{s}-{kind}"]["meta"]["chartId"]
+        for s in bundle.SECTIONS
+        for kind in ("band", "backtest")
+    }
     assert set(time_filter["scope"]["excluded"]) == excluded

@@ -24,8 +24,12 @@ from tests.conftest import Stack, infra_cli
 
 pytestmark = pytest.mark.integration
 
-KINDS = (("databases", "database"), ("datasets", "dataset"), ("charts", "chart"),
-         ("dashboards", "dashboard"))
+KINDS = (
+    ("databases", "database"),
+    ("datasets", "dataset"),
+    ("charts", "chart"),
+    ("dashboards", "dashboard"),
+)
 SCAN = re.compile(r"CassandraTableHandle\[relationHandle=(\w+):(\w+) (\d+) partitions \[([^\]]*)")
 
 
@@ -68,7 +72,8 @@ def test_status_reports_superset_healthy(superset: SupersetService) -> None:
 
 
 def test_a_second_import_updates_every_object_in_place(
-        superset: SupersetService, client: SupersetClient) -> None:
+    superset: SupersetService, client: SupersetClient
+) -> None:
     before = superset.provisioned()
     result = infra_cli("up", "superset")
     assert result.returncode == 0, result.stderr
@@ -86,29 +91,48 @@ def test_a_second_import_updates_every_object_in_place(
 def run_provision(superset: SupersetService, templates: Path, out: Path) -> None:
     user, password = superset.admin()
     result = subprocess.run(
-        [str(superset.config.superset_venv / "bin/python"), str(PROVISION_SCRIPT), "import",
-         "--url", f"http://127.0.0.1:{superset.config.superset_port}",
-         "--params", str(superset.home / "bundle-params.json"),
-         "--bundle", str(out.with_suffix(".zip")), "--out", str(out),
-         "--templates", str(templates)],
+        [
+            str(superset.config.superset_venv / "bin/python"),
+            str(PROVISION_SCRIPT),
+            "import",
+            "--url",
+            f"http://127.0.0.1:{superset.config.superset_port}",
+            "--params",
+            str(superset.home / "bundle-params.json"),
+            "--bundle",
+            str(out.with_suffix(".zip")),
+            "--out",
+            str(out),
+            "--templates",
+            str(templates),
+        ],
         env={**os.environ, "SUPERSET_ADMIN_USER": user, "SUPERSET_ADMIN_PASSWORD": password},
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_an_edited_template_shows_after_the_next_import(
-        superset: SupersetService, client: SupersetClient, tmp_path: Path) -> None:
+    superset: SupersetService, client: SupersetClient, tmp_path: Path
+) -> None:
     templates = tmp_path / "bundle"
     shutil.copytree(bundle.TEMPLATES, templates)
     tag = uuid.uuid4().hex[:8]
     chart_file = templates / "charts" / "ohlc_1m.yaml"
-    chart_file.write_text(chart_file.read_text().replace(
-        "slice_name: ${section_title} 1-minute OHLC and VWAP",
-        f"slice_name: ${{section_title}} OHLC edited {tag}"))
+    chart_file.write_text(
+        chart_file.read_text().replace(
+            "slice_name: ${section_title} 1-minute OHLC and VWAP",
+            f"slice_name: ${{section_title}} OHLC edited {tag}",
+        )
+    )
     dashboard_file = templates / "dashboards" / "market_overview.yaml"
-    dashboard_file.write_text(dashboard_file.read_text().replace(
-        "dashboard_title: Market overview", f"dashboard_title: Market overview {tag}"))
+    dashboard_file.write_text(
+        dashboard_file.read_text().replace(
+            "dashboard_title: Market overview", f"dashboard_title: Market overview {tag}"
+        )
+    )
     chart_id = chart_ids(superset)[bundle.stable_uuid("chart/ohlc_1m/crypto")]
     dashboard_id = superset.provisioned()["dashboard_id"]  # type: ignore[index]
 
@@ -130,8 +154,9 @@ def test_an_edited_template_shows_after_the_next_import(
     assert chart_ids(superset)[bundle.stable_uuid("chart/ohlc_1m/crypto")] == chart_id
 
 
-def chart_results(client: SupersetClient, chart_id: int, result_type: str = "full"
-                  ) -> list[dict[str, Any]]:
+def chart_results(
+    client: SupersetClient, chart_id: int, result_type: str = "full"
+) -> list[dict[str, Any]]:
     suffix = "" if result_type == "full" else f"?type={result_type}"
     status, body = client.get(f"/api/v1/chart/{chart_id}/data/{suffix}")
     assert status == 200, (chart_id, body)
@@ -139,7 +164,8 @@ def chart_results(client: SupersetClient, chart_id: int, result_type: str = "ful
 
 
 def test_every_chart_answers_with_rows_from_the_live_market(
-        superset: SupersetService, client: SupersetClient, live_market: object) -> None:
+    superset: SupersetService, client: SupersetClient, live_market: object
+) -> None:
     empty = []
     for chart_uuid, chart_id in chart_ids(superset).items():
         for result in chart_results(client, chart_id):
@@ -150,7 +176,8 @@ def test_every_chart_answers_with_rows_from_the_live_market(
 
 
 def test_every_chart_query_reads_cassandra_by_partition_key(
-        superset: SupersetService, client: SupersetClient, live_market: object) -> None:
+    superset: SupersetService, client: SupersetClient, live_market: object
+) -> None:
     port = superset.config.trino_port
     for chart_id in chart_ids(superset).values():
         for result in chart_results(client, chart_id, "query"):
@@ -171,13 +198,16 @@ def test_every_chart_query_reads_cassandra_by_partition_key(
 
 
 def test_day_in_a_list_is_not_pushed_down_which_is_why_datasets_read_one_day_per_select(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     port = InfraConfig.from_env().trino_port
     keyspace = stack.cassandra.keyspace
 
     def plan(where: str) -> str:
-        sql = (f"EXPLAIN SELECT close FROM {keyspace}.trades_agg_5s "
-               f"WHERE symbol = 'AAPL' AND {where}")
+        sql = (
+            f"EXPLAIN SELECT close FROM {keyspace}.trades_agg_5s "
+            f"WHERE symbol = 'AAPL' AND {where}"
+        )
         return "\n".join(row[0] for row in run_query(port, sql).rows)
 
     assert "<UNPARTITIONED>" in plan(f"day IN ({bundle.TODAY}, {bundle.TODAY} - INTERVAL '1' DAY)")
@@ -191,11 +221,15 @@ def test_secrets_stay_private(superset: SupersetService) -> None:
         assert f"SUPERSET_ADMIN_PASSWORD={password}" in credentials.read_text()
     assert credentials.stat().st_mode & 0o077 == 0
     assert superset.secret_key_file.stat().st_mode & 0o077 == 0
-    for path in [*superset.log_dir.iterdir(), superset.config_file,
-                 superset.home / "bundle-params.json"]:
+    for path in [
+        *superset.log_dir.iterdir(),
+        superset.config_file,
+        superset.home / "bundle-params.json",
+    ]:
         assert password not in path.read_text(errors="replace"), path
     assert not (Path.home() / ".superset").exists() or not any(
-        (Path.home() / ".superset").iterdir())
+        (Path.home() / ".superset").iterdir()
+    )
 
 
 def test_answers_is_false_without_an_import(tmp_path: Path, superset: SupersetService) -> None:

@@ -34,8 +34,12 @@ def test_generated_admin_password_is_random_private_and_kept(tmp_path: Path) -> 
     assert len(password) >= 20 and password.lower() not in ("admin", "password", "superset")
     assert mode(creds) == 0o600
     stored = load_credentials_file(creds)
-    assert stored == {"CASSANDRA_USERNAME": "market_app", "CASSANDRA_PASSWORD": "cass-secret",
-                      "SUPERSET_ADMIN_USER": "admin", "SUPERSET_ADMIN_PASSWORD": password}
+    assert stored == {
+        "CASSANDRA_USERNAME": "market_app",
+        "CASSANDRA_PASSWORD": "cass-secret",
+        "SUPERSET_ADMIN_USER": "admin",
+        "SUPERSET_ADMIN_PASSWORD": password,
+    }
     assert admin_credentials({}, creds) == (user, password)  # stable once generated
     other = tmp_path / "other.env"
     assert admin_credentials({}, other)[1] != password  # never a fixed default
@@ -64,7 +68,8 @@ def test_secret_key_is_created_once_with_mode_600(tmp_path: Path) -> None:
 
 
 def test_config_reads_the_key_from_its_file_and_keeps_everything_under_state(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     key_file = tmp_path / "secret_key"
     ensure_secret_key(key_file)
     text = render_config(key_file, tmp_path / "data" / "superset.db", tmp_path / "data")
@@ -73,14 +78,20 @@ def test_config_reads_the_key_from_its_file_and_keeps_everything_under_state(
     exec(compile(text, "superset_config.py", "exec"), namespace)  # noqa: S102 - our template
     assert namespace["SECRET_KEY"] == key_file.read_text().strip()
     assert namespace["SQLALCHEMY_DATABASE_URI"] == (
-        f"sqlite:///{tmp_path}/data/superset.db?check_same_thread=false")
+        f"sqlite:///{tmp_path}/data/superset.db?check_same_thread=false"
+    )
     assert namespace["DATA_DIR"] == str(tmp_path / "data")
     assert namespace["SCARF_ANALYTICS"] is False
 
 
 def test_service_layout_and_settings(tmp_path: Path) -> None:
-    config = InfraConfig.from_env({"STATE_DIR": str(tmp_path), "SUPERSET_PORT": "18088",
-                                   "SUPERSET_VENV": str(tmp_path / "venv")})
+    config = InfraConfig.from_env(
+        {
+            "STATE_DIR": str(tmp_path),
+            "SUPERSET_PORT": "18088",
+            "SUPERSET_VENV": str(tmp_path / "venv"),
+        }
+    )
     service = SupersetService(config)
     assert service.ports == {"http": 18088}
     assert service.home == tmp_path / "superset"
@@ -94,11 +105,15 @@ def test_service_layout_and_settings(tmp_path: Path) -> None:
 
 def test_symbols_setting_errors_name_the_variable() -> None:
     assert superset.configured_symbols({"SYMBOLS": "AAPL, BINANCE:BTCUSDT"}) == (
-        "AAPL", "BINANCE:BTCUSDT")
+        "AAPL",
+        "BINANCE:BTCUSDT",
+    )
     with pytest.raises(SettingsError, match="SYMBOLS"):
         superset.configured_symbols({"SYMBOLS": " , "})
     assert split_symbols(("KRAKEN:XBTUSD", "OANDA:EUR_USD", "IBM")) == (
-        ["KRAKEN:XBTUSD"], ["OANDA:EUR_USD", "IBM"])
+        ["KRAKEN:XBTUSD"],
+        ["OANDA:EUR_USD", "IBM"],
+    )
 
 
 def test_pip_failure_is_one_line_naming_the_step(tmp_path: Path, monkeypatch) -> None:

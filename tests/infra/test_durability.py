@@ -17,15 +17,25 @@ from tests.conftest import Stack
 
 
 def rendered_yaml(mode: str) -> str:
-    return render("cassandra.yaml", port=9042, storage_port=7000, data_dir="/d",
-                  commitlog_sync=COMMITLOG_SYNC[mode])
+    return render(
+        "cassandra.yaml",
+        port=9042,
+        storage_port=7000,
+        data_dir="/d",
+        commitlog_sync=COMMITLOG_SYNC[mode],
+    )
 
 
 def test_strict_mode_syncs_before_acknowledging() -> None:
     assert "commitlog_sync: group\n" in rendered_yaml("strict")
     assert "commitlog_sync: periodic\n" in rendered_yaml("relaxed")
-    strict_kafka = render("kafka-server.properties", port=9092, controller_port=9093,
-                          data_dir="/d", log_flush=LOG_FLUSH["strict"])
+    strict_kafka = render(
+        "kafka-server.properties",
+        port=9092,
+        controller_port=9093,
+        data_dir="/d",
+        log_flush=LOG_FLUSH["strict"],
+    )
     assert "\nlog.flush.interval.messages=1" in strict_kafka
     for text in (strict_kafka, rendered_yaml("strict")):
         settings = [line for line in text.splitlines() if not line.startswith("#")]
@@ -47,8 +57,9 @@ def test_the_running_engines_use_the_configured_mode(stack: Stack) -> None:
     config = InfraConfig.from_env()
     cluster, session = CassandraService(config).admin_session()
     try:
-        row = session.execute("SELECT value FROM system_views.settings "
-                              "WHERE name = 'commitlog_sync'").one()
+        row = session.execute(
+            "SELECT value FROM system_views.settings " "WHERE name = 'commitlog_sync'"
+        ).one()
     finally:
         cluster.shutdown()
     assert row.value == {"relaxed": "periodic", "strict": "group"}[config.durability]

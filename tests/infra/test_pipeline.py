@@ -50,9 +50,13 @@ def wait_for(condition: Callable[[], object], timeout: float = 60) -> None:
 
 def simulated_feed(config: InfraConfig, env: dict[str, str], *extra: str) -> PipelineProcess:
     port = free_port()
-    return PipelineProcess(config, "feed",
-                           ["--simulate", "--port", str(port), "--rate", "5", *extra],
-                           env, {"feed": port})
+    return PipelineProcess(
+        config,
+        "feed",
+        ["--simulate", "--port", str(port), "--rate", "5", *extra],
+        env,
+        {"feed": port},
+    )
 
 
 def test_a_killed_step_is_restarted_by_supervisord_and_shows_in_status(tmp_path: Path) -> None:
@@ -64,13 +68,17 @@ def test_a_killed_step_is_restarted_by_supervisord_and_shows_in_status(tmp_path:
         first = feed.pid()
         assert first is not None
         status = infra_cli("status", env=env)
-        assert re.search(rf"^feed\s+{first}\s+RUNNING\s+running$", status.stdout, re.M), (
-            status.stdout)
+        assert re.search(
+            rf"^feed\s+{first}\s+RUNNING\s+running$", status.stdout, re.M
+        ), status.stdout
         assert "collector" not in status.stdout  # never started: not listed
 
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: (program := feed.program()) is not None
-                 and program.state == "RUNNING" and program.pid != first)
+        wait_for(
+            lambda: (program := feed.program()) is not None
+            and program.state == "RUNNING"
+            and program.pid != first
+        )
         status = infra_cli("status", env=env)
         assert re.search(rf"^feed\s+{feed.pid()}\s+RUNNING\s+running$", status.stdout, re.M)
     finally:
@@ -85,11 +93,14 @@ def test_a_step_that_keeps_failing_ends_fatal_and_down_forgets_it(tmp_path: Path
     feed.policy = ProgramPolicy(startsecs=1, startretries=1)
     try:
         feed.start()
-        wait_for(lambda: (program := feed.program()) is not None and program.state == "FATAL",
-                 timeout=120)
+        wait_for(
+            lambda: (program := feed.program()) is not None and program.state == "FATAL",
+            timeout=120,
+        )
         status = infra_cli("status", env=env)
-        assert re.search(r"^feed\s+-\s+FATAL\s+exited, see .*output\.log$", status.stdout,
-                         re.M), status.stdout
+        assert re.search(
+            r"^feed\s+-\s+FATAL\s+exited, see .*output\.log$", status.stdout, re.M
+        ), status.stdout
         assert status.returncode == 1
         assert "--rate" in feed.stdout_log.read_text()  # the step's own error, in its log
 
@@ -111,8 +122,9 @@ def test_down_stops_a_running_step(tmp_path: Path) -> None:
     down = infra_cli("down", env=env)
     assert down.returncode == 0, down.stderr
     assert "feed: stopped" in down.stdout
-    assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(
-        f"/proc/{pid}/status").read_text()
+    assert (
+        not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    )
     assert not Supervisor(config).is_running()  # nothing left to supervise: it left too
 
 

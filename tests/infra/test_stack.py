@@ -30,8 +30,13 @@ def free_port() -> int:
 
 def sample_trade(n: int, ts: dt.datetime) -> dict[str, object]:
     return {
-        "trade_id": f"id-{n}", "symbol": "AAPL", "price": 100.0 + n, "volume": float(n),
-        "trade_ts": ts, "conditions": ["1", "12"] if n % 2 else [], "source": "test",
+        "trade_id": f"id-{n}",
+        "symbol": "AAPL",
+        "price": 100.0 + n,
+        "volume": float(n),
+        "trade_ts": ts,
+        "conditions": ["1", "12"] if n % 2 else [],
+        "source": "test",
         "ingest_ts": ts,
     }
 
@@ -49,9 +54,14 @@ def produce(bootstrap: str, topic: str, records: list[dict[str, object]]) -> Non
 def consume_all(bootstrap: str, topic: str, expected: int) -> list[dict[str, object]]:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=15000,
-                             group_id=f"g-{uuid.uuid4().hex[:8]}")
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=15000,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+    )
     out = []
     for message in consumer:
         out.append(avro_codec.decode(message.value))
@@ -64,8 +74,11 @@ def consume_all(bootstrap: str, topic: str, expected: int) -> list[dict[str, obj
 def test_status_reports_every_service_healthy(stack: Stack) -> None:
     result = infra("status")
     assert result.returncode == 0, result.stdout
-    lines = [line for line in result.stdout.splitlines()
-             if line.startswith(("kafka", "cassandra", "trino"))]
+    lines = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith(("kafka", "cassandra", "trino"))
+    ]
     assert len(lines) == 3 and all(line.endswith("healthy") for line in lines)
 
 
@@ -85,8 +98,9 @@ def test_contract_topics_exist_with_their_partitions(stack: Stack) -> None:
 
     admin = KafkaAdminClient(bootstrap_servers=stack.kafka.bootstrap_servers)
     try:
-        described = {t["name"]: t for t in admin.describe_topics(
-            [s.name for s in topic_specs().values()])}
+        described = {
+            t["name"]: t for t in admin.describe_topics([s.name for s in topic_specs().values()])
+        }
     finally:
         admin.close()
     for spec in topic_specs().values():
@@ -111,13 +125,18 @@ def test_cql_round_trip_keeps_same_millisecond_trades(test_keyspace) -> None:  #
         )
         for trade_id, price in (("a", 1.5), ("b", 1.5), ("a", 1.5)):
             session.execute(insert, ("AAPL", ts.date(), ts, trade_id, price, 2.0, ["1"], "t", ts))
-        rows = list(session.execute(
-            "SELECT trade_id, price, conditions FROM trades WHERE symbol='AAPL' AND day=%s",
-            (ts.date(),)))
+        rows = list(
+            session.execute(
+                "SELECT trade_id, price, conditions FROM trades WHERE symbol='AAPL' AND day=%s",
+                (ts.date(),),
+            )
+        )
     finally:
         cluster.shutdown()
     assert [(r.trade_id, r.price, r.conditions) for r in rows] == [
-        ("a", 1.5, ["1"]), ("b", 1.5, ["1"])]
+        ("a", 1.5, ["1"]),
+        ("b", 1.5, ["1"]),
+    ]
 
 
 def test_migrate_is_idempotent(test_keyspace) -> None:  # type: ignore[no-untyped-def]
@@ -133,7 +152,9 @@ def test_data_survives_down_and_up(stack: Stack, test_keyspace, unique_topic) ->
     try:
         session.execute(
             "INSERT INTO trades (symbol, day, trade_ts, trade_id, price, volume) "
-            "VALUES ('MSFT', %s, %s, 'durable', 3.25, 1.0)", (ts.date(), ts))
+            "VALUES ('MSFT', %s, %s, 'durable', 3.25, 1.0)",
+            (ts.date(), ts),
+        )
     finally:
         cluster.shutdown()
 
@@ -146,19 +167,26 @@ def test_data_survives_down_and_up(stack: Stack, test_keyspace, unique_topic) ->
     cluster, session = connect(test_keyspace, keyspace=test_keyspace.keyspace)
     try:
         row = session.execute(
-            "SELECT price FROM trades WHERE symbol='MSFT' AND day=%s", (ts.date(),)).one()
+            "SELECT price FROM trades WHERE symbol='MSFT' AND day=%s", (ts.date(),)
+        ).one()
     finally:
         cluster.shutdown()
     assert row.price == 3.25
 
 
 def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KAFKA_", "CASSANDRA_", "TRINO_", "JAVA17"))}
-    env.update(STATE_DIR=str(tmp_path / "state"),
-               KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
-               CASSANDRA_PORT=str(free_port()), CASSANDRA_STORAGE_PORT=str(free_port()),
-               TRINO_PORT=str(free_port()))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KAFKA_", "CASSANDRA_", "TRINO_", "JAVA17"))
+    }
+    env.update(
+        STATE_DIR=str(tmp_path / "state"),
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        CASSANDRA_PORT=str(free_port()),
+        CASSANDRA_STORAGE_PORT=str(free_port()),
+        TRINO_PORT=str(free_port()),
+    )
     env.update(extra)
     return env
 

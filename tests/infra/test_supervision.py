@@ -29,8 +29,11 @@ def test_a_killed_dashboard_is_restarted_and_answers_again(stack: Stack) -> None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         program = streamlit.program()
-        if program and program.state == "RUNNING" and program.pid != killed and (
-            streamlit.answers()
+        if (
+            program
+            and program.state == "RUNNING"
+            and program.pid != killed
+            and (streamlit.answers())
         ):
             break
         time.sleep(0.5)

@@ -50,9 +50,13 @@ def test_units_are_filled_in_for_this_checkout(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", [*LONG_RUNNING, "tdp-forecaster"])
 def test_every_unit_runs_a_command_that_exists(tmp_path: Path, name: str) -> None:
     argv = rendered(tmp_path)[name]["Service"]["ExecStart"].split()
-    result = subprocess.run([*argv[:3], "--help"] if argv[2] != "infra" else
-                            [*argv[:3], argv[3], "--help"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*argv[:3], "--help"] if argv[2] != "infra" else [*argv[:3], argv[3], "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout.lower()
 
@@ -62,23 +66,28 @@ def test_systemd_accepts_every_unit_without_a_warning(tmp_path: Path) -> None:
     rendered(tmp_path)
     result = subprocess.run(
         ["systemd-analyze", "verify", *sorted(map(str, (tmp_path / "units").iterdir()))],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
 @pytest.mark.integration
-def test_serve_runs_a_service_in_the_foreground_until_sigterm(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_serve_runs_a_service_in_the_foreground_until_sigterm(stack: Stack, tmp_path: Path) -> None:
     # Its own STATE_DIR and port, so it cannot collide with the stack's Streamlit.
     state = tmp_path / "state"
     state.mkdir()
     shutil.copy(stack.state_dir / "credentials.env", state / "credentials.env")
     port = free_port()
     env = {**os.environ, "STATE_DIR": str(state), "STREAMLIT_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "-m", "infra", "serve", "streamlit"],
-                              cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "infra", "serve", "streamlit"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stdout is not None
         # The child's own output comes first (under systemd it all goes to the journal).

@@ -29,7 +29,10 @@ SYMBOLS = ("TRINO:AAPL", "TRINO:BTCUSDT")
 def trino_cursor(stack: Stack) -> Iterator[trino.dbapi.Cursor]:
     config = InfraConfig.from_env()
     conn = trino.dbapi.connect(
-        host="127.0.0.1", port=config.trino_port, user="tests", catalog=CATALOG,
+        host="127.0.0.1",
+        port=config.trino_port,
+        user="tests",
+        catalog=CATALOG,
         request_timeout=120,
     )
     yield conn.cursor()
@@ -37,8 +40,9 @@ def trino_cursor(stack: Stack) -> Iterator[trino.dbapi.Cursor]:
 
 
 @pytest.fixture(scope="module")
-def keyspace(trino_cursor: trino.dbapi.Cursor, test_keyspace: CassandraSettings
-             ) -> CassandraSettings:
+def keyspace(
+    trino_cursor: trino.dbapi.Cursor, test_keyspace: CassandraSettings
+) -> CassandraSettings:
     """The test keyspace once Trino sees it: the Cassandra driver inside Trino learns of schema
     changes from debounced events, about a second after they happen."""
     deadline = time.monotonic() + 30
@@ -50,8 +54,9 @@ def keyspace(trino_cursor: trino.dbapi.Cursor, test_keyspace: CassandraSettings
         time.sleep(0.5)
 
 
-def write_trades(settings: CassandraSettings, rows: list[tuple[str, dt.datetime, str, float, float]]
-                 ) -> None:
+def write_trades(
+    settings: CassandraSettings, rows: list[tuple[str, dt.datetime, str, float, float]]
+) -> None:
     cluster, session = connect(settings, keyspace=settings.keyspace)
     try:
         insert = session.prepare(
@@ -70,16 +75,22 @@ def test_trino_reads_what_cassandra_holds(
     rng = random.Random(7)
     start = dt.datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
     rows = [
-        (symbol, start + dt.timedelta(milliseconds=rng.randrange(0, 600_000)), f"{symbol}-{n}",
-         round(rng.uniform(10, 500), 4), round(rng.uniform(0.001, 50), 6))
-        for n in range(300) for symbol in SYMBOLS
+        (
+            symbol,
+            start + dt.timedelta(milliseconds=rng.randrange(0, 600_000)),
+            f"{symbol}-{n}",
+            round(rng.uniform(10, 500), 4),
+            round(rng.uniform(0.001, 50), 6),
+        )
+        for n in range(300)
+        for symbol in SYMBOLS
     ]
     # Two trades in the same millisecond stay two rows, through Trino as in Cassandra.
     rows.append((SYMBOLS[0], rows[0][1], "same-ms", 1.5, 2.0))
     write_trades(keyspace, rows)
 
     trino_cursor.execute(
-        f'SELECT symbol, count(*), sum(volume), sum(price * volume), min(trade_ts), max(trade_ts) '
+        f"SELECT symbol, count(*), sum(volume), sum(price * volume), min(trade_ts), max(trade_ts) "
         f'FROM "{keyspace.keyspace}".trades WHERE symbol IN {SYMBOLS} GROUP BY symbol '
         "ORDER BY symbol"
     )
@@ -88,10 +99,16 @@ def test_trino_reads_what_cassandra_holds(
     expected = []
     for symbol in SYMBOLS:
         mine = [r for r in rows if r[0] == symbol]
-        expected.append((
-            symbol, len(mine), sum(r[4] for r in mine), sum(r[3] * r[4] for r in mine),
-            min(r[1] for r in mine), max(r[1] for r in mine),
-        ))
+        expected.append(
+            (
+                symbol,
+                len(mine),
+                sum(r[4] for r in mine),
+                sum(r[3] * r[4] for r in mine),
+                min(r[1] for r in mine),
+                max(r[1] for r in mine),
+            )
+        )
     assert [(g[0], g[1]) for g in got] == [(e[0], e[1]) for e in expected]
     for g, e in zip(got, expected, strict=True):
         assert g[2] == pytest.approx(e[2], rel=1e-12)
@@ -116,9 +133,7 @@ def test_trino_cannot_write_to_cassandra(
 def test_catalog_file_is_private_and_holds_only_the_reader(stack: Stack) -> None:
     catalog = TrinoService(InfraConfig.from_env()).etc / "catalog" / f"{CATALOG}.properties"
     assert stat.S_IMODE(os.stat(catalog).st_mode) == 0o600
-    values = dict(
-        line.split("=", 1) for line in catalog.read_text().splitlines() if "=" in line
-    )
+    values = dict(line.split("=", 1) for line in catalog.read_text().splitlines() if "=" in line)
     assert values["cassandra.username"] == "market_reader"
     assert values["cassandra.password"] != CassandraSettings.from_env().password
 
@@ -135,7 +150,10 @@ def test_sql_command_prints_a_table_and_errors_in_one_line(
     result = infra_cli("sql", query)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "trade_id  price  volume", "--------  -----  ------", "sql-1     410.5  3.0", "(1 row)",
+        "trade_id  price  volume",
+        "--------  -----  ------",
+        "sql-1     410.5  3.0",
+        "(1 row)",
     ]
     bad = infra_cli("sql", f"SELECT nope FROM {keyspace.keyspace}.trades")
     assert bad.returncode == 1

@@ -59,13 +59,19 @@ def write(folder: Path, name: str, text: str) -> None:
 
 def test_each_migration_applies_once_in_name_order(tmp_path: Path) -> None:
     write(tmp_path, "002_b.cql", "CREATE TABLE b (k int PRIMARY KEY);")
-    write(tmp_path, "001_a.cql", "-- first\nCREATE TABLE a (k int PRIMARY KEY);\nCREATE TABLE c "
-                                 "(k int PRIMARY KEY);")
+    write(
+        tmp_path,
+        "001_a.cql",
+        "-- first\nCREATE TABLE a (k int PRIMARY KEY);\nCREATE TABLE c " "(k int PRIMARY KEY);",
+    )
     session = FakeSession()
     assert apply_migrations(session, "ks", tmp_path) == ["001_a.cql", "002_b.cql"]
     creates = [s for s in session.statements if s.startswith("CREATE TABLE ") and "schema" not in s]
-    assert creates == ["CREATE TABLE a (k int PRIMARY KEY)", "CREATE TABLE c (k int PRIMARY KEY)",
-                       "CREATE TABLE b (k int PRIMARY KEY)"]
+    assert creates == [
+        "CREATE TABLE a (k int PRIMARY KEY)",
+        "CREATE TABLE c (k int PRIMARY KEY)",
+        "CREATE TABLE b (k int PRIMARY KEY)",
+    ]
     assert not [s for s in session.statements if s.startswith(("GRANT", "CREATE KEYSPACE"))]
     session.statements.clear()
     assert apply_migrations(session, "ks", tmp_path) == []
@@ -104,8 +110,9 @@ JAVA17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 
 @pytest.mark.skipif(not JAVA17.exists(), reason="no OpenJDK 17 at the Debian path")
 def test_trino_java_home_too_old_is_named() -> None:
-    with pytest.raises(JavaNotFoundError, match="TRINO_JAVA_HOME=.* is Java 17; Trino 476 needs "
-                                                "Java 24\\+"):
+    with pytest.raises(
+        JavaNotFoundError, match="TRINO_JAVA_HOME=.* is Java 17; Trino 476 needs " "Java 24\\+"
+    ):
         find_java_at_least(24, str(JAVA17), "TRINO_JAVA_HOME", "Trino 476")
 
 
@@ -113,8 +120,10 @@ def test_no_new_enough_java_names_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(java_module, "JVM_DIR", tmp_path)
-    with pytest.raises(JavaNotFoundError, match=f"no Java 24\\+ found under {tmp_path} for "
-                                                "Trino 476; .* or set TRINO_JAVA_HOME"):
+    with pytest.raises(
+        JavaNotFoundError,
+        match=f"no Java 24\\+ found under {tmp_path} for " "Trino 476; .* or set TRINO_JAVA_HOME",
+    ):
         find_java_at_least(24, None, "TRINO_JAVA_HOME", "Trino 476")
 
 
@@ -147,8 +156,12 @@ def test_unpack_keeps_lib_and_chosen_plugins_with_links_into_dropped_ones(tmp_pa
     dest = tmp_path / "server"
     unpack_server(tarball, dest, plugins=("cassandra",))
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert files == ["lib/core.jar", "plugin/cassandra/core.jar", "plugin/cassandra/driver.jar",
-                     "plugin/cassandra/shared.jar"]
+    assert files == [
+        "lib/core.jar",
+        "plugin/cassandra/core.jar",
+        "plugin/cassandra/driver.jar",
+        "plugin/cassandra/shared.jar",
+    ]
     assert (dest / "plugin/cassandra/shared.jar").read_bytes() == b"shared"
     assert not (tmp_path / "server.partial").exists()
 
@@ -279,8 +292,7 @@ def test_up_migrates_the_keyspace_before_the_services_that_read_it(
 
     calls: list[str] = []
     names = ("kafka", "cassandra", "trino", "superset", "streamlit")
-    monkeypatch.setattr(cli, "services",
-                        lambda config: {n: FakeService(n, calls) for n in names})
+    monkeypatch.setattr(cli, "services", lambda config: {n: FakeService(n, calls) for n in names})
     monkeypatch.setattr(cli, "migrate", lambda config, keyspace: calls.append("migrate"))
     cli.up(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
     assert calls.index("migrate") == calls.index("ready cassandra") + 1
@@ -293,25 +305,48 @@ def test_up_stops_what_it_started_when_a_service_fails_after_starting(
     import infra.__main__ as cli
 
     calls: list[str] = []
-    monkeypatch.setattr(cli, "services", lambda config: {
-        "kafka": FakeService("kafka", calls), "superset": FakeService("superset", calls, True)})
+    monkeypatch.setattr(
+        cli,
+        "services",
+        lambda config: {
+            "kafka": FakeService("kafka", calls),
+            "superset": FakeService("superset", calls, True),
+        },
+    )
     with pytest.raises(InfraError, match="superset: import failed"):
         cli.up(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
     stopped = [c.removeprefix("stop ") for c in calls if c.startswith("stop ")]
     assert stopped == ["kafka", "superset"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("market", "market"), ("MARKET", "market"), ("Market", "market"), ('"market"', "market"),
-    ('"Market"', "Market"), ("  test_1 ", "test_1"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("market", "market"),
+        ("MARKET", "market"),
+        ("Market", "market"),
+        ('"market"', "market"),
+        ('"Market"', "Market"),
+        ("  test_1 ", "test_1"),
+    ],
+)
 def test_cql_identifier_is_normalised_like_cassandra(text: str, expected: str) -> None:
     assert migrations.cql_identifier(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "", '""', "1abc", "market; DROP KEYSPACE x", '"mar"ket"', "a-b", "x" * 49, '"a b"',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        '""',
+        "1abc",
+        "market; DROP KEYSPACE x",
+        '"mar"ket"',
+        "a-b",
+        "x" * 49,
+        '"a b"',
+    ],
+)
 def test_cql_identifier_refuses_what_is_not_a_keyspace_name(text: str) -> None:
     with pytest.raises(MigrationError, match="keyspace"):
         migrations.cql_identifier(text)
@@ -357,11 +392,15 @@ def test_every_role_gets_a_generated_private_secret_in_credentials_env(tmp_path:
     service.home.mkdir(parents=True)
     service.prepare(Path("/nonexistent/java"), Path("/nonexistent/lib"))
     values = load_credentials_file(tmp_path / "credentials.env")
-    assert (values["CASSANDRA_USERNAME"], values["CASSANDRA_READER_USERNAME"],
-            values["CASSANDRA_MIGRATOR_USERNAME"]) == ("market_app", "market_reader",
-                                                        "market_migrator")
-    passwords = {values[k] for k in ("CASSANDRA_PASSWORD", "CASSANDRA_READER_PASSWORD",
-                                     "CASSANDRA_MIGRATOR_PASSWORD")}
+    assert (
+        values["CASSANDRA_USERNAME"],
+        values["CASSANDRA_READER_USERNAME"],
+        values["CASSANDRA_MIGRATOR_USERNAME"],
+    ) == ("market_app", "market_reader", "market_migrator")
+    passwords = {
+        values[k]
+        for k in ("CASSANDRA_PASSWORD", "CASSANDRA_READER_PASSWORD", "CASSANDRA_MIGRATOR_PASSWORD")
+    }
     assert len(passwords) == 3 and all(len(p) >= 24 for p in passwords)
     assert (tmp_path / "credentials.env").stat().st_mode & 0o777 == 0o600
     assert service.reader_credentials() == ("market_reader", values["CASSANDRA_READER_PASSWORD"])
@@ -371,8 +410,10 @@ def test_a_reader_secret_from_an_older_state_dir_is_kept(tmp_path: Path) -> None
     from infra.cassandra import CassandraService, write_env_file
 
     service = CassandraService(InfraConfig.from_env({"STATE_DIR": str(tmp_path)}))
-    write_env_file(service.home / "reader.env", {
-        "CASSANDRA_USERNAME": "market_reader", "CASSANDRA_PASSWORD": "older-secret"})
+    write_env_file(
+        service.home / "reader.env",
+        {"CASSANDRA_USERNAME": "market_reader", "CASSANDRA_PASSWORD": "older-secret"},
+    )
     assert service.reader_credentials() == ("market_reader", "older-secret")
     assert not (service.home / "reader.env").exists()
 
@@ -386,9 +427,14 @@ def test_each_component_reads_cassandra_with_its_role(
 
     (tmp_path / "credentials.env").write_text(
         "CASSANDRA_USERNAME=market_app\nCASSANDRA_PASSWORD=w\n"
-        "CASSANDRA_READER_USERNAME=market_reader\nCASSANDRA_READER_PASSWORD=r\n")
-    for name in ("CASSANDRA_USERNAME", "CASSANDRA_PASSWORD", "CASSANDRA_READER_USERNAME",
-                 "CASSANDRA_READER_PASSWORD"):
+        "CASSANDRA_READER_USERNAME=market_reader\nCASSANDRA_READER_PASSWORD=r\n"
+    )
+    for name in (
+        "CASSANDRA_USERNAME",
+        "CASSANDRA_PASSWORD",
+        "CASSANDRA_READER_USERNAME",
+        "CASSANDRA_READER_PASSWORD",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STATE_DIR", str(tmp_path))
     used: dict[str, str | None] = {}
@@ -397,6 +443,7 @@ def test_each_component_reads_cassandra_with_its_role(
         def fake(*args: Any) -> int:
             used[command] = next(a for a in args if hasattr(a, "keyspace")).username
             return 0
+
         return fake
 
     for command in ("serve", "run", "backtest"):
@@ -406,5 +453,6 @@ def test_each_component_reads_cassandra_with_its_role(
     assert used == {"serve": "market_reader", "run": "market_app", "backtest": "market_app"}
     assert StreamSettings.from_env().cassandra.username == "market_app"
     collector = CollectorConfig.from_env(
-        {"STATE_DIR": str(tmp_path), "FINNHUB_WS_URL": "ws://127.0.0.1:8765"})
+        {"STATE_DIR": str(tmp_path), "FINNHUB_WS_URL": "ws://127.0.0.1:8765"}
+    )
     assert collector.cassandra.username == "market_app"

@@ -36,9 +36,19 @@ def test_docstring_examples_run(module: object) -> None:
 def test_public_surface_is_pinned() -> None:
     assert sorted(schemas.__all__) == sorted(
         [
-            "AVRO_DIR", "CQL_DIR", "TABLE_AGG_1H", "TABLE_AGG_1M", "TABLE_AGG_5S",
-            "TABLE_COLLECTOR_GAPS", "TABLE_TRADES", "CassandraSettings", "KafkaSettings",
-            "TopicSpec", "load_avro_schema", "load_credentials_file", "topic_specs",
+            "AVRO_DIR",
+            "CQL_DIR",
+            "TABLE_AGG_1H",
+            "TABLE_AGG_1M",
+            "TABLE_AGG_5S",
+            "TABLE_COLLECTOR_GAPS",
+            "TABLE_TRADES",
+            "CassandraSettings",
+            "KafkaSettings",
+            "TopicSpec",
+            "load_avro_schema",
+            "load_credentials_file",
+            "topic_specs",
         ]
     )
 
@@ -116,7 +126,8 @@ def test_password_is_not_in_repr() -> None:
 def test_readers_get_the_reader_role(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "credentials.env").write_text(
         "CASSANDRA_USERNAME=w\nCASSANDRA_PASSWORD=wp\n"
-        "CASSANDRA_READER_USERNAME=r\nCASSANDRA_READER_PASSWORD=rp\n")
+        "CASSANDRA_READER_USERNAME=r\nCASSANDRA_READER_PASSWORD=rp\n"
+    )
     env = {"STATE_DIR": str(tmp_path)}
     reader = CassandraSettings.from_env(env, role="reader")
     assert (reader.username, reader.password) == ("r", "rp")
@@ -124,5 +135,6 @@ def test_readers_get_the_reader_role(tmp_path) -> None:  # type: ignore[no-untyp
     assert (writer.username, writer.password) == ("w", "wp")
     override = CassandraSettings.from_env(
         {**env, "CASSANDRA_READER_USERNAME": "r2", "CASSANDRA_READER_PASSWORD": "rp2"},
-        role="reader")
+        role="reader",
+    )
     assert (override.username, override.password) == ("r2", "rp2")
