@@ -136,8 +136,9 @@ class Rig:
     def feed_stat(self, name: str) -> int:
         """A figure from the last feed's closing line ("...; junk 0, hostile 10915, ...")."""
         assert self.feed is not None
-        lines = [line for line in self.feed.stdout_log.read_text().splitlines()
-                 if "stopped:" in line]
+        lines = [
+            line for line in self.feed.stdout_log.read_text().splitlines() if "stopped:" in line
+        ]
         match = re.search(rf"\b{name} (\d+)", lines[-1]) if lines else None
         assert match, f"no '{name}' in the feed's closing line"
         return int(match.group(1))
@@ -148,6 +149,11 @@ class Rig:
     def sent_at(self) -> list[tuple[TradeKey, int]]:
         assert self.sent_log is not None
         return sent_times(self.sent_log.read_text(encoding="utf-8").splitlines())
+
+    def trade_frames_sent(self) -> int:
+        if self.sent_log is None or not self.sent_log.exists():
+            return 0
+        return len(self.sent_log.read_text(encoding="utf-8").splitlines())
 
     def trades_sent(self) -> int:
         if self.sent_log is None or not self.sent_log.exists():
@@ -199,11 +205,15 @@ class Rig:
         from kafka import KafkaConsumer, TopicPartition
 
         topic = f"{self.topic}.dlq"
-        consumer = KafkaConsumer(bootstrap_servers=self.stack.kafka.bootstrap_servers,
-                                 enable_auto_commit=False, fetch_max_bytes=16 * 1024 * 1024)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.stack.kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
         try:
-            partitions = [TopicPartition(topic, p)
-                          for p in consumer.partitions_for_topic(topic) or ()]
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
             end = consumer.end_offsets(partitions)

@@ -134,10 +134,8 @@ def test_hostile_frames(rig: Rig) -> None:
     collector_pid = rig.collector.pid()
 
     def inject() -> str:
-        assert rig.sent_log is not None
-        log = rig.sent_log
         wait_for(
-            lambda: sum(1 for _ in log.open()) >= HOSTILE_FRAMES,
+            lambda: rig.trade_frames_sent() >= HOSTILE_FRAMES,
             300,
             f"{HOSTILE_FRAMES} hostile frames",
         )
