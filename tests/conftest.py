@@ -78,10 +78,19 @@ PIPELINE_STEPS = ("feed", "stream_processor", "collector", "forecaster")
 LIVE_MARKET_ENV = {"DEMO_SECONDS": "60", "DEMO_RATE": "100"}
 
 
+# pyspark 3.5 leaves the local socket of every collect() to the garbage collector
+# (pyspark/rdd.py _load_from_socket: "The socket will be automatically closed when
+# garbage-collected"), which warns. Only the tests that use a Spark session ignore it.
+PYSPARK_SOCKET_WARNING = "ignore:unclosed <socket.socket:ResourceWarning"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the live market run last: its pipeline keeps streaming once started, and its
     load would slow every test after it."""
     items.sort(key=lambda item: "live_market" in getattr(item, "fixturenames", ()))
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.filterwarnings(PYSPARK_SOCKET_WARNING))
 
 
 @pytest.fixture(scope="session")
@@ -91,12 +100,18 @@ def live_market(stack: Stack) -> Iterator[LiveMarket]:
     (or longer with KEEP_STACK=1), for the tests that need data flowing."""
     run_infra("down", *PIPELINE_STEPS)  # a demo left running from an earlier session
     result = subprocess.run(
-        [sys.executable, "-m", "infra", "demo"], cwd=REPO_ROOT,
-        env={**os.environ, **LIVE_MARKET_ENV}, capture_output=True, text=True, timeout=900,
+        [sys.executable, "-m", "infra", "demo"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **LIVE_MARKET_ENV},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if result.returncode != 0:
-        pytest.fail(f"python -m infra demo failed ({result.returncode}):\n"
-                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        pytest.fail(
+            f"python -m infra demo failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     yield LiveMarket(result.stdout, result.stderr)
     if os.environ.get("KEEP_STACK") != "1":
         run_infra("down", *PIPELINE_STEPS)
