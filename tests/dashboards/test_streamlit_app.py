@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -508,22 +509,29 @@ def test_make_up_serves_the_app_with_the_read_only_role(stack: Any) -> None:
         assert urllib_open(f"http://127.0.0.1:{port}/_stcore/health") == b"ok"
         assert b'<div id="root"></div>' in urllib_open(f"http://127.0.0.1:{port}/")
         config = InfraConfig.from_env()
-        pid = int((config.state_dir / "streamlit" / "pid").read_text())
+        # The running process as status reports it: supervisord restarts Streamlit under a new
+        # pid without rewriting the pid file of the first start.
+        pid = _status_pid(status)
         environ = dict(
             item.split("=", 1)
-            for item in open(f"/proc/{pid}/environ", "rb").read().decode().split("\0")
+            for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
             if "=" in item
         )
         _, password = CassandraService(config).reader_credentials()
         assert environ["CASSANDRA_USERNAME"] == READER_ROLE
         assert environ["CASSANDRA_PASSWORD"] == password
-        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
         assert password not in cmdline and "127.0.0.1" in cmdline
         log = config.state_dir / "streamlit" / "logs" / "stdout.log"
         assert log.exists() and password not in log.read_text()
     finally:
         if not was_running and os.environ.get("KEEP_STACK") != "1":
             run_infra("down", "streamlit")
+
+
+def _status_pid(status: subprocess.CompletedProcess[str]) -> int:
+    line = next(line for line in status.stdout.splitlines() if line.split()[:1] == ["streamlit"])
+    return int(line.split()[1])
 
 
 def _healthy(status: subprocess.CompletedProcess[str]) -> bool:
