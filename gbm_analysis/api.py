@@ -34,12 +34,21 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:._^=-]{0,31}$"
 #: distinct (endpoint, symbol) answers the cache keeps; the oldest go first
 CACHE_ENTRIES = 1024
 
-Symbol = Annotated[str, Path(pattern=SYMBOL_PATTERN, max_length=32,
-                             description="e.g. AAPL or BINANCE:BTCUSDT")]
-ModelName = Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$",
-                                       description="one model, e.g. gbm or mlp (default: all)")]
-SymbolOrAll = Annotated[str, Path(pattern=SYMBOL_PATTERN[:-1] + "|^[*]$", max_length=32,
-                                  description="a symbol, or * for all symbols pooled")]
+Symbol = Annotated[
+    str, Path(pattern=SYMBOL_PATTERN, max_length=32, description="e.g. AAPL or BINANCE:BTCUSDT")
+]
+ModelName = Annotated[
+    str | None,
+    Query(pattern=r"^[a-z_]{1,32}$", description="one model, e.g. gbm or mlp (default: all)"),
+]
+SymbolOrAll = Annotated[
+    str,
+    Path(
+        pattern=SYMBOL_PATTERN[:-1] + "|^[*]$",
+        max_length=32,
+        description="a symbol, or * for all symbols pooled",
+    ),
+]
 
 
 class _StoreLimiter:
@@ -64,8 +73,11 @@ class _StoreLimiter:
                 self.tokens = min(self.rate, self.tokens + (now - self.refilled) * self.rate)
                 self.refilled = now
                 if self.tokens < 1:
-                    raise HTTPException(status_code=429, headers={"Retry-After": "1"},
-                                        detail="too many uncached requests; retry in a second")
+                    raise HTTPException(
+                        status_code=429,
+                        headers={"Retry-After": "1"},
+                        detail="too many uncached requests; retry in a second",
+                    )
                 self.tokens -= 1
         value = read()
         if self.ttl_s > 0:
@@ -118,8 +130,10 @@ def create_app(
         logger.error("request %s: %s %s: %s", request_id, request.method, request.url.path, exc)
         return JSONResponse(
             status_code=503,
-            content={"detail": "the forecast store is unavailable; try again later",
-                     "request_id": request_id},
+            content={
+                "detail": "the forecast store is unavailable; try again later",
+                "request_id": request_id,
+            },
             headers={"X-Request-ID": request_id},
         )
 

@@ -218,8 +218,12 @@ class ApiSettings:
             reads = number_setting(env, "GBM_API_READS_PER_S", 20.0, minimum=0)
         except SettingsError as exc:
             raise ConfigError(str(exc)) from None
-        return cls(host=env.get("GBM_API_HOST") or "127.0.0.1", port=port,
-                   cache_ttl_s=ttl_ms / 1000, reads_per_s=reads)
+        return cls(
+            host=env.get("GBM_API_HOST") or "127.0.0.1",
+            port=port,
+            cache_ttl_s=ttl_ms / 1000,
+            reads_per_s=reads,
+        )
 
 
 def _int(env: Mapping[str, str], name: str) -> int:

@@ -46,10 +46,10 @@ def test_demo_ends_with_the_dashboard_urls_and_where_the_login_is(
 def test_the_market_stays_live_after_the_demo(live_market: LiveMarket, stack: Stack) -> None:
     status = infra_cli("status")
     for step in ("feed", "stream_processor", "collector", "forecaster"):
-        assert re.search(rf"^{step}\s+\d+\s+RUNNING\s+running$", status.stdout, re.M), (
-            status.stdout)
+        assert re.search(rf"^{step}\s+\d+\s+RUNNING\s+running$", status.stdout, re.M), status.stdout
     cluster, session = connect(stack.cassandra, keyspace=stack.cassandra.keyspace)
     try:
+
         def stored() -> int:
             return session.execute("SELECT COUNT(*) AS n FROM trades", timeout=60).one().n
 

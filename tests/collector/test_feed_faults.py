@@ -30,7 +30,8 @@ def test_hostile_frames_cover_every_class_and_the_large_ones_exceed_a_kafka_reco
 
 
 def test_the_feed_sends_a_hostile_frame_after_each_trade_frame(
-    feed: Callable[..., FeedServer], client: Callable[..., websocket.WebSocket]  # noqa: F811
+    feed: Callable[..., FeedServer],
+    client: Callable[..., websocket.WebSocket],  # noqa: F811
 ) -> None:
     server = feed(SimulatedMarket(SYMBOLS, rate=500, seed=1), FaultPlan(hostile_every=1))
     ws = client(server.port)
@@ -41,10 +42,14 @@ def test_the_feed_sends_a_hostile_frame_after_each_trade_frame(
 
 
 def test_a_dripped_frame_arrives_a_byte_at_a_time(
-    feed: Callable[..., FeedServer], client: Callable[..., websocket.WebSocket]  # noqa: F811
+    feed: Callable[..., FeedServer],
+    client: Callable[..., websocket.WebSocket],  # noqa: F811
 ) -> None:
-    server = feed(SimulatedMarket(SYMBOLS, rate=200, seed=1),
-                  FaultPlan(drip_after=5, drip_s=2.0), ping_interval_s=0.1)
+    server = feed(
+        SimulatedMarket(SYMBOLS, rate=200, seed=1),
+        FaultPlan(drip_after=5, drip_s=2.0),
+        ping_interval_s=0.1,
+    )
     ws = client(server.port)
     ws.send(json.dumps({"type": "subscribe", "symbol": "AAPL"}))
     arrivals: list[tuple[float, dict[str, object]]] = []
@@ -58,15 +63,13 @@ def test_a_dripped_frame_arrives_a_byte_at_a_time(
     assert frame_after["type"] == "trade"  # it arrived whole after the drip
 
 
-def test_a_connection_is_reset_in_the_middle_of_a_frame(
-    feed: Callable[..., FeedServer]
-) -> None:
-    server = feed(SimulatedMarket(SYMBOLS, rate=500, seed=1),
-                  FaultPlan(abort_mid_frame_after=20))
+def test_a_connection_is_reset_in_the_middle_of_a_frame(feed: Callable[..., FeedServer]) -> None:
+    server = feed(SimulatedMarket(SYMBOLS, rate=500, seed=1), FaultPlan(abort_mid_frame_after=20))
     ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/", timeout=5)
     ws.send(json.dumps({"type": "subscribe", "symbol": "AAPL"}))
-    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError,
-                        socket.error)):
+    with pytest.raises(
+        (websocket.WebSocketConnectionClosedException, ConnectionError, socket.error)
+    ):
         for _ in range(1000):
             ws.recv()
     assert server.stats.drops == 1

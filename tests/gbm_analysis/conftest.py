@@ -47,7 +47,6 @@ def cassandra_session(test_keyspace: CassandraSettings) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def spark(test_keyspace: CassandraSettings) -> Iterator[Any]:
-
     from schemas.spark import build_session
 
     session = build_session("gbm_analysis_test", test_keyspace)

@@ -253,5 +253,7 @@ def test_cassandra_errors_become_storage_errors_and_503(cassandra_session: Any) 
     response = TestClient(create_app(store)).get("/forecast/X")
     assert response.status_code == 503
     # The driver's message (keyspace, hosts) stays in the log; the caller gets an id to quote.
-    assert response.json() == {"detail": "the forecast store is unavailable; try again later",
-                               "request_id": response.headers["X-Request-ID"]}
+    assert response.json() == {
+        "detail": "the forecast store is unavailable; try again later",
+        "request_id": response.headers["X-Request-ID"],
+    }
