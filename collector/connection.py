@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import websocket
 from websocket._abnf import frame_buffer  # no public hook sees a frame's length before its payload
@@ -130,7 +130,7 @@ class BoundedWebSocket(websocket.WebSocket):
     def recv_data(self, control_frame: bool = False) -> tuple[int, Any]:
         self._deadline = time.monotonic() + self.read_budget_s
         try:
-            return super().recv_data(control_frame)  # type: ignore[no-any-return]
+            return super().recv_data(control_frame)
         finally:
             self._deadline = float("inf")
 
@@ -165,16 +165,19 @@ def open_websocket(
 ) -> WebSocketLike:
     """Open a :class:`BoundedWebSocket`. UTF-8 is checked by the parser, not by the socket, so
     a bad frame becomes a dead letter instead of a broken connection."""
-    ws = websocket.create_connection(
-        url,
-        timeout=timeout,
-        skip_utf8_validation=True,
-        enable_multithread=False,
-        class_=BoundedWebSocket,
+    ws = cast(
+        BoundedWebSocket,
+        websocket.create_connection(
+            url,
+            timeout=timeout,
+            skip_utf8_validation=True,
+            enable_multithread=False,
+            class_=BoundedWebSocket,
+        ),
     )
     ws.max_frame_bytes = max_frame_bytes
     ws.read_budget_s = min(_POLL_S, timeout)
-    return ws  # type: ignore[no-any-return]
+    return ws
 
 
 def backoff_delay(attempt: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:

@@ -154,7 +154,7 @@ def create_app(
                 detail=f"unknown symbol {symbol!r}: no forecast in the last {SEARCH_DAYS} days",
             )
         if model is None:
-            return answer  # type: ignore[no-any-return]
+            return answer
         chosen = [m for m in answer["models"] if m["model"] == model]
         if not chosen:
             have = ", ".join(m["model"] for m in answer["models"])
@@ -202,7 +202,7 @@ def create_app(
                 status_code=404,
                 detail=f"unknown symbol {symbol!r}: no backtest in the last {SEARCH_DAYS} days",
             )
-        return answer  # type: ignore[no-any-return]
+        return answer
 
     def _backtest(symbol: str) -> dict[str, Any] | None:
         rows = store.latest_backtest(symbol, days_back=SEARCH_DAYS, now=clock())

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -209,7 +209,7 @@ def score_forecasts(forecasts: pd.DataFrame) -> pd.DataFrame:
         return scored
     s0 = scored["last_price"].to_numpy(dtype=np.float64)
     y = np.log(scored["realised"].to_numpy(dtype=np.float64) / s0) * _BPS
-    pct = np.log(np.vstack(scored["percentiles"].to_numpy()) / s0[:, None]) * _BPS
+    pct = np.log(np.vstack(scored["percentiles"].to_list()) / s0[:, None]) * _BPS
 
     def q(level: float) -> NDArray[np.float64]:
         return np.asarray(pct[:, int(round(level * 100)) - 1], dtype=np.float64)
@@ -284,7 +284,10 @@ def summarise_scores(forecasts: pd.DataFrame) -> pd.DataFrame:
 
     def status_counts(frame: pd.DataFrame) -> _Counts:
         table = frame.groupby(["model", "step"])["status"].value_counts().unstack(fill_value=0)
-        return {k: {str(c): int(n) for c, n in v.items()} for k, v in table.iterrows()}
+        return {
+            cast(tuple[str, int], k): {str(c): int(n) for c, n in v.items()}
+            for k, v in table.iterrows()
+        }
 
     for symbol, grp in scored.groupby("symbol", sort=True):
         counts = status_counts(forecasts[forecasts["symbol"] == symbol])

@@ -227,15 +227,17 @@ def format_report(forecasts: pd.DataFrame, summary: pd.DataFrame) -> str:
         header,
         "-" * len(header),
     ]
-    for row in pooled[pooled["step"].isin(show)].itertuples():
-        c50 = f"{row.cover50:.2f} [{_fmt(row.cover50_lo, '.2f')},{_fmt(row.cover50_hi, '.2f')}]"
-        c90 = f"{row.cover90:.2f} [{_fmt(row.cover90_lo, '.2f')},{_fmt(row.cover90_hi, '.2f')}]"
-        flag50 = "" if row.cover50_lo <= row.cover50 <= row.cover50_hi else "!"
-        flag90 = "" if row.cover90_lo <= row.cover90 <= row.cover90_hi else "!"
+    for row in pooled[pooled["step"].isin(show)].to_dict("records"):
+        c50, c90 = (
+            f"{row[c]:.2f} [{_fmt(row[c + '_lo'], '.2f')},{_fmt(row[c + '_hi'], '.2f')}]"
+            for c in ("cover50", "cover90")
+        )
+        flag50 = "" if row["cover50_lo"] <= row["cover50"] <= row["cover50_hi"] else "!"
+        flag90 = "" if row["cover90_lo"] <= row["cover90"] <= row["cover90_hi"] else "!"
         lines.append(
-            f"{row.model:<9}{row.step:>5}{row.horizon_s:>8}s{row.n:>6}  {c50 + flag50:<22}"
-            f"{c90 + flag90:<22}{row.pinball_bps:>8.2f}{row.crps_bps:>8.2f}"
-            f"{_fmt(row.crps_skill, '.3f'):>7}"
+            f"{row['model']:<9}{row['step']:>5}{row['horizon_s']:>8}s{row['n']:>6}  "
+            f"{c50 + flag50:<22}{c90 + flag90:<22}{row['pinball_bps']:>8.2f}"
+            f"{row['crps_bps']:>8.2f}{_fmt(row['crps_skill'], '.3f'):>7}"
         )
     lines.append("! = coverage outside its 95% binomial band")
     return "\n".join(lines)

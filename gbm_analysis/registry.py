@@ -73,7 +73,7 @@ def _pyfunc_class() -> type:
     with _quiet():
         from mlflow.pyfunc import PythonModel
 
-    class ForecasterModel(PythonModel):  # type: ignore[misc]
+    class ForecasterModel(PythonModel):
         """A learned forecaster as a pyfunc: 1-minute bars in, the quantiles (bps) of the last
         bar's forecast out, one row per step and a column per level."""
 
@@ -81,7 +81,7 @@ def _pyfunc_class() -> type:
             self.forecaster = forecaster
 
         # no type hints: MLflow would read them as a schema of list-wrapped instances
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        def predict(self, context, model_input, params=None):
             import pandas as pd
 
             from gbm_analysis.learned import prepare_minutes

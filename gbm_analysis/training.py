@@ -145,7 +145,7 @@ def _first(model: str) -> int:
 
 def _fit(model: str, minutes: pd.DataFrame, split: Any, params: Any) -> Forecaster:
     module = {"mlp": mlp, "xgb": xgb, "prophet": prophet_model}[model]
-    return module.fit(minutes, split, params)  # type: ignore[no-any-return]
+    return module.fit(minutes, split, params)
 
 
 def score_positions(

@@ -33,7 +33,7 @@ from stream_processor.sinks import BarsSink, RawTradesSink
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.streaming import StreamingQuery
+    from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 __all__ = [
     "kafka_records",
@@ -93,11 +93,13 @@ def kafka_records(spark: SparkSession, settings: StreamSettings) -> DataFrame:
     return reader.load()
 
 
-def _trigger(settings: StreamSettings, query: QueryName, once: bool) -> dict[str, object]:
+def _with_trigger(
+    writer: DataStreamWriter, settings: StreamSettings, query: QueryName, once: bool
+) -> DataStreamWriter:
     if once:
-        return {"availableNow": True}
+        return writer.trigger(availableNow=True)
     interval = settings.raw_trigger_ms if query == "trades_raw" else settings.bars_trigger_ms
-    return {"processingTime": f"{interval} milliseconds"}
+    return writer.trigger(processingTime=f"{interval} milliseconds")
 
 
 def start_query(
@@ -154,14 +156,12 @@ def start_query(
     spark.sparkContext.setLocalProperty(
         "spark.scheduler.pool", "raw" if query == "trades_raw" else "bars"
     )
-    started = (
+    writer = (
         frame.writeStream.queryName(query)
         .outputMode(mode)
         .option("checkpointLocation", settings.checkpoint(query))
-        .trigger(**_trigger(settings, query, once))  # type: ignore[arg-type]
-        .foreachBatch(sink)
-        .start()
     )
+    started = _with_trigger(writer, settings, query, once).foreachBatch(sink).start()
     logger.info(
         "started %s: topic %s -> %s.%s, checkpoint %s",
         query,

@@ -178,7 +178,7 @@ def supervise(
                     name,
                     len(history),
                     _FAILURE_WINDOW_S,
-                    error.desc,
+                    _describe(error),
                 )
                 for other in running.values():
                     other.stop()
@@ -188,7 +188,7 @@ def supervise(
                 "query %s failed, restarting from its checkpoint in %.0f s: %s",
                 name,
                 delay,
-                error.desc.splitlines()[0] if error.desc else error,
+                _describe(error).splitlines()[0],
             )
             if stop.wait(delay):
                 break
@@ -241,3 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code != EXIT_STALLED:  # stopping a session with a wedged task would wait forever
         spark.stop()
     return code
+
+
+def _describe(error: BaseException) -> str:
+    """A failed query's message: Spark's own description when it carries one."""
+    return str(getattr(error, "desc", None) or error)
