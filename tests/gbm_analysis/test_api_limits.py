@@ -65,8 +65,10 @@ def test_503_is_generic_with_a_request_id_and_the_details_only_in_the_log(
         "detail": "the forecast store is unavailable; try again later",
         "request_id": request_id,
     }
+    # The random request id may hold "9042" by chance: look at the answer without it.
+    answer = response.text.replace(request_id, "")
     for leak in ("127.0.0.1", "9042", "market", "NoHostAvailable"):
-        assert leak not in response.text
+        assert leak not in answer
     assert any(
         request_id in r.getMessage() and "NoHostAvailable" in r.getMessage() for r in caplog.records
     )
