@@ -54,27 +54,13 @@ from collector.config import DEFAULT_SYMBOLS  # noqa: E402
 from infra.config import InfraConfig  # noqa: E402
 from infra.trino import run_query  # noqa: E402
 from schemas.settings import CassandraSettings  # noqa: E402
+from stream_processor.transforms import BAR_COLUMNS  # noqa: E402 - the bar tables' columns
 
 RESULTS = ROOT / "benchmarks" / "results" / "dashboards.json"
 KEYSPACE = "bench_dash"
 LIVE_KEYSPACE = CassandraSettings.from_env().keyspace  # the one Superset's datasets read
 BAR_S = 5
 HOURS = 24
-BAR_COLUMNS = (
-    "symbol",
-    "day",
-    "window_start",
-    "window_end",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "trade_count",
-    "first_trade_ts",
-    "last_trade_ts",
-)
 BAR_TABLES = ("trades_agg_5s", "trades_agg_1m", "trades_agg_1h")
 BATCH_ROWS = 100
 QUERY_TARGET_S, SUPERSET_TARGET_S, STREAMLIT_TARGET_S = 1.0, 3.0, 2.0

@@ -199,12 +199,12 @@ class Supervisor:
             (self.programs_dir / f"{name}{suffix}").unlink(missing_ok=True)
 
     def info(self, name: str) -> ProgramInfo | None:
-        if not self.is_running():
-            return None
+        """``name``'s state, or None when supervisord is not running or does not know it (one
+        round trip: every ``pid()`` of the stack asks this)."""
         try:
             with self._rpc() as rpc:
                 raw = rpc.getProcessInfo(name)
-        except xmlrpc.client.Fault:
+        except (OSError, xmlrpc.client.Error):
             return None
         return _program_info(raw)
 
