@@ -29,11 +29,27 @@ TESTS = (
 )
 
 
+def warning_options(config: pytest.Config) -> list[str]:
+    """The ``-W`` options this run was given, so the child treats warnings as its parent does.
+
+    ``make test-integration`` shows the engines' clients' warnings (``-W default``); without
+    passing that on, the child would fall back to pyproject's "error" and fail on them.
+    """
+    return [arg for policy in config.option.pythonwarnings or () for arg in ("-W", policy)]
+
+
 @pytest.mark.parametrize("zone", ZONES)
-def test_rollup_and_gbm_tests_pass_under_a_non_utc_host_zone(stack: Stack, zone: str) -> None:
+def test_rollup_and_gbm_tests_pass_under_a_non_utc_host_zone(
+    stack: Stack, zone: str, request: pytest.FixtureRequest
+) -> None:
     env = {**os.environ, "TZ": zone, "KEEP_STACK": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
+        [
+            sys.executable,
+            *("-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"),
+            *warning_options(request.config),
+            *TESTS,
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
