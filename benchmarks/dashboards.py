@@ -488,7 +488,7 @@ def _streamlit_load(browser: Any, urls: Any) -> dict[str, float]:
 
 def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool) -> dict[str, Any]:
     from infra.browser import DashboardUrls
-    from schemas.cassandra import connect
+    from schemas.runtime.cassandra import connect
 
     symbols = DEFAULT_SYMBOLS
     end = datetime.now(UTC).replace(second=0, microsecond=0)

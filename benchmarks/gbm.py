@@ -141,9 +141,9 @@ def bench_job(n_symbols: int, settings: GbmSettings) -> dict[str, Any]:
 
     from gbm_analysis.io import GbmStore
     from gbm_analysis.job import run_forecasts
-    from schemas.cassandra import connect
+    from schemas.runtime.cassandra import connect
+    from schemas.runtime.spark import build_session
     from schemas.settings import CassandraSettings
-    from schemas.spark import build_session
 
     keyspace = f"bench_gbm_{uuid.uuid4().hex[:6]}"
     print(f"job: creating scratch keyspace {keyspace}", flush=True)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from collector.exceptions import GapStoreError
 from collector.metrics import CollectorMetrics
 from collector.models import Gap
-from schemas.cassandra import connect, driver_errors
 from schemas.contracts import TABLE_COLLECTOR_GAPS
+from schemas.runtime.cassandra import connect, driver_errors
 from schemas.settings import CassandraSettings
 
 if TYPE_CHECKING:

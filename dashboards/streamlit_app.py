@@ -46,7 +46,7 @@ from dashboards.forecasts import (
 from dashboards.settings import ExplorerSettings
 from dashboards.what_if import StoredModel, WhatIf, WhatIfResult, what_if_forecast
 from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings, SettingsError
 
 ALL_MODELS = "all, side by side"

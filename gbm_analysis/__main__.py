@@ -27,7 +27,6 @@ import secrets
 import signal
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
@@ -77,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("leaderboard", help="print model_scores: every model per symbol and step")
     drift = sub.add_parser("drift", help="PSI and KS of recent bars vs each training window")
     drift.add_argument(
-        "--retrain", action="store_true", help="train the symbols that drifted again at once"
+        "--retrain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the symbols whose PSI crossed GBM_DRIFT_PSI again at once (the default); "
+        "--no-retrain only checks",
     )
     sub.add_parser("serve", help="serve the latest forecast and backtest per symbol over HTTP")
     return parser
@@ -101,8 +104,8 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
 
     from gbm_analysis.io import GbmStore
     from gbm_analysis.job import run_forecasts
-    from schemas.cassandra import connect
-    from schemas.spark import build_session
+    from schemas.runtime.cassandra import connect
+    from schemas.runtime.spark import build_session
 
     interval = parse_duration(args.every, name="--every") if args.every else None
     as_of_text = args.as_of
@@ -156,13 +159,13 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
 
 def _backtest(settings: GbmSettings, cassandra: CassandraSettings) -> int:
     from gbm_analysis.evaluation import format_report, run_backtest
-    from gbm_analysis.io import GbmStore
-    from schemas.cassandra import connect
+    from gbm_analysis.io import GbmStore, new_run_id
+    from schemas.runtime.cassandra import connect
 
     cluster, session = connect(cassandra)
     try:
         now = datetime.now(UTC)
-        backtest_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        backtest_id = new_run_id(now)
         forecasts, summary = run_backtest(
             GbmStore(session, cassandra.keyspace),
             bar_seconds=settings.bar_seconds,
@@ -197,8 +200,8 @@ def _train(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
         results = train_from_frame(read_bars_csv(args.bars_csv), settings, registry)
     else:
         from gbm_analysis.io import GbmStore
-        from schemas.cassandra import connect
-        from schemas.spark import build_session
+        from schemas.runtime.cassandra import connect
+        from schemas.runtime.spark import build_session
 
         cluster, session = connect(cassandra)
         spark = build_session("gbm_analysis_train", cassandra)
@@ -227,7 +230,7 @@ def _leaderboard(cassandra: CassandraSettings) -> int:
     from gbm_analysis.io import GbmStore
     from gbm_analysis.leaderboard import format_leaderboard
     from gbm_analysis.train_job import read_scores
-    from schemas.cassandra import connect
+    from schemas.runtime.cassandra import connect
 
     cluster, session = connect(cassandra)
     try:
@@ -239,11 +242,11 @@ def _leaderboard(cassandra: CassandraSettings) -> int:
 
 def _drift(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
     from gbm_analysis.drift import PSI_THRESHOLD
-    from gbm_analysis.drift_job import format_drift, run_drift, write_drift, write_textfile
+    from gbm_analysis.drift_job import DriftCheck, check_and_retrain, format_drift
     from gbm_analysis.io import GbmStore
     from gbm_analysis.serving import registry_if_trained
     from gbm_analysis.training import TrainSettings
-    from schemas.cassandra import connect
+    from schemas.runtime.cassandra import connect
     from schemas.settings import state_dir
 
     trained = TrainSettings.from_env()
@@ -260,23 +263,33 @@ def _drift(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
         print("no MLflow registry yet: run `python -m gbm_analysis train` first")
         return 0
     now = datetime.now(UTC)
+    printed: list[bool] = []
+
+    def retrain(check: DriftCheck) -> None:
+        print(format_drift(check.results))
+        printed.append(True)
+        print(f"retraining {', '.join(check.retrained)} (PSI >= {threshold:g})", flush=True)
+        os.environ["GBM_SYMBOLS"] = ",".join(check.retrained)
+        _train(argparse.Namespace(bars_csv=None), cassandra)
+
     cluster, session = connect(cassandra)
     try:
         store = GbmStore(session, cassandra.keyspace)
         symbols = trained.symbols or tuple(_registered_symbols(registry))
-        results, versions = run_drift(
-            store, registry, symbols, now=now, recent=timedelta(seconds=recent), threshold=threshold
+        check = check_and_retrain(
+            store,
+            registry,
+            symbols,
+            now=now,
+            recent=timedelta(seconds=recent),
+            threshold=threshold,
+            textfile=state_dir() / "metrics" / "forecast_drift.prom",
+            retrain=retrain if args.retrain else None,
         )
-        write_drift(store, results, checked_at=now, versions=versions)
     finally:
         cluster.shutdown()
-    write_textfile(results, state_dir() / "metrics" / "forecast_drift.prom")
-    print(format_drift(results))
-    drifted = sorted({r.symbol for r in results if r.drifted})
-    if drifted and args.retrain:
-        print(f"retraining {', '.join(drifted)}")
-        os.environ["GBM_SYMBOLS"] = ",".join(drifted)
-        return _train(argparse.Namespace(bars_csv=None), cassandra)
+    if not printed:
+        print(format_drift(check.results))
     return 0
 
 
@@ -298,7 +311,7 @@ def _serve(cassandra: CassandraSettings) -> int:
 
     from gbm_analysis.api import create_app
     from gbm_analysis.io import GbmStore
-    from schemas.cassandra import connect
+    from schemas.runtime.cassandra import connect
 
     api = ApiSettings.from_env()
     cluster, session = connect(cassandra)

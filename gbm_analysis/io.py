@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from gbm_analysis.config import GbmSettings
 from gbm_analysis.exceptions import StorageError
-from schemas.cassandra import driver_errors as _driver_errors
 from schemas.contracts import TABLE_AGG_5S
 from schemas.gbm_tables import (
     TABLE_GBM_BACKTEST,
@@ -25,6 +25,7 @@ from schemas.gbm_tables import (
     TABLE_GBM_FORECASTS,
     TABLE_GBM_RUNS,
 )
+from schemas.runtime.cassandra import driver_errors as _driver_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +35,7 @@ __all__ = [
     "BarRows",
     "GbmStore",
     "days_between",
+    "new_run_id",
     "to_utc",
 ]
 
@@ -43,6 +45,16 @@ logger = logging.getLogger(__name__)
 def to_utc(value: datetime) -> datetime:
     """The driver returns naive UTC datetimes; make them aware (naive input is taken as UTC)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def new_run_id(at: datetime) -> str:
+    """The id of a forecast run or a backtest: its UTC time to the second, then 8 random hex
+    digits (two runs in one second do not collide), so ids sort by time.
+
+    >>> new_run_id(datetime(2026, 1, 5, 13, 0, 7, tzinfo=UTC))[:17]
+    '20260105T130007Z-'
+    """
+    return f"{to_utc(at):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 def days_between(start: datetime, end: datetime) -> list[date]:
@@ -94,7 +106,7 @@ def _storage(what: str, exc: Exception) -> StorageError:
 class GbmStore:
     """Driver-side reads and writes of the GBM tables in one keyspace.
 
-    :param session: a connected cassandra-driver session (``schemas.cassandra.connect``)
+    :param session: a connected cassandra-driver session (``schemas.runtime.cassandra.connect``)
     :param keyspace: keyspace holding the bars and the GBM tables
     """
 

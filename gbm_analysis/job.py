@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -25,9 +24,10 @@ from typing import TYPE_CHECKING
 
 from gbm_analysis.config import GbmSettings
 from gbm_analysis.forecast import forecast_frame
-from gbm_analysis.io import GbmStore, days_between, to_utc
+from gbm_analysis.io import GbmStore, days_between, new_run_id, to_utc
 from schemas.contracts import TABLE_AGG_5S
 from schemas.gbm_tables import TABLE_GBM_FORECAST_RUNS, TABLE_GBM_FORECASTS, TABLE_GBM_PATHS
+from schemas.runtime.spark import read_cassandra, write_cassandra
 
 if TYPE_CHECKING:
     from datetime import date
@@ -36,11 +36,10 @@ if TYPE_CHECKING:
 
     from gbm_analysis.registry import Registry
 
-__all__ = ["RunResult", "closed_as_of", "new_run_id", "run_forecasts"]
+__all__ = ["RunResult", "closed_as_of", "run_forecasts"]
 
 logger = logging.getLogger(__name__)
 
-CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 FORECAST_SCHEMA = (
@@ -66,10 +65,6 @@ class RunResult:
     @property
     def n_ok(self) -> int:
         return sum(1 for s in self.statuses if s[2] == "ok")
-
-
-def new_run_id(issued_at: datetime) -> str:
-    return f"{issued_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 def closed_as_of(as_of: datetime, bar_seconds: int) -> datetime:
@@ -100,9 +95,7 @@ def _read_bars(
     symbols = sorted({s for s, _ in partitions})
     days = sorted({d for _, d in partitions})
     return (
-        spark.read.format(CASSANDRA_FORMAT)
-        .options(keyspace=keyspace, table=TABLE_AGG_5S)
-        .load()
+        read_cassandra(spark, keyspace, TABLE_AGG_5S)
         .where(F.col("symbol").isin(symbols) & F.col("day").isin(days))
         .where((F.col("window_start") >= F.lit(start)) & (F.col("window_start") < F.lit(end)))
         .where(F.col("window_end") <= F.lit(end))
@@ -139,12 +132,6 @@ def _with_learned(
     )
     logger.info("adding %d learned-model forecasts", len(rows))
     return base.unionByName(extra).cache()
-
-
-def _write(frame: DataFrame, keyspace: str, table: str) -> None:
-    frame.write.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table=table).mode(
-        "append"
-    ).save()
 
 
 def _tables(
@@ -299,7 +286,7 @@ def run_forecasts(
     ``as_of`` is first floored to the end of the last closed bar (:func:`closed_as_of`); a bar
     still open then is not used.
 
-    :param spark: a session with the Cassandra connector (``schemas.spark.build_session``)
+    :param spark: a session with the Cassandra connector (``schemas.runtime.spark.build_session``)
     :param store: driver-side access to the same keyspace
     :param settings: what to run
     :param as_of: end of the lookback window (now, for the live schedule)
@@ -344,7 +331,7 @@ def run_forecasts(
         try:
             for table, frame in _tables(result, settings, run_id, issued_at, seed).items():
                 logger.info("run %s: writing %s", run_id, table)
-                _write(frame, store.keyspace, table)
+                write_cassandra(frame, store.keyspace, table)
             statuses = [
                 (r.symbol, r.model, r.status, r.message)
                 for r in result.select("symbol", "model", "status", "message").collect()

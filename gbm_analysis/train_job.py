@@ -39,6 +39,7 @@ from gbm_analysis.training import (
 )
 from schemas.contracts import TABLE_AGG_1M
 from schemas.gbm_tables import TABLE_MODEL_SCORES
+from schemas.runtime.spark import read_cassandra
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,8 +58,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
 
 
 def read_bars_csv(path: str) -> pd.DataFrame:
@@ -173,9 +172,7 @@ def train_on_spark(
     if not symbols:
         return []
     bars = (
-        spark.read.format(CASSANDRA_FORMAT)
-        .options(keyspace=store.keyspace, table=TABLE_AGG_1M)
-        .load()
+        read_cassandra(spark, store.keyspace, TABLE_AGG_1M)
         .where(F.col("symbol").isin(symbols))
         .where(F.col("day").isin(sorted({d for _, d in partitions})))
         .where((F.col("window_start") >= F.lit(start)) & (F.col("window_end") <= F.lit(end)))

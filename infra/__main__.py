@@ -40,7 +40,7 @@ from infra.streamlit import StreamlitService
 from infra.superset import SupersetService
 from infra.supervisor import Supervisor
 from infra.trino import TrinoService, run_query
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings, SettingsError
 
 # ``up`` waits in this order: Trino reads Cassandra with the read-only role that Cassandra's

@@ -23,8 +23,8 @@ from infra.errors import DemoError, InfraError
 from infra.pipeline import PipelineProcess, pipeline_steps
 from infra.process import port_bindable
 from infra.trino import CATALOG, run_query
-from schemas.cassandra import connect
 from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S, topic_specs
+from schemas.runtime.cassandra import connect
 from schemas.settings import (
     CassandraSettings,
     KafkaSettings,

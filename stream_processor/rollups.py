@@ -207,7 +207,7 @@ class CassandraRollups:
             if self._session is None:
                 from cassandra import ConsistencyLevel
 
-                from schemas.cassandra import connect
+                from schemas.runtime.cassandra import connect
 
                 self._cluster, self._session = connect(self.settings, keyspace=self.keyspace)
                 for table in (TABLE_AGG_5S, TABLE_AGG_1M, TABLE_AGG_1H):
@@ -249,7 +249,7 @@ class CassandraRollups:
         """Rewrite the minute and hour bars containing the given 5-second bars.
 
         :param touched: ``(symbol, window_start)`` of the 5-second bars just written, naive
-            UTC (see ``schemas.spark.collected_utc``) or aware.
+            UTC (see ``schemas.runtime.spark.collected_utc``) or aware.
         :param delete_empty: delete a minute or hour bar that has no finer bar left (the bar
             rebuild, which also deletes 5-second bars); the streaming job only adds bars.
         :returns: how many 1-minute and 1-hour bars were written and deleted.

@@ -20,8 +20,8 @@ from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation
 from pyspark.sql import functions as F
 
-from schemas.cassandra import driver_errors
-from schemas.spark import collected_utc
+from schemas.runtime.cassandra import driver_errors
+from schemas.runtime.spark import collected_utc, write_cassandra
 from stream_processor import transforms
 from stream_processor.exceptions import CassandraSinkError, DeadLetterSinkError, SinkError
 from stream_processor.rollups import CassandraRollups
@@ -34,12 +34,10 @@ __all__ = [
     "BarsSink",
     "RawTradesSink",
     "retry_write",
-    "write_cassandra",
 ]
 
 logger = logging.getLogger(__name__)
 
-CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
 _MAX_BACKOFF_S = 10.0
 # cassandra-driver failures that a later attempt can get past (node down, timeouts).
 CASSANDRA_DRIVER_ERRORS: tuple[type[BaseException], ...] = driver_errors()
@@ -117,16 +115,6 @@ def retry_write(
             else:
                 sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
-
-
-def write_cassandra(frame: DataFrame, keyspace: str, table: str) -> None:
-    """Append ``frame`` to ``keyspace.table`` through the connector: upserts by primary key."""
-    (
-        frame.write.format(CASSANDRA_FORMAT)
-        .options(keyspace=keyspace, table=table)
-        .mode("append")
-        .save()
-    )
 
 
 @dataclass(frozen=True)

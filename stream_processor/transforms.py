@@ -166,7 +166,7 @@ def valid_trades(decoded: DataFrame) -> DataFrame:
 def trade_rows(trades: DataFrame) -> DataFrame:
     """Rows for ``market.trades``: the trade plus ``day``, the UTC date of ``trade_ts``.
 
-    Needs a session time zone of UTC (``schemas.spark`` sets it).
+    Needs a session time zone of UTC (``schemas.runtime.spark`` sets it).
     """
     return trades.withColumn("day", F.to_date("trade_ts")).select(*TRADE_COLUMNS)
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from tests.conftest import LiveMarket, Stack, infra_cli
 
 pytestmark = pytest.mark.integration

@@ -36,8 +36,8 @@ from urllib.parse import urlparse
 
 from pyspark.errors import StreamingQueryException
 
+from schemas.runtime.spark import build_session
 from schemas.settings import state_dir
-from schemas.spark import build_session
 from stream_processor.config import QueryName, StreamSettings
 from stream_processor.exceptions import ConfigError
 from stream_processor.metrics import PrometheusListener

@@ -51,17 +51,12 @@ from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import functions as F
 
 from schemas.contracts import TABLE_AGG_1H, TABLE_AGG_1M, TABLE_AGG_5S, TABLE_TRADES
-from schemas.spark import build_session, collected_utc
+from schemas.runtime.spark import build_session, collected_utc, read_cassandra, write_cassandra
 from stream_processor import transforms
 from stream_processor.config import StreamSettings
 from stream_processor.exceptions import CassandraSinkError, ConfigError
 from stream_processor.rollups import HOUR, MINUTE, CassandraRollups, naive_utc
-from stream_processor.sinks import (
-    CASSANDRA_DRIVER_ERRORS,
-    CASSANDRA_FORMAT,
-    retry_write,
-    write_cassandra,
-)
+from stream_processor.sinks import CASSANDRA_DRIVER_ERRORS, retry_write
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -208,9 +203,7 @@ def _trades(
     """The stored trades of ``symbols`` with ``lo <= trade_ts < hi``, one ``day`` partition each
     (the connector pushes the partition key and the clustering range down to Cassandra)."""
     return (
-        spark.read.format(CASSANDRA_FORMAT)
-        .options(keyspace=keyspace, table=TABLE_TRADES)
-        .load()
+        read_cassandra(spark, keyspace, TABLE_TRADES)
         .where(F.col("symbol").isin(list(symbols)) & (F.col("day") == F.lit(lo.date())))
         .where((F.col("trade_ts") >= F.lit(lo)) & (F.col("trade_ts") < F.lit(hi)))
     )
@@ -276,7 +269,7 @@ def run_rebuild(
 ) -> list[ChunkResult]:
     """Rebuild the bars of ``request`` in ``settings.cassandra.keyspace``, one UTC day at a time.
 
-    :param spark: a session with the Cassandra connector (``schemas.spark.build_session``).
+    :param spark: a session with the Cassandra connector (``schemas.runtime.spark.build_session``).
     :param settings: the stream processor's settings (keyspace, ``SINK_RETRY_TIMEOUT``).
     :param request: the range and symbols (:func:`rebuild_range`).
     :param report: receives one progress line per day.

@@ -152,7 +152,7 @@ def sent_trades(log: Path, frames: int | None = None) -> list[dict[str, Any]]:
 
 
 def gaps_in(settings: CassandraSettings) -> list[Any]:
-    from schemas.cassandra import connect
+    from schemas.runtime.cassandra import connect
 
     cluster, session = connect(settings, keyspace=settings.keyspace)
     try:

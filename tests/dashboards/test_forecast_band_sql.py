@@ -9,7 +9,7 @@ import pytest
 import trino
 
 from dashboards.superset import bundle
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings
 from tests.dashboards.test_superset_bundle import PARAMS, objects
 from tests.infra.test_trino import keyspace, trino_cursor  # noqa: F401 - fixtures

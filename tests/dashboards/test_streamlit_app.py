@@ -26,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 from infra.cassandra import READER_ROLE, CassandraService
 from infra.config import InfraConfig
 from infra.streamlit import APP
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings
 from tests.conftest import REPO_ROOT, infra_cli, run_infra
 

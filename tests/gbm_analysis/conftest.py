@@ -38,7 +38,7 @@ def tick_closes(s0: float, *, zero_share: float, n_minutes: int, seed: int = 0) 
 
 @pytest.fixture(scope="module")
 def cassandra_session(test_keyspace: CassandraSettings) -> Iterator[Any]:
-    from schemas.cassandra import connect
+    from schemas.runtime.cassandra import connect
 
     cluster, session = connect(test_keyspace, keyspace=test_keyspace.keyspace)
     yield session
@@ -47,7 +47,7 @@ def cassandra_session(test_keyspace: CassandraSettings) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def spark(test_keyspace: CassandraSettings) -> Iterator[Any]:
-    from schemas.spark import build_session
+    from schemas.runtime.spark import build_session
 
     session = build_session("gbm_analysis_test", test_keyspace)
     yield session

@@ -25,7 +25,7 @@ from infra.roles import disable_default_superuser
 from infra.superset import SupersetService
 from infra.supervisor import Supervisor
 from infra.trino import CATALOG, TrinoService, run_query
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings, load_credentials_file, state_dir
 from tests.conftest import Stack, infra_cli, run_infra
 

@@ -13,8 +13,8 @@ import pytest
 from infra.config import InfraConfig
 from infra.supervisor import Supervisor
 from schemas import avro_codec
-from schemas.cassandra import connect
 from schemas.contracts import topic_specs
+from schemas.runtime.cassandra import connect
 from tests.conftest import Stack, run_infra
 from tests.conftest import infra_cli as infra
 

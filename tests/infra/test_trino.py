@@ -15,7 +15,7 @@ from trino.exceptions import TrinoQueryError
 
 from infra.config import InfraConfig
 from infra.trino import CATALOG, TrinoService
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings
 from tests.conftest import Stack, infra_cli
 

@@ -18,7 +18,7 @@ from typing import Any
 from infra.config import InfraConfig
 from infra.pipeline import PipelineProcess
 from infra.supervisor import Supervisor
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings
 from tests.conftest import Stack, run_infra
 from tests.infra.test_stack import free_port

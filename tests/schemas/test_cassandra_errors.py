@@ -1,5 +1,5 @@
-"""schemas.cassandra.driver_errors: the one tuple of cassandra-driver failures that the gap store,
-the stream processor's sinks and the GBM store catch."""
+"""schemas.runtime.cassandra.driver_errors: the one tuple of cassandra-driver failures that the
+gap store, the stream processor's sinks and the GBM store catch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from cassandra import OperationTimedOut, ReadTimeout, Unavailable
 from cassandra.cluster import NoHostAvailable
 
-from schemas.cassandra import driver_errors
+from schemas.runtime.cassandra import driver_errors
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pyspark.sql.types import TimestampType
 
-from schemas.spark import collected_utc
+from schemas.runtime.spark import collected_utc
 from stream_processor.rollups import naive_utc
 
 

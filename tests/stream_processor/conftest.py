@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from schemas import avro_codec
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings
 from tests.conftest import Stack, run_infra
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
-    from schemas.spark import build_session
+    from schemas.runtime.spark import build_session
 
     session = build_session(
         "stream-processor-tests",

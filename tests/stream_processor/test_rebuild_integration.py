@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas.cassandra import connect
+from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings
 from stream_processor.config import StreamSettings
 from stream_processor.jobs.rebuild import _trades, rebuild_range, run_rebuild

@@ -1,4 +1,5 @@
-"""SparkSession construction shared by the streaming and batch jobs.
+"""SparkSession construction shared by the streaming and batch jobs, and their one way to read
+and write a Cassandra table through the connector.
 
 The connector jars (Kafka source, Avro, Cassandra) are resolved by ``make install`` into
 ``$JARS_DIR/spark`` and passed as local files, so starting a job needs no network.
@@ -21,7 +22,10 @@ from typing import TYPE_CHECKING
 from schemas.settings import CassandraSettings, SettingsError, jars_dir
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
+
+# The Spark Cassandra connector's data source.
+CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
 
 
 def collected_utc(value: datetime) -> datetime:
@@ -100,3 +104,17 @@ def build_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(environ.get("SPARK_LOG_LEVEL", "WARN"))
     return session
+
+
+def read_cassandra(spark: SparkSession, keyspace: str, table: str) -> DataFrame:
+    """``keyspace.table`` as a frame; filters on its partition key (and clustering range) that
+    follow are pushed down to Cassandra by the connector."""
+    return spark.read.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table=table).load()
+
+
+def write_cassandra(frame: DataFrame, keyspace: str, table: str) -> None:
+    """Append ``frame`` to ``keyspace.table`` through the connector: upserts by primary key, so
+    writing the same rows twice leaves the table unchanged."""
+    frame.write.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table=table).mode(
+        "append"
+    ).save()
