@@ -128,51 +128,31 @@ def _end_offsets(bootstrap: str, topic: str) -> int:
 class LatencyPoller(threading.Thread):
     """Reads every new row of one symbol (a range query on the clustering key each poll) and
     records ``seen - ingest_ts`` once per trade. One symbol keeps the poller's own load small;
-    the feed spreads trades evenly over symbols, so it is a fair sample.
-
-    Rows of one micro-batch land in any order, so a poll cannot just ask for trades after the
-    newest one seen. Most polls look back ``HEAD_LOOKBACK_S`` behind it (the rows landing right
-    now); every ``SWEEP_EVERY``-th poll looks back ``SWEEP_LOOKBACK_S`` and picks up the
-    stragglers of a large batch (their resolution is then the sweep period, not the poll
-    period). Reading the full 5 s on every poll, as an earlier version did, made Cassandra read
-    about 50 rows for every row written at high rates: the measurement loaded what it measured.
-    """
-
-    HEAD_LOOKBACK_S = 0.5
-    SWEEP_LOOKBACK_S = 5.0
-    SWEEP_EVERY = 10
+    the feed spreads trades evenly over symbols, so it is a fair sample."""
 
     def __init__(self, cassandra: CassandraSettings, symbol: str, period_s: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.cassandra, self.symbol, self.period_s = cassandra, symbol, period_s
         self.samples: list[float] = []
         self.seen: set[str] = set()
-        self.rows_read = 0
         self.running = True
         self.active = False
-        self.paused = False
 
     def run(self) -> None:
         cluster, session = connect(self.cassandra, keyspace=self.cassandra.keyspace)
         stmt = session.prepare(
             "SELECT trade_id, trade_ts, ingest_ts FROM trades "
-            "WHERE symbol=? AND day=? AND trade_ts > ? LIMIT 50000"
+            "WHERE symbol=? AND day=? AND trade_ts > ? LIMIT 20000"
         )
-        since = datetime.now(UTC).timestamp() - self.SWEEP_LOOKBACK_S
-        polls = 0
+        # rows of one micro-batch land in any order, so look back a little and de-duplicate
+        since = datetime.now(UTC).timestamp() - 5
         try:
             while self.running:
-                if self.paused:
-                    time.sleep(self.period_s)
-                    continue
                 tick = time.time()
                 day = datetime.now(UTC).date()
                 newest = since
-                polls += 1
-                back = self.SWEEP_LOOKBACK_S if polls % self.SWEEP_EVERY == 0 else 0.0
-                lookback = datetime.fromtimestamp(since - max(back, self.HEAD_LOOKBACK_S), UTC)
+                lookback = datetime.fromtimestamp(since - 5, UTC)
                 for row in session.execute(stmt, (self.symbol, day, lookback)):
-                    self.rows_read += 1
                     if row.trade_id in self.seen:
                         continue
                     self.seen.add(row.trade_id)
@@ -244,40 +224,6 @@ def _pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-# The stack's long-running services besides the job under test: their cost counts too.
-STACK_SERVICES = ("kafka", "cassandra", "trino", "superset", "streamlit")
-
-
-def _stack_pids(job_pid: int) -> dict[str, int | None]:
-    return {"spark": job_pid, **{name: _service_pid(name) for name in STACK_SERVICES}}
-
-
-def _self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_idle(seconds: float, job_pid: int) -> dict[str, Any]:
-    """Cores the stack uses with the job running and no trades flowing."""
-    cpu = CpuMeter()
-    cpu.start(_stack_pids(job_pid))
-    time.sleep(seconds)
-    return {
-        "offered_rate": 0,
-        "produced": 0,
-        "produced_per_s": 0.0,
-        "written": 0,
-        "written_per_s": 0.0,
-        "drain_s": 0.0,
-        "sustained": False,
-        "latency_samples": 0,
-        "latency_p50_s": None,
-        "latency_p99_s": None,
-        "cores": {name: round(used / seconds, 3) for name, used in cpu.stop().items()},
-        "bench_cores": 0.0,
-    }
-
-
 def run_step(
     rate: int,
     seconds: float,
@@ -334,12 +280,17 @@ def run_step(
     )
     cpu = CpuMeter()
     reaped_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu.start({"feed": feed.pid, **_stack_pids(job_pid)})
-    bench_before = _self_cpu_s()
+    cpu.start(
+        {
+            "feed": feed.pid,
+            "kafka": _service_pid("kafka"),
+            "spark": job_pid,
+            "cassandra": _service_pid("cassandra"),
+        }
+    )
     _, collector_err = collector_proc.communicate()
     fed_s = time.monotonic() - start
     cpu_s = cpu.stop()
-    bench_s = _self_cpu_s() - bench_before
     # the collector has exited and been reaped: its CPU shows in our children's usage
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s["collector"] = round(
@@ -374,8 +325,6 @@ def run_step(
         "latency_p99_s": _pct(samples, 0.99),
         # cores used while the feed ran, per component (CPU seconds / feed seconds)
         "cores": {name: round(used / fed_s, 2) for name, used in cpu_s.items()},
-        # this process, mostly the latency poller: the measurement's own cost, not the stack's
-        "bench_cores": round(bench_s / fed_s, 2),
     }
 
 
@@ -384,12 +333,6 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,5000,10000,20000,40000")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--ceiling-rows", type=int, default=300_000)
-    parser.add_argument(
-        "--idle-seconds",
-        type=float,
-        default=30.0,
-        help="seconds measured with the job running and no trades, after the warm-up (0: skip)",
-    )
     parser.add_argument(
         "--warmup",
         type=float,
@@ -471,13 +414,6 @@ def main() -> None:
         if args.warmup > 0:
             _log(f"warm-up: {min(rates):,} trades/s for {args.warmup:.0f} s (not recorded)")
             step_at(min(rates), args.warmup)
-        if args.idle_seconds > 0:
-            _log(f"idle: the stack with no trades for {args.idle_seconds:.0f} s")
-            poller.paused = True
-            time.sleep(10)  # the last bars and rollups of the warm-up settle first
-            results["idle"] = run_idle(args.idle_seconds, job.pid)
-            poller.paused = False
-            _log(f"  {sum(results['idle']['cores'].values()):.3f} cores")
         for rate in rates:
             _log(f"step: {rate:,} trades/s offered for {args.seconds:.0f} s")
             step = step_at(rate, args.seconds)
@@ -514,27 +450,16 @@ def main() -> None:
             f" {s['drain_s']:>8} {str(s['sustained']):>9} {p50:>7} {p99:>7}"
             f" {s['latency_samples']:>8}"
         )
-    names = ("feed", "collector", "kafka", "spark", "cassandra", "trino", "superset", "streamlit")
-    print(f"\ncores used while the feed ran (machine has {os.cpu_count()}); bench = this process:")
-    print(
-        f"{'offered/s':>10} "
-        + " ".join(f"{n[:9]:>9}" for n in names)
-        + f" {'total':>7} {'µs/trade':>9} {'bench':>6}"
-    )
-    steps = ([results["idle"]] if "idle" in results else []) + results["steps"]
-    for s in steps:
+    names = ("feed", "collector", "kafka", "spark", "cassandra")
+    print("\ncores used while the feed ran (machine has " f"{os.cpu_count()}):")
+    print(f"{'offered/s':>10} " + " ".join(f"{n:>9}" for n in names) + f" {'total':>7}")
+    for s in results["steps"]:
         cores = s["cores"]
-        total = sum(cores.values())
-        s["cpu_us_per_trade"] = total / s["written_per_s"] * 1e6 if s["written_per_s"] else None
-        s["cpu_share"] = {n: cores.get(n, 0.0) / total for n in names} if total else {}
-        per_trade = f"{s['cpu_us_per_trade']:.0f}" if s["cpu_us_per_trade"] else "-"
-        label = f"{s['offered_rate']:,}" if s["offered_rate"] else "idle"
         print(
-            f"{label:>10} "
+            f"{s['offered_rate']:>10,} "
             + " ".join(f"{cores.get(n, 0.0):>9.2f}" for n in names)
-            + f" {total:>7.2f} {per_trade:>9} {s['bench_cores']:>6.2f}"
+            + f" {sum(cores.values()):>7.2f}"
         )
-    print(f"latency poller: {poller.rows_read:,} rows read in all")
     print(f"\nCassandra write ceiling (Spark connector, batch): {ceiling:,.0f} rows/s")
     print(
         f"sustained end to end: {results['sustained_trades_per_s']:,.0f} trades/s "

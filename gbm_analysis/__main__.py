@@ -76,11 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("leaderboard", help="print model_scores: every model per symbol and step")
     drift = sub.add_parser("drift", help="PSI and KS of recent bars vs each training window")
     drift.add_argument(
-        "--retrain",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="train the symbols whose PSI crossed GBM_DRIFT_PSI again at once (the default); "
-        "--no-retrain only checks",
+        "--retrain", action="store_true", help="train the symbols that drifted again at once"
     )
     sub.add_parser("serve", help="serve the latest forecast and backtest per symbol over HTTP")
     return parser
@@ -242,7 +238,7 @@ def _leaderboard(cassandra: CassandraSettings) -> int:
 
 def _drift(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
     from gbm_analysis.drift import PSI_THRESHOLD
-    from gbm_analysis.drift_job import DriftCheck, check_and_retrain, format_drift
+    from gbm_analysis.drift_job import format_drift, run_drift, write_drift, write_textfile
     from gbm_analysis.io import GbmStore
     from gbm_analysis.serving import registry_if_trained
     from gbm_analysis.training import TrainSettings
@@ -263,33 +259,23 @@ def _drift(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
         print("no MLflow registry yet: run `python -m gbm_analysis train` first")
         return 0
     now = datetime.now(UTC)
-    printed: list[bool] = []
-
-    def retrain(check: DriftCheck) -> None:
-        print(format_drift(check.results))
-        printed.append(True)
-        print(f"retraining {', '.join(check.retrained)} (PSI >= {threshold:g})", flush=True)
-        os.environ["GBM_SYMBOLS"] = ",".join(check.retrained)
-        _train(argparse.Namespace(bars_csv=None), cassandra)
-
     cluster, session = connect(cassandra)
     try:
         store = GbmStore(session, cassandra.keyspace)
         symbols = trained.symbols or tuple(_registered_symbols(registry))
-        check = check_and_retrain(
-            store,
-            registry,
-            symbols,
-            now=now,
-            recent=timedelta(seconds=recent),
-            threshold=threshold,
-            textfile=state_dir() / "metrics" / "forecast_drift.prom",
-            retrain=retrain if args.retrain else None,
+        results, versions = run_drift(
+            store, registry, symbols, now=now, recent=timedelta(seconds=recent), threshold=threshold
         )
+        write_drift(store, results, checked_at=now, versions=versions)
     finally:
         cluster.shutdown()
-    if not printed:
-        print(format_drift(check.results))
+    write_textfile(results, state_dir() / "metrics" / "forecast_drift.prom")
+    print(format_drift(results))
+    drifted = sorted({r.symbol for r in results if r.drifted})
+    if drifted and args.retrain:
+        print(f"retraining {', '.join(drifted)}")
+        os.environ["GBM_SYMBOLS"] = ",".join(drifted)
+        return _train(argparse.Namespace(bars_csv=None), cassandra)
     return 0
 
 
