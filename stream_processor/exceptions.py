@@ -4,6 +4,7 @@
 
     StreamProcessorError            root; every error this package raises on purpose
     ├── ConfigError                 a setting has a value we cannot use (also a ValueError)
+    ├── RollupError                 parts that cannot form one coarser bar (also a ValueError)
     └── SinkError                   a micro-batch could not be written after every retry
         ├── CassandraSinkError      the Cassandra upsert failed
         └── DeadLetterSinkError     the DLQ write to Kafka failed
@@ -15,6 +16,7 @@ __all__ = [
     "CassandraSinkError",
     "ConfigError",
     "DeadLetterSinkError",
+    "RollupError",
     "SinkError",
     "StreamProcessorError",
 ]
@@ -26,6 +28,10 @@ class StreamProcessorError(Exception):
 
 class ConfigError(StreamProcessorError, ValueError):
     """A setting is unusable; the message names the variable and the value, on one line."""
+
+
+class RollupError(StreamProcessorError, ValueError):
+    """Parts that cannot form one bar (no parts, or parts of another symbol or window)."""
 
 
 class SinkError(StreamProcessorError):

@@ -91,6 +91,9 @@ class PrometheusListener(StreamingQueryListener):
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # Spark's terminated event carries the query's id only; its name comes from the started
+        # event, so every series is labelled by the stable name, not a UUID that changes per run.
+        self._names: dict[str, str] = {}
         label = ["query"]
         r = self.registry
         self.input_rate = Gauge("stream_input_rows_per_second", "Input rows/s", label, registry=r)
@@ -145,6 +148,7 @@ class PrometheusListener(StreamingQueryListener):
         self.batches.labels(q).inc()
 
     def onQueryStarted(self, event: Any) -> None:  # noqa: N802 - Spark's callback names
+        self._names[str(event.id)] = event.name or str(event.id)
         logger.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
 
     def onQueryProgress(self, event: Any) -> None:  # noqa: N802
@@ -177,8 +181,9 @@ class PrometheusListener(StreamingQueryListener):
         pass
 
     def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
+        name = self._names.get(str(event.id), str(event.id))
         if event.exception:
-            self.failures.labels(str(event.id)).inc()
-            logger.error("query %s terminated with an error: %s", event.id, event.exception)
+            self.failures.labels(name).inc()
+            logger.error("query %s terminated with an error: %s", name, event.exception)
         else:
-            logger.info("query %s stopped", event.id)
+            logger.info("query %s stopped", name)

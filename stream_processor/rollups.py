@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from schemas.contracts import TABLE_AGG_1H, TABLE_AGG_1M, TABLE_AGG_5S
+from stream_processor.exceptions import RollupError
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster, Session
@@ -54,10 +55,6 @@ class RollupCounts(NamedTuple):
     hours: int
     deleted_minutes: int = 0
     deleted_hours: int = 0
-
-
-class RollupError(ValueError):
-    """Parts that cannot form one bar (no parts, or parts of another symbol or window)."""
 
 
 @dataclass(frozen=True, kw_only=True)

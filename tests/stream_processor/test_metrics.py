@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pyspark.sql import functions as F
@@ -87,3 +88,18 @@ def test_listener_counts_late_rows_dlq_rows_and_inputs(spark: Any, tmp_path: Pat
         raw_q.stop()
         bars_q.stop()
         spark.streams.removeListener(listener)
+
+
+def test_a_failed_query_is_counted_under_its_name_not_its_id() -> None:
+    """Spark's terminated event carries the query's UUID only, which changes on every start;
+    the failure is counted under the name the started event gave it."""
+    listener = PrometheusListener()
+    query_id = "5d2e9a0c-7f4b-4c1e-9b8a-2f6d0e3c1a77"
+    listener.onQueryStarted(SimpleNamespace(id=query_id, name="bars", runId="run-1"))
+    listener.onQueryTerminated(SimpleNamespace(id=query_id, exception="CassandraSinkError: x"))
+    listener.onQueryTerminated(SimpleNamespace(id="another-id", exception=None))
+    assert listener.registry.get_sample_value("stream_query_failures_total", {"query": "bars"}) == 1
+    assert (
+        listener.registry.get_sample_value("stream_query_failures_total", {"query": query_id})
+        is None
+    )
