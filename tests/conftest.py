@@ -84,12 +84,16 @@ LIVE_MARKET_ENV = {"DEMO_SECONDS": "60", "DEMO_RATE": "100"}
 PYSPARK_SOCKET_WARNING = "ignore:unclosed <socket.socket:ResourceWarning"
 
 
+# Runs before pytest deselects by marker, so `-m 'not integration'` leaves the Spark tests out.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the live market run last: its pipeline keeps streaming once started, and its
-    load would slow every test after it."""
+    load would slow every test after it. A test with a Spark session is an integration test:
+    it starts a JVM, which ``make test-unit`` does without."""
     items.sort(key=lambda item: "live_market" in getattr(item, "fixturenames", ()))
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.filterwarnings(PYSPARK_SOCKET_WARNING))
 
 
