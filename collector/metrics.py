@@ -1,20 +1,30 @@
 """Prometheus metrics of one collector, in their own registry (so tests can build many).
 
 Served by ``python -m collector`` on ``COLLECTOR_METRICS_HOST:COLLECTOR_METRICS_PORT``
-(default 127.0.0.1:9108; port 0 turns the endpoint off).
+(default 127.0.0.1:9108; port 0 turns the endpoint off), with two probes beside ``/metrics``:
+``/healthz`` (200 while the process answers) and ``/ready`` (200 while subscribed to the feed and
+Kafka is acknowledging, else 503 with the reason), for Kubernetes and compose health checks.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from collector.models import FrameResult
 
-__all__ = ["CollectorMetrics"]
+__all__ = ["CollectorMetrics", "READY_MAX_OUTAGE_S"]
+
+# Not ready once records have waited this long for Kafka's acknowledgement: the producer keeps
+# them (nothing is lost), but the collector is not delivering.
+READY_MAX_OUTAGE_S = 10.0
 
 
 class CollectorMetrics:
@@ -145,6 +155,47 @@ class CollectorMetrics:
             s.value for metric in self.registry.collect() for s in metric.samples if s.name == name
         )
 
-    def serve(self, host: str, port: int) -> None:
-        """Start the HTTP endpoint on a daemon thread (``/metrics``)."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while subscribed to the feed and Kafka acknowledges within READY_MAX_OUTAGE_S.
+
+        >>> m = CollectorMetrics()
+        >>> m.readiness()
+        (False, 'not subscribed to the feed')
+        >>> m.connected.set(1)
+        >>> m.readiness()
+        (True, 'ready')
+        """
+        if self.value("collector_connected") != 1:
+            return False, "not subscribed to the feed"
+        outage = self.value("collector_kafka_outage_seconds")
+        if outage > READY_MAX_OUTAGE_S:
+            return False, f"Kafka has acknowledged nothing for {outage:.0f} s"
+        return True, "ready"
+
+    def serve(self, host: str, port: int) -> WSGIServer:
+        """Start the HTTP endpoint on a daemon thread: ``/healthz``, ``/ready`` and, on any
+        other path, the metrics. Returns the server (``server_port`` is the bound port)."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path not in ("/healthz", "/ready"):
+                return list(metrics_app(environ, start_response))
+            ok, reason = (True, "ok") if path == "/healthz" else self.readiness()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"{reason}\n".encode()]
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        server = make_server(host, port, app, Server, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        return server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per probe or scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
