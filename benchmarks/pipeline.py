@@ -1,6 +1,6 @@
 """End-to-end pipeline benchmark: offline feed -> collector -> Kafka -> Spark -> Cassandra.
 
-Needs the stack (``make up``). Three measurements in one run:
+Needs the stack (``make up``). What one run measures:
 
 1. Cassandra's own write ceiling here: a Spark batch write of synthetic trades through the same
    connector into a scratch keyspace (rows/s), for the ratio.
@@ -13,15 +13,23 @@ Needs the stack (``make up``). Three measurements in one run:
    process tree are reported as cores used while the feed ran.
 3. Latency: a poller reads every new row of one symbol from ``trades`` every 100 ms and
    takes, for each trade, ``seen - ingest_ts`` (collector arrival to readable in Cassandra).
-   The poll period bounds the resolution (+0..100 ms).
+   The poll period bounds the resolution (+0..100 ms; +0..1 s for the stragglers of a large
+   micro-batch). The poller's own CPU (this process) is reported as ``bench``, apart from the
+   stack's.
+4. Idle: after the warm-up, the cores the stack uses (the job, Kafka, Cassandra, Trino,
+   Superset, Streamlit) with no trades flowing (``--idle-seconds``).
+5. CPU per trade: the stack's cores divided by the written rate (µs of CPU per trade), with each
+   component's share.
 
 Usage::
 
     python benchmarks/pipeline.py                          # rates 1k, 5k, 10k, 20k, 40k trades/s
     python benchmarks/pipeline.py --rates 1000,20000 --seconds 30
+    # A/B in one run: the whole sequence once per variant, the job's environment overridden
+    python benchmarks/pipeline.py --rates 1000,10000 --variant base --variant t1:RAW_TRIGGER=1s
 
-Prints tables and writes ``benchmarks/results/pipeline.json``; the stream job logs every
-micro-batch (with Spark's per-phase timings) to ``benchmarks/results/pipeline-job.log``.
+Prints tables and writes ``benchmarks/results/pipeline.json``; each variant's stream job logs
+every micro-batch (with Spark's per-phase timings) to ``benchmarks/results/pipeline-job-NAME.log``.
 """
 
 from __future__ import annotations
@@ -128,31 +136,51 @@ def _end_offsets(bootstrap: str, topic: str) -> int:
 class LatencyPoller(threading.Thread):
     """Reads every new row of one symbol (a range query on the clustering key each poll) and
     records ``seen - ingest_ts`` once per trade. One symbol keeps the poller's own load small;
-    the feed spreads trades evenly over symbols, so it is a fair sample."""
+    the feed spreads trades evenly over symbols, so it is a fair sample.
+
+    Rows of one micro-batch land in any order, so a poll cannot just ask for trades after the
+    newest one seen. Most polls look back ``HEAD_LOOKBACK_S`` behind it (the rows landing right
+    now); every ``SWEEP_EVERY``-th poll looks back ``SWEEP_LOOKBACK_S`` and picks up the
+    stragglers of a large batch (their resolution is then the sweep period, not the poll
+    period). Reading the full 5 s on every poll, as an earlier version did, made Cassandra read
+    about 50 rows for every row written at high rates: the measurement loaded what it measured.
+    """
+
+    HEAD_LOOKBACK_S = 0.5
+    SWEEP_LOOKBACK_S = 5.0
+    SWEEP_EVERY = 10
 
     def __init__(self, cassandra: CassandraSettings, symbol: str, period_s: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.cassandra, self.symbol, self.period_s = cassandra, symbol, period_s
         self.samples: list[float] = []
         self.seen: set[str] = set()
+        self.rows_read = 0
         self.running = True
         self.active = False
+        self.paused = False
 
     def run(self) -> None:
         cluster, session = connect(self.cassandra, keyspace=self.cassandra.keyspace)
         stmt = session.prepare(
             "SELECT trade_id, trade_ts, ingest_ts FROM trades "
-            "WHERE symbol=? AND day=? AND trade_ts > ? LIMIT 20000"
+            "WHERE symbol=? AND day=? AND trade_ts > ? LIMIT 50000"
         )
-        # rows of one micro-batch land in any order, so look back a little and de-duplicate
-        since = datetime.now(UTC).timestamp() - 5
+        since = datetime.now(UTC).timestamp() - self.SWEEP_LOOKBACK_S
+        polls = 0
         try:
             while self.running:
+                if self.paused:
+                    time.sleep(self.period_s)
+                    continue
                 tick = time.time()
                 day = datetime.now(UTC).date()
                 newest = since
-                lookback = datetime.fromtimestamp(since - 5, UTC)
+                polls += 1
+                back = self.SWEEP_LOOKBACK_S if polls % self.SWEEP_EVERY == 0 else 0.0
+                lookback = datetime.fromtimestamp(since - max(back, self.HEAD_LOOKBACK_S), UTC)
                 for row in session.execute(stmt, (self.symbol, day, lookback)):
+                    self.rows_read += 1
                     if row.trade_id in self.seen:
                         continue
                     self.seen.add(row.trade_id)
@@ -224,6 +252,40 @@ def _pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# The stack's long-running services besides the job under test: their cost counts too.
+STACK_SERVICES = ("kafka", "cassandra", "trino", "superset", "streamlit")
+
+
+def _stack_pids(job_pid: int) -> dict[str, int | None]:
+    return {"spark": job_pid, **{name: _service_pid(name) for name in STACK_SERVICES}}
+
+
+def _self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_idle(seconds: float, job_pid: int) -> dict[str, Any]:
+    """Cores the stack uses with the job running and no trades flowing."""
+    cpu = CpuMeter()
+    cpu.start(_stack_pids(job_pid))
+    time.sleep(seconds)
+    return {
+        "offered_rate": 0,
+        "produced": 0,
+        "produced_per_s": 0.0,
+        "written": 0,
+        "written_per_s": 0.0,
+        "drain_s": 0.0,
+        "sustained": False,
+        "latency_samples": 0,
+        "latency_p50_s": None,
+        "latency_p99_s": None,
+        "cores": {name: round(used / seconds, 3) for name, used in cpu.stop().items()},
+        "bench_cores": 0.0,
+    }
+
+
 def run_step(
     rate: int,
     seconds: float,
@@ -280,17 +342,12 @@ def run_step(
     )
     cpu = CpuMeter()
     reaped_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu.start(
-        {
-            "feed": feed.pid,
-            "kafka": _service_pid("kafka"),
-            "spark": job_pid,
-            "cassandra": _service_pid("cassandra"),
-        }
-    )
+    cpu.start({"feed": feed.pid, **_stack_pids(job_pid)})
+    bench_before = _self_cpu_s()
     _, collector_err = collector_proc.communicate()
     fed_s = time.monotonic() - start
     cpu_s = cpu.stop()
+    bench_s = _self_cpu_s() - bench_before
     # the collector has exited and been reaped: its CPU shows in our children's usage
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s["collector"] = round(
@@ -325,7 +382,168 @@ def run_step(
         "latency_p99_s": _pct(samples, 0.99),
         # cores used while the feed ran, per component (CPU seconds / feed seconds)
         "cores": {name: round(used / fed_s, 2) for name, used in cpu_s.items()},
+        # this process, mostly the latency poller: the measurement's own cost, not the stack's
+        "bench_cores": round(bench_s / fed_s, 2),
     }
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """``NAME:VAR=VALUE,VAR=VALUE`` -> (name, environment overrides of the job).
+
+    >>> parse_variant("trigger-1s:RAW_TRIGGER=1s,BARS_TRIGGER=5s")
+    ('trigger-1s', {'RAW_TRIGGER': '1s', 'BARS_TRIGGER': '5s'})
+    >>> parse_variant("default")
+    ('default', {})
+    """
+    name, _, assignments = spec.partition(":")
+    overrides: dict[str, str] = {}
+    for item in filter(None, assignments.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--variant {spec!r}: {item!r} is not VAR=VALUE")
+        overrides[key.strip()] = value.strip()
+    return name, overrides
+
+
+def run_variant(
+    name: str, overrides: dict[str, str], rates: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """One stream-processor job (with ``overrides`` in its environment) through the idle
+    measurement, the warm-up and every rate, on a fresh topic and keyspace."""
+    keyspace = f"bench_{uuid.uuid4().hex[:8]}"
+    topic = f"bench-pipeline-{uuid.uuid4().hex[:8]}"
+    _infra("migrate", "--keyspace", keyspace)
+    env = {**os.environ, "CASSANDRA_KEYSPACE": keyspace, "TRADES_TOPIC": topic}
+    cassandra = CassandraSettings.from_env(env)
+    kafka = KafkaSettings.from_env(env)
+    variant: dict[str, Any] = {"name": name, "env": overrides, "steps": []}
+    job = None
+    poller = None
+    try:
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        admin.close()
+        metrics_port = _free_port()
+        job_env = {
+            **env,
+            "METRICS_PORT": str(metrics_port),
+            "LOG_LEVEL": "INFO",
+            "CHECKPOINT_DIR": f"/tmp/{keyspace}-checkpoints",
+            "STARTING_OFFSETS": "earliest",
+            **overrides,
+        }
+        job_log = REPO / "benchmarks" / "results" / f"pipeline-job-{name}.log"
+        job_log.parent.mkdir(parents=True, exist_ok=True)
+        _log(f"variant {name} {overrides or ''}: stream processor log {job_log}")
+        with open(job_log, "wb") as log_file:
+            job = subprocess.Popen(
+                [PY, "-m", "stream_processor"],
+                cwd=REPO,
+                env=job_env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if _metric(metrics_port, "stream_batches_total", "trades_raw") >= 1:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        _log("stream processor running")
+        poller = LatencyPoller(cassandra, SYMBOLS[0])
+        poller.start()
+        job_pid = job.pid
+
+        def step_at(rate: int, seconds: float) -> dict[str, Any]:
+            assert poller is not None
+            return run_step(
+                rate, seconds, env, metrics_port, topic, kafka, poller, args.drain_limit, job_pid
+            )
+
+        if args.warmup > 0:
+            _log(f"warm-up: {min(rates):,} trades/s for {args.warmup:.0f} s (not recorded)")
+            step_at(min(rates), args.warmup)
+        if args.idle_seconds > 0:
+            _log(f"idle: the stack with no trades for {args.idle_seconds:.0f} s")
+            poller.paused = True
+            time.sleep(10)  # the last bars and rollups of the warm-up settle first
+            variant["idle"] = run_idle(args.idle_seconds, job_pid)
+            poller.paused = False
+            _log(f"  {sum(variant['idle']['cores'].values()):.3f} cores")
+        for rate in rates:
+            _log(f"step: {rate:,} trades/s offered for {args.seconds:.0f} s")
+            step = step_at(rate, args.seconds)
+            variant["steps"].append(step)
+            _log(
+                f"  produced {step['produced_per_s']:,.0f}/s, written {step['written_per_s']:,.0f}"
+                f"/s, drain {step['drain_s']} s, p50 {step['latency_p50_s']}, "
+                f"p99 {step['latency_p99_s']}, bench {step['bench_cores']} cores"
+            )
+    finally:
+        if poller is not None:
+            poller.running = False
+            variant["poller_rows_read"] = poller.rows_read
+        if job is not None:
+            job.terminate()
+            try:
+                job.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(job.pid, 9)
+        _infra("drop-keyspace", keyspace)
+    sustained = [s["written_per_s"] for s in variant["steps"] if s["sustained"]]
+    variant["sustained_trades_per_s"] = max(sustained) if sustained else 0.0
+    return variant
+
+
+COMPONENTS = ("feed", "collector", "kafka", "spark", "cassandra", "trino", "superset", "streamlit")
+
+
+def print_variant(variant: dict[str, Any], ceiling: float) -> None:
+    print(f"\n== {variant['name']} {variant['env'] or ''}")
+    print(
+        f"{'offered/s':>10} {'produced/s':>11} {'written/s':>10} {'drain s':>8} "
+        f"{'sustained':>9} {'p50 s':>7} {'p99 s':>7} {'samples':>8}"
+    )
+    for s in variant["steps"]:
+        p50 = f"{s['latency_p50_s']:.3f}" if s["latency_p50_s"] is not None else "-"
+        p99 = f"{s['latency_p99_s']:.3f}" if s["latency_p99_s"] is not None else "-"
+        print(
+            f"{s['offered_rate']:>10,} {s['produced_per_s']:>11,.0f} {s['written_per_s']:>10,.0f}"
+            f" {s['drain_s']:>8} {str(s['sustained']):>9} {p50:>7} {p99:>7}"
+            f" {s['latency_samples']:>8}"
+        )
+    print(f"cores used while the feed ran (machine has {os.cpu_count()}); bench = this process:")
+    print(
+        f"{'offered/s':>10} "
+        + " ".join(f"{n[:9]:>9}" for n in COMPONENTS)
+        + f" {'total':>7} {'µs/trade':>9} {'bench':>6}"
+    )
+    for s in ([variant["idle"]] if "idle" in variant else []) + variant["steps"]:
+        cores = s["cores"]
+        total = sum(cores.values())
+        s["cores_total"] = round(total, 3)
+        s["cpu_us_per_trade"] = total / s["written_per_s"] * 1e6 if s["written_per_s"] else None
+        s["cpu_share"] = (
+            {n: round(cores.get(n, 0.0) / total, 3) for n in COMPONENTS} if total else {}
+        )
+        per_trade = f"{s['cpu_us_per_trade']:.0f}" if s["cpu_us_per_trade"] else "-"
+        label = f"{s['offered_rate']:,}" if s["offered_rate"] else "idle"
+        print(
+            f"{label:>10} "
+            + " ".join(f"{cores.get(n, 0.0):>9.2f}" for n in COMPONENTS)
+            + f" {total:>7.2f} {per_trade:>9} {s['bench_cores']:>6.2f}"
+        )
+    variant["ratio_to_cassandra_ceiling"] = variant["sustained_trades_per_s"] / ceiling
+    print(
+        f"sustained end to end: {variant['sustained_trades_per_s']:,.0f} trades/s "
+        f"({variant['ratio_to_cassandra_ceiling']:.0%} of the ceiling); the latency poller read "
+        f"{variant.get('poller_rows_read', 0):,} rows"
+    )
 
 
 def main() -> None:
@@ -333,6 +551,12 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,5000,10000,20000,40000")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--ceiling-rows", type=int, default=300_000)
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=30.0,
+        help="seconds measured with the job running and no trades, after the warm-up (0: skip)",
+    )
     parser.add_argument(
         "--warmup",
         type=float,
@@ -346,125 +570,46 @@ def main() -> None:
         default=5.0,
         help="max seconds to catch up after the feed stops, for 'sustained'",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME:VAR=VALUE,...",
+        help="run the whole sequence once per variant, each job with these environment "
+        "overrides, one after the other in this run (an A/B: repeat as A, B, A for a check of "
+        "drift); default: one variant, 'default', with none",
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
+    variants = [parse_variant(spec) for spec in args.variant or ["default"]]
 
-    keyspace = f"bench_{uuid.uuid4().hex[:8]}"
-    topic = f"bench-pipeline-{uuid.uuid4().hex[:8]}"
-    _infra("migrate", "--keyspace", keyspace)
-    env = {**os.environ, "CASSANDRA_KEYSPACE": keyspace, "TRADES_TOPIC": topic}
-    cassandra = CassandraSettings.from_env(env)
-    kafka = KafkaSettings.from_env(env)
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "loadavg_at_start": os.getloadavg(),
         },
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "steps": [],
+        "variants": [],
     }
-    job = None
+    keyspace = f"bench_{uuid.uuid4().hex[:8]}"
+    _infra("migrate", "--keyspace", keyspace)
     try:
         _log(f"Cassandra write ceiling: Spark batch upsert of {args.ceiling_rows:,} rows")
-        results["cassandra_ceiling"] = cassandra_ceiling(cassandra, args.ceiling_rows)
-        _log(f"  {results['cassandra_ceiling']['rows_per_s']:,.0f} rows/s")
-        from kafka.admin import KafkaAdminClient, NewTopic
-
-        admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-        admin.close()
-        metrics_port = _free_port()
-        job_env = {
-            **env,
-            "METRICS_PORT": str(metrics_port),
-            "LOG_LEVEL": "INFO",
-            "CHECKPOINT_DIR": f"/tmp/{keyspace}-checkpoints",
-            "STARTING_OFFSETS": "earliest",
-        }
-        job_log = REPO / "benchmarks" / "results" / "pipeline-job.log"
-        job_log.parent.mkdir(parents=True, exist_ok=True)
-        _log(f"stream processor log: {job_log}")
-        with open(job_log, "wb") as log_file:
-            job = subprocess.Popen(
-                [PY, "-m", "stream_processor"],
-                cwd=REPO,
-                env=job_env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if _metric(metrics_port, "stream_batches_total", "trades_raw") >= 1:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        _log("stream processor running")
-        poller = LatencyPoller(cassandra, SYMBOLS[0])
-        poller.start()
-
-        def step_at(rate: int, seconds: float) -> dict[str, Any]:
-            return run_step(
-                rate, seconds, env, metrics_port, topic, kafka, poller, args.drain_limit, job.pid
-            )
-
-        if args.warmup > 0:
-            _log(f"warm-up: {min(rates):,} trades/s for {args.warmup:.0f} s (not recorded)")
-            step_at(min(rates), args.warmup)
-        for rate in rates:
-            _log(f"step: {rate:,} trades/s offered for {args.seconds:.0f} s")
-            step = step_at(rate, args.seconds)
-            results["steps"].append(step)
-            _log(
-                f"  produced {step['produced_per_s']:,.0f}/s, written {step['written_per_s']:,.0f}"
-                f"/s, drain {step['drain_s']} s, p50 {step['latency_p50_s']}, "
-                f"p99 {step['latency_p99_s']}"
-            )
-        poller.running = False
+        env = {**os.environ, "CASSANDRA_KEYSPACE": keyspace}
+        results["cassandra_ceiling"] = cassandra_ceiling(
+            CassandraSettings.from_env(env), args.ceiling_rows
+        )
     finally:
-        if job is not None:
-            job.terminate()
-            try:
-                job.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(job.pid, 9)
         _infra("drop-keyspace", keyspace)
-
     ceiling = results["cassandra_ceiling"]["rows_per_s"]
-    sustained = [s["written_per_s"] for s in results["steps"] if s["sustained"]]
-    results["sustained_trades_per_s"] = max(sustained) if sustained else 0.0
-    results["ratio_to_cassandra_ceiling"] = results["sustained_trades_per_s"] / ceiling
-    print()
-    print(
-        f"{'offered/s':>10} {'produced/s':>11} {'written/s':>10} {'drain s':>8} "
-        f"{'sustained':>9} {'p50 s':>7} {'p99 s':>7} {'samples':>8}"
-    )
-    for s in results["steps"]:
-        p50 = f"{s['latency_p50_s']:.3f}" if s["latency_p50_s"] is not None else "-"
-        p99 = f"{s['latency_p99_s']:.3f}" if s["latency_p99_s"] is not None else "-"
-        print(
-            f"{s['offered_rate']:>10,} {s['produced_per_s']:>11,.0f} {s['written_per_s']:>10,.0f}"
-            f" {s['drain_s']:>8} {str(s['sustained']):>9} {p50:>7} {p99:>7}"
-            f" {s['latency_samples']:>8}"
-        )
-    names = ("feed", "collector", "kafka", "spark", "cassandra")
-    print("\ncores used while the feed ran (machine has " f"{os.cpu_count()}):")
-    print(f"{'offered/s':>10} " + " ".join(f"{n:>9}" for n in names) + f" {'total':>7}")
-    for s in results["steps"]:
-        cores = s["cores"]
-        print(
-            f"{s['offered_rate']:>10,} "
-            + " ".join(f"{cores.get(n, 0.0):>9.2f}" for n in names)
-            + f" {sum(cores.values()):>7.2f}"
-        )
+    _log(f"  {ceiling:,.0f} rows/s")
+    for name, overrides in variants:
+        results["variants"].append(run_variant(name, overrides, rates, args))
+    for variant in results["variants"]:
+        print_variant(variant, ceiling)
     print(f"\nCassandra write ceiling (Spark connector, batch): {ceiling:,.0f} rows/s")
-    print(
-        f"sustained end to end: {results['sustained_trades_per_s']:,.0f} trades/s "
-        f"({results['ratio_to_cassandra_ceiling']:.0%} of the ceiling)"
-    )
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
     out = REPO / "benchmarks" / "results" / "pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
