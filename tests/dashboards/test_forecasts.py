@@ -3,7 +3,6 @@ the reader's use of prepared statements (with a recording fake session)."""
 
 from __future__ import annotations
 
-import doctest
 import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -434,12 +433,6 @@ def test_settings_are_read_and_bad_values_are_named() -> None:
         ExplorerSettings.from_env({"STREAMLIT_REFRESH": "often"})
     with pytest.raises(SettingsError, match="STREAMLIT_CACHE_TTL='0' must be longer than 0 s"):
         ExplorerSettings.from_env({"STREAMLIT_CACHE_TTL": "0"})
-
-
-def test_docstring_examples() -> None:
-    for module in (dashboards.forecasts, dashboards.settings):
-        result = doctest.testmod(module)
-        assert result.attempted >= 1 and result.failed == 0, module.__name__
 
 
 @pytest.mark.parametrize(

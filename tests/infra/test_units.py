@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import io
 import socket
 import tarfile
@@ -22,10 +21,6 @@ from infra.trino import unpack_server
 from schemas.settings import SettingsError
 
 TEMURIN = Path("/usr/lib/jvm/temurin-25-jdk-amd64")
-
-
-def test_migration_docstrings() -> None:
-    assert doctest.testmod(migrations).failed == 0
 
 
 class FakeRow:

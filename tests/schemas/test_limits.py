@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 
-from schemas import limits
 from schemas.limits import TradeLimits
 from schemas.settings import SettingsError
-
-
-def test_docstring_examples_run() -> None:
-    result = doctest.testmod(limits)
-    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize(

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
 
 from schemas import markets
-
-
-def test_doctests() -> None:
-    result = doctest.testmod(markets)
-    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import os
 import re
 import subprocess
@@ -12,18 +11,12 @@ from datetime import UTC, datetime
 import pytest
 
 from stream_processor.exceptions import ConfigError
-from stream_processor.jobs import rebuild
 from stream_processor.jobs.rebuild import day_chunks, rebuild_range
 from tests.conftest import REPO_ROOT
 
 
 def _utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
-
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(rebuild)
-    assert result.failed == 0 and result.attempted > 0
 
 
 @pytest.mark.parametrize(
