@@ -54,19 +54,20 @@ test: lint install browser
 	$(MAKE) --no-print-directory test-integration
 	$(MAKE) --no-print-directory test-reliability
 
+# Every pytest step prints its 25 slowest tests (--durations=25), so CI shows where the time goes.
 # Warnings are errors in the unit tests; against the real engines they are shown, not fatal
 # (-W default): the engines' clients (pyspark, kafka-python, the Cassandra driver, MLflow)
 # warn from their own code in ways a test cannot fix.
 test-integration: install
-	$(PY) -m pytest -W default -m 'integration and not live and not reliability'
+	$(PY) -m pytest --durations=25 -W default -m 'integration and not live and not reliability'
 
 test-reliability: install
-	$(PY) -m pytest -W default -m reliability tests/reliability
+	$(PY) -m pytest --durations=25 -W default -m reliability tests/reliability
 
 # The tests that need no service, with the coverage report of the pure modules; it fails under
 # the floor in pyproject.toml ([tool.coverage.report] fail_under).
 test-unit: $(STAMP)
-	$(PY) -m pytest -m 'not integration and not live' --cov --cov-report=term-missing:skip-covered
+	$(PY) -m pytest --durations=25 -m 'not integration and not live' --cov --cov-report=term-missing:skip-covered
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
