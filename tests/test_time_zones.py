@@ -1,9 +1,16 @@
-"""The rollup and GBM tests again under host time zones other than UTC.
+"""The tests that cross a time boundary between Python, Spark and Cassandra, again under host
+time zones other than UTC.
 
 Each zone runs those tests in a child pytest whose ``TZ`` is set before Python or Spark's JVM
 starts (the JVM fixes its default zone at start-up, so one process cannot switch). New York is
 behind UTC and changes with daylight saving; Kolkata is ahead by a half hour, so a naive local time
 read as UTC moves a bar to another minute's half hour and, near midnight, to another day.
+
+Only tests whose code converts a time run here: the pure rollups and forecasts compute on naive
+UTC or epoch values and cannot see the zone (the daylight-saving folds of collected times are
+tested in-process, ``tests/schemas/test_spark_times.py``); the GBM job's first test (its
+statuses, and a second run to compare seeds) checks no time that the window, backtest and API
+tests do not. Each child costs a JVM start and a streaming job, so the list is short.
 """
 
 from __future__ import annotations
@@ -19,13 +26,15 @@ from tests.conftest import REPO_ROOT, Stack
 pytestmark = pytest.mark.integration
 
 ZONES = ("America/New_York", "Asia/Kolkata")
-# The pure rollups, the streaming job writing 5-s bars and rolling them up through Cassandra, and
-# the GBM job, backtest and API on stored bars.
+JOB = "tests/gbm_analysis/test_job_integration.py"
+# The streaming job writing 5-s bars and rolling them up through Cassandra (collected Spark times),
+# the forecasts of Spark's timestamps, and the GBM job's window, backtest and API on stored bars.
 TESTS = (
-    "tests/stream_processor/test_rollups.py",
     "tests/stream_processor/test_pipeline_integration.py::test_known_trade_set_matches_pandas",
-    "tests/gbm_analysis/test_forecast.py",
-    "tests/gbm_analysis/test_job_integration.py",
+    "tests/gbm_analysis/test_forecast.py::test_forecast_frame_accepts_spark_timestamps",
+    f"{JOB}::test_backtest_scores_the_realised_steps",
+    f"{JOB}::test_api_serves_latest_forecast_and_backtest",
+    f"{JOB}::test_a_bar_still_open_at_as_of_is_not_used",
 )
 
 
