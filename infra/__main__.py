@@ -1,6 +1,8 @@
-"""``python -m infra up|down|status|logs|restart|clean|install|migrate|drop-keyspace``.
+"""``python -m infra up|down|status|logs|restart|clean|install|migrate|drop-keyspace|env|submit``.
 
-Runs the real Kafka (KRaft), Cassandra and Trino on 127.0.0.1 with all state under STATE_DIR.
+Runs the real Kafka (KRaft), Cassandra and Trino on 127.0.0.1 with all state under STATE_DIR:
+one node each (``--topology single``, the default), or three Kafka nodes, three Cassandra nodes,
+Trino and a Spark standalone cluster on loopback (``--topology cluster``, ``infra.cluster``).
 """
 
 from __future__ import annotations
@@ -8,12 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from infra.cassandra import APP_ROLE, MIGRATOR_ROLE, READER_ROLE, CassandraService
+from infra.cluster import ClusterCassandra, cluster_config, cluster_services, cluster_up, stop_all
 from infra.config import InfraConfig
 from infra.errors import InfraError, ServiceStartError, TrinoQueryError
 from infra.java import find_java17
@@ -39,6 +45,13 @@ from infra.service import ManagedProcess
 from infra.streamlit import StreamlitService
 from infra.superset import SupersetService
 from infra.supervisor import Supervisor
+from infra.topology import (
+    TOPOLOGIES,
+    ClusterPlan,
+    keyspace_replication,
+    record_topology,
+    topology,
+)
 from infra.trino import TrinoService, run_query
 from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings, SettingsError
@@ -48,8 +61,15 @@ from schemas.settings import CassandraSettings, SettingsError
 SERVICE_CLASSES = (KafkaService, CassandraService, TrinoService, SupersetService, StreamlitService)
 
 
-def services(config: InfraConfig) -> dict[str, ManagedProcess]:
+def services(config: InfraConfig, topo: str = "single") -> dict[str, ManagedProcess]:
+    if topo == "cluster":
+        return cluster_services(config, ClusterPlan.from_env())
     return {cls.name: cls(config) for cls in SERVICE_CLASSES}
+
+
+def topology_config(config: InfraConfig, topo: str) -> InfraConfig:
+    """The settings the topology's processes run with (the cluster's ports and heaps)."""
+    return cluster_config(config, ClusterPlan.from_env()) if topo == "cluster" else config
 
 
 def say(message: str) -> None:
@@ -92,14 +112,15 @@ def up(config: InfraConfig, names: Sequence[str] | None = None) -> None:
         say(f"{name}: {state} (pid {svc.pid()}, port {next(iter(svc.ports.values()))})")
 
 
-def migrate(config: InfraConfig, keyspace: str) -> None:
-    """Create ``keyspace`` and grant each role its permissions on it (as the admin), then apply
-    the pending files as the migration role."""
-    cassandra = CassandraService(config)
+def migrate(config: InfraConfig, keyspace: str, topo: str = "single") -> None:
+    """Create ``keyspace`` (one copy on the single node, three on the cluster topology) and
+    grant each role its permissions on it (as the admin), then apply the pending files as the
+    migration role."""
+    cassandra = admin_cassandra(config, topo)
     roles = cassandra.role_credentials()
     cluster, session = cassandra.admin_session()
     try:
-        create_keyspace(session, keyspace)
+        create_keyspace(session, keyspace, keyspace_replication(topo))
         for user, password in roles.values():  # a stack started before a role existed
             create_login_role(session, user, password)
         grant_keyspace(
@@ -126,32 +147,83 @@ def migrate(config: InfraConfig, keyspace: str) -> None:
     )
 
 
+def chosen_topology(config: InfraConfig, args: argparse.Namespace) -> str:
+    """``--topology``, else STACK_TOPOLOGY, else what ``up`` recorded in this STATE_DIR."""
+    return topology(given=getattr(args, "topology", None))
+
+
+def up_topology(config: InfraConfig, topo: str, names: Sequence[str] | None) -> None:
+    recorded = topology(env={"STATE_DIR": str(config.state_dir)})
+    holds_stack = (config.state_dir / "kafka").is_dir() or (config.state_dir / "kafka-1").is_dir()
+    if holds_stack and recorded != topo:
+        raise InfraError(
+            f"STATE_DIR={config.state_dir} holds the {recorded} topology; give the {topo} "
+            "topology its own STATE_DIR (e.g. STATE_DIR=.state-cluster)"
+        )
+    record_topology(config.state_dir, topo)
+    if topo == "single":
+        up(config, names)
+        return
+    keyspace = CassandraSettings.from_env().keyspace
+    cluster_up(
+        config,
+        ClusterPlan.from_env(),
+        list(names or ()),
+        say,
+        lambda: migrate(config, keyspace, "cluster"),
+    )
+
+
+def admin_cassandra(config: InfraConfig, topo: str) -> CassandraService:
+    """The database the admin's commands (migrate, drop-keyspace) talk to: the single node, or
+    the cluster's ring with every node a contact point."""
+    if topo == "cluster":
+        plan = ClusterPlan.from_env()
+        return ClusterCassandra(cluster_config(config, plan), plan)
+    return CassandraService(config)
+
+
 def cmd_up(config: InfraConfig, args: argparse.Namespace) -> None:
-    up(config, args.services)
-    say("stack is up; `make status` shows health, `make down` stops it")
+    topo = chosen_topology(config, args)
+    up_topology(config, topo, args.services)
+    if topo == "cluster":
+        say(
+            "cluster is up; `python -m infra status` shows every node, "
+            '`eval "$(python -m infra env)"` points our services at it'
+        )
+    else:
+        say("stack is up; `make status` shows health, `make down` stops it")
 
 
 def cmd_down(config: InfraConfig, args: argparse.Namespace) -> None:
+    topo = chosen_topology(config, args)
     # The demo's pipeline first: it writes to the engines below.
     for name, step in reversed(list(pipeline_steps(config).items())):
         if (not args.services or name in args.services) and step.stop():
             say(f"{name}: stopped")
-    for name, svc in reversed(list(services(config).items())):
-        if args.services and name not in args.services:
-            continue
-        say(f"{name}: {'stopped' if svc.stop() else 'not running'}")
+    chosen = [
+        svc
+        for name, svc in services(config, topo).items()
+        if not args.services or name in args.services
+    ]
+    if topo == "cluster":
+        stop_all(chosen, say)
+    else:
+        for svc in reversed(chosen):
+            say(f"{svc.name}: {'stopped' if svc.stop() else 'not running'}")
     Supervisor(config).shutdown()
 
 
 def cmd_restart(config: InfraConfig, args: argparse.Namespace) -> None:
     cmd_down(config, args)
-    up(config, args.services)
+    up_topology(config, chosen_topology(config, args), args.services)
 
 
-def cmd_status(config: InfraConfig, _: argparse.Namespace) -> None:
+def cmd_status(config: InfraConfig, args: argparse.Namespace) -> None:
     healthy = True
+    topo = chosen_topology(config, args)
     print(f"{'service':<16} {'pid':>8}  {'port':>5}  {'supervisord':<12} health")
-    for name, svc in services(config).items():
+    for name, svc in services(config, topo).items():
         pid = svc.pid()
         ok = pid is not None and svc.answers()
         healthy &= ok
@@ -165,7 +237,7 @@ def cmd_status(config: InfraConfig, _: argparse.Namespace) -> None:
         healthy &= pid is not None
         health = "running" if pid else f"exited, see {step.stdout_log}"
         print(f"{name:<16} {pid or '-':>8}  {'':>5}  {supervised_state(step, pid):<12} {health}")
-    print(f"state: {config.state_dir}")
+    print(f"state: {config.state_dir}" + (" (cluster topology)" if topo == "cluster" else ""))
     if not healthy:
         raise SystemExit(1)
 
@@ -182,16 +254,19 @@ def supervised_state(svc: ManagedProcess, pid: int | None) -> str:
 
 
 def cmd_logs(config: InfraConfig, args: argparse.Namespace) -> None:
-    for name, svc in services(config).items():
+    for name, svc in services(config, chosen_topology(config, args)).items():
         if args.services and name not in args.services:
             continue
         print(f"===== {name}")
         print(svc.last_log_lines(args.lines))
 
 
-def cmd_clean(config: InfraConfig, _: argparse.Namespace) -> None:
+def cmd_clean(config: InfraConfig, args: argparse.Namespace) -> None:
     for step in pipeline_steps(config).values():
         step.stop()
+    topo = chosen_topology(config, args)
+    if topo == "cluster":
+        stop_all(list(services(config, topo).values()), say)
     for svc in services(config).values():
         svc.stop()
     Supervisor(config).shutdown()
@@ -225,7 +300,40 @@ def cmd_demo(config: InfraConfig, _: argparse.Namespace) -> None:
 
 
 def cmd_migrate(config: InfraConfig, args: argparse.Namespace) -> None:
-    migrate(config, args.keyspace or CassandraSettings.from_env().keyspace)
+    topo = chosen_topology(config, args)
+    migrate(config, args.keyspace or CassandraSettings.from_env().keyspace, topo)
+
+
+def cmd_env(config: InfraConfig, args: argparse.Namespace) -> None:
+    """Shell ``export`` lines pointing our services at the cluster topology."""
+    if chosen_topology(config, args) != "cluster":
+        raise InfraError("`env` prints the cluster topology's settings: add --topology cluster")
+    for key, value in ClusterPlan.from_env().client_env().items():
+        print(f"export {key}={shlex.quote(value)}")
+    print(f"export STATE_DIR={shlex.quote(str(config.state_dir))}")
+
+
+def cmd_submit(config: InfraConfig, args: argparse.Namespace) -> None:
+    """The stream processor (supervised, like the demo's steps) or a GBM command (in the
+    foreground) as Spark applications on the cluster topology's standalone master."""
+    from infra.spark_submit import SubmittedProcess, submit_argv, submit_env
+
+    if chosen_topology(config, args) != "cluster":
+        raise InfraError("`submit` runs a job on the cluster topology's Spark master")
+    plan = ClusterPlan.from_env()
+    extra = [a for a in args.args if a != "--"]
+    if args.module == "stream_processor":
+        step = SubmittedProcess(config, plan, "stream_processor", extra, total_cores=args.cores)
+        step.start()
+        waited = step.wait_ready(step.start_timeout)
+        say(
+            f"stream_processor: submitted to {plan.spark_master} in {waited:.0f} s "
+            f"(pid {step.pid()}, log {step.stdout_log})"
+        )
+        return
+    env = submit_env(config, plan, os.environ)
+    argv = submit_argv(config, plan, args.module, extra, env=env, total_cores=args.cores)
+    raise SystemExit(subprocess.run(argv, env=env).returncode)
 
 
 def cmd_drop_keyspace(config: InfraConfig, args: argparse.Namespace) -> None:
@@ -238,7 +346,8 @@ def cmd_drop_keyspace(config: InfraConfig, args: argparse.Namespace) -> None:
         )
     if name in SYSTEM_KEYSPACES:
         raise InfraError(f"refusing to drop Cassandra's own keyspace {name!r}")
-    cluster, session = CassandraService(config).admin_session()
+    cassandra = admin_cassandra(config, chosen_topology(config, args))
+    cluster, session = cassandra.admin_session()
     try:
         session.execute(f"DROP KEYSPACE IF EXISTS {quote_identifier(name)}", timeout=60)
     finally:
@@ -248,6 +357,7 @@ def cmd_drop_keyspace(config: InfraConfig, args: argparse.Namespace) -> None:
 
 def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:
     """Print a query's result as an aligned table (the default catalog is ``cassandra``)."""
+    config = topology_config(config, chosen_topology(config, args))
     try:
         result = run_query(config.trino_port, args.query, timeout=args.timeout)
     except TrinoQueryError as exc:
@@ -268,11 +378,14 @@ def cmd_sql(config: InfraConfig, args: argparse.Namespace) -> None:
     print(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
 
 
+CLUSTER_NAME_RE = re.compile(r"^(kafka-\d|cassandra-\d|spark-master|spark-worker-\d)$")
+
+
 def service_name(value: str) -> str:
     # Names only: reading the settings here would turn a bad port into argparse's
     # "invalid service_name value" instead of the message that names the variable.
     names = [*(cls.name for cls in SERVICE_CLASSES), *STEP_MODULES]
-    if value not in names:
+    if value not in names and not CLUSTER_NAME_RE.match(value):
         raise argparse.ArgumentTypeError(
             f"unknown service {value!r}; use one of {', '.join(names)}"
         )
@@ -282,13 +395,20 @@ def service_name(value: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    topo = argparse.ArgumentParser(add_help=False)
+    topo.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        help="single (default) or cluster; else STACK_TOPOLOGY, else what `up` recorded in "
+        "STATE_DIR",
+    )
     for name, fn, help_text in (
         ("up", cmd_up, "install if needed, start, wait until healthy, migrate"),
         ("down", cmd_down, "stop gracefully, keep data"),
         ("restart", cmd_restart, "down then up"),
         ("logs", cmd_logs, "print the last log lines"),
     ):
-        sp = sub.add_parser(name, help=help_text)
+        sp = sub.add_parser(name, help=help_text, parents=[topo])
         sp.add_argument(
             "services",
             nargs="*",
@@ -299,15 +419,31 @@ def parser() -> argparse.ArgumentParser:
         if name == "logs":
             sp.add_argument("-n", "--lines", type=int, default=40)
         sp.set_defaults(fn=fn)
-    sub.add_parser("status", help="pid, port and health of each service").set_defaults(
-        fn=cmd_status
-    )
+    sub.add_parser(
+        "status", help="pid, port and health of each service", parents=[topo]
+    ).set_defaults(fn=cmd_status)
     sub.add_parser("demo", help="run the pipeline on the offline feed").set_defaults(fn=cmd_demo)
-    sub.add_parser("clean", help="stop and delete STATE_DIR").set_defaults(fn=cmd_clean)
+    sub.add_parser("clean", help="stop and delete STATE_DIR", parents=[topo]).set_defaults(
+        fn=cmd_clean
+    )
+    sub.add_parser(
+        "env", help="export lines for our services to use the cluster topology", parents=[topo]
+    ).set_defaults(fn=cmd_env)
+    sp = sub.add_parser(
+        "submit",
+        help="run the stream processor or a GBM command on the cluster's Spark master",
+        parents=[topo],
+    )
+    sp.add_argument("module", choices=("stream_processor", "gbm_analysis"))
+    sp.add_argument("args", nargs=argparse.REMAINDER, help="the module's own arguments")
+    sp.add_argument("--cores", type=int, help="total executor cores (default: one per worker)")
+    sp.set_defaults(fn=cmd_submit)
     sub.add_parser("install", help="check Java, resolve all jars and Trino").set_defaults(
         fn=cmd_install
     )
-    sp = sub.add_parser("sql", help="run one SQL query through Trino and print the rows")
+    sp = sub.add_parser(
+        "sql", help="run one SQL query through Trino and print the rows", parents=[topo]
+    )
     sp.add_argument("query", help="e.g. 'SELECT * FROM market.trades_agg_1m LIMIT 5'")
     sp.add_argument("--timeout", type=float, default=120)
     sp.set_defaults(fn=cmd_sql)
@@ -318,10 +454,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--dest", type=Path, required=True)
     sp.add_argument("--user", help="the account the services run as (default: you)")
     sp.set_defaults(fn=cmd_units)
-    sp = sub.add_parser("migrate", help="apply pending CQL migrations to a keyspace")
+    sp = sub.add_parser(
+        "migrate", help="apply pending CQL migrations to a keyspace", parents=[topo]
+    )
     sp.add_argument("--keyspace")
     sp.set_defaults(fn=cmd_migrate)
-    sp = sub.add_parser("drop-keyspace", help="drop a (test) keyspace")
+    sp = sub.add_parser("drop-keyspace", help="drop a (test) keyspace", parents=[topo])
     sp.add_argument("keyspace")
     sp.set_defaults(fn=cmd_drop_keyspace)
     return p

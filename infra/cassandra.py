@@ -173,13 +173,26 @@ class CassandraService(Service):
     def settings(self) -> CassandraSettings:
         return CassandraSettings(hosts=("127.0.0.1",), port=self.config.cassandra_port)
 
+    def template_values(self) -> dict[str, object]:
+        """The node's part of ``conf/cassandra.yaml``: the single-node stack's one node, its own
+        seed; ``infra.cluster`` gives each node of the cluster topology its address and token."""
+        return {
+            "cluster_name": "market-local",
+            "initial_token": 0,
+            "address": "127.0.0.1",
+            "seeds": f"127.0.0.1:{self.config.cassandra_storage_port}",
+            "port": self.config.cassandra_port,
+            "storage_port": self.config.cassandra_storage_port,
+            "hinted_handoff": "false",
+            "auto_bootstrap": "",
+        }
+
     def prepare(self, java: Path, lib: Path) -> None:
         (self.home / "conf").mkdir(exist_ok=True)
         (self.home / "conf" / "cassandra.yaml").write_text(
             render(
                 "cassandra.yaml",
-                port=self.config.cassandra_port,
-                storage_port=self.config.cassandra_storage_port,
+                **self.template_values(),
                 data_dir=self.data_dir,
                 commitlog_sync=COMMITLOG_SYNC[self.config.durability],
             )

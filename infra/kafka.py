@@ -50,13 +50,32 @@ class KafkaService(Service):
             f"-Dkafka.logs.dir={self.log_dir}",
         ]
 
+    @property
+    def cluster_id_file(self) -> Path:
+        """Every node of one Kafka cluster is formatted with the same id."""
+        return self.home / "cluster.id"
+
+    def template_values(self) -> dict[str, object]:
+        """The node's part of ``conf/kafka-server.properties``: here the one node of the
+        single-node stack, a quorum of itself; ``infra.cluster`` gives each of three its own."""
+        port, controller_port = self.config.kafka_port, self.config.kafka_controller_port
+        return {
+            "node_id": 1,
+            "host": "127.0.0.1",
+            "port": port,
+            "controller_port": controller_port,
+            "voters": f"1@127.0.0.1:{controller_port}",
+            "internal_rf": 1,
+            "internal_min_isr": 1,
+            "replication": "",
+        }
+
     def prepare(self, java: Path, lib: Path) -> None:
         props = self.home / "server.properties"
         props.write_text(
             render(
                 "kafka-server.properties",
-                port=self.config.kafka_port,
-                controller_port=self.config.kafka_controller_port,
+                **self.template_values(),
                 data_dir=self.data_dir,
                 log_flush=LOG_FLUSH[self.config.durability],
             )
@@ -64,7 +83,7 @@ class KafkaService(Service):
         (self.home / "log4j2.properties").write_text(render("kafka-log4j2.properties"))
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id_file = self.home / "cluster.id"
+        cluster_id_file = self.cluster_id_file
         tool = [
             str(java),
             "-Xmx256m",
@@ -142,8 +161,12 @@ class KafkaService(Service):
         ensure_topics(self.bootstrap)
 
 
-def ensure_topics(bootstrap: str) -> list[str]:
-    """Create the contract topics that do not exist yet; returns the names created."""
+def ensure_topics(
+    bootstrap: str, replication_factor: int = 1, min_insync_replicas: int | None = None
+) -> list[str]:
+    """Create the contract topics that do not exist yet; returns the names created. On a cluster,
+    with ``replication_factor`` copies of each partition and ``min_insync_replicas`` of them
+    needed to acknowledge a producer's ``acks=all`` write."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(
@@ -155,8 +178,8 @@ def ensure_topics(bootstrap: str) -> list[str]:
             NewTopic(
                 name=spec.name,
                 num_partitions=spec.partitions,
-                replication_factor=1,
-                topic_configs={"retention.ms": str(spec.retention_ms)},
+                replication_factor=replication_factor,
+                topic_configs=topic_configs(spec.retention_ms, min_insync_replicas),
             )
             for spec in topic_specs().values()
             if spec.name not in existing
@@ -166,3 +189,14 @@ def ensure_topics(bootstrap: str) -> list[str]:
         return [t.name for t in wanted]
     finally:
         admin.close()
+
+
+def topic_configs(retention_ms: int, min_insync_replicas: int | None) -> dict[str, str]:
+    """
+    >>> topic_configs(1000, 2)
+    {'retention.ms': '1000', 'min.insync.replicas': '2'}
+    """
+    configs = {"retention.ms": str(retention_ms)}
+    if min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(min_insync_replicas)
+    return configs

@@ -69,14 +69,20 @@ def migration_files(folder: Path = CQL_DIR) -> list[Path]:
     return sorted(folder.glob("*.cql"))
 
 
-def create_keyspace(session: Any, keyspace: str) -> None:
+SINGLE_NODE_REPLICATION = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+
+
+def create_keyspace(
+    session: Any, keyspace: str, replication: str = SINGLE_NODE_REPLICATION
+) -> None:
     """Create ``keyspace`` if needed (as the admin: creating a keyspace needs CREATE on ALL
-    KEYSPACES, which no application role holds)."""
+    KEYSPACES, which no application role holds), with ``replication``: one copy on the
+    single-node stack, NetworkTopologyStrategy with three on the cluster topology
+    (``infra.topology.keyspace_replication``)."""
     if not KEYSPACE_RE.match(keyspace):
         raise MigrationError(f"keyspace {keyspace!r}: use letters, digits and _ (max 48)")
     session.execute(
-        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}", timeout=60
     )
 
 

@@ -71,6 +71,8 @@ class ManagedProcess(ABC):
 
     # How supervisord restarts and stops it; JVMs override the stop wait where they need more.
     policy = ProgramPolicy()
+    # The loopback address its ports bind (a Cassandra node of the cluster topology has its own).
+    bind_host = "127.0.0.1"
 
     @property
     def supervisor(self) -> Supervisor:
@@ -92,10 +94,11 @@ class ManagedProcess(ABC):
         if self.pid() is not None:
             return False
         for label, port in self.ports.items():
-            if not process.port_bindable(port):
+            if not process.port_bindable(port, self.bind_host):
                 raise PortInUseError(
-                    f"{self.name}: port 127.0.0.1:{port} ({label}) is already in use by another "
-                    "process; stop it or configure another port (see README, Configuration)"
+                    f"{self.name}: port {self.bind_host}:{port} ({label}) is already in use by "
+                    "another process; stop it or configure another port (see README, "
+                    "Configuration)"
                 )
         for folder in (self.log_dir, self.data_dir):
             folder.mkdir(parents=True, exist_ok=True)

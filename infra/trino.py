@@ -71,6 +71,22 @@ def unpack_server(tarball: Path, dest: Path, plugins: tuple[str, ...] = PLUGINS)
     partial.rmdir()
 
 
+def catalog_properties(
+    contact_points: tuple[str, ...], port: int, consistency: str, user: str, password: str
+) -> str:
+    """``etc/catalog/cassandra.properties``: every node as a contact point (the driver finds
+    the others from any one, but starts only if one of these answers)."""
+    return (
+        "connector.name=cassandra\n"
+        f"cassandra.contact-points={','.join(contact_points)}\n"
+        f"cassandra.native-protocol-port={port}\n"
+        "cassandra.load-policy.dc-aware.local-dc=datacenter1\n"
+        f"cassandra.consistency-level={consistency}\n"
+        "cassandra.security=PASSWORD\n"
+        f"cassandra.username={user}\ncassandra.password={password}\n"
+    )
+
+
 @dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
@@ -168,14 +184,19 @@ class TrinoService(Service):
         catalog = self.etc / "catalog" / f"{CATALOG}.properties"
         catalog.touch(mode=0o600)
         catalog.write_text(
-            "connector.name=cassandra\n"
-            "cassandra.contact-points=127.0.0.1\n"
-            f"cassandra.native-protocol-port={self.config.cassandra_port}\n"
-            "cassandra.load-policy.dc-aware.local-dc=datacenter1\n"
-            "cassandra.consistency-level=LOCAL_ONE\n"
-            "cassandra.security=PASSWORD\n"
-            f"cassandra.username={user}\ncassandra.password={password}\n"
+            catalog_properties(
+                self.contact_points,
+                self.config.cassandra_port,
+                self.consistency,
+                user,
+                password,
+            )
         )
+
+    # The Cassandra nodes the catalog reads and at which consistency; the cluster topology's
+    # Trino (infra.cluster) names all three and reads at LOCAL_QUORUM.
+    contact_points: tuple[str, ...] = ("127.0.0.1",)
+    consistency = "LOCAL_ONE"
 
     def command(self, java: Path, lib: Path) -> list[str]:
         heap = self.config.trino_heap

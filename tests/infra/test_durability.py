@@ -10,17 +10,19 @@ import pytest
 
 from infra.cassandra import COMMITLOG_SYNC, CassandraService
 from infra.config import InfraConfig
-from infra.kafka import LOG_FLUSH
+from infra.kafka import LOG_FLUSH, KafkaService
 from infra.service import render
 from schemas.settings import SettingsError
 from tests.conftest import Stack
+
+# The single-node stack's own values for the templates' other placeholders.
+CONFIG = InfraConfig.from_env({"STATE_DIR": "/nonexistent"})
 
 
 def rendered_yaml(mode: str) -> str:
     return render(
         "cassandra.yaml",
-        port=9042,
-        storage_port=7000,
+        **CassandraService(CONFIG).template_values(),
         data_dir="/d",
         commitlog_sync=COMMITLOG_SYNC[mode],
     )
@@ -31,8 +33,7 @@ def test_strict_mode_syncs_before_acknowledging() -> None:
     assert "commitlog_sync: periodic\n" in rendered_yaml("relaxed")
     strict_kafka = render(
         "kafka-server.properties",
-        port=9092,
-        controller_port=9093,
+        **KafkaService(CONFIG).template_values(),
         data_dir="/d",
         log_flush=LOG_FLUSH["strict"],
     )
