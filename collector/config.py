@@ -11,22 +11,27 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from collector.delivery import DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_RECORDS
 from collector.exceptions import ConfigError
 from collector.heartbeat import heartbeat_path
+from collector.sink import ProducerOptions
 from schemas.contracts import topic_specs
-from schemas.limits import MAX_FUTURE_SKEW_MS
+from schemas.limits import MAX_FUTURE_SKEW_MS, MAX_PAST_SKEW_MS
 from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
+    SecretStr,
     SettingsError,
     choice_setting,
+    duration_ms_setting,
     env_value,
+    flag_setting,
     int_setting,
-    number_setting,
+    seconds_setting,
+    secret_setting,
+    size_setting,
     state_dir,
 )
 
@@ -56,38 +61,6 @@ Source = Literal["finnhub", "feed", "replay"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 KafkaClient = Literal["kafka-python", "confluent"]
 _REDACTED = "***"
-
-
-class SecretStr:
-    """A string that never shows itself in ``repr``/``str``/f-strings.
-
-    >>> s = SecretStr("abc123")
-    >>> (repr(s), f"{s}", s.get_secret_value())
-    ("SecretStr('***')", '***', 'abc123')
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get_secret_value(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"SecretStr('{_REDACTED}')"
-
-    def __str__(self) -> str:
-        return _REDACTED
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SecretStr) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 def redact(text: str, secret: SecretStr | None) -> str:
@@ -150,7 +123,7 @@ class CollectorConfig:
     :param source: the ``source`` field of every record: ``finnhub``, ``feed`` or ``replay``.
     :param max_future_skew_s: a trade later than now + this (s) goes to the DLQ (default 2, the
         stream processor's default too: ``schemas.limits``).
-    :param max_past_skew_s: a trade older than now - this (s) goes to the DLQ (default 86400).
+    :param max_past_skew_s: a trade older than now - this (s) goes to the DLQ (default a day).
     :param stall_timeout_s: reconnect when no frame at all (not even a ping) came for this long.
     :param heartbeat_file: where this collector beats about once a second, so the next run can
         record the gap if this one is killed (``COLLECTOR_HEARTBEAT_FILE``; default a file per
@@ -173,25 +146,25 @@ class CollectorConfig:
     """
 
     ws_url: str = FINNHUB_WS_URL
-    token: SecretStr | None = field(default=None, repr=False)
+    token: SecretStr | None = None
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     source: Source = "finnhub"
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     trades_topic: str = "trades"
     dlq_topic: str = "trades.dlq"
     max_future_skew_s: float = MAX_FUTURE_SKEW_MS / 1000
-    max_past_skew_s: float = 86_400.0
+    max_past_skew_s: float = MAX_PAST_SKEW_MS / 1000
     stall_timeout_s: float = 60.0
     max_frame_bytes: int = 8 * 1024 * 1024
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
-    linger_ms: int = 20
-    batch_bytes: int = 262_144
-    compression: Compression = "gzip"
+    linger_ms: int = ProducerOptions.linger_ms
+    batch_bytes: int = ProducerOptions.batch_bytes
+    compression: Compression = cast(Compression, ProducerOptions.compression)
     kafka_client: KafkaClient = "kafka-python"
-    kafka_buffer_records: int = DEFAULT_BUFFER_RECORDS
-    kafka_buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    kafka_buffer_records: int = ProducerOptions.buffer_records
+    kafka_buffer_bytes: int = ProducerOptions.buffer_bytes
     flush_timeout_s: float = 30.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
@@ -267,54 +240,58 @@ class CollectorConfig:
     @classmethod
     def _from_env(cls, env: Mapping[str, str]) -> CollectorConfig:
         ws_url = _ws_url(env_value(env, "FINNHUB_WS_URL"))
-        token_raw = env_value(env, "FINNHUB_TOKEN")
         is_finnhub = urlsplit(ws_url).hostname == urlsplit(FINNHUB_WS_URL).hostname
-        gaps = choice_setting(env, "COLLECTOR_GAPS", "on", ("on", "off"))
-        compression = choice_setting(
-            env, "COLLECTOR_COMPRESSION", "gzip", tuple(get_args(Compression))
-        )
-        kafka_client = choice_setting(
-            env, "COLLECTOR_KAFKA_CLIENT", "kafka-python", tuple(get_args(KafkaClient))
-        )
         source = choice_setting(
-            env, "COLLECTOR_SOURCE", "finnhub" if is_finnhub else "feed", tuple(get_args(Source))
+            env, "COLLECTOR_SOURCE", "finnhub" if is_finnhub else "feed", get_args(Source)
         )
         topics = topic_specs(env)
         symbols = parse_symbols(env_value(env, "SYMBOLS"))
+
+        def seconds(name: str, default: float, minimum: float) -> float:
+            return seconds_setting(env, name, default, minimum_s=minimum)
+
         return cls(
             ws_url=ws_url,
-            token=SecretStr(token_raw) if token_raw else None,
+            token=secret_setting(env, "FINNHUB_TOKEN"),
             symbols=symbols,
-            source=source,  # type: ignore[arg-type]
+            source=cast(Source, source),
             kafka=KafkaSettings.from_env(env),
             trades_topic=topics["trades"].name,
             dlq_topic=topics["dlq"].name,
-            max_future_skew_s=number_setting(
-                env, "COLLECTOR_MAX_FUTURE_SKEW_S", MAX_FUTURE_SKEW_MS / 1000, minimum=0
+            max_future_skew_s=seconds("COLLECTOR_MAX_FUTURE_SKEW", cls.max_future_skew_s, 0),
+            max_past_skew_s=seconds("COLLECTOR_MAX_PAST_SKEW", cls.max_past_skew_s, 0),
+            stall_timeout_s=seconds("COLLECTOR_STALL_TIMEOUT", cls.stall_timeout_s, 0.1),
+            max_frame_bytes=size_setting(
+                env, "COLLECTOR_MAX_FRAME_BYTES", cls.max_frame_bytes, minimum=1024
             ),
-            max_past_skew_s=number_setting(env, "COLLECTOR_MAX_PAST_SKEW_S", 86_400.0, minimum=0),
-            stall_timeout_s=number_setting(env, "COLLECTOR_STALL_TIMEOUT_S", 60.0, minimum=0.1),
-            max_frame_bytes=int_setting(
-                env, "COLLECTOR_MAX_FRAME_BYTES", 8 * 1024 * 1024, minimum=1024
+            connect_timeout_s=seconds("COLLECTOR_CONNECT_TIMEOUT", cls.connect_timeout_s, 0.1),
+            backoff_initial_s=seconds("COLLECTOR_BACKOFF_INITIAL", cls.backoff_initial_s, 0.01),
+            backoff_max_s=seconds("COLLECTOR_BACKOFF_MAX", cls.backoff_max_s, 0.01),
+            linger_ms=duration_ms_setting(env, "COLLECTOR_LINGER", cls.linger_ms),
+            batch_bytes=size_setting(env, "COLLECTOR_BATCH_BYTES", cls.batch_bytes, minimum=1024),
+            compression=cast(
+                Compression,
+                choice_setting(
+                    env, "COLLECTOR_COMPRESSION", cls.compression, get_args(Compression)
+                ),
             ),
-            connect_timeout_s=number_setting(env, "COLLECTOR_CONNECT_TIMEOUT_S", 10.0, minimum=0.1),
-            backoff_initial_s=number_setting(env, "COLLECTOR_BACKOFF_INITIAL_S", 0.5, minimum=0.01),
-            backoff_max_s=number_setting(env, "COLLECTOR_BACKOFF_MAX_S", 30.0, minimum=0.01),
-            linger_ms=int_setting(env, "COLLECTOR_LINGER_MS", 20, minimum=0),
-            batch_bytes=int_setting(env, "COLLECTOR_BATCH_BYTES", 262_144, minimum=1024),
-            compression=compression,  # type: ignore[arg-type]
-            kafka_client=kafka_client,  # type: ignore[arg-type]
+            kafka_client=cast(
+                KafkaClient,
+                choice_setting(
+                    env, "COLLECTOR_KAFKA_CLIENT", cls.kafka_client, get_args(KafkaClient)
+                ),
+            ),
             kafka_buffer_records=int_setting(
-                env, "COLLECTOR_KAFKA_BUFFER_RECORDS", DEFAULT_BUFFER_RECORDS, minimum=1
+                env, "COLLECTOR_KAFKA_BUFFER_RECORDS", cls.kafka_buffer_records, minimum=1
             ),
-            kafka_buffer_bytes=int_setting(
-                env, "COLLECTOR_KAFKA_BUFFER_BYTES", DEFAULT_BUFFER_BYTES, minimum=1024
+            kafka_buffer_bytes=size_setting(
+                env, "COLLECTOR_KAFKA_BUFFER_BYTES", cls.kafka_buffer_bytes, minimum=1024
             ),
-            flush_timeout_s=number_setting(env, "COLLECTOR_FLUSH_TIMEOUT_S", 30.0, minimum=0.1),
-            metrics_host=env_value(env, "COLLECTOR_METRICS_HOST") or "127.0.0.1",
-            metrics_port=int_setting(env, "COLLECTOR_METRICS_PORT", 9108, minimum=0),
-            progress_interval_s=number_setting(env, "COLLECTOR_PROGRESS_S", 10.0, minimum=0),
-            record_gaps=gaps == "on",
+            flush_timeout_s=seconds("COLLECTOR_FLUSH_TIMEOUT", cls.flush_timeout_s, 0.1),
+            metrics_host=env_value(env, "COLLECTOR_METRICS_HOST") or cls.metrics_host,
+            metrics_port=int_setting(env, "COLLECTOR_METRICS_PORT", cls.metrics_port, minimum=0),
+            progress_interval_s=seconds("COLLECTOR_PROGRESS_INTERVAL", cls.progress_interval_s, 0),
+            record_gaps=flag_setting(env, "COLLECTOR_GAPS", cls.record_gaps),
             heartbeat_file=_heartbeat_file(env, ws_url, symbols, topics["trades"].name),
             cassandra=CassandraSettings.from_env(env),
         )

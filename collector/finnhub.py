@@ -30,6 +30,7 @@ from typing import Any
 
 from collector.ids import trade_id
 from collector.models import DeadLetter, FrameResult, Reason, Trade, bounded_text
+from schemas.limits import MAX_FUTURE_SKEW_MS, MAX_PAST_SKEW_MS
 
 __all__ = [
     "MAX_CONDITIONS",
@@ -327,7 +328,8 @@ class FrameParser:
 
     :param symbols: the subscribed symbols; trades of others go to the DLQ.
     :param source: the ``source`` of every record (``finnhub``, ``feed``, ``replay``).
-    :param max_future_skew_ms: a trade later than arrival + this goes to the DLQ.
+    :param max_future_skew_ms: a trade later than arrival + this goes to the DLQ (default 2 s:
+        ``schemas.limits``, as ``COLLECTOR_MAX_FUTURE_SKEW`` and the stream processor).
     :param max_past_skew_ms: a trade earlier than arrival - this goes to the DLQ.
     :param id_window_ms: identical trades are remembered across frames for their ordinal until
         their symbol has trades this much newer (default 2 s)...
@@ -348,8 +350,8 @@ class FrameParser:
         symbols: Iterable[str],
         *,
         source: str,
-        max_future_skew_ms: int = 60_000,
-        max_past_skew_ms: int = 86_400_000,
+        max_future_skew_ms: int = MAX_FUTURE_SKEW_MS,
+        max_past_skew_ms: int = MAX_PAST_SKEW_MS,
         id_window_ms: int = 2_000,
         id_window_frames: int = 256,
     ) -> None:

@@ -41,6 +41,7 @@ from schemas.settings import SettingsError, number_setting
 __all__ = [
     "BARS_WATERMARK_MS",
     "MAX_FUTURE_SKEW_MS",
+    "MAX_PAST_SKEW_MS",
     "MAX_PRICE",
     "MAX_VOLUME",
     "MIN_PRICE",
@@ -52,6 +53,8 @@ __all__ = [
 # a drifting clock while keeping 8 s of the 10-s watermark for trades that arrive late.
 MAX_FUTURE_SKEW_MS = 2_000
 BARS_WATERMARK_MS = 10_000
+# The collector's bound on old trades: replays and backfills of a day are normal, older ones not.
+MAX_PAST_SKEW_MS = 86_400_000
 
 MIN_PRICE = 1e-12
 MAX_PRICE = 1e12
@@ -96,10 +99,10 @@ class TradeLimits:
         """
         env = os.environ if env is None else env
         return cls(
-            min_price=number_setting(env, "TRADE_MIN_PRICE", MIN_PRICE, minimum=0),
-            max_price=number_setting(env, "TRADE_MAX_PRICE", MAX_PRICE, minimum=0),
-            min_volume=number_setting(env, "TRADE_MIN_VOLUME", MIN_VOLUME, minimum=0),
-            max_volume=number_setting(env, "TRADE_MAX_VOLUME", MAX_VOLUME, minimum=0),
+            min_price=number_setting(env, "TRADE_MIN_PRICE", cls.min_price, minimum=0),
+            max_price=number_setting(env, "TRADE_MAX_PRICE", cls.max_price, minimum=0),
+            min_volume=number_setting(env, "TRADE_MIN_VOLUME", cls.min_volume, minimum=0),
+            max_volume=number_setting(env, "TRADE_MAX_VOLUME", cls.max_volume, minimum=0),
         )
 
     def price_ok(self, price: float) -> bool:

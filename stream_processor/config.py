@@ -17,9 +17,10 @@ from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
     SettingsError,
-    choice_setting,
+    duration_ms_setting,
+    env_value,
+    flag_setting,
     int_setting,
-    parse_duration_ms,
     state_dir,
 )
 from stream_processor.exceptions import ConfigError
@@ -81,7 +82,7 @@ class StreamSettings:
     :param watermark_ms: event-time watermark delay of the 5-s bars, ms (default 10 s).
     :param bars_dedupe: count a trade published to Kafka more than once only once in the bars
         (default; its checkpoint is ``bars_5s_dedup``, since the state differs from the
-        counting-every-record bars of ``BARS_DEDUPE=off``).
+        counting-every-record bars of ``BARS_DEDUPE=false``).
     :param max_future_skew_ms: a trade whose time is more than this after its Kafka timestamp
         is rejected to the DLQ (default 2 s). It must be below ``watermark_ms``, so that no
         single trade moves the watermark past the records arriving with it (``schemas.limits``).
@@ -144,7 +145,7 @@ class StreamSettings:
                 "watermark past the trades arriving with it and drop them from the bars"
             )
         if not 0 <= self.metrics_port < 65536:
-            raise ConfigError(f"METRICS_PORT={self.metrics_port!r} is outside 0..65535")
+            raise ConfigError(f"STREAM_METRICS_PORT={self.metrics_port!r} is outside 0..65535")
 
     def checkpoint(self, query: QueryName) -> str:
         """The checkpoint location of one query. The bars with and without de-duplication keep
@@ -166,8 +167,8 @@ class StreamSettings:
 
     @classmethod
     def _from_env(cls, env: Mapping[str, str]) -> StreamSettings:
-        def duration_ms(name: str, default: str) -> int:
-            return parse_duration_ms(name, env.get(name) or default)
+        def duration_ms(name: str, default: int) -> int:
+            return duration_ms_setting(env, name, default)
 
         topics = topic_specs(env)
         return cls(
@@ -175,21 +176,22 @@ class StreamSettings:
             cassandra=CassandraSettings.from_env(env),
             trades_topic=topics["trades"].name,
             dlq_topic=topics["dlq"].name,
-            checkpoint_dir=env.get("CHECKPOINT_DIR") or str(state_dir(env) / "checkpoints"),
-            queries=parse_queries("STREAM_QUERIES", env.get("STREAM_QUERIES") or "all"),
-            starting_offsets=env.get("STARTING_OFFSETS") or "earliest",
-            max_offsets_per_trigger=int_setting(env, "MAX_OFFSETS_PER_TRIGGER", 0, minimum=0),
-            raw_trigger_ms=duration_ms("RAW_TRIGGER", "500ms"),
-            bars_trigger_ms=duration_ms("BARS_TRIGGER", "5s"),
-            watermark_ms=duration_ms("BARS_WATERMARK", f"{BARS_WATERMARK_MS} ms"),
-            bars_dedupe=choice_setting(env, "BARS_DEDUPE", "on", ("on", "off")) == "on",
-            max_future_skew_ms=duration_ms("TRADE_MAX_FUTURE_SKEW", f"{MAX_FUTURE_SKEW_MS} ms"),
+            checkpoint_dir=env_value(env, "CHECKPOINT_DIR") or str(state_dir(env) / "checkpoints"),
+            queries=parse_queries("STREAM_QUERIES", env_value(env, "STREAM_QUERIES") or "all"),
+            starting_offsets=env_value(env, "STARTING_OFFSETS") or cls.starting_offsets,
+            max_offsets_per_trigger=int_setting(
+                env, "MAX_OFFSETS_PER_TRIGGER", cls.max_offsets_per_trigger, minimum=0
+            ),
+            raw_trigger_ms=duration_ms("RAW_TRIGGER", cls.raw_trigger_ms),
+            bars_trigger_ms=duration_ms("BARS_TRIGGER", cls.bars_trigger_ms),
+            watermark_ms=duration_ms("BARS_WATERMARK", cls.watermark_ms),
+            bars_dedupe=flag_setting(env, "BARS_DEDUPE", cls.bars_dedupe),
+            max_future_skew_ms=duration_ms("TRADE_MAX_FUTURE_SKEW", cls.max_future_skew_ms),
             limits=TradeLimits.from_env(env),
-            sink_retry_ms=duration_ms("SINK_RETRY_TIMEOUT", "300s"),
-            stall_timeout_ms=duration_ms("BATCH_STALL_TIMEOUT", "600s"),
-            max_restarts=int_setting(env, "QUERY_MAX_RESTARTS", 10, minimum=0),
-            metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
-            metrics_port=int_setting(env, "METRICS_PORT", 9109, minimum=0),
-            fail_on_data_loss=choice_setting(env, "FAIL_ON_DATA_LOSS", "true", ("true", "false"))
-            == "true",
+            sink_retry_ms=duration_ms("SINK_RETRY_TIMEOUT", cls.sink_retry_ms),
+            stall_timeout_ms=duration_ms("BATCH_STALL_TIMEOUT", cls.stall_timeout_ms),
+            max_restarts=int_setting(env, "QUERY_MAX_RESTARTS", cls.max_restarts, minimum=0),
+            metrics_host=env_value(env, "STREAM_METRICS_HOST") or cls.metrics_host,
+            metrics_port=int_setting(env, "STREAM_METRICS_PORT", cls.metrics_port, minimum=0),
+            fail_on_data_loss=flag_setting(env, "FAIL_ON_DATA_LOSS", cls.fail_on_data_loss),
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from schemas.settings import CassandraSettings
+from schemas.settings import CassandraSettings, secret_value
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster, Session
@@ -43,7 +43,7 @@ def connect(
     from cassandra.policies import DCAwareRoundRobinPolicy
 
     user = username if username is not None else settings.username
-    secret = password if password is not None else settings.password
+    secret = password if password is not None else secret_value(settings.password)
     auth = PlainTextAuthProvider(user, secret) if user else None
     cluster = Cluster(
         list(settings.hosts),

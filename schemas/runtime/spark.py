@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from schemas.settings import CassandraSettings, SettingsError, jars_dir
+from schemas.settings import CassandraSettings, SettingsError, jars_dir, secret_value
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -75,7 +75,7 @@ def spark_conf(
     }
     if cassandra.username:
         conf["spark.cassandra.auth.username"] = cassandra.username
-        conf["spark.cassandra.auth.password"] = cassandra.password or ""
+        conf["spark.cassandra.auth.password"] = secret_value(cassandra.password) or ""
     return conf
 
 

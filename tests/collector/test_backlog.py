@@ -239,7 +239,14 @@ def test_the_outage_clock_and_its_log_lines(caplog: pytest.LogCaptureFixture) ->
             {"COLLECTOR_KAFKA_BUFFER_RECORDS": "0"},
             "COLLECTOR_KAFKA_BUFFER_RECORDS='0' must be >= 1",
         ),
-        ({"COLLECTOR_KAFKA_BUFFER_BYTES": "1k"}, "COLLECTOR_KAFKA_BUFFER_BYTES='1k' is not an"),
+        (
+            {"COLLECTOR_KAFKA_BUFFER_BYTES": "1 kilo"},
+            "COLLECTOR_KAFKA_BUFFER_BYTES='1 kilo': expected a size like",
+        ),
+        (
+            {"COLLECTOR_KAFKA_BUFFER_BYTES": "512"},
+            "COLLECTOR_KAFKA_BUFFER_BYTES='512' must be at least 1024 bytes",
+        ),
     ],
 )
 def test_buffer_settings_are_validated(env: dict[str, str], message: str) -> None:

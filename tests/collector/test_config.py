@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
+from pathlib import Path
 
 import pytest
 
 from collector.config import DEFAULT_SYMBOLS, CollectorConfig, SecretStr
 from collector.exceptions import ConfigError
+from schemas.settings import RENAMED
 
 FEED = {"FINNHUB_WS_URL": "ws://127.0.0.1:8765"}
 
@@ -62,15 +65,20 @@ def test_topics_follow_the_shared_contract() -> None:
         ({"SYMBOLS": " , "}, "SYMBOLS=',' names no symbol"),
         ({"SYMBOLS": "A B"}, "SYMBOLS: 'A B' is not a symbol"),
         ({"FINNHUB_WS_URL": "http://x"}, "FINNHUB_WS_URL='http://x'"),
-        ({"COLLECTOR_STALL_TIMEOUT_S": "soon"}, "COLLECTOR_STALL_TIMEOUT_S='soon' is not a number"),
-        ({"COLLECTOR_STALL_TIMEOUT_S": "0"}, "COLLECTOR_STALL_TIMEOUT_S='0' must be"),
-        ({"COLLECTOR_MAX_FUTURE_SKEW_S": "nan"}, "COLLECTOR_MAX_FUTURE_SKEW_S='nan'"),
-        ({"COLLECTOR_LINGER_MS": "1.5"}, "COLLECTOR_LINGER_MS='1.5' is not an integer"),
+        ({"COLLECTOR_STALL_TIMEOUT": "soon"}, "COLLECTOR_STALL_TIMEOUT='soon': expected a dur"),
+        ({"COLLECTOR_STALL_TIMEOUT": "0"}, "COLLECTOR_STALL_TIMEOUT='0' must be at least 0.1 s"),
+        ({"COLLECTOR_MAX_FUTURE_SKEW": "nan"}, "COLLECTOR_MAX_FUTURE_SKEW='nan'"),
+        ({"COLLECTOR_MAX_FUTURE_SKEW": "-1s"}, "COLLECTOR_MAX_FUTURE_SKEW='-1s'"),
+        ({"COLLECTOR_LINGER": "1.5ms"}, "COLLECTOR_LINGER='1.5ms': expected a duration"),
+        ({"COLLECTOR_MAX_FRAME_BYTES": "8 megs"}, "COLLECTOR_MAX_FRAME_BYTES='8 megs': expected"),
+        ({"COLLECTOR_BATCH_BYTES": "1"}, "COLLECTOR_BATCH_BYTES='1' must be at least 1024 bytes"),
         ({"COLLECTOR_COMPRESSION": "brotli"}, "allowed values are none, gzip"),
-        ({"COLLECTOR_GAPS": "maybe"}, "COLLECTOR_GAPS='maybe': allowed values are on, off"),
+        ({"COLLECTOR_GAPS": "maybe"}, "COLLECTOR_GAPS='maybe': expected true or false"),
         ({"COLLECTOR_SOURCE": "x"}, "COLLECTOR_SOURCE='x': allowed values are finnhub"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS='nohost'"),
-        ({"COLLECTOR_BACKOFF_INITIAL_S": "5", "COLLECTOR_BACKOFF_MAX_S": "1"}, "backoff_max_s=1"),
+        ({"COLLECTOR_BACKOFF_INITIAL": "5", "COLLECTOR_BACKOFF_MAX": "1"}, "backoff_max_s=1"),
+        # a bad value under a renamed variable's old name is reported under that name
+        ({"COLLECTOR_STALL_TIMEOUT_S": "soon"}, "COLLECTOR_STALL_TIMEOUT_S='soon': expected"),
     ],
 )
 def test_bad_values_name_the_variable_and_value(env: dict[str, str], message: str) -> None:
@@ -84,20 +92,91 @@ def test_settings_are_read_from_the_environment() -> None:
     config = CollectorConfig.from_env(
         {
             **FEED,
-            "COLLECTOR_STALL_TIMEOUT_S": "2.5",
-            "COLLECTOR_MAX_PAST_SKEW_S": "10",
+            "COLLECTOR_STALL_TIMEOUT": "2.5",
+            "COLLECTOR_MAX_PAST_SKEW": "10",
+            "COLLECTOR_MAX_FUTURE_SKEW": "500ms",
+            "COLLECTOR_LINGER": "0.1s",
+            "COLLECTOR_PROGRESS_INTERVAL": "1m",
+            "COLLECTOR_MAX_FRAME_BYTES": "1m",
             "COLLECTOR_COMPRESSION": "NONE",
-            "COLLECTOR_GAPS": "off",
+            "COLLECTOR_GAPS": "false",
             "COLLECTOR_METRICS_PORT": "0",
             "COLLECTOR_SOURCE": "replay",
         }
     )
     assert config.stall_timeout_s == 2.5
     assert config.max_past_skew_s == 10.0
+    assert config.max_future_skew_s == 0.5
+    assert config.linger_ms == 100
+    assert config.progress_interval_s == 60.0
+    assert config.max_frame_bytes == 1024 * 1024
     assert config.compression == "none"
     assert config.record_gaps is False
     assert config.metrics_port == 0
     assert config.source == "replay"
+
+
+def test_unset_variables_keep_the_declared_defaults(tmp_path: Path) -> None:
+    """from_env passes each field's declared default, so the two never differ."""
+    env = {**FEED, "COLLECTOR_HEARTBEAT_FILE": "off", "STATE_DIR": str(tmp_path)}
+    from_env = CollectorConfig.from_env(env)
+    declared = CollectorConfig(ws_url=FEED["FINNHUB_WS_URL"], source="feed")
+    assert from_env == dataclasses.replace(declared, collector_id=from_env.collector_id)
+
+
+# The collector's renamed variables: old name, value, the field and the value it reads as.
+COLLECTOR_RENAMES = [
+    ("COLLECTOR_MAX_FUTURE_SKEW_S", "1.5", "max_future_skew_s", 1.5),
+    ("COLLECTOR_MAX_PAST_SKEW_S", "10", "max_past_skew_s", 10.0),
+    ("COLLECTOR_STALL_TIMEOUT_S", "1.5", "stall_timeout_s", 1.5),
+    ("COLLECTOR_CONNECT_TIMEOUT_S", "3", "connect_timeout_s", 3.0),
+    ("COLLECTOR_BACKOFF_INITIAL_S", "0.2", "backoff_initial_s", 0.2),
+    ("COLLECTOR_BACKOFF_MAX_S", "2", "backoff_max_s", 2.0),
+    ("COLLECTOR_FLUSH_TIMEOUT_S", "5", "flush_timeout_s", 5.0),
+    ("COLLECTOR_PROGRESS_S", "1", "progress_interval_s", 1.0),
+    ("COLLECTOR_LINGER_MS", "200", "linger_ms", 200),
+]
+
+
+@pytest.mark.parametrize(("old", "value", "attr", "expected"), COLLECTOR_RENAMES)
+def test_old_names_are_read_for_one_release_with_a_warning(
+    old: str, value: str, attr: str, expected: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    new = next(n for n, o in RENAMED.items() if o == old)
+    with caplog.at_level(logging.WARNING, logger="schemas.settings"):
+        config = CollectorConfig.from_env({**FEED, old: value})
+    assert getattr(config, attr) == expected
+    assert f"{old} is deprecated, set {new} instead" in caplog.text
+    # the new name reads the same value as a duration; a plain number is seconds, so the old
+    # COLLECTOR_LINGER_MS=200 (milliseconds) is COLLECTOR_LINGER=200ms
+    new_value = f"{value}ms" if old == "COLLECTOR_LINGER_MS" else value
+    assert getattr(CollectorConfig.from_env({**FEED, new: new_value}), attr) == expected
+
+
+@pytest.mark.parametrize(("old", "value", "attr", "expected"), COLLECTOR_RENAMES)
+def test_an_old_and_a_new_name_that_disagree_are_an_error(
+    old: str, value: str, attr: str, expected: float
+) -> None:
+    new = next(n for n, o in RENAMED.items() if o == old)
+    with pytest.raises(ConfigError) as info:
+        CollectorConfig.from_env({**FEED, old: value, new: "7"})
+    assert str(info.value) == (
+        f"{new}='7' and {old}={value!r} are both set: {old} is the old name of {new}; unset it"
+    )
+
+
+def test_on_off_booleans_are_read_for_one_release_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="schemas.settings"):
+        assert CollectorConfig.from_env({**FEED, "COLLECTOR_GAPS": "off"}).record_gaps is False
+        assert CollectorConfig.from_env({**FEED, "COLLECTOR_GAPS": "on"}).record_gaps is True
+    assert "COLLECTOR_GAPS=off is deprecated, write COLLECTOR_GAPS=false" in caplog.text
+    assert "COLLECTOR_GAPS=on is deprecated, write COLLECTOR_GAPS=true" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="schemas.settings"):
+        assert CollectorConfig.from_env({**FEED, "COLLECTOR_GAPS": "TRUE"}).record_gaps is True
+    assert caplog.text == ""
 
 
 def test_config_is_frozen() -> None:

@@ -22,7 +22,8 @@ ENCODER = TradeEncoder()
 
 
 def parser(**kw: Any) -> FrameParser:
-    return FrameParser(SYMBOLS, source="feed", **kw)
+    """A parser whose future window (60 s, wider than the 2-s default) the cases below probe."""
+    return FrameParser(SYMBOLS, source="feed", **{"max_future_skew_ms": 60_000, **kw})
 
 
 def frame(*trades: Any) -> bytes:
@@ -333,7 +334,7 @@ def _arrivals(streams: list[list[_Frame]], lags: list[int], order: list[int]) ->
 
 
 def _ids_by_trade(frames: list[_Frame], lag_of: dict[str, int]) -> dict[tuple[str, int, int], str]:
-    p = FrameParser(STREAM_SYMBOLS, source="feed")
+    p = FrameParser(STREAM_SYMBOLS, source="feed", max_future_skew_ms=60_000)  # some 50 s ahead
     ids: dict[tuple[str, int, int], str] = {}
     for f in frames:
         result = p.parse(f.raw, received_ms=f.due_ms + lag_of[f.symbol])
@@ -419,7 +420,7 @@ def _binance_frames(shared_data: Path) -> tuple[tuple[str, ...], list[tuple[int,
 
 def _shared_ids(symbols: tuple[str, ...], frames: list[tuple[int, str, bytes]]) -> tuple[int, int]:
     """(trades, trades sharing an id with an earlier one) after parsing ``frames``."""
-    p = FrameParser(symbols, source="replay")
+    p = FrameParser(symbols, source="replay", max_future_skew_ms=60_000)  # some 10 s ahead
     ids = [t.trade_id for at, _, raw in frames for t in p.parse(raw, received_ms=at).trades]
     return len(ids), len(ids) - len(set(ids))
 

@@ -6,7 +6,13 @@ import pytest
 
 import schemas
 from schemas import avro_codec, contracts
-from schemas.settings import CassandraSettings, KafkaSettings, SettingsError
+from schemas.settings import (
+    CassandraSettings,
+    KafkaSettings,
+    SecretStr,
+    SettingsError,
+    secret_value,
+)
 
 UTC = dt.UTC
 
@@ -104,15 +110,15 @@ def test_cassandra_settings_reject_bad_values(env: dict[str, str], message: str)
 def test_credentials_file_is_used_when_env_unset(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "credentials.env").write_text("CASSANDRA_USERNAME=u\nCASSANDRA_PASSWORD=p\n")
     from_file = CassandraSettings.from_env({"STATE_DIR": str(tmp_path)})
-    assert (from_file.username, from_file.password) == ("u", "p")
+    assert (from_file.username, secret_value(from_file.password)) == ("u", "p")
     from_env = CassandraSettings.from_env(
         {"STATE_DIR": str(tmp_path), "CASSANDRA_USERNAME": "e", "CASSANDRA_PASSWORD": "q"}
     )
-    assert (from_env.username, from_env.password) == ("e", "q")
+    assert (from_env.username, secret_value(from_env.password)) == ("e", "q")
 
 
 def test_password_is_not_in_repr() -> None:
-    s = CassandraSettings(username="u", password="s3cr3t-value")
+    s = CassandraSettings(username="u", password=SecretStr("s3cr3t-value"))
     assert "s3cr3t-value" not in repr(s)
 
 
@@ -123,11 +129,11 @@ def test_readers_get_the_reader_role(tmp_path) -> None:  # type: ignore[no-untyp
     )
     env = {"STATE_DIR": str(tmp_path)}
     reader = CassandraSettings.from_env(env, role="reader")
-    assert (reader.username, reader.password) == ("r", "rp")
+    assert (reader.username, secret_value(reader.password)) == ("r", "rp")
     writer = CassandraSettings.from_env(env)
-    assert (writer.username, writer.password) == ("w", "wp")
+    assert (writer.username, secret_value(writer.password)) == ("w", "wp")
     override = CassandraSettings.from_env(
         {**env, "CASSANDRA_READER_USERNAME": "r2", "CASSANDRA_READER_PASSWORD": "rp2"},
         role="reader",
     )
-    assert (override.username, override.password) == ("r2", "rp2")
+    assert (override.username, secret_value(override.password)) == ("r2", "rp2")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from stream_processor.config import QUERY_NAMES, StreamSettings
@@ -50,7 +52,7 @@ def test_overrides() -> None:
 
 
 def test_dedupe_has_its_own_bars_checkpoint() -> None:
-    s = StreamSettings.from_env({**BASE, "BARS_DEDUPE": "off"})
+    s = StreamSettings.from_env({**BASE, "BARS_DEDUPE": "false"})
     assert s.bars_dedupe is False
     assert s.checkpoint("bars_5s") == "/tmp/sp-state/checkpoints/bars_5s"
     assert s.checkpoint("trades_raw") == "/tmp/sp-state/checkpoints/trades_raw"
@@ -68,11 +70,19 @@ def test_dedupe_has_its_own_bars_checkpoint() -> None:
             "STREAM_QUERIES='trades_raw,bars_1m': bars_1m: no longer a separate query",
         ),
         ({"BARS_TRIGGER": "often"}, "BARS_TRIGGER='often': expected a duration"),
-        ({"BARS_DEDUPE": "yes"}, "BARS_DEDUPE='yes': allowed values are on, off"),
+        ({"BARS_DEDUPE": "yes"}, "BARS_DEDUPE='yes': expected true or false"),
         ({"MAX_OFFSETS_PER_TRIGGER": "-1"}, "MAX_OFFSETS_PER_TRIGGER='-1' must be >= 0"),
-        ({"METRICS_PORT": "http"}, "METRICS_PORT='http' is not an integer"),
+        ({"STREAM_METRICS_PORT": "http"}, "STREAM_METRICS_PORT='http' is not an integer"),
+        ({"STREAM_METRICS_PORT": "70000"}, "STREAM_METRICS_PORT=70000 is outside 0..65535"),
+        ({"METRICS_PORT": "http"}, "METRICS_PORT='http' is not an integer"),  # the old name
+        (
+            {"METRICS_PORT": "9109", "STREAM_METRICS_PORT": "9200"},
+            "STREAM_METRICS_PORT='9200' and METRICS_PORT='9109' are both set: METRICS_PORT is "
+            "the old name of STREAM_METRICS_PORT; unset it",
+        ),
+        ({"SINK_RETRY_TIMEOUT": "a while"}, "SINK_RETRY_TIMEOUT='a while': expected a duration"),
         ({"QUERY_MAX_RESTARTS": "x"}, "QUERY_MAX_RESTARTS='x' is not an integer"),
-        ({"FAIL_ON_DATA_LOSS": "yes"}, "FAIL_ON_DATA_LOSS='yes': allowed values are true, false"),
+        ({"FAIL_ON_DATA_LOSS": "yes"}, "FAIL_ON_DATA_LOSS='yes': expected true or false"),
         ({"STARTING_OFFSETS": "first"}, "STARTING_OFFSETS='first': use earliest, latest"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS='nohost'"),
         ({"CASSANDRA_PORT": "99999"}, "CASSANDRA_PORT='99999' is outside"),
@@ -101,7 +111,39 @@ def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -
 
 def test_repr_hides_password() -> None:
     s = StreamSettings.from_env({**BASE, "CASSANDRA_USERNAME": "u", "CASSANDRA_PASSWORD": "s3cr3t"})
-    assert "s3cr3t" not in repr(s) and s.cassandra.password == "s3cr3t"
+    assert "s3cr3t" not in repr(s) and "s3cr3t" not in f"{s} {s.cassandra.password}"
+    assert s.cassandra.password is not None
+    assert s.cassandra.password.get_secret_value() == "s3cr3t"
+
+
+@pytest.mark.parametrize(("old", "new"), [("METRICS_HOST", "0.0.0.0"), ("METRICS_PORT", "0")])
+def test_the_metrics_endpoint_variables_got_the_service_prefix(
+    old: str, new: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    attr = "metrics_host" if old == "METRICS_HOST" else "metrics_port"
+    expected = new if attr == "metrics_host" else int(new)
+    assert getattr(StreamSettings.from_env({**BASE, f"STREAM_{old}": new}), attr) == expected
+    with caplog.at_level(logging.WARNING, logger="schemas.settings"):
+        assert getattr(StreamSettings.from_env({**BASE, old: new}), attr) == expected
+    assert f"{old} is deprecated, set STREAM_{old} instead" in caplog.text
+
+
+def test_on_off_dedupe_is_read_for_one_release(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="schemas.settings"):
+        assert StreamSettings.from_env({**BASE, "BARS_DEDUPE": "off"}).bars_dedupe is False
+    assert "BARS_DEDUPE=off is deprecated, write BARS_DEDUPE=false" in caplog.text
+
+
+def test_unset_variables_keep_the_declared_defaults() -> None:
+    s = StreamSettings.from_env(BASE)
+    declared = StreamSettings(
+        kafka=s.kafka,
+        cassandra=s.cassandra,
+        trades_topic=s.trades_topic,
+        dlq_topic=s.dlq_topic,
+        checkpoint_dir=s.checkpoint_dir,
+    )
+    assert s == declared
 
 
 def test_no_single_trade_can_move_the_watermark_past_its_arrival() -> None:
