@@ -27,6 +27,7 @@ from collector.exceptions import FeedError
 from collector.feed.faults import FaultPlan
 from collector.feed.server import FeedOptions, FeedServer
 from collector.feed.sources import CsvReplay, JsonlReplay, SimulatedMarket, TradeSource
+from schemas.settings import SecretStr, env_value, secret_setting
 
 logger = logging.getLogger("collector.feed")
 
@@ -39,19 +40,24 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--replay-csv", type=Path, metavar="CSV", help="trades: symbol,t_ms,price,volume"
     )
     src.add_argument("--replay", type=Path, metavar="JSONL", help="recorded Finnhub frames")
-    p.add_argument("--host", default=os.environ.get("FEED_HOST", "127.0.0.1"))
+    env = os.environ
+    p.add_argument("--host", default=env_value(env, "FEED_HOST") or FeedOptions.host)
     # A string default goes through ``type`` too, so a bad FEED_PORT is a usage error, not a trace.
     p.add_argument(
-        "--port", type=int, default=os.environ.get("FEED_PORT", "8765"), help="(env FEED_PORT)"
+        "--port",
+        type=int,
+        default=env_value(env, "FEED_PORT") or str(FeedOptions.port),
+        help="(env FEED_PORT)",
     )
     p.add_argument(
         "--token",
-        default=os.environ.get("FEED_TOKEN") or None,
-        help="required token (default: accept any)",
+        type=SecretStr,
+        default=secret_setting(env, "FEED_TOKEN"),
+        help="required token (env FEED_TOKEN; default: accept any)",
     )
     p.add_argument(
         "--symbols",
-        default=os.environ.get("SYMBOLS") or ",".join(DEFAULT_SYMBOLS),
+        default=env_value(env, "SYMBOLS") or ",".join(DEFAULT_SYMBOLS),
         help="simulated symbols, comma-separated",
     )
     p.add_argument("--rate", type=float, help="trades/s (simulator default 200; CSV: re-pace)")

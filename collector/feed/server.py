@@ -33,6 +33,7 @@ from websockets.http11 import Request, Response
 
 from collector.feed.faults import FaultPlan, hostile_frame, junk_frame
 from collector.feed.sources import Tick, TradeSource
+from schemas.settings import SecretStr
 
 __all__ = ["FeedOptions", "FeedServer", "FeedStats"]
 
@@ -53,7 +54,7 @@ class FeedOptions:
 
     host: str = "127.0.0.1"
     port: int = 8765
-    token: str | None = field(default=None, repr=False)
+    token: SecretStr | None = None
     ping_interval_s: float = 15.0
     max_symbols: int = 50
     max_trades: int | None = None
@@ -122,7 +123,7 @@ class FeedServer:
         if self.options.token is None:
             return None
         given = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-        if given != self.options.token:
+        if given != self.options.token.get_secret_value():
             logger.warning("handshake from %s refused: wrong or missing token", conn.remote_address)
             return conn.respond(HTTPStatus.UNAUTHORIZED, "Invalid API key\n")
         return None

@@ -27,6 +27,7 @@ from collector.feed import (
 )
 from collector.feed.sources import us_market_open
 from collector.finnhub import FrameParser
+from schemas.settings import SecretStr
 
 START = 1_700_000_000_000  # Tue 2023-11-14 22:13 UTC: US market closed
 SYMBOLS = ("BINANCE:BTCUSDT", "BINANCE:DOGEUSDT", "AAPL", "MSFT")
@@ -287,7 +288,7 @@ def test_pings_errors_and_the_symbol_limit(
 def test_a_configured_token_is_checked_at_the_handshake(
     feed: Callable[..., FeedServer], client: Callable[..., websocket.WebSocket]
 ) -> None:
-    server = feed(SimulatedMarket(SYMBOLS, rate=10, seed=1), token="right")
+    server = feed(SimulatedMarket(SYMBOLS, rate=10, seed=1), token=SecretStr("right"))
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
         client(server.port, token="wrong")
     assert info.value.status_code == 401
