@@ -35,7 +35,6 @@ import logging
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 import urllib.request
@@ -50,6 +49,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import infra  # noqa: E402
 from collector.config import DEFAULT_SYMBOLS  # noqa: E402
 from infra.config import InfraConfig  # noqa: E402
 from infra.trino import run_query  # noqa: E402
@@ -64,17 +64,6 @@ HOURS = 24
 BAR_TABLES = ("trades_agg_5s", "trades_agg_1m", "trades_agg_1h")
 BATCH_ROWS = 100
 QUERY_TARGET_S, SUPERSET_TARGET_S, STREAMLIT_TARGET_S = 1.0, 3.0, 2.0
-
-
-def _infra(*args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "infra", *args],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -302,7 +291,7 @@ class SupersetApi:
             "/api/v1/security/login",
             body={
                 "username": urls.superset_user,
-                "password": urls.superset_password,
+                "password": urls.superset_password.get_secret_value(),
                 "provider": "db",
                 "refresh": False,
             },
@@ -494,7 +483,7 @@ def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool) 
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     days = sorted({(end - timedelta(hours=HOURS)).date(), end.date()})
     print(f"data: {HOURS} h of {BAR_S}-s bars x {len(symbols)} symbols into {KEYSPACE}", flush=True)
-    _infra("migrate", "--keyspace", KEYSPACE)
+    infra("migrate", "--keyspace", KEYSPACE)
     cassandra = CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": KEYSPACE})
     cluster, session = connect(cassandra)
     try:
@@ -544,7 +533,7 @@ def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool) 
     finally:
         cluster.shutdown()
         if not keep:
-            _infra("drop-keyspace", KEYSPACE)
+            infra("drop-keyspace", KEYSPACE)
 
     live = []
     if rendered:

@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dashboards.superset.bundle import DASHBOARD_SLUG
+from infra.config import InfraConfig
 from infra.errors import InfraError, InstallError
 from schemas.settings import (
     CREDENTIALS_FILE_NAME,
+    SecretStr,
     SettingsError,
     env_value,
     load_credentials_file,
     port_setting,
+    secret_setting,
     state_dir,
 )
 
@@ -145,20 +148,26 @@ class DashboardUrls:
     superset: str
     streamlit: str
     superset_user: str
-    superset_password: str
+    superset_password: SecretStr  # a str given here is wrapped: it never prints
     dashboard_slug: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.superset_password, SecretStr):
+            object.__setattr__(self, "superset_password", SecretStr(self.superset_password))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardUrls:
         env = os.environ if env is None else env
         saved = load_credentials_file(state_dir(env) / CREDENTIALS_FILE_NAME)
+        superset_port = port_setting(env, "SUPERSET_PORT", InfraConfig.superset_port)
+        streamlit_port = port_setting(env, "STREAMLIT_PORT", InfraConfig.streamlit_port)
         return cls(
-            superset=f"http://127.0.0.1:{port_setting(env, 'SUPERSET_PORT', 8088)}",
-            streamlit=f"http://127.0.0.1:{port_setting(env, 'STREAMLIT_PORT', 8501)}",
+            superset=f"http://127.0.0.1:{superset_port}",
+            streamlit=f"http://127.0.0.1:{streamlit_port}",
             superset_user=env_value(env, "SUPERSET_ADMIN_USER")
             or saved.get("SUPERSET_ADMIN_USER", "admin"),
-            superset_password=env_value(env, "SUPERSET_ADMIN_PASSWORD")
-            or saved.get("SUPERSET_ADMIN_PASSWORD", ""),
+            superset_password=secret_setting(env, "SUPERSET_ADMIN_PASSWORD")
+            or SecretStr(saved.get("SUPERSET_ADMIN_PASSWORD", "")),
             dashboard_slug=DASHBOARD_SLUG,
         )
 
@@ -173,14 +182,14 @@ class ChartCell:
 
 
 def superset_login(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> None:
-    if not urls.superset_password:
+    if not urls.superset_password.get_secret_value():
         raise InfraError(
             "no Superset admin password: set SUPERSET_ADMIN_PASSWORD or start Superset with "
             "`python -m infra up` (it writes $STATE_DIR/credentials.env)"
         )
     page.goto(f"{urls.superset}/login/", wait_until="domcontentloaded", timeout=timeout_s * 1000)
     page.fill('[data-test="username-input"]', urls.superset_user)
-    page.fill('[data-test="password-input"]', urls.superset_password)
+    page.fill('[data-test="password-input"]', urls.superset_password.get_secret_value())
     page.click('[data-test="login-button"]')
     page.wait_for_url(lambda u: "/login" not in u, timeout=timeout_s * 1000)
 

@@ -12,10 +12,11 @@ from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
     choice_setting,
-    int_setting,
+    env_value,
     jars_dir,
-    number_setting,
+    jvm_size_setting,
     port_setting,
+    seconds_setting,
     state_dir,
 )
 
@@ -28,19 +29,20 @@ class InfraConfig:
     jars_dir: Path
     kafka_port: int
     kafka_controller_port: int
-    kafka_heap: str
-    cassandra_port: int
-    cassandra_storage_port: int
-    cassandra_heap: str
-    java17_home: str | None
-    kafka_start_timeout: float
-    cassandra_start_timeout: float
+    kafka_heap: str = "512m"
+    cassandra_port: int = 9042
+    cassandra_storage_port: int = 7000
+    cassandra_heap: str = "1G"
+    java17_home: str | None = None
+    kafka_start_timeout: float = 120
+    cassandra_start_timeout: float = 240
     trino_port: int = 8080
     trino_heap: str = "1G"
     trino_java_home: str | None = None
     trino_start_timeout: float = 180
     superset_port: int = 8088
     superset_start_timeout: float = 300
+    # Beside the jar cache, outside STATE_DIR: `make clean` must not force a reinstall.
     superset_venv: Path = REPO_ROOT / ".cache" / "superset-venv"
     superset_refresh_s: int = 30
     streamlit_port: int = 8501
@@ -53,29 +55,33 @@ class InfraConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> InfraConfig:
         env = os.environ if env is None else env
         kafka_port = KafkaSettings.from_env(env).first_port
+
+        def seconds(name: str, default: float) -> float:
+            return seconds_setting(env, name, default)
+
         return cls(
             state_dir=state_dir(env),
             jars_dir=jars_dir(env),
             kafka_port=kafka_port,
             kafka_controller_port=port_setting(env, "KAFKA_CONTROLLER_PORT", kafka_port + 1),
-            kafka_heap=env.get("KAFKA_HEAP", "512m"),
+            kafka_heap=jvm_size_setting(env, "KAFKA_HEAP", cls.kafka_heap),
             cassandra_port=CassandraSettings.from_env(env).port,
-            cassandra_storage_port=port_setting(env, "CASSANDRA_STORAGE_PORT", 7000),
-            cassandra_heap=env.get("CASSANDRA_HEAP", "1G"),
-            java17_home=env.get("JAVA17_HOME") or None,
-            kafka_start_timeout=number_setting(env, "KAFKA_START_TIMEOUT", 120, minimum=0),
-            cassandra_start_timeout=number_setting(env, "CASSANDRA_START_TIMEOUT", 240, minimum=0),
-            trino_port=port_setting(env, "TRINO_PORT", 8080),
-            trino_heap=env.get("TRINO_HEAP", "1G"),
-            trino_java_home=env.get("TRINO_JAVA_HOME") or None,
-            trino_start_timeout=number_setting(env, "TRINO_START_TIMEOUT", 180, minimum=0),
-            superset_port=port_setting(env, "SUPERSET_PORT", 8088),
-            superset_start_timeout=number_setting(env, "SUPERSET_START_TIMEOUT", 300, minimum=0),
-            # Beside the jar cache, outside STATE_DIR: `make clean` must not force a reinstall.
-            superset_venv=Path(
-                env.get("SUPERSET_VENV") or REPO_ROOT / ".cache" / "superset-venv"
-            ).resolve(),
-            superset_refresh_s=int_setting(env, "SUPERSET_REFRESH_S", 30, minimum=0),
-            streamlit_port=port_setting(env, "STREAMLIT_PORT", 8501),
-            durability=choice_setting(env, "STACK_DURABILITY", "relaxed", DURABILITY_MODES),
+            cassandra_storage_port=port_setting(
+                env, "CASSANDRA_STORAGE_PORT", cls.cassandra_storage_port
+            ),
+            cassandra_heap=jvm_size_setting(env, "CASSANDRA_HEAP", cls.cassandra_heap),
+            java17_home=env_value(env, "JAVA17_HOME"),
+            kafka_start_timeout=seconds("KAFKA_START_TIMEOUT", cls.kafka_start_timeout),
+            cassandra_start_timeout=seconds("CASSANDRA_START_TIMEOUT", cls.cassandra_start_timeout),
+            trino_port=port_setting(env, "TRINO_PORT", cls.trino_port),
+            trino_heap=jvm_size_setting(env, "TRINO_HEAP", cls.trino_heap),
+            trino_java_home=env_value(env, "TRINO_JAVA_HOME"),
+            trino_start_timeout=seconds("TRINO_START_TIMEOUT", cls.trino_start_timeout),
+            superset_port=port_setting(env, "SUPERSET_PORT", cls.superset_port),
+            superset_start_timeout=seconds("SUPERSET_START_TIMEOUT", cls.superset_start_timeout),
+            superset_venv=Path(env_value(env, "SUPERSET_VENV") or cls.superset_venv).resolve(),
+            # Superset's refresh frequency is whole seconds
+            superset_refresh_s=round(seconds("SUPERSET_REFRESH", cls.superset_refresh_s)),
+            streamlit_port=port_setting(env, "STREAMLIT_PORT", cls.streamlit_port),
+            durability=choice_setting(env, "STACK_DURABILITY", cls.durability, DURABILITY_MODES),
         )

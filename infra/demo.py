@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,11 @@ from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
     SettingsError,
+    env_value,
     number_setting,
     parse_duration_ms,
     port_setting,
+    seconds_setting,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,19 +42,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True, kw_only=True)
 class DemoSettings:
-    seconds: float
-    feed_port: int
-    rate: float
-    forecast_every: str
+    seconds: float = 150
+    feed_port: int = 8765
+    rate: float = 200
+    forecast_every: str = "1h"
 
     @classmethod
-    def from_env(cls) -> DemoSettings:
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DemoSettings:
+        env = os.environ if env is None else env
         return cls(
-            seconds=number_setting(env, "DEMO_SECONDS", 150, minimum=30),
-            feed_port=port_setting(env, "FEED_PORT", 8765),
-            rate=number_setting(env, "DEMO_RATE", 200, minimum=1),
-            forecast_every=forecast_interval(env.get("DEMO_FORECAST_EVERY") or "1h"),
+            seconds=seconds_setting(env, "DEMO_DURATION", cls.seconds, minimum_s=30),
+            feed_port=port_setting(env, "FEED_PORT", cls.feed_port),
+            rate=number_setting(env, "DEMO_RATE", cls.rate, minimum=1),
+            forecast_every=forecast_interval(
+                env_value(env, "DEMO_FORECAST_EVERY") or cls.forecast_every
+            ),
         )
 
 
@@ -158,11 +163,11 @@ def run_demo(config: InfraConfig) -> None:
         "FINNHUB_WS_URL": f"ws://127.0.0.1:{demo.feed_port}",
         "PYTHONUNBUFFERED": "1",
         # Demo-sized forecasts: minutes of bars, 5-second steps, so the backtest can score them.
-        "GBM_LOOKBACK": os.environ.get("GBM_LOOKBACK", "30m"),
-        "GBM_STEP": os.environ.get("GBM_STEP", "5s"),
-        "GBM_STEPS": os.environ.get("GBM_STEPS", "12"),
-        "GBM_MIN_BARS": os.environ.get("GBM_MIN_BARS", "8"),
-        "GBM_PATHS": os.environ.get("GBM_PATHS", "2000"),
+        "GBM_LOOKBACK": env_value(os.environ, "GBM_LOOKBACK") or "30m",
+        "GBM_STEP": env_value(os.environ, "GBM_STEP") or "5s",
+        "GBM_STEPS": env_value(os.environ, "GBM_STEPS") or "12",
+        "GBM_MIN_BARS": env_value(os.environ, "GBM_MIN_BARS") or "8",
+        "GBM_PATHS": env_value(os.environ, "GBM_PATHS") or "2000",
     }
     procs = Processes(config, env)
     print(

@@ -48,7 +48,8 @@ def test_urls_and_credentials_from_state_dir(tmp_path: Path) -> None:
     urls = DashboardUrls.from_env({"STATE_DIR": str(tmp_path), "STREAMLIT_PORT": "9501"})
     assert urls.superset == "http://127.0.0.1:8088"
     assert urls.streamlit == "http://127.0.0.1:9501"
-    assert (urls.superset_user, urls.superset_password) == ("boss", "s3cret")
+    assert (urls.superset_user, urls.superset_password.get_secret_value()) == ("boss", "s3cret")
+    assert "s3cret" not in f"{urls} {urls!r} {urls.superset_password}"
     assert urls.dashboard_slug == "market-overview"
     env_wins = DashboardUrls.from_env(
         {
@@ -57,7 +58,10 @@ def test_urls_and_credentials_from_state_dir(tmp_path: Path) -> None:
             "SUPERSET_ADMIN_PASSWORD": "pw",
         }
     )
-    assert (env_wins.superset_user, env_wins.superset_password) == ("me", "pw")
+    assert (env_wins.superset_user, env_wins.superset_password.get_secret_value()) == ("me", "pw")
+    given = DashboardUrls(**{**vars(urls), "superset_password": "typed-in"})
+    assert given.superset_password.get_secret_value() == "typed-in"
+    assert "typed-in" not in repr(given)
 
 
 def test_bad_port_is_one_line_naming_the_variable(tmp_path: Path) -> None:

@@ -99,8 +99,10 @@ def test_service_layout_and_settings(tmp_path: Path) -> None:
     assert config.superset_venv == tmp_path / "venv"
     with pytest.raises(SettingsError, match="SUPERSET_PORT='web'"):
         InfraConfig.from_env({"SUPERSET_PORT": "web"})
-    with pytest.raises(SettingsError, match="SUPERSET_REFRESH_S='-1'"):
-        InfraConfig.from_env({"SUPERSET_REFRESH_S": "-1"})
+    with pytest.raises(SettingsError, match="SUPERSET_REFRESH='-1': expected a duration"):
+        InfraConfig.from_env({"SUPERSET_REFRESH": "-1"})
+    assert InfraConfig.from_env({"SUPERSET_REFRESH": "1m"}).superset_refresh_s == 60
+    assert InfraConfig.from_env({"SUPERSET_REFRESH_S": "45"}).superset_refresh_s == 45  # old name
 
 
 def test_symbols_setting_errors_name_the_variable() -> None:

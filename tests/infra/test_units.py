@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 import socket
 import tarfile
 from pathlib import Path
@@ -192,8 +194,8 @@ def test_read_pid_ignores_stale_and_foreign_pids(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"KAFKA_START_TIMEOUT": "soon"}, "KAFKA_START_TIMEOUT='soon' is not a number"),
-        ({"CASSANDRA_START_TIMEOUT": "-1"}, "CASSANDRA_START_TIMEOUT='-1' must be a finite"),
+        ({"KAFKA_START_TIMEOUT": "soon"}, "KAFKA_START_TIMEOUT='soon': expected a duration"),
+        ({"CASSANDRA_START_TIMEOUT": "-1"}, "CASSANDRA_START_TIMEOUT='-1': expected a duration"),
         ({"KAFKA_CONTROLLER_PORT": "0"}, "KAFKA_CONTROLLER_PORT='0' is outside 1..65535"),
     ],
 )
@@ -205,12 +207,49 @@ def test_bad_infra_settings_name_variable_and_value(env: dict[str, str], message
 def test_infra_timeouts_are_read() -> None:
     config = InfraConfig.from_env({"KAFKA_START_TIMEOUT": "30", "CASSANDRA_START_TIMEOUT": "90.5"})
     assert (config.kafka_start_timeout, config.cassandra_start_timeout) == (30.0, 90.5)
+    config = InfraConfig.from_env({"TRINO_START_TIMEOUT": "3m", "KAFKA_HEAP": "768M"})
+    assert (config.trino_start_timeout, config.kafka_heap) == (180.0, "768m")
+
+
+def test_infra_defaults_are_declared_once(tmp_path: Path) -> None:
+    config = InfraConfig.from_env({"STATE_DIR": str(tmp_path)})
+    declared = InfraConfig(
+        state_dir=config.state_dir,
+        jars_dir=config.jars_dir,
+        kafka_port=config.kafka_port,
+        kafka_controller_port=config.kafka_port + 1,
+    )
+    assert config == dataclasses.replace(declared, superset_venv=config.superset_venv)
+
+
+def test_bad_heaps_name_the_variable() -> None:
+    with pytest.raises(SettingsError, match="^CASSANDRA_HEAP='lots': expected a size like"):
+        InfraConfig.from_env({"CASSANDRA_HEAP": "lots"})
+
+
+def test_demo_settings(caplog: pytest.LogCaptureFixture) -> None:
+    assert DemoSettings.from_env({}) == DemoSettings()
+    assert DemoSettings.from_env({"DEMO_DURATION": "2m"}).seconds == 120.0
+    with caplog.at_level(logging.WARNING, logger="schemas.settings"):
+        assert DemoSettings.from_env({"DEMO_SECONDS": "60"}).seconds == 60.0
+    assert "DEMO_SECONDS is deprecated, set DEMO_DURATION instead" in caplog.text
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"DEMO_SECONDS": "10"}, "DEMO_SECONDS='10' must be a finite number >= 30"),
+        ({"DEMO_DURATION": "10"}, "DEMO_DURATION='10' must be at least 30 s"),
+        (
+            {"DEMO_DURATION": "a while"},
+            "DEMO_DURATION='a while': expected a duration like "
+            "'10 seconds', '500 ms', '5m' or '6h'",
+        ),
+        ({"DEMO_SECONDS": "10"}, "DEMO_SECONDS='10' must be at least 30 s"),  # the old name
+        (
+            {"DEMO_SECONDS": "60", "DEMO_DURATION": "2m"},
+            "DEMO_DURATION='2m' and DEMO_SECONDS='60' are both set: DEMO_SECONDS is the old "
+            "name of DEMO_DURATION; unset it",
+        ),
         ({"DEMO_RATE": "fast"}, "DEMO_RATE='fast' is not a number"),
         ({"FEED_PORT": "http"}, "FEED_PORT='http' is not a port number"),
     ],
