@@ -12,20 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from schemas.settings import SettingsError, env_value, parse_duration_ms
+from schemas.settings import seconds_setting
 
 __all__ = ["ExplorerSettings"]
 
 #: bars of the horizon's last minute can still arrive after it ends
 LATE_BARS = timedelta(minutes=1)
-
-
-def _seconds(env: Mapping[str, str], name: str, default: str, *, allow_zero: bool) -> float:
-    raw = env_value(env, name) or default
-    millis = parse_duration_ms(name, raw)
-    if millis == 0 and not allow_zero:
-        raise SettingsError(f"{name}={raw!r} must be longer than 0 s")
-    return millis / 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +35,10 @@ class ExplorerSettings:
     ...
     schemas.settings.SettingsError: STREAMLIT_CACHE_TTL='soon': expected a duration like \
 '10 seconds', '500 ms', '5m' or '6h'
+    >>> ExplorerSettings.from_env({"STREAMLIT_CACHE_TTL": "0"})
+    Traceback (most recent call last):
+    ...
+    schemas.settings.SettingsError: STREAMLIT_CACHE_TTL='0' must be at least 0.001 s
     """
 
     refresh_seconds: float = 10.0
@@ -52,8 +48,10 @@ class ExplorerSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExplorerSettings:
         env = os.environ if env is None else env
         return cls(
-            refresh_seconds=_seconds(env, "STREAMLIT_REFRESH", "10s", allow_zero=True),
-            cache_ttl_seconds=_seconds(env, "STREAMLIT_CACHE_TTL", "30s", allow_zero=False),
+            refresh_seconds=seconds_setting(env, "STREAMLIT_REFRESH", cls.refresh_seconds),
+            cache_ttl_seconds=seconds_setting(
+                env, "STREAMLIT_CACHE_TTL", cls.cache_ttl_seconds, minimum_s=0.001
+            ),
         )
 
     def refresh_for(self, horizon_end: datetime, now: datetime) -> float | None:

@@ -495,7 +495,7 @@ def test_bad_setting_is_one_line(reader_env: None, monkeypatch: pytest.MonkeyPat
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     assert [e.value for e in at.error] == [
-        "Configuration: STREAMLIT_CACHE_TTL='0' must be longer than 0 s"
+        "Configuration: STREAMLIT_CACHE_TTL='0' must be at least 0.001 s"
     ]
 
 
