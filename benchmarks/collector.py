@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import free_port  # noqa: E402
 from collector.config import DEFAULT_SYMBOLS, CollectorConfig  # noqa: E402
 from collector.connection import FinnhubConnection  # noqa: E402
 from collector.encoding import TradeEncoder  # noqa: E402
@@ -47,13 +47,6 @@ from schemas.settings import KafkaSettings  # noqa: E402
 
 SINKS = {"kafka-python": KafkaSink, "confluent": ConfluentKafkaSink}
 SYMBOLS = DEFAULT_SYMBOLS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -80,7 +73,7 @@ def _delete_topics(bootstrap: str, names: list[str]) -> None:
 
 def end_to_end(rate: int, seconds: float, kafka: KafkaSettings, client: str) -> dict[str, Any]:
     n = int(rate * seconds)
-    port = _free_port()
+    port = free_port()
     topic = f"bench-collector-{uuid.uuid4().hex[:8]}"
     _create_topic(kafka.bootstrap_servers, topic, 2)
     feed = subprocess.Popen(

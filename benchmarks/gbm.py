@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -40,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import infra  # noqa: E402
 from gbm_analysis.config import GbmSettings  # noqa: E402
 from gbm_analysis.forecast import forecast_symbol  # noqa: E402
 from gbm_analysis.model import SECONDS_PER_YEAR, simulate_paths  # noqa: E402
@@ -125,17 +125,6 @@ def bench_forecast_numpy(n_symbols: int, settings: GbmSettings) -> dict[str, Any
     return {"symbols": n_symbols, "bars_per_symbol": n, "seconds": seconds}
 
 
-def _infra(*args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "infra", *args],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def bench_job(n_symbols: int, settings: GbmSettings) -> dict[str, Any]:
     from cassandra.concurrent import execute_concurrent_with_args
 
@@ -147,7 +136,7 @@ def bench_job(n_symbols: int, settings: GbmSettings) -> dict[str, Any]:
 
     keyspace = f"bench_gbm_{uuid.uuid4().hex[:6]}"
     print(f"job: creating scratch keyspace {keyspace}", flush=True)
-    _infra("migrate", "--keyspace", keyspace)
+    infra("migrate", "--keyspace", keyspace)
     cassandra = CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": keyspace})
     cluster, session = connect(cassandra)
     try:
@@ -201,7 +190,7 @@ def bench_job(n_symbols: int, settings: GbmSettings) -> dict[str, Any]:
         }
     finally:
         cluster.shutdown()
-        _infra("drop-keyspace", keyspace)
+        infra("drop-keyspace", keyspace)
 
 
 def main() -> int:

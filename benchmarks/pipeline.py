@@ -40,7 +40,6 @@ import os
 import platform
 import re
 import resource
-import socket
 import subprocess
 import sys
 import threading
@@ -54,27 +53,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import free_port, infra, log  # noqa: E402
 from collector.config import DEFAULT_SYMBOLS  # noqa: E402
 from schemas.runtime.cassandra import connect  # noqa: E402
 from schemas.settings import CassandraSettings, KafkaSettings  # noqa: E402
 
 PY = sys.executable
 SYMBOLS = DEFAULT_SYMBOLS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _infra(*args: str) -> None:
-    subprocess.run([PY, "-m", "infra", *args], cwd=REPO, check=True, capture_output=True)
-
-
-def _log(msg: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def cassandra_ceiling(cassandra: CassandraSettings, rows: int) -> dict[str, float]:
@@ -297,7 +282,7 @@ def run_step(
     drain_limit: float,
     job_pid: int,
 ) -> dict[str, Any]:
-    feed_port = _free_port()
+    feed_port = free_port()
     feed = subprocess.Popen(
         [
             PY,
@@ -356,7 +341,7 @@ def run_step(
     feed.terminate()
     feed.wait(30)
     if collector_proc.returncode != 0:
-        _log(f"collector exited {collector_proc.returncode}: {collector_err[-500:]}")
+        log(f"collector exited {collector_proc.returncode}: {collector_err[-500:]}")
     produced = _end_offsets(kafka.bootstrap_servers, topic) - produced0
     stop_fed = time.monotonic()
     written = 0.0
@@ -412,7 +397,7 @@ def run_variant(
     measurement, the warm-up and every rate, on a fresh topic and keyspace."""
     keyspace = f"bench_{uuid.uuid4().hex[:8]}"
     topic = f"bench-pipeline-{uuid.uuid4().hex[:8]}"
-    _infra("migrate", "--keyspace", keyspace)
+    infra("migrate", "--keyspace", keyspace)
     env = {**os.environ, "CASSANDRA_KEYSPACE": keyspace, "TRADES_TOPIC": topic}
     cassandra = CassandraSettings.from_env(env)
     kafka = KafkaSettings.from_env(env)
@@ -425,7 +410,7 @@ def run_variant(
         admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
         admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
         admin.close()
-        metrics_port = _free_port()
+        metrics_port = free_port()
         job_env = {
             **env,
             "METRICS_PORT": str(metrics_port),
@@ -436,7 +421,7 @@ def run_variant(
         }
         job_log = REPO / "benchmarks" / "results" / f"pipeline-job-{name}.log"
         job_log.parent.mkdir(parents=True, exist_ok=True)
-        _log(f"variant {name} {overrides or ''}: stream processor log {job_log}")
+        log(f"variant {name} {overrides or ''}: stream processor log {job_log}")
         with open(job_log, "wb") as log_file:
             job = subprocess.Popen(
                 [PY, "-m", "stream_processor"],
@@ -454,7 +439,7 @@ def run_variant(
             except OSError:
                 pass
             time.sleep(1)
-        _log("stream processor running")
+        log("stream processor running")
         poller = LatencyPoller(cassandra, SYMBOLS[0])
         poller.start()
         job_pid = job.pid
@@ -466,20 +451,20 @@ def run_variant(
             )
 
         if args.warmup > 0:
-            _log(f"warm-up: {min(rates):,} trades/s for {args.warmup:.0f} s (not recorded)")
+            log(f"warm-up: {min(rates):,} trades/s for {args.warmup:.0f} s (not recorded)")
             step_at(min(rates), args.warmup)
         if args.idle_seconds > 0:
-            _log(f"idle: the stack with no trades for {args.idle_seconds:.0f} s")
+            log(f"idle: the stack with no trades for {args.idle_seconds:.0f} s")
             poller.paused = True
             time.sleep(10)  # the last bars and rollups of the warm-up settle first
             variant["idle"] = run_idle(args.idle_seconds, job_pid)
             poller.paused = False
-            _log(f"  {sum(variant['idle']['cores'].values()):.3f} cores")
+            log(f"  {sum(variant['idle']['cores'].values()):.3f} cores")
         for rate in rates:
-            _log(f"step: {rate:,} trades/s offered for {args.seconds:.0f} s")
+            log(f"step: {rate:,} trades/s offered for {args.seconds:.0f} s")
             step = step_at(rate, args.seconds)
             variant["steps"].append(step)
-            _log(
+            log(
                 f"  produced {step['produced_per_s']:,.0f}/s, written {step['written_per_s']:,.0f}"
                 f"/s, drain {step['drain_s']} s, p50 {step['latency_p50_s']}, "
                 f"p99 {step['latency_p99_s']}, bench {step['bench_cores']} cores"
@@ -494,7 +479,7 @@ def run_variant(
                 job.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(job.pid, 9)
-        _infra("drop-keyspace", keyspace)
+        infra("drop-keyspace", keyspace)
     sustained = [s["written_per_s"] for s in variant["steps"] if s["sustained"]]
     variant["sustained_trades_per_s"] = max(sustained) if sustained else 0.0
     return variant
@@ -593,17 +578,17 @@ def main() -> None:
         "variants": [],
     }
     keyspace = f"bench_{uuid.uuid4().hex[:8]}"
-    _infra("migrate", "--keyspace", keyspace)
+    infra("migrate", "--keyspace", keyspace)
     try:
-        _log(f"Cassandra write ceiling: Spark batch upsert of {args.ceiling_rows:,} rows")
+        log(f"Cassandra write ceiling: Spark batch upsert of {args.ceiling_rows:,} rows")
         env = {**os.environ, "CASSANDRA_KEYSPACE": keyspace}
         results["cassandra_ceiling"] = cassandra_ceiling(
             CassandraSettings.from_env(env), args.ceiling_rows
         )
     finally:
-        _infra("drop-keyspace", keyspace)
+        infra("drop-keyspace", keyspace)
     ceiling = results["cassandra_ceiling"]["rows_per_s"]
-    _log(f"  {ceiling:,.0f} rows/s")
+    log(f"  {ceiling:,.0f} rows/s")
     for name, overrides in variants:
         results["variants"].append(run_variant(name, overrides, rates, args))
     for variant in results["variants"]:

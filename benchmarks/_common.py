@@ -1,0 +1,40 @@
+"""What the benchmark scripts share: the stack's command line, a free port and a progress line.
+
+The scripts put the repository root on ``sys.path`` first, then import this as
+``benchmarks._common``.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def infra(*args: str) -> None:
+    """``python -m infra ARGS`` (a keyspace to migrate or drop); raises if it fails."""
+    subprocess.run(
+        [sys.executable, "-m", "infra", *args],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def log(msg: str) -> None:
+    """A progress line with the wall-clock time, flushed at once."""
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
