@@ -309,7 +309,7 @@ def run_step(
         "FINNHUB_WS_URL": f"ws://127.0.0.1:{feed_port}",
         "SYMBOLS": ",".join(SYMBOLS),
         "COLLECTOR_METRICS_PORT": "0",
-        "COLLECTOR_GAPS": "off",
+        "COLLECTOR_GAPS": "false",
         "COLLECTOR_KAFKA_CLIENT": env.get("COLLECTOR_KAFKA_CLIENT") or "confluent",
     }
     produced0 = _end_offsets(kafka.bootstrap_servers, topic)
@@ -413,7 +413,7 @@ def run_variant(
         metrics_port = free_port()
         job_env = {
             **env,
-            "METRICS_PORT": str(metrics_port),
+            "STREAM_METRICS_PORT": str(metrics_port),
             "LOG_LEVEL": "INFO",
             "CHECKPOINT_DIR": f"/tmp/{keyspace}-checkpoints",
             "STARTING_OFFSETS": "earliest",

@@ -46,7 +46,7 @@ def _describe(gap: Gap) -> str:
 
 
 class LoggingGapStore:
-    """Gaps in the log only (``COLLECTOR_GAPS=off``): a WARNING per gap."""
+    """Gaps in the log only (``COLLECTOR_GAPS=false``): a WARNING per gap."""
 
     def record(self, gap: Gap) -> None:
         logger.warning("collector %s: %s (not stored)", gap.collector_id, _describe(gap))
@@ -72,7 +72,7 @@ class CassandraGapStore:
             raise GapStoreError(
                 f"cassandra {','.join(settings.hosts)}:{settings.port} keyspace "
                 f"{settings.keyspace!r}: cannot connect ({type(exc).__name__}: {exc}); "
-                "set COLLECTOR_GAPS=off to run without recording gaps"
+                "set COLLECTOR_GAPS=false to run without recording gaps"
             ) from exc
         self._cluster: Cluster = cluster
         self._session: Session = session

@@ -33,7 +33,7 @@ run) and what they write:
   time, hence the Cassandra key) it got in the run that recorded it, or in any earlier replay of
   the whole file: the replay overwrites those rows (their ``source`` becomes the replay's). The
   collector still judges trade times against its clock: for a file older than
-  ``COLLECTOR_MAX_PAST_SKEW_S`` (default one day) raise that setting, or its trades go to the
+  ``COLLECTOR_MAX_PAST_SKEW`` (default one day) raise that setting, or its trades go to the
   DLQ as ``timestamp_out_of_range``.
 * the default, rebasing, moves every trade time to "now", so a rebased replay is new trades at
   new times: new ids and new rows next to the recorded ones, never an overwrite. Two rebased

@@ -75,7 +75,7 @@ class LiveMarket:
 
 
 PIPELINE_STEPS = ("feed", "stream_processor", "collector", "forecaster")
-LIVE_MARKET_ENV = {"DEMO_SECONDS": "60", "DEMO_RATE": "100"}
+LIVE_MARKET_ENV = {"DEMO_DURATION": "60", "DEMO_RATE": "100"}
 
 
 # pyspark 3.5 leaves the local socket of every collect() to the garbage collector

@@ -78,7 +78,7 @@ def run_collector(
             **os.environ,
             "FINNHUB_WS_URL": f"ws://127.0.0.1:{port}",
             "COLLECTOR_METRICS_PORT": "0",
-            "COLLECTOR_PROGRESS_S": "1",
+            "COLLECTOR_PROGRESS_INTERVAL": "1",
             **env,
         }
         process = subprocess.Popen(

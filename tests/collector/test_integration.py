@@ -30,7 +30,7 @@ from tests.conftest import Stack
 pytestmark = pytest.mark.integration
 
 SYMBOLS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "MSFT")
-NO_GAPS = {"COLLECTOR_GAPS": "off"}
+NO_GAPS = {"COLLECTOR_GAPS": "false"}
 # COLLECTOR_KAFKA_CLIENT values: both sinks must pass the end-to-end tests parametrised with this.
 KAFKA_CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 
@@ -166,7 +166,7 @@ def test_a_dropped_connection_reconnects_and_records_the_gap(
             "TRADES_TOPIC": topic,
             "SYMBOLS": ",".join(SYMBOLS),
             "CASSANDRA_KEYSPACE": test_keyspace.keyspace,
-            "COLLECTOR_BACKOFF_INITIAL_S": "0.2",
+            "COLLECTOR_BACKOFF_INITIAL": "0.2",
         },
         "--max-trades",
         str(n),
@@ -207,8 +207,8 @@ def test_a_stalled_feed_is_detected_and_replaced(
             "TRADES_TOPIC": topic,
             "SYMBOLS": ",".join(SYMBOLS),
             "CASSANDRA_KEYSPACE": test_keyspace.keyspace,
-            "COLLECTOR_STALL_TIMEOUT_S": "1.5",
-            "COLLECTOR_BACKOFF_INITIAL_S": "0.2",
+            "COLLECTOR_STALL_TIMEOUT": "1.5",
+            "COLLECTOR_BACKOFF_INITIAL": "0.2",
         },
         "--max-trades",
         str(n),
@@ -248,7 +248,7 @@ def test_sigterm_mid_stream_loses_nothing(
             **NO_GAPS,
             "TRADES_TOPIC": topic,
             "SYMBOLS": ",".join(SYMBOLS),
-            "COLLECTOR_LINGER_MS": "200",
+            "COLLECTOR_LINGER": "200ms",
             "COLLECTOR_KAFKA_CLIENT": client,
         },
     )

@@ -67,12 +67,12 @@ class Rig:
             "TRADES_TOPIC": self.topic,
             "CASSANDRA_KEYSPACE": cassandra.keyspace,
             "CHECKPOINT_DIR": str(self.checkpoints),
-            "METRICS_PORT": "0",
+            "STREAM_METRICS_PORT": "0",
             "COLLECTOR_METRICS_PORT": "0",
             "FINNHUB_WS_URL": f"ws://127.0.0.1:{self.feed_port}",
             "SYMBOLS": SYMBOLS,
-            "COLLECTOR_BACKOFF_MAX_S": "2",
-            "COLLECTOR_STALL_TIMEOUT_S": "5",
+            "COLLECTOR_BACKOFF_MAX": "2",
+            "COLLECTOR_STALL_TIMEOUT": "5",
             "SINK_RETRY_TIMEOUT": "90s",
             # A restarted job catches up in bounded batches, not one giant one, so a batch
             # running 2 minutes is wedged: after a Cassandra restart the connector's Java

@@ -44,7 +44,7 @@ def _settings(
         "CASSANDRA_KEYSPACE": cassandra.keyspace,
         "CHECKPOINT_DIR": str(tmp / "checkpoints"),
         "BARS_WATERMARK": f"{WATERMARK_MS} ms",
-        "METRICS_PORT": "0",
+        "STREAM_METRICS_PORT": "0",
     }
     return StreamSettings.from_env(env)
 

@@ -102,7 +102,7 @@ def _job_env(cassandra: CassandraSettings, topic: str, checkpoints: Path) -> dic
         "TRADES_TOPIC": topic,
         "CASSANDRA_KEYSPACE": cassandra.keyspace,
         "CHECKPOINT_DIR": str(checkpoints),
-        "METRICS_PORT": "0",
+        "STREAM_METRICS_PORT": "0",
         "SPARK_DRIVER_MEMORY": "1g",
         "LOG_LEVEL": "WARNING",
     }
