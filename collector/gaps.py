@@ -7,6 +7,7 @@ log still has it) and counted in ``collector_gap_write_failures_total``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,10 +61,18 @@ class CassandraGapStore:
 
     :param settings: Cassandra hosts, keyspace and credentials.
     :param metrics: counts written and failed gaps.
+    :param connect: opens the ``(cluster, session)`` pair, as
+        :func:`schemas.runtime.cassandra.connect` does (a test passes a fake).
     :raises GapStoreError: at construction, when Cassandra or the table is unreachable.
     """
 
-    def __init__(self, settings: CassandraSettings, metrics: CollectorMetrics) -> None:
+    def __init__(
+        self,
+        settings: CassandraSettings,
+        metrics: CollectorMetrics,
+        *,
+        connect: Callable[..., tuple[Cluster, Session]] = connect,
+    ) -> None:
         self.metrics = metrics
         self.keyspace = settings.keyspace
         try:
