@@ -76,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("leaderboard", help="print model_scores: every model per symbol and step")
     drift = sub.add_parser("drift", help="PSI and KS of recent bars vs each training window")
     drift.add_argument(
-        "--retrain", action="store_true", help="train the symbols that drifted again at once"
+        "--retrain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the symbols whose PSI crossed GBM_DRIFT_PSI again at once (the default); "
+        "--no-retrain only checks",
     )
     sub.add_parser("serve", help="serve the latest forecast and backtest per symbol over HTTP")
     return parser
@@ -96,12 +100,9 @@ class _Stop:
 
 
 def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSettings) -> int:
-    from py4j.protocol import Py4JError
-
     from gbm_analysis.io import GbmStore
     from gbm_analysis.job import run_forecasts
     from schemas.runtime.cassandra import connect
-    from schemas.runtime.spark import build_session
 
     interval = parse_duration(args.every, name="--every") if args.every else None
     as_of_text = args.as_of
@@ -114,7 +115,13 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
     trained = TrainSettings.from_env()
     registry = registry_if_trained(trained.tracking_uri, trained.artifact_root)
     cluster, session = connect(cassandra)
-    spark = build_session("gbm_analysis", cassandra)
+    # under spark-submit the submitted session runs the job; otherwise GBM_ENGINE says
+    use_spark = settings.engine == "spark" or bool(os.environ.get("SPARK_SUBMIT_MODE"))
+    spark = None
+    if use_spark:
+        from schemas.runtime.spark import build_session
+
+        spark = build_session("gbm_analysis", cassandra)
     stop = _Stop() if interval else None
     try:
         store = GbmStore(session, cassandra.keyspace)
@@ -146,10 +153,13 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
             if stop and stop.requested:
                 return 0
     finally:
-        try:
-            spark.stop()
-        except Py4JError as exc:  # Ctrl+C reaches the JVM too (same process group)
-            logger.warning("spark had already stopped: %s", exc)
+        if spark is not None:
+            from py4j.protocol import Py4JError
+
+            try:
+                spark.stop()
+            except Py4JError as exc:  # Ctrl+C reaches the JVM too (same process group)
+                logger.warning("spark had already stopped: %s", exc)
         cluster.shutdown()
 
 
@@ -238,7 +248,7 @@ def _leaderboard(cassandra: CassandraSettings) -> int:
 
 def _drift(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
     from gbm_analysis.drift import PSI_THRESHOLD
-    from gbm_analysis.drift_job import format_drift, run_drift, write_drift, write_textfile
+    from gbm_analysis.drift_job import DriftCheck, check_and_retrain, format_drift
     from gbm_analysis.io import GbmStore
     from gbm_analysis.serving import registry_if_trained
     from gbm_analysis.training import TrainSettings
@@ -259,23 +269,33 @@ def _drift(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
         print("no MLflow registry yet: run `python -m gbm_analysis train` first")
         return 0
     now = datetime.now(UTC)
+    printed: list[bool] = []
+
+    def retrain(check: DriftCheck) -> None:
+        print(format_drift(check.results))
+        printed.append(True)
+        print(f"retraining {', '.join(check.retrained)} (PSI >= {threshold:g})", flush=True)
+        os.environ["GBM_SYMBOLS"] = ",".join(check.retrained)
+        _train(argparse.Namespace(bars_csv=None), cassandra)
+
     cluster, session = connect(cassandra)
     try:
         store = GbmStore(session, cassandra.keyspace)
         symbols = trained.symbols or tuple(_registered_symbols(registry))
-        results, versions = run_drift(
-            store, registry, symbols, now=now, recent=timedelta(seconds=recent), threshold=threshold
+        check = check_and_retrain(
+            store,
+            registry,
+            symbols,
+            now=now,
+            recent=timedelta(seconds=recent),
+            threshold=threshold,
+            textfile=state_dir() / "metrics" / "forecast_drift.prom",
+            retrain=retrain if args.retrain else None,
         )
-        write_drift(store, results, checked_at=now, versions=versions)
     finally:
         cluster.shutdown()
-    write_textfile(results, state_dir() / "metrics" / "forecast_drift.prom")
-    print(format_drift(results))
-    drifted = sorted({r.symbol for r in results if r.drifted})
-    if drifted and args.retrain:
-        print(f"retraining {', '.join(drifted)}")
-        os.environ["GBM_SYMBOLS"] = ",".join(drifted)
-        return _train(argparse.Namespace(bars_csv=None), cassandra)
+    if not printed:
+        print(format_drift(check.results))
     return 0
 
 

@@ -11,13 +11,16 @@ window's:
 * the two-sample **Kolmogorov-Smirnov** test (scipy), drift when its p-value is below 0.01.
 
 Minute returns are serially dependent in volatility, so the KS p-value overstates significance on
-long windows; the PSI threshold is the one that triggers a retrain. A drifted model shows on the
-leaderboard's source and as the Prometheus gauge ``forecast_drift_psi``.
+long windows; the PSI threshold alone triggers a retrain (:func:`retrain_symbols`: a symbol is
+retrained when any feature of any of its production models has ``PSI >= threshold``). The checks
+show on both dashboards (the Streamlit explorer's drift table, Superset's drift chart) and as the
+Prometheus gauges of :func:`drift_registry`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +40,7 @@ __all__ = [
     "drift_features",
     "drift_registry",
     "population_stability_index",
+    "retrain_symbols",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -90,7 +94,24 @@ class DriftResult:
 
     @property
     def drifted(self) -> bool:
+        """Either test says the feature moved (shown; the KS test alone triggers nothing)."""
         return self.psi >= self.threshold or self.ks_p < KS_ALPHA
+
+    @property
+    def psi_exceeded(self) -> bool:
+        """The PSI is past the threshold: this result triggers a retrain of its symbol."""
+        return self.psi >= self.threshold
+
+
+def retrain_symbols(results: Iterable[DriftResult]) -> list[str]:
+    """Symbols to retrain: those with a result whose PSI is past its threshold.
+
+    >>> from dataclasses import replace
+    >>> r = DriftResult("S", "mlp", "return", 0.3, 0.1, 1e-9, 0.25, 100, 100)
+    >>> retrain_symbols([r, replace(r, symbol="T", psi=0.1)])  # T: KS only, not retrained
+    ['S']
+    """
+    return sorted({r.symbol for r in results if r.psi_exceeded})
 
 
 def check_drift(
@@ -126,9 +147,12 @@ def check_drift(
     return out
 
 
-def drift_registry(results: list[DriftResult]) -> CollectorRegistry:
+def drift_registry(
+    results: list[DriftResult], retrained: Collection[str] = ()
+) -> CollectorRegistry:
     """Prometheus gauges of the latest check: ``forecast_drift_psi`` and ``forecast_drift_ks_p``
-    per symbol, model and feature, ``forecast_drift_detected`` (0/1) per symbol and model."""
+    per symbol, model and feature, ``forecast_drift_detected`` (0/1) per symbol and model, and
+    ``forecast_drift_retrain`` (0/1) per symbol checked: 1 when the check triggered a retrain."""
     from prometheus_client import CollectorRegistry, Gauge
 
     registry = CollectorRegistry()
@@ -155,4 +179,12 @@ def drift_registry(results: list[DriftResult]) -> CollectorRegistry:
         flags[(r.symbol, r.model)] = flags.get((r.symbol, r.model), False) or r.drifted
     for (symbol, model), flag in flags.items():
         detected.labels(symbol, model).set(1.0 if flag else 0.0)
+    retrain = Gauge(
+        "forecast_drift_retrain",
+        "1 when the latest drift check triggered a retrain of the symbol",
+        ["symbol"],
+        registry=registry,
+    )
+    for symbol in sorted({r.symbol for r in results} | set(retrained)):
+        retrain.labels(symbol).set(1.0 if symbol in retrained else 0.0)
     return registry

@@ -28,3 +28,37 @@ def test_a_doubled_volatility_drifts_and_the_same_process_does_not() -> None:
     text = generate_latest(drift_registry([*calm.values(), *moved.values()])).decode()
     assert 'forecast_drift_detected{model="mlp",symbol="S"} 1.0' in text
     assert 'forecast_drift_psi{feature="abs_return",model="mlp",symbol="S"}' in text
+
+
+def test_only_a_psi_past_the_threshold_triggers_a_retrain() -> None:
+    """The KS test flags long, serially dependent windows easily; it is shown, not acted on."""
+    from dataclasses import replace
+
+    from gbm_analysis.drift import DriftResult, retrain_symbols
+
+    ks_only = DriftResult("KS", "mlp", "return", 0.05, 0.2, 1e-12, 0.25, 5_000, 360)
+    psi = replace(ks_only, symbol="PSI", feature="abs_return", psi=0.4, ks_p=0.5)
+    calm = replace(ks_only, symbol="CALM", ks_p=0.5)
+    assert ks_only.drifted and not ks_only.psi_exceeded
+    assert psi.drifted and psi.psi_exceeded and not calm.drifted
+    assert retrain_symbols([ks_only, psi, calm]) == ["PSI"]
+    # exactly at the threshold counts ("past" = at or above)
+    assert retrain_symbols([replace(calm, psi=0.25)]) == ["CALM"]
+
+    text = generate_latest(drift_registry([ks_only, psi, calm], retrained=["PSI"])).decode()
+    assert 'forecast_drift_retrain{symbol="PSI"} 1.0' in text
+    assert 'forecast_drift_retrain{symbol="KS"} 0.0' in text
+    assert 'forecast_drift_retrain{symbol="CALM"} 0.0' in text
+    assert 'forecast_drift_detected{model="mlp",symbol="KS"} 1.0' in text
+
+
+def test_format_drift_names_what_triggers_a_retrain() -> None:
+    from dataclasses import replace
+
+    from gbm_analysis.drift import DriftResult
+    from gbm_analysis.drift_job import format_drift
+
+    r = DriftResult("S", "mlp", "return", 0.05, 0.2, 1e-12, 0.25, 5_000, 360)
+    lines = format_drift([r, replace(r, feature="range", psi=0.3), replace(r, ks_p=0.5)])
+    verdicts = [line.split("  ")[-1].strip() for line in lines.splitlines()[1:]]
+    assert verdicts == ["drift (KS)", "DRIFT (PSI: retrain)", "ok"]

@@ -37,9 +37,9 @@ def _cronjobs() -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in _manifests() if d["kind"] == "CronJob"}
 
 
-def test_manifests_are_a_configmap_and_two_cronjobs() -> None:
+def test_manifests_are_a_configmap_and_three_cronjobs() -> None:
     kinds = sorted((d["apiVersion"], d["kind"]) for d in _manifests())
-    assert kinds == [("batch/v1", "CronJob"), ("batch/v1", "CronJob"), ("v1", "ConfigMap")]
+    assert kinds == [("batch/v1", "CronJob")] * 3 + [("v1", "ConfigMap")]
     for job in _cronjobs().values():
         spec = job["spec"]
         assert spec["concurrencyPolicy"] == "Forbid" and spec["timeZone"] == "Etc/UTC"
@@ -59,7 +59,7 @@ def test_cronjobs_and_crontab_run_the_same_commands_at_the_same_minutes() -> Non
         for job in _cronjobs().values()
     )
     assert from_k8s == sorted(_cron_lines())
-    assert [s for s, _ in from_k8s] == ["1 * * * *", "5 * * * *"]
+    assert [s for s, _ in from_k8s] == ["1 * * * *", "20 * * * *", "5 * * * *"]
 
 
 @pytest.mark.parametrize("source", ["cron", "k8s"])
@@ -73,7 +73,10 @@ def test_scheduled_commands_parse(source: str) -> None:
         ]
     )
     for args in commands:
-        assert _parser().parse_args(args).command in ("run", "backtest")
+        parsed = _parser().parse_args(args)
+        assert parsed.command in ("run", "backtest", "drift")
+        if parsed.command == "drift":  # drift past the threshold retrains, unattended
+            assert parsed.retrain
 
 
 def test_configmap_settings_are_accepted_and_carry_no_secret() -> None:
