@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from gbm_analysis import mlp
@@ -108,3 +109,76 @@ def test_walk_forward_windows_are_logged_in_time_order(trained: TrainOutcome) ->
     assert w["calib_end"] <= w["test_start"] < w["test_end"]
     split = walk_forward_split(3_500, first=mlp.LOOKBACK, calib=800, test=600, purge=N_STEPS)
     assert (w["test_start"] - w["calib_end"]) == (split.test[0] - split.calib[-1] - 1) * 60
+
+
+def _drifting_then_flat(n: int, *, flat_last: int, drift_bps: float, seed: int) -> pd.DataFrame:
+    """GBM minutes whose log price climbs ``drift_bps`` a minute until the last ``flat_last``
+    minutes (which hold the test window) and is driftless after: a model fitted on the early part
+    forecasts a climb that does not come."""
+    bars = gbm_minutes(n, seed=seed)
+    climb = np.exp(np.minimum(np.arange(n), n - flat_last) * drift_bps / 1e4)
+    for column in ("open", "high", "low", "close"):
+        bars[column] = bars[column] * climb
+    return bars
+
+
+def test_a_retrain_replaces_production_only_when_it_scores_better_on_the_latest_window(
+    tmp_path: Path,
+) -> None:
+    """Real trainings, real scores, the real MLflow SQLite store: each retrain scores the
+    production version on the retrain's own (latest) test window; a model fitted on a climbing
+    market forecasts a climb the flat test window does not have, so it scores worse."""
+    from gbm_analysis.registry import Registry
+
+    settings = TrainSettings(
+        models=("mlp",),
+        train_minutes=1_500,
+        calib_minutes=800,
+        test_minutes=600,
+        mlp=mlp.MlpParams(max_iter=20),
+        baselines=False,
+    )
+    n = 3_500
+    flat = prepare_minutes(gbm_minutes(n, seed=5))
+    climbing = prepare_minutes(_drifting_then_flat(n, flat_last=700, drift_bps=5.0, seed=6))
+    registry = Registry(f"sqlite:///{tmp_path}/mlflow/mlflow.db", tmp_path / "artifacts")
+
+    def retrain(bars: pd.DataFrame) -> tuple[TrainOutcome, int, bool]:
+        found = registry.production("mlp", SYMBOL)
+        incumbents = {"mlp": found[2]} if found else {}
+        (outcome,) = train_symbol(SYMBOL, bars, settings, incumbents)
+        logged = registry.log(outcome)
+        assert logged.promoted == (found is None or logged.crps < logged.incumbent_crps)
+        return outcome, logged.version, logged.promoted
+
+    first, v1, promoted = retrain(climbing)
+    assert (v1, promoted) == (1, True)  # nothing to beat
+
+    # fitted on flat data, scored with v1 on the flat data's newest test window: better
+    better, v2, promoted = retrain(flat)
+    assert (v2, promoted) == (2, True)
+    assert better.incumbent_scores is not None and better.scores is not None
+    assert registry_crps(better.scores) < 0.9 * registry_crps(better.incumbent_scores)
+
+    # fitted on the climb again, scored with v2 on that data's newest (flat) window: worse
+    worse, v3, promoted = retrain(climbing)
+    assert (v3, promoted) == (3, False)
+    assert registry_crps(worse.scores) > registry_crps(worse.incumbent_scores)
+
+    # what the hourly forecast loads (serving.learned_forecast_rows): still v2, v2's forecaster
+    version, run_id, loaded = registry.production("mlp", SYMBOL)  # type: ignore[misc]
+    assert version == 2
+    positions = np.array([len(flat) - 61])
+    np.testing.assert_allclose(
+        loaded.predict(flat, positions),
+        better.fitted.predict(flat, positions),  # type: ignore[union-attr]
+    )
+    assert registry.client.get_run(run_id).data.metrics["oos_crps_bps"] == pytest.approx(
+        registry_crps(better.scores)
+    )
+
+
+def registry_crps(scores: HorizonScores | None) -> float:
+    from gbm_analysis.registry import mean_crps
+
+    return mean_crps(scores)
