@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# Also the deploy artefacts' validators: helm (built once from the Go module proxy into
+# .cache/tools) and docker-compose (apt-get when missing); see infra/tools.py.
 install: $(STAMP)
 	$(PY) -m infra install
+	$(PY) -m infra.tools install
 
 # Debian's chromium for the dashboard browser tests, screenshots and benchmark (apt-get if missing).
 browser: $(STAMP)
