@@ -326,7 +326,7 @@ def test_an_oversized_frame_is_never_buffered_and_becomes_a_dead_letter_and_a_ga
             for _ in range(announced // MIB):
                 conn.sendall(chunk)
         conn.sendall(ws_frame(b'{"type":"ping"}'))
-        time.sleep(5)
+        server.stopped.wait(5)  # holds the connection open until the test closes the server
 
     server = RawWebSocketServer(script)
     received: list[bytes] = []
@@ -358,7 +358,7 @@ def test_fragments_that_add_up_past_the_limit_are_one_oversized_frame() -> None:
             for _ in range(2000):  # 2 MB in continuation frames of 1000 bytes
                 conn.sendall(ws_frame(b"[" * 1000, opcode=0, fin=False))
         conn.sendall(ws_frame(b'{"type":"ping"}'))
-        time.sleep(5)
+        server.stopped.wait(5)  # holds the connection open until the test closes the server
 
     server = RawWebSocketServer(script)
     received: list[bytes] = []
