@@ -127,6 +127,8 @@ def submit_env(config: InfraConfig, plan: ClusterPlan, env: Mapping[str, str]) -
         "JAVA_HOME": str(java.parent.parent),
         "SPARK_LOCAL_IP": "127.0.0.1",
         "STATE_DIR": str(config.state_dir),
+        # Read from the shipped zip, the package cannot find the checkout's jar cache itself.
+        "JARS_DIR": str(config.jars_dir),
     }
 
 

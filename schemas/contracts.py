@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,12 @@ TABLE_AGG_5S = "trades_agg_5s"
 TABLE_AGG_1M = "trades_agg_1m"
 TABLE_AGG_1H = "trades_agg_1h"
 TABLE_COLLECTOR_GAPS = "collector_gaps"
+
+
+def _package_text(name: str) -> str:
+    """A data file of this package, read through its loader: it works from a folder and from
+    the zip spark-submit ships to the executors (``--py-files``), where ``open`` cannot."""
+    return files(__package__ or "schemas").joinpath(name).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,8 +46,7 @@ def load_avro_schema(name: str) -> dict[str, Any]:
     >>> load_avro_schema("trade")["name"]
     'Trade'
     """
-    with open(AVRO_DIR / f"{name}.avsc", encoding="utf-8") as fh:
-        schema: dict[str, Any] = json.load(fh)
+    schema: dict[str, Any] = json.loads(_package_text(f"avro/{name}.avsc"))
     return schema
 
 
@@ -53,8 +59,7 @@ def topic_specs(env: Mapping[str, str] | None = None) -> dict[str, TopicSpec]:
     't1.dlq'
     """
     env = os.environ if env is None else env
-    with open(TOPICS_FILE, encoding="utf-8") as fh:
-        raw = json.load(fh)
+    raw = json.loads(_package_text("topics/topics.json"))
     specs: dict[str, TopicSpec] = {}
     for entry in raw:
         name = env.get(entry["env"]) or entry["default_name"]

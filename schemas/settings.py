@@ -436,9 +436,19 @@ class KafkaSettings:
         return int(self.bootstrap_servers.split(",")[0].rpartition(":")[2])
 
 
+# CASSANDRA_CONSISTENCY's choices: the levels that make sense within one data centre.
+CONSISTENCY_LEVELS = ("one", "two", "three", "quorum", "all", "local_one", "local_quorum")
+
+
 @dataclass(frozen=True, kw_only=True)
 class CassandraSettings:
-    """Where Cassandra is and who we are there; the password is a :class:`SecretStr`."""
+    """Where Cassandra is and who we are there; the password is a :class:`SecretStr`.
+
+    ``consistency`` (CASSANDRA_CONSISTENCY): the level of every read and write of our services,
+    e.g. ``LOCAL_QUORUM`` on the cluster topology (two of three replicas: one node may be down,
+    and a read still sees every acknowledged write); unset keeps the clients' defaults (the
+    Python driver's LOCAL_ONE; the Spark connector's LOCAL_QUORUM writes, LOCAL_ONE reads),
+    which on one node all mean that node."""
 
     hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042
@@ -446,6 +456,7 @@ class CassandraSettings:
     username: str | None = None
     password: SecretStr | None = None
     local_dc: str = "datacenter1"
+    consistency: str | None = None
 
     @classmethod
     def from_env(
@@ -465,12 +476,15 @@ class CassandraSettings:
             raise SettingsError(
                 f"CASSANDRA_KEYSPACE={keyspace!r}: use letters, digits and _ starting with a letter"
             )
+        consistency = env_value(env, "CASSANDRA_CONSISTENCY")
         return cls(
             hosts=list_setting(env, "CASSANDRA_HOSTS", cls.hosts),
             port=port_setting(env, "CASSANDRA_PORT", cls.port),
             keyspace=keyspace,
             username=username,
             password=None if password is None else SecretStr(password),
+            consistency=consistency
+            and choice_setting(env, "CASSANDRA_CONSISTENCY", "", CONSISTENCY_LEVELS).upper(),
         )
 
 

@@ -38,6 +38,7 @@ def connect(
     request_timeout: float = 30.0,
 ) -> tuple[Cluster, Session]:
     """Open a session; the caller shuts the cluster down. Credentials default to ``settings``."""
+    from cassandra import ConsistencyLevel
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
@@ -53,6 +54,10 @@ def connect(
             EXEC_PROFILE_DEFAULT: ExecutionProfile(
                 load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
                 request_timeout=request_timeout,
+                # CASSANDRA_CONSISTENCY, else the driver's own default.
+                consistency_level=ConsistencyLevel.name_to_value[
+                    settings.consistency or "LOCAL_ONE"
+                ],
             )
         },
         protocol_version=5,

@@ -73,6 +73,9 @@ def spark_conf(
         # batch-size warning threshold (infra/conf/cassandra.yaml).
         "spark.cassandra.output.batch.size.bytes": env.get("SPARK_CASSANDRA_BATCH_BYTES", "32768"),
     }
+    if cassandra.consistency:  # CASSANDRA_CONSISTENCY: the connector's reads and writes alike
+        conf["spark.cassandra.output.consistency.level"] = cassandra.consistency
+        conf["spark.cassandra.input.consistency.level"] = cassandra.consistency
     if cassandra.username:
         conf["spark.cassandra.auth.username"] = cassandra.username
         conf["spark.cassandra.auth.password"] = secret_value(cassandra.password) or ""

@@ -34,7 +34,7 @@ from infra.topology import (
     topology,
 )
 from infra.trino import catalog_properties
-from schemas.settings import SettingsError
+from schemas.settings import CassandraSettings, SettingsError
 
 SINGLE_NODE_PORTS = {9092, 9093, 9042, 7000, 8080, 8088, 8501}
 
@@ -285,3 +285,50 @@ def test_submit_env_points_at_the_cluster(tmp_path: Path) -> None:
     assert env["CASSANDRA_CONSISTENCY"] == "LOCAL_QUORUM"
     assert env["SPARK_SUBMIT_MODE"] == "1"
     assert env["CHECKPOINT_DIR"] == "/shared/cp"
+
+
+def test_consistency_is_a_setting_of_every_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cassandra import ConsistencyLevel
+    from cassandra.cluster import Cluster
+
+    from schemas.runtime.cassandra import connect
+    from schemas.runtime.spark import spark_conf
+
+    settings = CassandraSettings.from_env(
+        {"STATE_DIR": "/nonexistent", "CASSANDRA_CONSISTENCY": "local_quorum"}
+    )
+    assert settings.consistency == "LOCAL_QUORUM"
+    assert CassandraSettings.from_env({"STATE_DIR": "/nonexistent"}).consistency is None
+    with pytest.raises(SettingsError, match="CASSANDRA_CONSISTENCY='each'"):
+        CassandraSettings.from_env({"STATE_DIR": "/x", "CASSANDRA_CONSISTENCY": "each"})
+
+    monkeypatch.setattr(Cluster, "connect", lambda self, keyspace=None: "session")
+    cluster, _ = connect(settings)
+    assert cluster.profile_manager.default.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+    cluster, _ = connect(CassandraSettings())
+    assert cluster.profile_manager.default.consistency_level == ConsistencyLevel.LOCAL_ONE
+
+    jars = {"JARS_DIR": str(Path(__file__).parent)}  # any folder: spark_conf lists its jars
+    monkeypatch.setattr("schemas.runtime.spark.connector_jars", lambda env=None: [])
+    conf = spark_conf(settings, jars)
+    assert conf["spark.cassandra.output.consistency.level"] == "LOCAL_QUORUM"
+    assert conf["spark.cassandra.input.consistency.level"] == "LOCAL_QUORUM"
+    assert "spark.cassandra.output.consistency.level" not in spark_conf(CassandraSettings(), jars)
+
+
+def test_the_zip_alone_loads_the_contracts(tmp_path: Path) -> None:
+    """What an executor does: import our packages from the shipped zip, no checkout on the
+    path (-I: no site-packages, where the editable install points at the checkout)."""
+    import subprocess
+    import sys
+
+    zipped = build_py_files(tmp_path / "pipeline.zip")
+    code = (
+        f"import sys; sys.path.insert(0, {str(zipped)!r}); import schemas.contracts as c; "
+        "print(c.__file__, c.topic_specs({})['trades'].name, c.load_avro_schema('trade')['name'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    )
+    path, topic, schema = result.stdout.split()
+    assert path.startswith(str(zipped)) and (topic, schema) == ("trades", "Trade")
