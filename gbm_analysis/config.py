@@ -28,10 +28,15 @@ __all__ = [
     "parse_duration",
 ]
 
-ModelName = Literal["gbm", "ewma_t", "hist_sim"]
+ModelName = Literal["gbm", "ewma_t", "hist_sim", "seasonal_fhs"]
 DriftMode = Literal["zero", "estimated"]
+Engine = Literal["local", "spark"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+#: the models a run makes unless ``GBM_MODELS`` says otherwise: ``seasonal_fhs`` reads
+#: ``GBM_SEASONAL_HISTORY`` of bars (7 days), so it is asked for by name
+DEFAULT_MODELS: tuple[str, ...] = ("gbm", "ewma_t", "hist_sim")
 DRIFT_MODES: tuple[str, ...] = get_args(DriftMode)
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 def parse_duration(text: str, *, name: str = "duration") -> int:
@@ -65,7 +70,7 @@ class GbmSettings:
     :param n_paths: Monte Carlo paths per symbol and model (10,000)
     :param n_sample_paths: paths kept in ``gbm_paths`` for plotting (50)
     :param histogram_bins: bins of the stored terminal-price histogram (50)
-    :param models: models to run, any of ``gbm``, ``ewma_t``, ``hist_sim``
+    :param models: models to run, any of ``gbm``, ``ewma_t``, ``hist_sim``, ``seasonal_fhs``
     :param drift: ``zero`` (default: intraday drift is not estimable) or ``estimated``
     :param min_bars: fewer bars than this in the window and the symbol is skipped (30)
     :param max_gap_seconds: a gap between bars longer than this (market closed, outage) splits
@@ -73,18 +78,24 @@ class GbmSettings:
     :param pending_max_seconds: the backtest waits this long after a step's target for a bar
         to end; a step no bar ended within it is final as ``expired`` (3600)
     :param ewma_half_life_seconds: half-life of the EWMA variance (1800)
+    :param seasonal_history_seconds: bars ``seasonal_fhs`` learns its intraday profile and its
+        blocks from, ending at as-of (7 days); the other models use ``lookback_seconds`` of them
     :param t_dof: Student-t degrees of freedom of ``ewma_t``; None estimates it from kurtosis
     :param chunk_paths: paths simulated per chunk, bounding temporary memory (2,000)
     :param seed: run seed; None draws one from OS entropy (stored with the run either way)
     :param symbols: only these symbols; empty means every symbol with bars
+    :param engine: ``local`` (read, forecast and write in this process with the cassandra
+        driver; the default) or ``spark`` (the connector and ``applyInPandas``)
+    :param workers: threads forecasting symbols at once in the ``local`` engine (default: the
+        machine's cores)
     :raises ConfigError: on any out-of-range value, naming the field
 
     >>> GbmSettings(n_paths=100).n_paths
     100
-    >>> GbmSettings(models=("nope",))
+    >>> GbmSettings(models=("nope",))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    gbm_analysis.exceptions.ConfigError: models: 'nope' is not one of gbm, ewma_t, hist_sim
+    gbm_analysis.exceptions.ConfigError: models: 'nope' is not one of gbm, ewma_t, hist_sim, ...
     """
 
     lookback_seconds: int = 6 * 3600
@@ -94,16 +105,19 @@ class GbmSettings:
     n_paths: int = 10_000
     n_sample_paths: int = 50
     histogram_bins: int = 50
-    models: tuple[ModelName, ...] = MODEL_NAMES  # type: ignore[assignment]
+    models: tuple[ModelName, ...] = DEFAULT_MODELS  # type: ignore[assignment]
     drift: DriftMode = "zero"
     min_bars: int = 30
     max_gap_seconds: int = 300
     pending_max_seconds: int = 3600
     ewma_half_life_seconds: int = 1800
+    seasonal_history_seconds: int = 7 * 86_400
     t_dof: float | None = None
     chunk_paths: int = 2_000
     seed: int | None = None
     symbols: tuple[str, ...] = field(default=())
+    engine: Engine = "local"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def __post_init__(self) -> None:
         positive = {
@@ -116,7 +130,9 @@ class GbmSettings:
             "max_gap_seconds": self.max_gap_seconds,
             "pending_max_seconds": self.pending_max_seconds,
             "ewma_half_life_seconds": self.ewma_half_life_seconds,
+            "seasonal_history_seconds": self.seasonal_history_seconds,
             "chunk_paths": self.chunk_paths,
+            "workers": self.workers,
         }
         for name, value in positive.items():
             if not isinstance(value, int) or value <= 0:
@@ -135,6 +151,8 @@ class GbmSettings:
         for model in self.models:
             if model not in MODEL_NAMES:
                 raise ConfigError(f"models: {model!r} is not one of {', '.join(MODEL_NAMES)}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine={self.engine!r} is not one of {', '.join(ENGINES)}")
         if self.drift not in DRIFT_MODES:
             raise ConfigError(f"drift={self.drift!r} is not one of {', '.join(DRIFT_MODES)}")
         if self.t_dof is not None and not self.t_dof > 2:
@@ -145,6 +163,14 @@ class GbmSettings:
     @property
     def horizon_seconds(self) -> int:
         return self.step_seconds * self.n_steps
+
+    @property
+    def read_seconds(self) -> int:
+        """Bars a run reads, ending at as-of: the lookback, or the seasonal history when
+        ``seasonal_fhs`` runs."""
+        if "seasonal_fhs" in self.models:
+            return max(self.lookback_seconds, self.seasonal_history_seconds)
+        return self.lookback_seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GbmSettings:
@@ -162,6 +188,7 @@ class GbmSettings:
             "GBM_MAX_GAP": "max_gap_seconds",
             "GBM_PENDING_MAX": "pending_max_seconds",
             "GBM_EWMA_HALF_LIFE": "ewma_half_life_seconds",
+            "GBM_SEASONAL_HISTORY": "seasonal_history_seconds",
         }
         for var, attr in durations.items():
             if env.get(var):
@@ -174,6 +201,7 @@ class GbmSettings:
             "GBM_MIN_BARS": "min_bars",
             "GBM_CHUNK_PATHS": "chunk_paths",
             "GBM_SEED": "seed",
+            "GBM_WORKERS": "workers",
         }
         for var, attr in integers.items():
             if env.get(var):
@@ -182,6 +210,8 @@ class GbmSettings:
             kwargs["models"] = _csv(env["GBM_MODELS"])
         if env.get("GBM_SYMBOLS"):
             kwargs["symbols"] = _csv(env["GBM_SYMBOLS"])
+        if env.get("GBM_ENGINE"):
+            kwargs["engine"] = env["GBM_ENGINE"].strip()
         if env.get("GBM_DRIFT"):
             kwargs["drift"] = env["GBM_DRIFT"].strip()
         raw_dof = (env.get("GBM_T_DOF") or "auto").strip()

@@ -14,7 +14,7 @@ import logging
 import math
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +33,7 @@ from gbm_analysis.model import (
     step_log_returns,
     summarise_paths,
 )
+from gbm_analysis.seasonal import seasonal_blocks, simulate_block_paths
 from schemas.markets import annualisation_for
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "FORECAST_COLUMNS",
     "ModelForecast",
     "forecast_frame",
+    "forecast_row",
     "forecast_symbol",
     "generator_for",
 ]
@@ -120,7 +122,12 @@ def _failed(symbol: str, model: str, exc: DataError, series: ReturnSeries | None
 
 
 def _one_model(
-    symbol: str, model: str, series: ReturnSeries, settings: GbmSettings, run_seed: int
+    symbol: str,
+    model: str,
+    series: ReturnSeries,
+    settings: GbmSettings,
+    run_seed: int,
+    long_series: ReturnSeries | None = None,
 ) -> ModelForecast:
     rng = generator_for(run_seed, symbol, model)
     s0 = series.last_price
@@ -141,6 +148,22 @@ def _one_model(
         )
         mu, sigma, dof = ewma.mu, ewma.sigma, ewma.dof
         paths = simulate_paths(s0, mu, sigma, dt, n_steps, n_paths, rng, dof=dof, chunk_paths=chunk)
+    elif model == "seasonal_fhs":
+        blocks = seasonal_blocks(
+            long_series or series,
+            bar_seconds=settings.bar_seconds,
+            step_seconds=settings.step_seconds,
+            n_steps=n_steps,
+            half_life_seconds=settings.ewma_half_life_seconds,
+            drift=settings.drift,
+        )
+        paths = simulate_block_paths(s0, blocks, n_paths, rng, chunk_paths=chunk)
+        mu = (
+            _arithmetic_drift(blocks.cumulative[:, -1], settings.horizon_seconds)
+            if settings.drift != "zero"
+            else 0.0
+        )
+        sigma = blocks.sigma
     else:  # hist_sim: bootstrap of overlapping historical step returns, drift as GBM_DRIFT says
         raw = step_log_returns(series, step_bars=settings.step_seconds // settings.bar_seconds)
         hist = centre_step_returns(raw, drift=settings.drift)
@@ -184,6 +207,8 @@ def forecast_symbol(
     close: NDArray[np.float64],
     settings: GbmSettings,
     run_seed: int,
+    *,
+    family_from: float | None = None,
 ) -> list[ModelForecast]:
     """Run every configured model on one symbol's bars.
 
@@ -196,15 +221,25 @@ def forecast_symbol(
     :param close: bar closes
     :param settings: the run's settings
     :param run_seed: the run's seed
+    :param family_from: bars starting before this (epoch seconds) are history for
+        ``seasonal_fhs`` only (``GBM_SEASONAL_HISTORY``); the other models use the rest, their
+        ``GBM_LOOKBACK`` window. None: every model uses every bar.
     """
+    starts = np.asarray(window_start, dtype=np.float64)
+    closes = np.asarray(close, dtype=np.float64)
+    long_series: ReturnSeries | None = None
+    if family_from is not None and "seasonal_fhs" in settings.models:
+        recent = starts >= family_from
+        try:
+            long_series = _grid(starts, closes, settings)
+        except DataError:
+            long_series = None  # the recent window's own error is reported below
+        starts, closes = starts[recent], closes[recent]
+    elif family_from is not None:
+        recent = starts >= family_from
+        starts, closes = starts[recent], closes[recent]
     try:
-        series = grid_log_returns(
-            window_start,
-            close,
-            bar_seconds=settings.bar_seconds,
-            max_gap_seconds=settings.max_gap_seconds,
-            min_bars=settings.min_bars,
-        )
+        series = _grid(starts, closes, settings)
     except DataError as exc:
         logger.warning("symbol %s: skipped, %s", symbol, exc)
         return [_failed(symbol, model, exc, None) for model in settings.models]
@@ -217,11 +252,23 @@ def forecast_symbol(
     results = []
     for model in settings.models:
         try:
-            results.append(_one_model(symbol, model, series, settings, run_seed))
+            results.append(_one_model(symbol, model, series, settings, run_seed, long_series))
         except DataError as exc:
             logger.warning("symbol %s model %s: skipped, %s", symbol, model, exc)
             results.append(_failed(symbol, model, exc, series))
     return results
+
+
+def _grid(
+    starts: NDArray[np.float64], closes: NDArray[np.float64], settings: GbmSettings
+) -> ReturnSeries:
+    return grid_log_returns(
+        starts,
+        closes,
+        bar_seconds=settings.bar_seconds,
+        max_gap_seconds=settings.max_gap_seconds,
+        min_bars=settings.min_bars,
+    )
 
 
 #: columns of :func:`forecast_frame`, one row per (symbol, model); arrays are flattened row-major
@@ -251,9 +298,41 @@ FORECAST_COLUMNS: tuple[str, ...] = (
 )
 
 
-def forecast_frame(bars: pd.DataFrame, settings: GbmSettings, run_seed: int) -> pd.DataFrame:
+def forecast_row(fc: ModelForecast) -> dict[str, Any]:
+    """One forecast as a row of :data:`FORECAST_COLUMNS` (arrays as flat lists, row-major)."""
+    s = fc.summary
+    return {
+        "symbol": fc.symbol,
+        "model": fc.model,
+        "status": fc.status,
+        "message": fc.message,
+        "as_of": fc.as_of,
+        "last_price": fc.last_price,
+        "mu": fc.mu,
+        "sigma": fc.sigma,
+        "sigma_annualised": fc.sigma_annualised,
+        "annualisation": fc.annualisation,
+        "sigma_stderr": fc.sigma_stderr,
+        "dof": fc.dof,
+        "n_bars": fc.n_bars,
+        "n_returns": fc.n_returns,
+        "n_rejected": fc.n_rejected,
+        "n_segments": fc.n_segments,
+        "mean": s.mean.tolist() if s else [],
+        "p_above": s.p_above.tolist() if s else [],
+        "percentiles": s.percentiles.ravel().tolist() if s else [],
+        "sample": s.sample.ravel().tolist() if s else [],
+        "hist_edges": s.hist_edges.tolist() if s else [],
+        "hist_counts": s.hist_counts.tolist() if s else [],
+    }
+
+
+def forecast_frame(
+    bars: pd.DataFrame, settings: GbmSettings, run_seed: int, family_from: float | None = None
+) -> pd.DataFrame:
     """``applyInPandas`` body: one symbol's bars (``symbol``, ``window_start``, ``close``) in,
-    one row per model out (see :data:`FORECAST_COLUMNS`).
+    one row per model out (see :data:`FORECAST_COLUMNS`); ``family_from`` as in
+    :func:`forecast_symbol`.
 
     ``window_start`` may be a datetime column (as Spark delivers it) or epoch seconds.
     """
@@ -269,33 +348,6 @@ def forecast_frame(bars: pd.DataFrame, settings: GbmSettings, run_seed: int) -> 
     else:
         start_s = ws.to_numpy(dtype=np.float64)
     close = pd.to_numeric(bars["close"], errors="coerce").to_numpy(dtype=np.float64)
-    rows = []
-    for fc in forecast_symbol(symbol, start_s, close, settings, run_seed):
-        s = fc.summary
-        rows.append(
-            {
-                "symbol": fc.symbol,
-                "model": fc.model,
-                "status": fc.status,
-                "message": fc.message,
-                "as_of": fc.as_of,
-                "last_price": fc.last_price,
-                "mu": fc.mu,
-                "sigma": fc.sigma,
-                "sigma_annualised": fc.sigma_annualised,
-                "annualisation": fc.annualisation,
-                "sigma_stderr": fc.sigma_stderr,
-                "dof": fc.dof,
-                "n_bars": fc.n_bars,
-                "n_returns": fc.n_returns,
-                "n_rejected": fc.n_rejected,
-                "n_segments": fc.n_segments,
-                "mean": s.mean.tolist() if s else [],
-                "p_above": s.p_above.tolist() if s else [],
-                "percentiles": s.percentiles.ravel().tolist() if s else [],
-                "sample": s.sample.ravel().tolist() if s else [],
-                "hist_edges": s.hist_edges.tolist() if s else [],
-                "hist_counts": s.hist_counts.tolist() if s else [],
-            }
-        )
+    forecasts = forecast_symbol(symbol, start_s, close, settings, run_seed, family_from=family_from)
+    rows = [forecast_row(fc) for fc in forecasts]
     return pd.DataFrame(rows, columns=list(FORECAST_COLUMNS))

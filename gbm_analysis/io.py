@@ -135,6 +135,42 @@ class GbmStore:
                 out.append((row.symbol, day))
         return sorted(out)
 
+    def read_closes(
+        self, partitions: Sequence[tuple[str, date]], start: datetime, end: datetime
+    ) -> dict[str, tuple[list[float], list[float]]]:
+        """The forecast run's input: per symbol, the start (epoch seconds) and close of every bar
+        with ``start <= window_start < end`` that has closed by ``end`` (``window_end <= end``),
+        in the given (symbol, day) partitions, read concurrently. Times come back as epoch
+        milliseconds (``toUnixTimestamp``), cheaper to decode than datetimes; a row without a
+        ``window_end`` or a ``close`` is left out here, a bad close is the model's to count."""
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        try:
+            statement = self.session.prepare(
+                "SELECT toUnixTimestamp(window_start) AS ws, toUnixTimestamp(window_end) AS we, "
+                f"close FROM {self.keyspace}.{TABLE_AGG_5S} WHERE symbol = ? AND day = ? "
+                "AND window_start >= ? AND window_start < ?"
+            )
+        except _driver_errors() as exc:
+            raise _storage("prepare bar read", exc) from exc
+        statement.fetch_size = 50_000
+        params = [(symbol, day, start, end) for symbol, day in partitions]
+        end_ms = to_utc(end).timestamp() * 1000.0
+        try:
+            results = execute_concurrent_with_args(
+                self.session, statement, params, concurrency=32, raise_on_first_error=True
+            )
+            out: dict[str, tuple[list[float], list[float]]] = {}
+            for (symbol, _day), (_ok, rows) in zip(partitions, results, strict=True):
+                starts, closes = out.setdefault(symbol, ([], []))
+                for ws, we, close in rows:
+                    if we is not None and close is not None and we <= end_ms:
+                        starts.append(ws / 1000.0)
+                        closes.append(close)
+        except _driver_errors() as exc:
+            raise _storage("read bars", exc) from exc
+        return out
+
     def read_bars(self, symbol: str, start: datetime, end: datetime) -> BarRows:
         """Bars of one symbol with ``start <= window_start < end``, oldest first; columns
         ``window_start`` (epoch seconds), ``window_end`` (epoch seconds), ``close``.

@@ -1,32 +1,46 @@
-"""The forecast run on Spark: read bars, forecast per symbol in parallel, write the results.
+"""The forecast run: read bars, forecast per symbol in parallel, write the results.
 
 Per run: discover the (symbol, day) partitions of ``trades_agg_5s`` in the lookback window, read
-them through the Cassandra connector (partition keys pushed down), ``groupBy("symbol")
-.applyInPandas`` the pure :func:`gbm_analysis.forecast.forecast_frame`, and explode its one row per
-(symbol, model) into ``gbm_forecast_runs``, ``gbm_forecasts`` and ``gbm_paths``. A run row goes to
-``gbm_runs`` last, so a run listed there is complete.
+them, run the pure :func:`gbm_analysis.forecast.forecast_symbol` per symbol, and write its one row
+per (symbol, model) into ``gbm_forecast_runs``, ``gbm_forecasts`` and ``gbm_paths``. A run row
+goes to ``gbm_runs`` last, so a run listed there is complete.
 
-Submit with::
+Two engines do the same, row for row (``GBM_ENGINE``):
 
-    spark-submit --master local[2] --jars "$(ls .cache/jars/spark/*.jar | paste -sd,)" \\
-        gbm_analysis/__main__.py run --once
+* ``local`` (the default): the cassandra driver reads the bars (one query per partition,
+  concurrently), the symbols are forecast on ``GBM_WORKERS`` threads, and every row is written
+  with prepared, asynchronous inserts while the next symbols are computed. No JVM: the hourly job
+  for 50 symbols is bound by numpy and the driver's encoding, not by a session start, Python
+  worker start and Arrow round trips (``docs/benchmarks.md``).
+* ``spark``: the Cassandra connector reads (partition keys pushed down), ``groupBy("symbol")
+  .applyInPandas`` runs :func:`gbm_analysis.forecast.forecast_frame` on the executors, and the
+  connector writes; for a cluster, or under spark-submit::
+
+    SPARK_SUBMIT_MODE=1 spark-submit --master local[2] \\
+        --jars "$(ls .cache/jars/spark/*.jar | paste -sd,)" gbm_analysis/__main__.py run --once
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gbm_analysis.config import GbmSettings
-from gbm_analysis.forecast import forecast_frame
+from gbm_analysis.exceptions import StorageError
+from gbm_analysis.forecast import forecast_frame, forecast_row, forecast_symbol
 from gbm_analysis.io import GbmStore, days_between, new_run_id, to_utc
 from schemas.contracts import TABLE_AGG_5S
 from schemas.gbm_tables import TABLE_GBM_FORECAST_RUNS, TABLE_GBM_FORECASTS, TABLE_GBM_PATHS
+from schemas.runtime.cassandra import driver_errors as _driver_errors
 from schemas.runtime.spark import read_cassandra, write_cassandra
 
 if TYPE_CHECKING:
@@ -271,7 +285,7 @@ class _Progress(threading.Thread):
 
 
 def run_forecasts(
-    spark: SparkSession,
+    spark: SparkSession | None,
     store: GbmStore,
     settings: GbmSettings,
     *,
@@ -286,7 +300,8 @@ def run_forecasts(
     ``as_of`` is first floored to the end of the last closed bar (:func:`closed_as_of`); a bar
     still open then is not used.
 
-    :param spark: a session with the Cassandra connector (``schemas.runtime.spark.build_session``)
+    :param spark: a session with the Cassandra connector (``schemas.runtime.spark.build_session``),
+        or None to run in this process (the ``local`` engine, on ``settings.workers`` threads)
     :param store: driver-side access to the same keyspace
     :param settings: what to run
     :param as_of: end of the lookback window (now, for the live schedule)
@@ -300,7 +315,10 @@ def run_forecasts(
     run_id = run_id or new_run_id(issued_at)
     as_of = closed_as_of(as_of, settings.bar_seconds)
     start = as_of - timedelta(seconds=settings.lookback_seconds)
-    partitions = store.bar_partitions(days_between(start, as_of))
+    # seasonal_fhs learns from a longer history; the other models use the lookback of it
+    read_start = as_of - timedelta(seconds=settings.read_seconds)
+    family_from = start.timestamp() if read_start < start else None
+    partitions = store.bar_partitions(days_between(read_start, as_of))
     if settings.symbols:
         partitions = [p for p in partitions if p[0] in settings.symbols]
     found = sorted({s for s, _ in partitions})
@@ -315,15 +333,24 @@ def run_forecasts(
         settings.n_steps,
     )
     statuses: list[tuple[str, str, str, str]] = []
-    if found:
-        bars = _read_bars(spark, store.keyspace, partitions, start, as_of)
-        result = (
-            bars.groupBy("symbol")
-            .applyInPandas(
-                partial(forecast_frame, settings=settings, run_seed=seed), schema=FORECAST_SCHEMA
-            )
-            .cache()
+    if found and spark is None:
+        statuses = _run_local(
+            store,
+            settings,
+            partitions,
+            start=read_start,
+            family_from=family_from,
+            as_of=as_of,
+            run_id=run_id,
+            issued_at=issued_at,
+            seed=seed,
+            registry=registry,
+            workers=settings.workers,
         )
+    elif found and spark is not None:
+        bars = _read_bars(spark, store.keyspace, partitions, read_start, as_of)
+        body = partial(forecast_frame, settings=settings, run_seed=seed, family_from=family_from)
+        result = bars.groupBy("symbol").applyInPandas(body, schema=FORECAST_SCHEMA).cache()
         if registry is not None:
             result = _with_learned(spark, result, store, registry, found, settings, as_of)
         progress = _Progress(spark)
@@ -380,3 +407,291 @@ def run_forecasts(
     return RunResult(
         run_id=run_id, issued_at=issued_at, seed=seed, statuses=statuses, duration_s=duration
     )
+
+
+# --- the run without Spark ------------------------------------------------------------------
+
+#: writes in flight at once on the driver's connection (its event loop sends them)
+_WRITES_IN_FLIGHT = 128
+
+
+class _Writer:
+    """Prepared inserts sent asynchronously, at most ``_WRITES_IN_FLIGHT`` at a time; the first
+    failure is raised by :meth:`submit` or :meth:`drain` as a :class:`StorageError`."""
+
+    def __init__(self, store: GbmStore) -> None:
+        self._store = store
+        self._pending: deque[Any] = deque()
+        self._prepared: dict[str, Any] = {}
+        self.n_rows = 0
+
+    def prepare(self, table: str, columns: Sequence[str]) -> Any:
+        key = f"{table}({','.join(columns)})"
+        if key not in self._prepared:
+            try:
+                self._prepared[key] = self._store.session.prepare(
+                    f"INSERT INTO {self._store.keyspace}.{table} ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' * len(columns))})"
+                )
+            except _driver_errors() as exc:
+                raise StorageError(f"cassandra prepare {table} insert failed: {exc}") from exc
+        return self._prepared[key]
+
+    def submit(self, statement: Any, values: Sequence[Any]) -> None:
+        while len(self._pending) >= _WRITES_IN_FLIGHT:
+            self._wait_oldest()
+        try:
+            self._pending.append(self._store.session.execute_async(statement, values))
+        except _driver_errors() as exc:
+            raise StorageError(f"cassandra write failed: {type(exc).__name__}: {exc}") from exc
+        self.n_rows += 1
+
+    def _wait_oldest(self) -> None:
+        future = self._pending.popleft()
+        try:
+            future.result()
+        except _driver_errors() as exc:
+            raise StorageError(f"cassandra write failed: {type(exc).__name__}: {exc}") from exc
+
+    def drain(self) -> None:
+        while self._pending:
+            self._wait_oldest()
+
+
+_RUN_COLUMNS = (
+    "symbol",
+    "day",
+    "issued_at",
+    "run_id",
+    "model",
+    "status",
+    "message",
+    "as_of",
+    "last_price",
+    "mu",
+    "sigma",
+    "sigma_annualised",
+    "sigma_stderr",
+    "dof",
+    "annualisation",
+    "n_bars",
+    "n_returns",
+    "n_rejected",
+    "n_segments",
+    "seed",
+    "n_paths",
+    "step_seconds",
+    "n_steps",
+    "hist_edges",
+    "hist_counts",
+)
+_STEP_COLUMNS = (
+    "symbol",
+    "day",
+    "issued_at",
+    "run_id",
+    "model",
+    "step",
+    "target_ts",
+    "horizon_s",
+    "as_of",
+    "last_price",
+    "mu",
+    "sigma",
+    "sigma_annualised",
+    "annualisation",
+    "n_bars",
+    "mean",
+    "q05",
+    "q25",
+    "q50",
+    "q75",
+    "q95",
+    "p_above",
+    "percentiles",
+)
+_PATH_COLUMNS = (
+    "symbol",
+    "day",
+    "issued_at",
+    "run_id",
+    "model",
+    "path",
+    "as_of",
+    "step_seconds",
+    "prices",
+)
+_LEARNED = ("model_version", "model_run_id")
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _write_rows(
+    writer: _Writer,
+    row: dict[str, Any],
+    settings: GbmSettings,
+    run_id: str,
+    issued_at: datetime,
+    seed: int,
+) -> None:
+    """One (symbol, model) row of :data:`FORECAST_COLUMNS` (plus the learned models' version and
+    run id, when present) into ``gbm_forecast_runs``, ``gbm_forecasts`` and ``gbm_paths``: the
+    same rows, columns and null/NaN conventions as the Spark path's :func:`_tables`."""
+    day = issued_at.astimezone(UTC).date()
+    keys = [row["symbol"], day, issued_at, run_id, row["model"]]
+    as_of = row["as_of"]
+    as_of_ts = None if math.isnan(as_of) else _EPOCH + timedelta(seconds=as_of)
+    learned = [c for c in _LEARNED if row.get(c) is not None]
+    run_values = [
+        *keys,
+        row["status"],
+        row["message"],
+        as_of_ts,
+        *(
+            _none_if_nan(row[c])
+            for c in ("last_price", "mu", "sigma", "sigma_annualised", "sigma_stderr", "dof")
+        ),
+        row["annualisation"],
+        row["n_bars"],
+        row["n_returns"],
+        row["n_rejected"],
+        row["n_segments"],
+        seed,
+        settings.n_paths,
+        settings.step_seconds,
+        settings.n_steps,
+        list(row["hist_edges"]),
+        list(row["hist_counts"]),
+        *(row[c] for c in learned),
+    ]
+    writer.submit(
+        writer.prepare(TABLE_GBM_FORECAST_RUNS, _RUN_COLUMNS + tuple(learned)), run_values
+    )
+    if row["status"] != "ok":
+        return
+    pct = list(row["percentiles"])
+    means, above = list(row["mean"]), list(row["p_above"])
+    statement = writer.prepare(TABLE_GBM_FORECASTS, _STEP_COLUMNS)
+    fixed = [
+        row["last_price"],
+        row["mu"],
+        row["sigma"],
+        row["sigma_annualised"],
+        row["annualisation"],
+        row["n_bars"],
+    ]
+    n_pct = 99
+    for i, mean in enumerate(means):
+        step = i + 1
+        levels = pct[i * n_pct : (i + 1) * n_pct]
+        writer.submit(
+            statement,
+            [
+                *keys,
+                step,
+                _EPOCH + timedelta(seconds=as_of + step * settings.step_seconds),
+                step * settings.step_seconds,
+                as_of_ts,
+                *fixed,
+                mean,
+                levels[4],
+                levels[24],
+                levels[49],
+                levels[74],
+                levels[94],
+                above[i],
+                levels,
+            ],
+        )
+    sample = list(row["sample"])
+    if not settings.n_sample_paths or not sample:  # learned models draw no paths
+        return
+    statement = writer.prepare(TABLE_GBM_PATHS, _PATH_COLUMNS)
+    n = settings.n_steps
+    for path in range(settings.n_sample_paths):
+        writer.submit(
+            statement,
+            [*keys, path, as_of_ts, settings.step_seconds, sample[path * n : (path + 1) * n]],
+        )
+
+
+def _forecast_rows(
+    symbol: str,
+    bars: tuple[list[float], list[float]],
+    settings: GbmSettings,
+    seed: int,
+    family_from: float | None,
+) -> list[dict[str, Any]]:
+    import numpy as np
+
+    starts, closes = bars
+    return [
+        forecast_row(fc)
+        for fc in forecast_symbol(
+            symbol,
+            np.asarray(starts, dtype=np.float64),
+            np.asarray(closes, dtype=np.float64),
+            settings,
+            seed,
+            family_from=family_from,
+        )
+    ]
+
+
+def _run_local(
+    store: GbmStore,
+    settings: GbmSettings,
+    partitions: list[tuple[str, date]],
+    *,
+    start: datetime,
+    family_from: float | None,
+    as_of: datetime,
+    run_id: str,
+    issued_at: datetime,
+    seed: int,
+    registry: Registry | None,
+    workers: int,
+) -> list[tuple[str, str, str, str]]:
+    """Read, forecast and write in this process: bars through the driver (one query per
+    partition, concurrently), the symbols forecast on ``workers`` threads (numpy's draws and
+    sorts release the GIL), and each symbol's rows written asynchronously while the next
+    ones are computed."""
+    t0 = time.perf_counter()
+    bars = store.read_closes(partitions, start, as_of)
+    t_read = time.perf_counter() - t0
+    writer = _Writer(store)
+    statuses: list[tuple[str, str, str, str]] = []
+    t_compute = 0.0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gbm-forecast") as pool:
+        futures = {
+            pool.submit(_forecast_rows, symbol, bars[symbol], settings, seed, family_from): symbol
+            for symbol in sorted(bars)
+            if bars[symbol][0]  # none in the window: the run's "0 bars" row, as on Spark
+        }
+        for future in as_completed(futures):
+            for row in future.result():
+                statuses.append((row["symbol"], row["model"], row["status"], row["message"]))
+                _write_rows(writer, row, settings, run_id, issued_at, seed)
+        t_compute = time.perf_counter() - t0 - t_read
+    if registry is not None:
+        from gbm_analysis.serving import learned_forecast_rows
+
+        rows = learned_forecast_rows(store, registry, sorted(bars), settings, as_of=as_of)
+        if rows:
+            logger.info("adding %d learned-model forecasts", len(rows))
+        for row in rows:
+            statuses.append((row["symbol"], row["model"], row["status"], row["message"]))
+            _write_rows(writer, row, settings, run_id, issued_at, seed)
+    writer.drain()
+    logger.info(
+        "run %s: read %d bars in %.2fs, forecast and queued in %.2fs, %d rows written by %.2fs",
+        run_id,
+        sum(len(s) for s, _ in bars.values()),
+        t_read,
+        t_compute,
+        writer.n_rows,
+        time.perf_counter() - t0,
+    )
+    return statuses

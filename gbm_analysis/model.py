@@ -89,6 +89,8 @@ class ReturnSeries:
     n_segments: int
     last_price: float
     last_end: float
+    #: start time (epoch seconds) of each segment's first grid slot
+    segment_starts: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def grid_log_returns(
         n_segments=len(segments),
         last_price=float(c[-1]),
         last_end=float(t[-1] + bar_seconds),
+        segment_starts=tuple(float(x) for x in t[np.concatenate(([0], breaks))]),
     )
 
 

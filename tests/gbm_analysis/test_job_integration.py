@@ -58,13 +58,20 @@ def _settings(symbols: dict[str, str]) -> GbmSettings:
     )
 
 
-def _run(spark: Any, store: GbmStore, settings: GbmSettings, seed: int) -> Any:
+@pytest.fixture(params=["local", "spark"])
+def engine(request: pytest.FixtureRequest) -> Any:
+    """The run's engine: None runs it in this process (``GBM_ENGINE=local``, the default), else
+    the Spark session (``GBM_ENGINE=spark``)."""
+    return None if request.param == "local" else request.getfixturevalue("spark")
+
+
+def _run(engine: Any, store: GbmStore, settings: GbmSettings, seed: int) -> Any:
     issued = datetime.now(UTC).replace(microsecond=0)
-    return run_forecasts(spark, store, settings, as_of=AS_OF, issued_at=issued, seed=seed)
+    return run_forecasts(engine, store, settings, as_of=AS_OF, issued_at=issued, seed=seed)
 
 
 def test_run_writes_forecasts_and_reasons(
-    spark: Any,
+    engine: Any,
     cassandra_session: Any,
     test_keyspace: CassandraSettings,
     symbols: dict[str, str],
@@ -72,7 +79,7 @@ def test_run_writes_forecasts_and_reasons(
 ) -> None:
     store = GbmStore(cassandra_session, test_keyspace.keyspace)
     settings = _settings(symbols)
-    result = _run(spark, store, settings, seed=123)
+    result = _run(engine, store, settings, seed=123)
 
     by_key = {(s, m): (st, msg) for s, m, st, msg in result.statuses}
     for model in settings.models:
@@ -116,7 +123,7 @@ def test_run_writes_forecasts_and_reasons(
     assert all(len(p.prices) == N_STEPS for p in paths)
 
     # same seed, new run: identical numbers
-    again = _run(spark, store, settings, seed=123)
+    again = _run(engine, store, settings, seed=123)
     runs2 = store.latest_runs(symbols["GOOD"], days_back=1, now=again.issued_at)
     assert runs2[0]["run_id"] == again.run_id != result.run_id
     steps2 = store.forecast_steps(
@@ -129,14 +136,14 @@ def test_run_writes_forecasts_and_reasons(
 
 
 def test_backtest_scores_the_realised_steps(
-    spark: Any,
+    engine: Any,
     cassandra_session: Any,
     test_keyspace: CassandraSettings,
     symbols: dict[str, str],
     seeded: dict[str, np.ndarray],
 ) -> None:
     store = GbmStore(cassandra_session, test_keyspace.keyspace)
-    _run(spark, store, _settings(symbols), seed=5)
+    _run(engine, store, _settings(symbols), seed=5)
     evaluated = datetime.now(UTC).replace(microsecond=0)
     forecasts, summary = run_backtest(
         store, bar_seconds=5, max_gap_seconds=300, evaluated_at=evaluated, backtest_id="bt-1"
@@ -164,7 +171,7 @@ def test_backtest_scores_the_realised_steps(
 
 
 def test_api_serves_latest_forecast_and_backtest(
-    spark: Any,
+    engine: Any,
     cassandra_session: Any,
     test_keyspace: CassandraSettings,
     symbols: dict[str, str],
@@ -175,7 +182,7 @@ def test_api_serves_latest_forecast_and_backtest(
     from gbm_analysis.api import create_app
 
     store = GbmStore(cassandra_session, test_keyspace.keyspace)
-    result = _run(spark, store, _settings(symbols), seed=9)
+    result = _run(engine, store, _settings(symbols), seed=9)
     run_backtest(
         store,
         bar_seconds=5,
@@ -208,7 +215,7 @@ def test_api_serves_latest_forecast_and_backtest(
 
 
 def test_a_bar_still_open_at_as_of_is_not_used(
-    spark: Any,
+    engine: Any,
     cassandra_session: Any,
     test_keyspace: CassandraSettings,
     symbols: dict[str, str],
@@ -227,7 +234,7 @@ def test_a_bar_still_open_at_as_of_is_not_used(
     )
     issued = datetime.now(UTC).replace(microsecond=0)
     mid_bar = AS_OF + timedelta(seconds=BAR / 2)
-    result = run_forecasts(spark, store, settings, as_of=mid_bar, issued_at=issued, seed=1)
+    result = run_forecasts(engine, store, settings, as_of=mid_bar, issued_at=issued, seed=1)
     (run,) = store.latest_runs(symbols["GOOD"], days_back=1, now=result.issued_at)
     n_past = int(seeded["n_past"])
     assert run["run_id"] == result.run_id and run["status"] == "ok"
@@ -239,6 +246,51 @@ def test_a_bar_still_open_at_as_of_is_not_used(
         AS_OF + timedelta(seconds=60),
         AS_OF + timedelta(seconds=120),
     ]
+
+
+def _stored(session: Any, symbol: str, run: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row a run wrote for ``symbol``, keyed by table, without the run's own id and time."""
+    day = run.issued_at.date()
+    out = {}
+    for table in ("gbm_forecast_runs", "gbm_forecasts", "gbm_paths"):
+        rows = session.execute(
+            f"SELECT * FROM {table} WHERE symbol=%s AND day=%s AND issued_at=%s AND run_id=%s",
+            (symbol, day, run.issued_at, run.run_id),
+        )
+        drop = {"issued_at", "run_id", "model_version", "model_run_id"}
+        out[table] = sorted(
+            tuple(
+                "nan" if isinstance(v, float) and math.isnan(v) else v
+                for k, v in r._asdict().items()
+                if k not in drop
+            )
+            for r in rows
+        )
+    return out
+
+
+def test_local_and_spark_engines_write_the_same_rows(
+    spark: Any,
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    symbols: dict[str, str],
+    seeded: dict[str, np.ndarray],
+) -> None:
+    """The engine is an implementation detail: same seed, same rows in every table, for a good
+    symbol and for each kind of skipped one."""
+    store = GbmStore(cassandra_session, test_keyspace.keyspace)
+    settings = _settings(symbols)
+    local = _run(None, store, settings, seed=31)
+    on_spark = _run(spark, store, settings, seed=31)
+    assert sorted(local.statuses) == sorted(on_spark.statuses)
+    for symbol in symbols.values():
+        mine, theirs = (
+            _stored(cassandra_session, symbol, local),
+            _stored(cassandra_session, symbol, on_spark),
+        )
+        assert mine == theirs, symbol
+    good = _stored(cassandra_session, symbols["GOOD"], local)
+    assert len(good["gbm_forecasts"]) == 3 * N_STEPS and len(good["gbm_paths"]) == 3 * 7
 
 
 def test_cassandra_errors_become_storage_errors_and_503(cassandra_session: Any) -> None:
