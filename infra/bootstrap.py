@@ -1,5 +1,5 @@
-"""``python -m infra.bootstrap``: prepare a Kafka and a Cassandra that ``python -m infra`` does not
-run (docker compose, the Helm chart) for our services. Idempotent: run it on every deploy.
+"""``python -m infra.bootstrap``: prepare a Kafka and a Cassandra run elsewhere (docker compose,
+the Helm chart) for our services. Idempotent: run it on every deploy.
 
 1. Kafka: the contract topics that are missing, with ``KAFKA_REPLICATION_FACTOR`` copies
    (``min.insync.replicas`` one less, when there are three or more).
@@ -14,6 +14,7 @@ Every password comes from the environment (a Secret); a missing one is an error 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -194,7 +195,12 @@ def bootstrap(settings: BootstrapSettings, timeout: float = 300) -> list[str]:
     return applied
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m infra.bootstrap",
+        description="Topics, Cassandra roles, keyspace, grants and migrations on a Kafka and a "
+        "Cassandra run elsewhere (compose, Kubernetes); settings from the environment.",
+    ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         settings = BootstrapSettings.from_env()
