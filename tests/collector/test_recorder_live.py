@@ -48,7 +48,10 @@ LIVE_START_MS = 1_700_000_000_000
 
 
 def _replayed_ids(replay: JsonlReplay, start_ms: int) -> list[str]:
-    parser = FrameParser(REPLAY_SYMBOLS, source="replay", max_past_skew_ms=10**13)
+    # every frame parsed as if it arrived at start_ms: any trade time is accepted
+    parser = FrameParser(
+        REPLAY_SYMBOLS, source="replay", max_past_skew_ms=10**13, max_future_skew_ms=10**13
+    )
     ids = []
     for tick in replay.ticks(start_ms):
         for f in tick.frames:
