@@ -7,6 +7,7 @@ Usage::
     python -m gbm_analysis backtest                # score every stored forecast
     python -m gbm_analysis train [--bars-csv FILE] # fit mlp, xgb, prophet; log them to MLflow
     python -m gbm_analysis leaderboard             # every model's walk-forward scores, ranked
+    python -m gbm_analysis calibration --bars-csv FILE  # coverage per horizon, walk-forward
     python -m gbm_analysis drift [--retrain]       # recent bars vs each model's training window
     python -m gbm_analysis serve                   # HTTP API on GBM_API_HOST:GBM_API_PORT
 
@@ -73,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="train from a CSV of 1-minute bars in this process instead of Cassandra on Spark",
     )
+    calibration = sub.add_parser(
+        "calibration",
+        help="walk-forward forecasts from a CSV of bars, coverage per horizon against the band",
+    )
+    calibration.add_argument(
+        "--bars-csv", metavar="FILE", required=True, help="bars: symbol, t_ms (start), close"
+    )
+    calibration.add_argument(
+        "--every", metavar="DURATION", default="1h", help="issue on this clock grid (1h)"
+    )
+    calibration.add_argument("--all-steps", action="store_true", help="print every step")
     sub.add_parser("leaderboard", help="print model_scores: every model per symbol and step")
     drift = sub.add_parser("drift", help="PSI and KS of recent bars vs each training window")
     drift.add_argument(
@@ -232,6 +244,26 @@ def _train(args: argparse.Namespace, cassandra: CassandraSettings) -> int:
     return 0
 
 
+def _calibration(args: argparse.Namespace, settings: GbmSettings) -> int:
+    from gbm_analysis.calibration import (
+        SUMMARY_STEPS,
+        format_calibration,
+        score_walk_forward,
+        walk_forward_hits,
+    )
+    from gbm_analysis.train_job import read_bars_csv
+
+    if not os.path.isfile(args.bars_csv):
+        raise ConfigError(f"--bars-csv={args.bars_csv!r} is not a file")
+    every = parse_duration(args.every, name="--every")
+    hits = walk_forward_hits(
+        read_bars_csv(args.bars_csv), settings, every_seconds=every, seed=settings.seed or 0
+    )
+    rows = score_walk_forward(hits)
+    print(format_calibration(rows, steps=None if args.all_steps else SUMMARY_STEPS))
+    return 0
+
+
 def _leaderboard(cassandra: CassandraSettings) -> int:
     from gbm_analysis.io import GbmStore
     from gbm_analysis.leaderboard import format_leaderboard
@@ -354,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, cassandra)
         if args.command == "leaderboard":
             return _leaderboard(cassandra)
+        if args.command == "calibration":
+            return _calibration(args, settings)
         if args.command == "drift":
             return _drift(args, cassandra)
         return _serve(cassandra)

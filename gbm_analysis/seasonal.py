@@ -19,11 +19,12 @@ The model, per forecast:
    returns per bucket.
 2. **Level.** An EWMA of the de-seasonalised bar returns (half-life ``GBM_EWMA_HALF_LIFE``), so
    the level as of each bar is known without looking ahead.
-3. **Blocks.** Every past moment at the same time of the hour as the forecast (the same phase;
-   with too few, the nearest phases) starts a block: the ``n_steps`` step returns that followed
-   it, each divided by the level then and the profile at its bucket. A block carries what
-   happened after such a moment relative to what the EWMA expected: clustering inside the hour,
-   the level's error, jumps, and the seasonal shape that the profile does not capture.
+3. **Blocks.** The ``N_BLOCKS`` past moments nearest the forecast's time of the hour (the same
+   phase, newest first; with too few of those, the nearest phases) each start a block: the
+   ``n_steps`` step returns that followed it, each divided by the level then and the profile at
+   its bucket. A block carries what happened after such a moment relative to what the EWMA
+   expected: clustering inside the hour, the level's error, jumps, and the seasonal shape that
+   the profile does not capture.
 4. **Forecast.** Each path takes one block (drawn with replacement), rescaled by the level now
    and the profile at each step's bucket. Under ``GBM_DRIFT=zero`` each horizon's cumulative
    return is shifted as :func:`gbm_analysis.model.centre_step_returns` shifts the historical
@@ -45,6 +46,7 @@ from gbm_analysis.model import ReturnSeries, centre_step_returns
 
 __all__ = [
     "MIN_BLOCKS",
+    "N_BLOCKS",
     "PERIOD_SECONDS",
     "SeasonalBlocks",
     "seasonal_blocks",
@@ -55,7 +57,10 @@ FloatArray = NDArray[np.float64]
 
 #: the season: one hour (the job runs hourly, and the minute-of-hour pattern is the strong one)
 PERIOD_SECONDS = 3600
-#: fewer blocks at the forecast's own phase, and the nearest phases fill up to this many
+#: blocks drawn from: the origins nearest the forecast's phase of the hour, newest first among
+#: equals (12.5 days at the exact phase; with a 7-day history the minute around it fills up)
+N_BLOCKS = 300
+#: fewer whole horizons in the history than this, and the model does not forecast
 MIN_BLOCKS = 100
 #: the profile of a bucket is shrunk toward 1 as if this many more returns had the mean variance
 PROFILE_PRIOR = 20.0
@@ -71,7 +76,7 @@ class SeasonalBlocks:
     :param level: the de-seasonalised EWMA variance per second now
     :param profile: variance of each step-long bucket of the hour relative to the mean
     :param n_blocks: blocks drawn from
-    :param n_exact: of them, blocks at exactly the forecast's phase of the hour
+    :param n_exact: of them, blocks starting at exactly the forecast's phase of the hour
     """
 
     cumulative: FloatArray
@@ -99,6 +104,7 @@ def seasonal_blocks(
     half_life_seconds: float,
     drift: str = "zero",
     period_seconds: int = PERIOD_SECONDS,
+    n_blocks: int = N_BLOCKS,
     min_blocks: int = MIN_BLOCKS,
 ) -> SeasonalBlocks:
     """The blocks of a forecast anchored at ``series.last_end`` (see the module notes).
@@ -111,8 +117,8 @@ def seasonal_blocks(
     :param drift: ``zero`` centres every horizon (a martingale); ``estimated`` keeps the blocks'
     :param period_seconds: the season; a multiple of ``step_seconds`` gets a profile, another
         period a flat one
-    :param min_blocks: fewer blocks than this at the forecast's phase, and the nearest phases
-        fill up (newest first); fewer blocks in the whole history raise
+    :param n_blocks: blocks drawn from, nearest the forecast's phase first, newest among equals
+    :param min_blocks: fewer whole horizons in the history raise
     :raises InsufficientDataError: the history holds fewer than ``min_blocks`` whole horizons
     :raises DegenerateDataError: the price did not move
     :raises ConfigError: the step is not a multiple of the bar
@@ -199,12 +205,9 @@ def seasonal_blocks(
     offset = (ends - series.last_end) % period_seconds
     distance = np.minimum(offset, period_seconds - offset)
     exact = np.isclose(distance, 0.0, atol=1e-6)
-    n_exact = int(exact.sum())
-    if n_exact >= min_blocks:
-        chosen = np.flatnonzero(exact)
-    else:  # the nearest phases, newest first among equals
-        order = np.lexsort((-ends, np.round(distance, 6)))
-        chosen = np.sort(order[:min_blocks])
+    order = np.lexsort((-ends, np.round(distance, 6)))  # nearest phase, then newest
+    chosen = np.sort(order[:n_blocks])
+    n_exact = int(exact[chosen].sum())
     seg, idx, ends = seg[chosen], idx[chosen], ends[chosen]
 
     steps = np.arange(1, n_steps + 1)
