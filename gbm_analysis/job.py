@@ -148,25 +148,22 @@ def _with_learned(
     return base.unionByName(extra).cache()
 
 
-def _tables(
-    result: DataFrame, settings: GbmSettings, run_id: str, issued_at: datetime, seed: int
-) -> dict[str, DataFrame]:
+_N_PCT = 99  # percentiles stored per step
+
+
+def _runs_table(
+    result: DataFrame, settings: GbmSettings, keys: list[Column], seed: int
+) -> DataFrame:
+    """``gbm_forecast_runs``: one row per (symbol, model) with its status and estimates (NaN
+    estimates stored as null)."""
     from pyspark.sql import functions as F
 
     def nan_null(name: str) -> Column:
         return F.nanvl(F.col(name), F.lit(None).cast("double")).alias(name)
 
-    n_pct = 99
-    keys = [
-        F.col("symbol"),
-        F.lit(issued_at.astimezone(UTC).date()).alias("day"),
-        F.lit(issued_at).alias("issued_at"),
-        F.lit(run_id).alias("run_id"),
-        F.col("model"),
-    ]
     as_of = F.when(~F.isnan("as_of"), F.timestamp_seconds(F.col("as_of")))
     learned = ["model_version", "model_run_id"] if "model_version" in result.columns else []
-    runs = result.select(
+    return result.select(
         *keys,
         *learned,
         "status",
@@ -188,7 +185,13 @@ def _tables(
         "hist_edges",
         "hist_counts",
     )
-    ok = result.where(F.col("status") == "ok")
+
+
+def _forecasts_table(ok: DataFrame, settings: GbmSettings, keys: list[Column]) -> DataFrame:
+    """``gbm_forecasts``: one row per step of every successful forecast, its quantiles sliced
+    out of the run's flat percentile array."""
+    from pyspark.sql import functions as F
+
     steps = ok.select(
         *keys,
         "as_of",
@@ -204,9 +207,9 @@ def _tables(
     )
 
     def pct(level: int) -> Column:
-        return F.element_at("percentiles", F.col("i") * n_pct + level).alias(f"q{level:02d}")
+        return F.element_at("percentiles", F.col("i") * _N_PCT + level).alias(f"q{level:02d}")
 
-    forecasts = steps.select(
+    return steps.select(
         *(F.col(c) for c in ("symbol", "day", "issued_at", "run_id", "model")),
         (F.col("i") + 1).alias("step"),
         F.timestamp_seconds(F.col("as_of") + (F.col("i") + 1) * settings.step_seconds).alias(
@@ -227,33 +230,59 @@ def _tables(
         pct(75),
         pct(95),
         F.element_at("p_above", F.col("i") + 1).alias("p_above"),
-        F.slice("percentiles", F.col("i") * n_pct + 1, n_pct).alias("percentiles"),
+        F.slice("percentiles", F.col("i") * _N_PCT + 1, _N_PCT).alias("percentiles"),
     )
-    tables = {TABLE_GBM_FORECAST_RUNS: runs, TABLE_GBM_FORECASTS: forecasts}
-    if settings.n_sample_paths:
-        paths = (
-            ok.where(F.size("sample") > 0)
-            .select(  # learned models draw no paths
-                *keys,
-                "as_of",
-                "sample",
-                F.explode(F.sequence(F.lit(0), F.lit(settings.n_sample_paths - 1))).alias("path"),
-            )
-            .select(
-                "symbol",
-                "day",
-                "issued_at",
-                "run_id",
-                "model",
-                "path",
-                F.timestamp_seconds(F.col("as_of")).alias("as_of"),
-                F.lit(settings.step_seconds).alias("step_seconds"),
-                F.slice("sample", F.col("path") * settings.n_steps + 1, settings.n_steps).alias(
-                    "prices"
-                ),
-            )
+
+
+def _paths_table(ok: DataFrame, settings: GbmSettings, keys: list[Column]) -> DataFrame:
+    """``gbm_paths``: the sample paths of every successful forecast that drew some (learned
+    models draw none), one row per path."""
+    from pyspark.sql import functions as F
+
+    return (
+        ok.where(F.size("sample") > 0)
+        .select(
+            *keys,
+            "as_of",
+            "sample",
+            F.explode(F.sequence(F.lit(0), F.lit(settings.n_sample_paths - 1))).alias("path"),
         )
-        tables[TABLE_GBM_PATHS] = paths
+        .select(
+            "symbol",
+            "day",
+            "issued_at",
+            "run_id",
+            "model",
+            "path",
+            F.timestamp_seconds(F.col("as_of")).alias("as_of"),
+            F.lit(settings.step_seconds).alias("step_seconds"),
+            F.slice("sample", F.col("path") * settings.n_steps + 1, settings.n_steps).alias(
+                "prices"
+            ),
+        )
+    )
+
+
+def _tables(
+    result: DataFrame, settings: GbmSettings, run_id: str, issued_at: datetime, seed: int
+) -> dict[str, DataFrame]:
+    """The run's rows for each table, keyed by (symbol, day, issued_at, run_id, model)."""
+    from pyspark.sql import functions as F
+
+    keys = [
+        F.col("symbol"),
+        F.lit(issued_at.astimezone(UTC).date()).alias("day"),
+        F.lit(issued_at).alias("issued_at"),
+        F.lit(run_id).alias("run_id"),
+        F.col("model"),
+    ]
+    ok = result.where(F.col("status") == "ok")
+    tables = {
+        TABLE_GBM_FORECAST_RUNS: _runs_table(result, settings, keys, seed),
+        TABLE_GBM_FORECASTS: _forecasts_table(ok, settings, keys),
+    }
+    if settings.n_sample_paths:
+        tables[TABLE_GBM_PATHS] = _paths_table(ok, settings, keys)
     return tables
 
 
@@ -333,8 +362,13 @@ def run_forecasts(
         settings.n_steps,
     )
     statuses: list[tuple[str, str, str, str]] = []
-    if found and spark is None:
-        statuses = _run_local(
+    if found:
+        engine = (
+            partial(_run_local, workers=settings.workers)
+            if spark is None
+            else partial(_run_spark, spark)
+        )
+        statuses = engine(
             store,
             settings,
             partitions,
@@ -345,30 +379,92 @@ def run_forecasts(
             issued_at=issued_at,
             seed=seed,
             registry=registry,
-            workers=settings.workers,
         )
-    elif found and spark is not None:
-        bars = _read_bars(spark, store.keyspace, partitions, read_start, as_of)
-        body = partial(forecast_frame, settings=settings, run_seed=seed, family_from=family_from)
-        result = bars.groupBy("symbol").applyInPandas(body, schema=FORECAST_SCHEMA).cache()
-        if registry is not None:
-            result = _with_learned(spark, result, store, registry, found, settings, as_of)
-        progress = _Progress(spark)
-        progress.start()
-        try:
-            for table, frame in _tables(result, settings, run_id, issued_at, seed).items():
-                logger.info("run %s: writing %s", run_id, table)
-                write_cassandra(frame, store.keyspace, table)
-            statuses = [
-                (r.symbol, r.model, r.status, r.message)
-                for r in result.select("symbol", "model", "status", "message").collect()
-            ]
-        finally:
-            progress.stop()
-            result.unpersist()
-    # a symbol asked for by name, or with bars only outside the window, still gets a row saying
-    # why it has no forecast
+    statuses += _skip_the_rest(store, settings, found, statuses, as_of, run_id, issued_at, seed)
+    statuses.sort()
+    _log_statuses(statuses)
+    duration = time.perf_counter() - started
+    _write_run_row(store, settings, statuses, run_id, issued_at, seed, duration)
+    return RunResult(
+        run_id=run_id, issued_at=issued_at, seed=seed, statuses=statuses, duration_s=duration
+    )
+
+
+def _write_run_row(
+    store: GbmStore,
+    settings: GbmSettings,
+    statuses: list[tuple[str, str, str, str]],
+    run_id: str,
+    issued_at: datetime,
+    seed: int,
+    duration: float,
+) -> None:
+    """The ``gbm_runs`` row, written last: a run listed there is complete."""
+    n_symbols = len({s for s, *_ in statuses})
+    n_ok_symbols = len({s for s, _, st, _ in statuses if st == "ok"})
+    store.write_run(
+        run_id=run_id,
+        issued_at=issued_at,
+        seed=seed,
+        settings=settings,
+        n_symbols=n_symbols,
+        n_ok=n_ok_symbols,
+        n_skipped=n_symbols - n_ok_symbols,
+        duration_s=duration,
+    )
+
+
+def _run_spark(
+    spark: SparkSession,
+    store: GbmStore,
+    settings: GbmSettings,
+    partitions: list[tuple[str, date]],
+    *,
+    start: datetime,
+    family_from: float | None,
+    as_of: datetime,
+    run_id: str,
+    issued_at: datetime,
+    seed: int,
+    registry: Registry | None,
+) -> list[tuple[str, str, str, str]]:
+    """The ``spark`` engine: bars read by the connector, ``applyInPandas`` per symbol, every
+    table written by the connector; the ``(symbol, model, status, message)`` of each forecast."""
+    bars = _read_bars(spark, store.keyspace, partitions, start, as_of)
+    body = partial(forecast_frame, settings=settings, run_seed=seed, family_from=family_from)
+    result = bars.groupBy("symbol").applyInPandas(body, schema=FORECAST_SCHEMA).cache()
+    if registry is not None:
+        found = sorted({s for s, _ in partitions})
+        result = _with_learned(spark, result, store, registry, found, settings, as_of)
+    progress = _Progress(spark)
+    progress.start()
+    try:
+        for table, frame in _tables(result, settings, run_id, issued_at, seed).items():
+            logger.info("run %s: writing %s", run_id, table)
+            write_cassandra(frame, store.keyspace, table)
+        return [
+            (r.symbol, r.model, r.status, r.message)
+            for r in result.select("symbol", "model", "status", "message").collect()
+        ]
+    finally:
+        progress.stop()
+        result.unpersist()
+
+
+def _skip_the_rest(
+    store: GbmStore,
+    settings: GbmSettings,
+    found: list[str],
+    statuses: list[tuple[str, str, str, str]],
+    as_of: datetime,
+    run_id: str,
+    issued_at: datetime,
+    seed: int,
+) -> list[tuple[str, str, str, str]]:
+    """A symbol asked for by name, or with bars only outside the window, still gets a row
+    saying why it has no forecast; the statuses of those rows."""
     covered = {symbol for symbol, *_ in statuses}
+    skipped: list[tuple[str, str, str, str]] = []
     for symbol in sorted((set(settings.symbols) | set(found)) - covered):
         message = (
             f"0 bars in the {settings.lookback_seconds}s before {as_of.isoformat()}, "
@@ -383,8 +479,11 @@ def run_forecasts(
             status="too_few_bars",
             message=message,
         )
-        statuses.extend((symbol, m, "too_few_bars", message) for m in settings.models)
-    statuses.sort()
+        skipped.extend((symbol, m, "too_few_bars", message) for m in settings.models)
+    return skipped
+
+
+def _log_statuses(statuses: list[tuple[str, str, str, str]]) -> None:
     for i, (symbol, model, status, message) in enumerate(statuses, start=1):
         if status == "ok":
             logger.info("[%d/%d] %s %s: ok", i, len(statuses), symbol, model)
@@ -392,21 +491,6 @@ def run_forecasts(
             logger.warning(
                 "[%d/%d] %s %s: %s (%s)", i, len(statuses), symbol, model, status, message
             )
-    duration = time.perf_counter() - started
-    n_ok_symbols = len({s for s, _, st, _ in statuses if st == "ok"})
-    store.write_run(
-        run_id=run_id,
-        issued_at=issued_at,
-        seed=seed,
-        settings=settings,
-        n_symbols=len({s for s, *_ in statuses}),
-        n_ok=n_ok_symbols,
-        n_skipped=len({s for s, *_ in statuses}) - n_ok_symbols,
-        duration_s=duration,
-    )
-    return RunResult(
-        run_id=run_id, issued_at=issued_at, seed=seed, statuses=statuses, duration_s=duration
-    )
 
 
 # --- the run without Spark ------------------------------------------------------------------
