@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_SINK_TABLE: dict[QueryName, str] = {"trades_raw": TABLE_TRADES, "bars_5s": TABLE_AGG_5S}
 _rollups: dict[tuple[object, str], CassandraRollups] = {}
 _rollups_lock = threading.Lock()
 
@@ -93,6 +94,62 @@ def kafka_records(spark: SparkSession, settings: StreamSettings) -> DataFrame:
     return reader.load()
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What differs between the queries: the frame written, its sink and output mode, the
+    scheduler pool (FAIR mode, see :func:`scheduler_conf`) and the table it feeds."""
+
+    frame: DataFrame
+    sink: RawTradesSink | BarsSink
+    mode: str
+    pool: str
+    table: str
+
+
+def _raw_plan(decoded: DataFrame, settings: StreamSettings, stop: threading.Event | None) -> _Plan:
+    """Every decoded record, counted for the DLQ metric; valid trades upserted, rejects to the
+    DLQ. Its pool outweighs the bars' so that its latency holds while the aggregations run."""
+    frame = decoded.observe(
+        DLQ_OBSERVATION,
+        F.count(F.lit(1)).alias("records"),
+        F.count(F.col("reason")).alias("dlq_rows"),
+    )
+    sink = RawTradesSink(
+        keyspace=settings.cassandra.keyspace,
+        table=TABLE_TRADES,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        dlq_topic=settings.dlq_topic,
+        retry_ms=settings.sink_retry_ms,
+        stop=stop,
+    )
+    return _Plan(frame, sink, mode="append", pool="raw", table=TABLE_TRADES)
+
+
+def _bars_plan(decoded: DataFrame, settings: StreamSettings, stop: threading.Event | None) -> _Plan:
+    """5-second bars of the valid trades, upserted as they change; the 1-minute and 1-hour
+    bars they touch are recomputed after each micro-batch."""
+    frame = transforms.ohlcv_bars(
+        transforms.valid_trades(decoded),
+        "5 seconds",
+        f"{settings.watermark_ms} milliseconds",
+        dedupe=settings.bars_dedupe,
+    )
+    sink = BarsSink(
+        keyspace=settings.cassandra.keyspace,
+        table=TABLE_AGG_5S,
+        retry_ms=settings.sink_retry_ms,
+        rollups=_shared_rollups(settings),
+        stop=stop,
+    )
+    return _Plan(frame, sink, mode="update", pool="bars", table=TABLE_AGG_5S)
+
+
+_PLANS: dict[QueryName, Callable[[DataFrame, StreamSettings, threading.Event | None], _Plan]] = {
+    "trades_raw": _raw_plan,
+    "bars_5s": _bars_plan,
+}
+
+
 def _with_trigger(
     writer: DataStreamWriter, settings: StreamSettings, query: QueryName, once: bool
 ) -> DataStreamWriter:
@@ -120,54 +177,21 @@ def start_query(
         max_future_skew_ms=settings.max_future_skew_ms,
         limits=settings.limits,
     )
-    keyspace = settings.cassandra.keyspace
-    if query == "trades_raw":
-        frame = decoded.observe(
-            DLQ_OBSERVATION,
-            F.count(F.lit(1)).alias("records"),
-            F.count(F.col("reason")).alias("dlq_rows"),
-        )
-        sink: RawTradesSink | BarsSink = RawTradesSink(
-            keyspace=keyspace,
-            table=TABLE_TRADES,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            dlq_topic=settings.dlq_topic,
-            retry_ms=settings.sink_retry_ms,
-            stop=stop,
-        )
-        mode = "append"
-    else:
-        frame = transforms.ohlcv_bars(
-            transforms.valid_trades(decoded),
-            "5 seconds",
-            f"{settings.watermark_ms} milliseconds",
-            dedupe=settings.bars_dedupe,
-        )
-        sink = BarsSink(
-            keyspace=keyspace,
-            table=TABLE_AGG_5S,
-            retry_ms=settings.sink_retry_ms,
-            rollups=_shared_rollups(settings),
-            stop=stop,
-        )
-        mode = "update"
-    # Scheduler pool of the query's jobs (FAIR mode, see scheduler_conf): the raw query
-    # outweighs the bars so that its latency holds while the aggregations run.
-    spark.sparkContext.setLocalProperty(
-        "spark.scheduler.pool", "raw" if query == "trades_raw" else "bars"
-    )
+    plan = _PLANS[query](decoded, settings, stop)
+    # The pool is a thread-local property: the jobs this query's thread starts run in it.
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", plan.pool)
     writer = (
-        frame.writeStream.queryName(query)
-        .outputMode(mode)
+        plan.frame.writeStream.queryName(query)
+        .outputMode(plan.mode)
         .option("checkpointLocation", settings.checkpoint(query))
     )
-    started = _with_trigger(writer, settings, query, once).foreachBatch(sink).start()
+    started = _with_trigger(writer, settings, query, once).foreachBatch(plan.sink).start()
     logger.info(
         "started %s: topic %s -> %s.%s, checkpoint %s",
         query,
         settings.trades_topic,
-        keyspace,
-        _SINK_TABLE[query],
+        settings.cassandra.keyspace,
+        plan.table,
         settings.checkpoint(query),
     )
     return started

@@ -126,6 +126,33 @@ def _settings(args: argparse.Namespace) -> StreamSettings:
     return StreamSettings.from_env(env)
 
 
+class _Restarts:
+    """The failures of each query within the last ten minutes: how long to wait before the next
+    restart, or that the query failed too often to go on."""
+
+    def __init__(self, max_restarts: int) -> None:
+        self.max_restarts = max_restarts
+        self.history: dict[str, deque[float]] = {}
+
+    def failed(self, name: str, now: float) -> float | None:
+        """Record a failure of ``name``; the backoff before restarting it (2, 4, 8 ... 30 s),
+        or None when it failed more than ``max_restarts`` times in the window.
+
+        >>> restarts = _Restarts(max_restarts=2)
+        >>> restarts.failed("q", 0.0), restarts.failed("q", 1.0), restarts.failed("q", 2.0)
+        (2.0, 4.0, None)
+        >>> restarts.failed("q", 3.0 + _FAILURE_WINDOW_S)  # the first three have expired
+        2.0
+        """
+        history = self.history.setdefault(name, deque())
+        history.append(now)
+        while history and now - history[0] > _FAILURE_WINDOW_S:
+            history.popleft()
+        if len(history) > self.max_restarts:
+            return None
+        return min(2.0 ** len(history), 30.0)
+
+
 def supervise(
     spark: SparkSession,
     settings: StreamSettings,
@@ -142,7 +169,7 @@ def supervise(
     running: dict[QueryName, StreamingQuery] = {
         q: start_query(spark, settings, q, once=once, stop=stop) for q in settings.queries
     }
-    failures: dict[QueryName, deque[float]] = {q: deque() for q in settings.queries}
+    restarts = _Restarts(settings.max_restarts)
     watch = _StallWatch(settings.stall_timeout_ms / 1000.0)
     while running and not stop.is_set():
         try:
@@ -156,9 +183,7 @@ def supervise(
                     logger.error(
                         "query %s: micro-batch running for more than %.0f s, exiting with "
                         "status %d so that the job restarts from its checkpoints",
-                        name,
-                        watch.timeout_s,
-                        EXIT_STALLED,
+                        *(name, watch.timeout_s, EXIT_STALLED),
                     )
                     return EXIT_STALLED
                 continue
@@ -167,28 +192,18 @@ def supervise(
                 logger.info("query %s finished", name)
                 del running[name]
                 continue
-            now = time.monotonic()
-            history = failures[name]
-            history.append(now)
-            while history and now - history[0] > _FAILURE_WINDOW_S:
-                history.popleft()
-            if len(history) > settings.max_restarts:
+            delay = restarts.failed(name, time.monotonic())
+            if delay is None:
                 logger.error(
                     "query %s failed %d times in %.0f s, giving up: %s",
-                    name,
-                    len(history),
-                    _FAILURE_WINDOW_S,
-                    _describe(error),
+                    *(name, len(restarts.history[name]), _FAILURE_WINDOW_S, _describe(error)),
                 )
                 for other in running.values():
                     other.stop()
                 return 1
-            delay = min(2.0 ** len(history), 30.0)
             logger.error(
                 "query %s failed, restarting from its checkpoint in %.0f s: %s",
-                name,
-                delay,
-                _describe(error).splitlines()[0],
+                *(name, delay, _describe(error).splitlines()[0]),
             )
             if stop.wait(delay):
                 break
