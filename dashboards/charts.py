@@ -19,15 +19,25 @@ from dashboards.what_if import WhatIfResult
 __all__ = [
     "coverage_figure",
     "fan_figure",
+    "leaderboard_figure",
     "model_color",
     "p_above_figure",
     "skill_figure",
     "terminal_figure",
 ]
 
-COLORS = {"gbm": "#1f77b4", "ewma_t": "#ff7f0e", "hist_sim": "#2ca02c"}
+COLORS = {
+    "gbm": "#1f77b4",
+    "ewma_t": "#ff7f0e",
+    "hist_sim": "#2ca02c",
+    "mlp": "#9467bd",
+    "xgb": "#8c564b",
+    "prophet": "#e377c2",
+}
 WHAT_IF_COLOR = "#d62728"
 REALISED_COLOR = "#111111"
+#: the leaderboard chart's lowest skill shown; a model far worse runs off the bottom
+SKILL_FLOOR = -0.5
 
 
 def model_color(model: str) -> str:
@@ -416,6 +426,33 @@ def skill_figure(skill: pd.DataFrame, baseline: str) -> go.Figure:
     fig.add_hline(y=0.0, line={"color": "#999999", "dash": "dot"})
     fig.update_layout(yaxis_title=f"CRPS skill vs {baseline}", xaxis_title="evaluated at (UTC)")
     return _finish(fig, "skill", 300)
+
+
+def leaderboard_figure(skill: pd.DataFrame, baseline: str) -> go.Figure:
+    """The leaderboard as a chart: each model's CRPS skill against ``baseline`` by horizon
+    (:func:`dashboards.forecasts.leaderboard_skill`); above 0 beats it, the higher the better."""
+    fig = go.Figure()
+    for model, one in skill.groupby("model", sort=False):
+        fig.add_trace(
+            go.Scatter(
+                x=[int(h) for h in one["horizon"]],
+                y=_values(one["skill"]),
+                mode="lines",
+                line={"color": model_color(str(model))},
+                name=str(model),
+                meta={"model": model, "role": "skill"},
+            )
+        )
+    fig.add_hline(y=0.0, line={"color": "#999999", "dash": "dot"})
+    fig.update_layout(
+        yaxis_title=f"CRPS skill vs {baseline}", xaxis_title="horizon (minutes ahead)"
+    )
+    fig = _finish(fig, "leaderboard", 320)
+    fig.update_layout(hovermode="x")
+    values = [v for v in _values(skill["skill"]) if v == v]
+    if values and min(values) < SKILL_FLOOR:  # prophet's -40 would flatten everything else
+        fig.update_yaxes(range=[SKILL_FLOOR, max(0.1, max(values) + 0.02)])
+    return fig
 
 
 def trace_roles(fig: go.Figure) -> Sequence[tuple[str, str]]:

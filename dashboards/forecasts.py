@@ -2,8 +2,10 @@
 functions that shape what it reads into chart-ready frames.
 
 Every query is a prepared statement with bound values, and selects by partition key (plus a
-clustering prefix or range), so it touches one ``(symbol, day)`` partition; the only exception is
-the list of symbols, which reads the partition keys of ``gbm_forecast_runs``.
+clustering prefix or range), so it touches one ``(symbol, day)`` partition (``model_scores``: the
+``walk_forward`` partition and the symbol's clustering prefix; ``model_drift``: the symbol's
+partition); the only exception is the list of symbols, which reads the partition keys of
+``gbm_forecast_runs``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from schemas.gbm_tables import (
     TABLE_GBM_FORECASTS,
     TABLE_GBM_PATHS,
     TABLE_GBM_RUNS,
+    TABLE_MODEL_DRIFT,
+    TABLE_MODEL_SCORES,
 )
 from schemas.markets import annualisation_for
 
@@ -40,8 +44,11 @@ __all__ = [
     "band_coverage",
     "coverage_frame",
     "describe_cassandra_error",
+    "drift_status",
     "fan_frame",
     "histogram_frame",
+    "leaderboard_skill",
+    "leaderboard_table",
     "parameter_table",
     "paths_frame",
     "realised_closes",
@@ -80,6 +87,13 @@ QUERIES = {
         "WHERE symbol = ? AND day = ? AND issued_at = ? AND run_id = ?"
     ),
     "backtest": f"SELECT * FROM {{ks}}.{TABLE_GBM_BACKTEST} WHERE symbol = ? AND day = ?",
+    "scores": (
+        "SELECT symbol, model, horizon, evaluated_at, model_version, n, coverage_50, coverage_90, "
+        "kupiec_p_50, kupiec_p_90, crps_bps, rmse_ratio, directional, window_start, window_end "
+        f"FROM {{ks}}.{TABLE_MODEL_SCORES} WHERE source = ? AND symbol = ?"
+    ),
+    # newest first (the clustering order); a check writes one row per model and feature
+    "drift": f"SELECT * FROM {{ks}}.{TABLE_MODEL_DRIFT} WHERE symbol = ? LIMIT ?",
     **{
         f"bars {table}": (
             f"SELECT {_BARS_COLUMNS} FROM {{ks}}.{table} "
@@ -381,6 +395,118 @@ def skill_history(backtests: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+LEADERBOARD_STEPS = (1, 5, 15, 30, 60)
+
+
+def leaderboard_table(
+    scores: pd.DataFrame, steps: Sequence[int] = LEADERBOARD_STEPS, baseline: str = "hist_sim"
+) -> pd.DataFrame:
+    """Per horizon in ``steps``, every model ranked by CRPS (lowest first), with its CRPS skill
+    against ``baseline`` at that horizon, the band coverages and the median's RMSE against the
+    random walk's (< 1 beats it).
+
+    :param scores: ``model_scores`` rows of one symbol
+    """
+    columns = [
+        "horizon (min)",
+        "rank",
+        "model",
+        "version",
+        "n",
+        "CRPS (bps)",
+        f"skill vs {baseline}",
+        "cover 50%",
+        "cover 90%",
+        "RMSE / random walk",
+        "direction right",
+    ]
+    if scores.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for horizon in steps:
+        at = scores[scores["horizon"] == horizon]
+        if at.empty:
+            continue
+        at = at.assign(_crps=at["crps_bps"].astype(float)).sort_values("_crps", na_position="last")
+        base = at.loc[at["model"] == baseline, "_crps"]
+        base_crps = float(base.iloc[0]) if not base.empty else math.nan
+        for rank, (_, r) in enumerate(at.iterrows(), start=1):
+            version = r["model_version"]
+            rows.append(
+                (
+                    int(horizon),
+                    rank,
+                    r["model"],
+                    f"v{int(version)}" if version is not None and version == version else "-",
+                    int(r["n"]),
+                    r["_crps"],
+                    1.0 - r["_crps"] / base_crps if base_crps > 0 else math.nan,
+                    _num(r["coverage_50"]),
+                    _num(r["coverage_90"]),
+                    _num(r["rmse_ratio"]),
+                    _num(r["directional"]),
+                )
+            )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def leaderboard_skill(scores: pd.DataFrame, baseline: str = "hist_sim") -> pd.DataFrame:
+    """CRPS skill against ``baseline`` per model and horizon (every horizon scored).
+
+    :returns: ``model, horizon, skill, crps_bps``, by model then horizon
+    """
+    columns = ["model", "horizon", "skill", "crps_bps"]
+    if scores.empty:
+        return pd.DataFrame(columns=columns)
+    frame = scores[["model", "horizon", "crps_bps"]].astype({"crps_bps": float})
+    base = frame[frame["model"] == baseline].set_index("horizon")["crps_bps"]
+    frame = frame.assign(skill=1.0 - frame["crps_bps"] / frame["horizon"].map(base))
+    return frame.sort_values(["model", "horizon"], ignore_index=True)[columns]
+
+
+def drift_status(drift: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The newest drift check of one symbol: one row per model and feature, and a summary.
+
+    :param drift: ``model_drift`` rows of one symbol (any number of checks)
+    :returns: (``model, version, feature, PSI, KS p, threshold, drifted, retrain``, summary with
+        ``checked_at``, ``max_psi``, ``min_ks_p``, ``drifted`` and ``retrain``); an empty table
+        and an empty summary when the symbol was never checked
+    """
+    columns = ["model", "version", "feature", "PSI", "KS p", "threshold", "drifted", "retrain"]
+    if drift.empty:
+        return pd.DataFrame(columns=columns), {}
+    newest = drift[drift["checked_at"] == drift["checked_at"].max()]
+    newest = newest.sort_values(["model", "feature"], ignore_index=True)
+    retrain = [bool(v) if v is not None and v == v else False for v in newest["retrain"]]
+    table = pd.DataFrame(
+        {
+            "model": newest["model"],
+            "version": [
+                f"v{int(v)}" if v is not None and v == v else "-" for v in newest["model_version"]
+            ],
+            "feature": newest["feature"],
+            "PSI": newest["psi"].astype(float),
+            "KS p": newest["ks_p"].astype(float),
+            "threshold": newest["threshold"].astype(float),
+            "drifted": newest["drifted"].astype(bool),
+            "retrain": retrain,
+        }
+    )
+    summary = {
+        "checked_at": newest["checked_at"].iloc[0],
+        "max_psi": float(table["PSI"].max()),
+        "min_ks_p": float(table["KS p"].min()),
+        "drifted": bool(table["drifted"].any()),
+        "retrain": any(retrain),
+        "threshold": float(table["threshold"].max()),
+    }
+    return table[columns], summary
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
 def _frame(rows: Iterable[Any]) -> pd.DataFrame:
     return pd.DataFrame([row._asdict() for row in rows])
 
@@ -477,6 +603,21 @@ class ForecastReader:
         for column in ("window_start", "window_end"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
         return frame.sort_values("window_start", ignore_index=True)
+
+    def scores(self, symbol: str, source: str = "walk_forward") -> pd.DataFrame:
+        """``model_scores`` rows of ``symbol``: every model's latest walk-forward scores."""
+        frame = _frame(self._execute("scores", (source, symbol)))
+        for column in ("evaluated_at", "window_start", "window_end"):
+            if not frame.empty:
+                frame[column] = frame[column].map(utc)
+        return frame
+
+    def drift(self, symbol: str, limit: int = 400) -> pd.DataFrame:
+        """The newest ``limit`` ``model_drift`` rows of ``symbol`` (newest check first)."""
+        frame = _frame(self._execute("drift", (symbol, limit)))
+        if not frame.empty:
+            frame["checked_at"] = frame["checked_at"].map(utc)
+        return frame
 
     def backtests(self, symbol: str, days: Sequence[date]) -> pd.DataFrame:
         """Every ``gbm_backtest`` row of ``symbol`` (``*`` = pooled) evaluated on ``days``."""

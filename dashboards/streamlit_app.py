@@ -1,8 +1,11 @@
 """Streamlit explorer of the GBM forecasts, started by ``make up`` (``python -m infra up``).
 
-Pick a symbol, a run and a model; see the forecast fan over the price history with the realised
-price drawn in as it arrives, the terminal distribution, P(above last), the backtest's band
-coverage and CRPS skill, and what the forecast would look like with other parameters. Reads
+Pick a symbol, a run and a model (or two, A and B, side by side: any of the GBM family and the
+registered learned models the run forecast with); see the forecast fan over the price history with
+the realised price drawn in as it arrives, the terminal distribution, P(above last), the
+backtest's band coverage and CRPS skill, what the forecast would look like with other parameters,
+the walk-forward leaderboard of every model (``model_scores``) and the drift of the learned
+models' inputs (``model_drift``: PSI, KS p-value, whether the check triggered a retrain). Reads
 Cassandra with the read-only role that ``infra`` passes in ``CASSANDRA_USERNAME/PASSWORD``.
 """
 
@@ -19,6 +22,7 @@ import streamlit as st
 from dashboards.charts import (
     coverage_figure,
     fan_figure,
+    leaderboard_figure,
     p_above_figure,
     skill_figure,
     terminal_figure,
@@ -31,9 +35,12 @@ from dashboards.forecasts import (
     band_coverage,
     coverage_frame,
     describe_cassandra_error,
+    drift_status,
     fan_frame,
     finite,
     histogram_frame,
+    leaderboard_skill,
+    leaderboard_table,
     newest_evaluation,
     parameter_table,
     paths_frame,
@@ -46,10 +53,12 @@ from dashboards.forecasts import (
 from dashboards.settings import ExplorerSettings
 from dashboards.what_if import StoredModel, WhatIf, WhatIfResult, what_if_forecast
 from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL
+from gbm_analysis.config import MODEL_NAMES
 from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings, SettingsError
 
 ALL_MODELS = "all, side by side"
+TWO_MODELS = "two, side by side: model A and model B"
 HISTORY = {"15 min": 15, "1 h": 60, "6 h": 360}
 PATH_COUNTS = (500, 1_000, 2_000, 5_000, 10_000, 20_000)
 POOLED_LABEL = "all symbols, pooled"
@@ -111,6 +120,16 @@ def _bars(target: Target, symbol: str, candle: str, start: datetime, end: dateti
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _backtests(target: Target, symbol: str, days: tuple[date, ...]) -> pd.DataFrame:
     return _reader(target).backtests(symbol, days)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _scores(target: Target, symbol: str) -> pd.DataFrame:
+    return _reader(target).scores(symbol)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _drift(target: Target, symbol: str) -> pd.DataFrame:
+    return _reader(target).drift(symbol)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -247,9 +266,7 @@ def explore(target: Target) -> None:
         st.info(f"This run made no forecast for {symbol}; pick another run or symbol.")
         return
     ok_models = list(ok["model"])
-    # keyed by the models on offer: the choice carries over to symbols that offer the same ones
-    choice = side.selectbox("model", [ALL_MODELS, *ok_models], key=f"model-{','.join(ok_models)}")
-    models = tuple(ok_models if choice == ALL_MODELS else [choice])
+    models = choose_models(ok_models)
     candle = side.radio("candles", list(CANDLE_TABLES), horizontal=True, key="candle")
     history = side.select_slider(
         "history before the run", list(HISTORY), value="1 h", key="history"
@@ -257,9 +274,11 @@ def explore(target: Target) -> None:
     n_sample = side.slider("sample paths", 0, 50, 10, key="sample-paths")
     scope = side.radio("backtest of", [symbol, POOLED_LABEL], key=f"scope-{symbol}")
 
-    shown = ok[ok["model"].isin(models)]
+    shown = ok.set_index("model", drop=False).loc[list(models)].reset_index(drop=True)
     bases = [stored_model(symbol, row) for _, row in shown.iterrows()]
-    enabled, change = what_if_controls(bases[0], run)
+    # the learned models have no simulator parameters to change: the what-if is the GBM family's
+    simulated = [b for b in bases if b.model in MODEL_NAMES]
+    enabled, change = what_if_controls((simulated or bases)[0], run)
     first = bases[0]
     cols = st.columns(4)
     cols[0].metric("last price", f"{first.last_price:,.6g}")
@@ -273,7 +292,7 @@ def explore(target: Target) -> None:
     st.dataframe(parameter_table(shown, symbol), hide_index=True, width="stretch")
 
     what_if = (
-        tuple((base, replace(change, n_sample=max(n_sample, 1))) for base in bases)
+        tuple((base, replace(change, n_sample=max(n_sample, 1))) for base in simulated)
         if enabled
         else ()
     )
@@ -294,8 +313,25 @@ def explore(target: Target) -> None:
     st.fragment(run_every=run_every)(live_fan)(view, ok, run_every)
     try:
         run_charts(view, ok)
+        model_charts(target, symbol)
     except CASSANDRA_ERRORS as exc:
         _cassandra_failed(exc, view.target)
+
+
+def choose_models(ok_models: list[str]) -> tuple[str, ...]:
+    """The sidebar's model choice: all, two side by side (A and B), or one."""
+    side = st.sidebar
+    offered = [ALL_MODELS, *([TWO_MODELS] if len(ok_models) > 1 else []), *ok_models]
+    # keyed by the models on offer: the choice carries over to symbols that offer the same ones
+    key = ",".join(ok_models)
+    choice = side.selectbox("model", offered, key=f"model-{key}")
+    if choice == ALL_MODELS:
+        return tuple(ok_models)
+    if choice != TWO_MODELS:
+        return (choice,)
+    a = side.selectbox("model A (left)", ok_models, index=0, key=f"model-a-{key}")
+    b = side.selectbox("model B (right)", ok_models, index=1, key=f"model-b-{key}")
+    return (a,) if a == b else (a, b)
 
 
 def _run_frames(view: View) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, WhatIfResult]]:
@@ -304,7 +340,12 @@ def _run_frames(view: View) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, WhatI
     if not forecasts.empty:
         forecasts = forecasts[forecasts["model"].isin(view.models)]
     sims = {base.model: _what_if(base, change) for base, change in view.what_if}
-    return forecasts, fan_frame(forecasts), sims
+    fan = fan_frame(forecasts)
+    if not fan.empty:  # panels left to right in the order chosen (model A, then B)
+        order = {m: i for i, m in enumerate(view.models)}
+        fan = fan.assign(_order=fan["model"].map(order))
+        fan = fan.sort_values(["_order", "step"], ignore_index=True).drop(columns="_order")
+    return forecasts, fan, sims
 
 
 def live_fan(view: View, ok: pd.DataFrame, run_every: float | None) -> None:
@@ -442,6 +483,55 @@ def run_charts(view: View, ok: pd.DataFrame) -> None:
     st.plotly_chart(coverage_figure(coverage_frame(newest)), key="coverage", width="stretch")
     skill = skill_history(backtests[backtests["model"].isin(view.models)])
     st.plotly_chart(skill_figure(skill, BASELINE_MODEL), key="skill", width="stretch")
+
+
+def model_charts(target: Target, symbol: str) -> None:
+    """Every model's walk-forward scores (``python -m gbm_analysis train`` writes them) and the
+    newest drift check of the learned models, for the symbol (not the run)."""
+    st.subheader(f"Leaderboard ({symbol}, walk-forward)")
+    scores = _scores(target, symbol)
+    if scores.empty:
+        st.info(
+            f"No walk-forward scores of {symbol} yet: `python -m gbm_analysis train` scores "
+            "every model on the same test window and writes them."
+        )
+    else:
+        window = (scores["window_start"].min(), scores["window_end"].max())
+        st.caption(
+            f"Every model issued at the same times in the test window {window[0]:%Y-%m-%d %H:%M}"
+            f" to {window[1]:%Y-%m-%d %H:%M} UTC (evaluated "
+            f"{scores['evaluated_at'].max():%Y-%m-%d %H:%M} UTC); ranked by CRPS at each "
+            f"horizon. Skill > 0 beats {BASELINE_MODEL}; RMSE / random walk < 1 beats a "
+            "zero-return forecast."
+        )
+        st.dataframe(leaderboard_table(scores), hide_index=True, width="stretch")
+        st.plotly_chart(
+            leaderboard_figure(leaderboard_skill(scores), BASELINE_MODEL),
+            key="leaderboard",
+            width="stretch",
+        )
+
+    st.subheader(f"Drift of the learned models' inputs ({symbol})")
+    table, summary = drift_status(_drift(target, symbol))
+    if not summary:
+        st.info(
+            f"No drift check of {symbol} yet: `python -m gbm_analysis drift` compares the recent "
+            "1-minute bars with each production model's training window."
+        )
+        return
+    verdict = (
+        "retrain triggered"
+        if summary["retrain"]
+        else "drifted (KS only: no retrain)"
+        if summary["drifted"]
+        else "stable"
+    )
+    cols = st.columns(4)
+    cols[0].metric("drift status", verdict)
+    cols[1].metric("max PSI", f"{summary['max_psi']:.3f}", help=f"threshold {summary['threshold']}")
+    cols[2].metric("min KS p-value", f"{summary['min_ks_p']:.2g}")
+    cols[3].metric("checked (UTC)", f"{summary['checked_at']:%Y-%m-%d %H:%M}")
+    st.dataframe(table, hide_index=True, width="stretch")
 
 
 def main() -> None:
