@@ -35,7 +35,11 @@ def test_superset_refuses_a_wrong_password(
 
 
 def test_superset_market_overview_renders_every_chart(
-    live_market: object, browser_page: Page, dashboard_urls: DashboardUrls, screenshot_dir: Path
+    live_market: object,
+    model_tables: object,
+    browser_page: Page,
+    dashboard_urls: DashboardUrls,
+    screenshot_dir: Path,
 ) -> None:
     page = browser_page
     superset_login(page, dashboard_urls)

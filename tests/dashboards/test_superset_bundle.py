@@ -45,13 +45,13 @@ def test_default_symbols_split_into_crypto_and_stocks() -> None:
     assert STOCKS == ["AAPL", "AMZN", "MSFT"]
 
 
-def test_bundle_has_one_database_five_datasets_ten_charts_one_dashboard(files) -> None:
+def test_bundle_has_one_database_seven_datasets_fourteen_charts_one_dashboard(files) -> None:
     assert {name.split("/")[0] for name in files} == {bundle.ROOT}
     counts = {
         kind: len(objects(files, kind))
         for kind in ("databases", "datasets", "charts", "dashboards")
     }
-    assert counts == {"databases": 1, "datasets": 5, "charts": 10, "dashboards": 1}
+    assert counts == {"databases": 1, "datasets": 7, "charts": 14, "dashboards": 1}
     metadata = yaml.safe_load(files[f"{bundle.ROOT}/metadata.yaml"])
     assert metadata["type"] == "assets" and metadata["version"] == "1.0.0"
 
@@ -152,6 +152,11 @@ def test_every_table_read_names_its_partition_keys_with_equality(files) -> None:
         reads = FROM_TABLE.findall(dataset["sql"])
         assert reads and len(reads) == dataset["sql"].count("FROM cassandra."), name
         days = set()
+        if name.endswith(("/leaderboard.yaml", "/drift.yaml")):  # tables without a day column
+            ((table, where),) = reads
+            key = {"model_scores": "source = 'walk_forward' AND ", "model_drift": ""}[table]
+            assert where.strip() == f"{key}symbol IN ({symbols})", (name, where)
+            continue
         for table, where in reads:
             if table == "gbm_runs":  # partitioned by day alone
                 assert where.strip().startswith(f"day = {bundle.TODAY}"), (name, where)
@@ -165,7 +170,7 @@ def test_every_table_read_names_its_partition_keys_with_equality(files) -> None:
 def test_a_section_without_symbols_is_left_out() -> None:
     files = bundle.render({**PARAMS, "stock_symbols": []})
     charts = objects(files, "charts")
-    assert len(charts) == 5 and all(name.endswith("_crypto.yaml") for name in charts)
+    assert len(charts) == 7 and all(name.endswith("_crypto.yaml") for name in charts)
     (dashboard,) = objects(files, "dashboards").values()
     position = dashboard["position"]
     assert not [key for key in position if "stocks" in key]
@@ -232,10 +237,40 @@ def test_native_filters_symbol_per_section_and_time_range(files) -> None:
         ]
     time_filter = filters["NATIVE_FILTER-time_range"]
     assert time_filter["filterType"] == "filter_time"
-    # Forecasts and backtests show the latest run whatever the window.
+    # Forecasts, backtests, the leaderboard and drift show the latest whatever the window.
     excluded = {
         position[f"CHART-{s}-{kind}"]["meta"]["chartId"]
         for s in bundle.SECTIONS
-        for kind in ("band", "backtest")
+        for kind in ("band", "backtest", "leaderboard", "drift")
     }
     assert set(time_filter["scope"]["excluded"]) == excluded
+
+
+def test_leaderboard_and_drift_charts_in_each_section(files) -> None:
+    charts = objects(files, "charts")
+    datasets = {d["uuid"]: d for d in objects(files, "datasets").values()}
+    (dashboard,) = objects(files, "dashboards").values()
+    position = dashboard["position"]
+    for section in bundle.SECTIONS:
+        board = charts[f"{bundle.ROOT}/charts/leaderboard_{section}.yaml"]
+        drift = charts[f"{bundle.ROOT}/charts/model_drift_{section}.yaml"]
+        assert datasets[board["dataset_uuid"]]["table_name"] == "leaderboard"
+        assert datasets[drift["dataset_uuid"]]["table_name"] == "drift"
+        assert (board["params"]["x_axis"], board["params"]["groupby"]) == ("horizon", ["model"])
+        assert board["params"]["metrics"] == ["crps_skill"]
+        assert drift["params"]["x_axis"] == "symbol"
+        assert {"max_psi", "min_ks_p", "retrain"} <= set(drift["params"]["metrics"])
+        symbols = {"crypto": CRYPTO, "stocks": STOCKS}[section]
+        for chart in (board, drift):
+            (query,) = json.loads(chart["query_context"])["queries"]
+            assert query["filters"] == [{"col": "symbol", "op": "IN", "val": symbols}]
+        row = position[f"ROW-{section}-3"]["children"]
+        assert [position[c]["meta"]["uuid"] for c in row] == [board["uuid"], drift["uuid"]]
+    skill = next(
+        m
+        for d in datasets.values()
+        if d["table_name"] == "leaderboard"
+        for m in d["metrics"]
+        if m["metric_name"] == "crps_skill"
+    )
+    assert "crps_hist_sim_bps" in skill["expression"]

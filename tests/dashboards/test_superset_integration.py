@@ -85,7 +85,7 @@ def test_a_second_import_updates_every_object_in_place(
         assert after[kind] == before[kind], kind  # same uuid -> same id
         counts = uuid_counts(client, resource)
         assert {u: counts[u] for u in after[kind]} == dict.fromkeys(after[kind], 1), kind
-    assert len(after["charts"]) == 10 and len(after["datasets"]) == 5
+    assert len(after["charts"]) == 14 and len(after["datasets"]) == 7
 
 
 def run_provision(superset: SupersetService, templates: Path, out: Path) -> None:
@@ -164,7 +164,7 @@ def chart_results(
 
 
 def test_every_chart_answers_with_rows_from_the_live_market(
-    superset: SupersetService, client: SupersetClient, live_market: object
+    superset: SupersetService, client: SupersetClient, live_market: object, model_tables: object
 ) -> None:
     empty = []
     for chart_uuid, chart_id in chart_ids(superset).items():
@@ -176,7 +176,7 @@ def test_every_chart_answers_with_rows_from_the_live_market(
 
 
 def test_every_chart_query_reads_cassandra_by_partition_key(
-    superset: SupersetService, client: SupersetClient, live_market: object
+    superset: SupersetService, client: SupersetClient, live_market: object, model_tables: object
 ) -> None:
     port = superset.config.trino_port
     for chart_id in chart_ids(superset).values():
@@ -192,6 +192,12 @@ def test_every_chart_query_reads_cassandra_by_partition_key(
             for _keyspace, table, _count, partitions in listed:
                 if table == "gbm_runs":  # partitioned by day alone
                     assert partitions.startswith('"day" = '), partitions
+                    continue
+                if table == "model_scores":  # partitioned by source alone
+                    assert partitions == "\"source\" = 'walk_forward'", partitions
+                    continue
+                if table == "model_drift":  # partitioned by symbol alone
+                    assert partitions.startswith('"symbol" = '), partitions
                     continue
                 assert partitions.startswith('"symbol" = '), partitions
                 assert '"day" = ' in partitions, partitions
