@@ -243,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_conf={
             "spark.cassandra.query.retry.count": "3",
             "spark.cassandra.read.timeoutMS": "20000",
+            # A service's log is no terminal: the console progress bar only redrew every 200 ms
+            # (its thread showed in a JVM profile of the running job) and cluttered the log.
+            "spark.ui.showConsoleProgress": "false",
             **scheduler_conf(state_dir() / "stream_processor"),
             **checkpoint_conf(settings.checkpoint_dir),
         },
