@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,14 +122,30 @@ def live_market(stack: Stack) -> Iterator[LiveMarket]:
         run_infra("down", *PIPELINE_STEPS)
 
 
+@contextmanager
+def migrated_keyspace(prefix: str = "test") -> Iterator[CassandraSettings]:
+    """A fresh keyspace with every migration applied (the settings to reach it), dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    run_infra("migrate", "--keyspace", name)
+    try:
+        yield CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": name})
+    finally:
+        run_infra("drop-keyspace", name)
+
+
 @pytest.fixture(scope="session")
 def test_keyspace(stack: Stack) -> Iterator[CassandraSettings]:
-    """A fresh keyspace with every migration applied, dropped at the end of the session."""
-    name = f"test_{uuid.uuid4().hex[:10]}"
-    run_infra("migrate", "--keyspace", name)
-    settings = CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": name})
-    yield settings
-    run_infra("drop-keyspace", name)
+    """A fresh keyspace shared by the session's tests, dropped at its end."""
+    with migrated_keyspace() as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def module_keyspace(stack: Stack) -> Iterator[CassandraSettings]:
+    """A fresh keyspace of one test module alone (for counts that other modules' rows would
+    change), dropped when the module ends."""
+    with migrated_keyspace() as settings:
+        yield settings
 
 
 @pytest.fixture

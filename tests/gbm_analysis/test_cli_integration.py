@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,21 +20,18 @@ from gbm_analysis.evaluation import run_backtest
 from gbm_analysis.io import GbmStore
 from gbm_analysis.job import run_forecasts
 from schemas.settings import CassandraSettings
-from tests.conftest import REPO_ROOT, Stack, run_infra
+from tests.conftest import REPO_ROOT
 from tests.gbm_analysis.conftest import BAR, gbm_closes
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def test_keyspace(stack: Stack) -> Iterator[CassandraSettings]:
+def test_keyspace(module_keyspace: CassandraSettings) -> CassandraSettings:
     """This module's own keyspace: `backtest` scores every forecast in its keyspace, so the runs
     other modules leave in the session's keyspace (the dashboard tests write two) changed its
     counts."""
-    name = f"test_{uuid.uuid4().hex[:10]}"
-    run_infra("migrate", "--keyspace", name)
-    yield CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": name})
-    run_infra("drop-keyspace", name)
+    return module_keyspace
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

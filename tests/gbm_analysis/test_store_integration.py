@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from schemas.settings import CassandraSettings
-from tests.conftest import REPO_ROOT, Stack, run_infra
+from tests.conftest import REPO_ROOT
 from tests.gbm_analysis.conftest import BAR
 
 pytestmark = pytest.mark.integration
@@ -26,12 +26,9 @@ AS_OF = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def test_keyspace(stack: Stack) -> Iterator[CassandraSettings]:
+def test_keyspace(module_keyspace: CassandraSettings) -> CassandraSettings:
     """This module's own keyspace: the backtest scores every forecast in its keyspace."""
-    name = f"test_{uuid.uuid4().hex[:10]}"
-    run_infra("migrate", "--keyspace", name)
-    yield CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": name})
-    run_infra("drop-keyspace", name)
+    return module_keyspace
 
 
 def backtest_cli(keyspace: str) -> subprocess.CompletedProcess[str]:

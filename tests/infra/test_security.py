@@ -27,7 +27,7 @@ from infra.supervisor import Supervisor
 from infra.trino import CATALOG, TrinoService, run_query
 from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings, load_credentials_file, state_dir
-from tests.conftest import Stack, infra_cli, run_infra
+from tests.conftest import Stack, infra_cli
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +44,9 @@ def keyspace_exists(name: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def private_keyspace(stack: Stack) -> Iterator[str]:
+def private_keyspace(module_keyspace: CassandraSettings) -> str:
     """A migrated keyspace of this module alone, dropped after it."""
-    name = f"sec_{uuid.uuid4().hex[:10]}"
-    run_infra("migrate", "--keyspace", name)
-    yield name
-    run_infra("drop-keyspace", name)
+    return module_keyspace.keyspace
 
 
 @pytest.mark.parametrize("spelling", ["{ks}", "{KS}", '"{ks}"', "  {Ks} "])
