@@ -1,12 +1,15 @@
 """Fixtures of the stream processor tests: a Spark session with the connector jars, extra
-Cassandra keyspaces, a Kafka producer of Avro trades, and table readers."""
+Cassandra keyspaces, a Kafka producer of Avro trades, table readers, and the real 6-market
+capture streamed once through the job for the replay and rebuild tests."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -15,7 +18,8 @@ import pytest
 from schemas import avro_codec
 from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings
-from tests.conftest import Stack, run_infra
+from stream_processor.config import StreamSettings
+from tests.conftest import Stack, migrated_keyspace
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -38,17 +42,8 @@ def spark() -> Iterator[SparkSession]:
 @pytest.fixture(scope="module")
 def keyspace_factory(stack: Stack) -> Iterator[Callable[[], CassandraSettings]]:
     """Fresh keyspaces with every migration applied, dropped when the module ends."""
-    made: list[str] = []
-
-    def make() -> CassandraSettings:
-        name = f"test_sp_{uuid.uuid4().hex[:8]}"
-        run_infra("migrate", "--keyspace", name)
-        made.append(name)
-        return CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": name})
-
-    yield make
-    for name in made:
-        run_infra("drop-keyspace", name)
+    with ExitStack() as made:
+        yield lambda: made.enter_context(migrated_keyspace("test_sp"))
 
 
 def trade_id(*parts: object) -> str:
@@ -128,3 +123,102 @@ def consume_all(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[tup
         return [(m.key, m.value) for m in consumer]
     finally:
         consumer.close()
+
+
+CAPTURE = "binance_6sym_20240808.csv"
+TABLES = {"5s": "trades_agg_5s", "1m": "trades_agg_1m", "1h": "trades_agg_1h"}
+
+
+def capture_trades(shared_data: Path) -> list[dict[str, Any]]:
+    """The recorded trades of six Binance markets around midnight UTC, as the collector sends
+    them, in arrival order."""
+    df = pd.read_csv(shared_data / CAPTURE)
+    return [
+        {
+            "trade_id": hashlib.sha1(f"binance|{s}|{tid}".encode()).hexdigest(),
+            "symbol": s,
+            "price": float(p),
+            "volume": float(v),
+            "trade_ts": int(t),
+            "conditions": [],
+            "source": "replay",
+            "ingest_ts": int(r) // 1_000_000,
+        }
+        for s, t, p, v, tid, r in zip(
+            df["symbol"],
+            df["t_ms"],
+            df["price"],
+            df["volume"],
+            df["trade_id"],
+            df["recv_ns"],
+            strict=True,
+        )
+    ]
+
+
+def stream_once(spark: SparkSession, settings: StreamSettings) -> None:
+    """Run the job's queries until they have read everything in the topic."""
+    from stream_processor.queries import start_queries
+
+    queries = start_queries(spark, settings, once=True)
+    try:
+        for q in queries:
+            q.awaitTermination(900)
+            assert q.exception() is None
+    finally:
+        for q in queries:
+            q.stop()
+
+
+@dataclass(frozen=True)
+class StreamedCapture:
+    """The capture after one run of the job: its keyspace, topic and settings (checkpoints
+    included, so a later run resumes), and the tables as they were right after that run."""
+
+    trades: list[dict[str, Any]]
+    cassandra: CassandraSettings
+    topic: str
+    settings: StreamSettings
+    raw: pd.DataFrame
+    bars: dict[str, pd.DataFrame]
+
+
+@pytest.fixture(scope="session")
+def streamed_capture(
+    stack: Stack, spark: SparkSession, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StreamedCapture]:
+    """The capture produced to a fresh topic and streamed once through the job into a fresh
+    keyspace. Streaming it takes minutes, so the replay test (are the tables right?) and the
+    rebuild tests (which go on from there) share the one run."""
+    trades = capture_trades(shared_data)
+    with migrated_keyspace("test_sp") as cassandra:
+        yield _stream_capture(trades, cassandra, stack, spark, tmp_path_factory)
+
+
+def _stream_capture(
+    trades: list[dict[str, Any]],
+    cassandra: CassandraSettings,
+    stack: Stack,
+    spark: SparkSession,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> StreamedCapture:
+    topic = f"sp-capture-{os.urandom(5).hex()}"
+    create_topic(stack.kafka.bootstrap_servers, topic)
+    produce(stack.kafka.bootstrap_servers, topic, encode_trades(trades))
+    env = {
+        **os.environ,
+        "TRADES_TOPIC": topic,
+        "CASSANDRA_KEYSPACE": cassandra.keyspace,
+        "CHECKPOINT_DIR": str(tmp_path_factory.mktemp("capture") / "cp"),
+        "STREAM_METRICS_PORT": "0",
+    }
+    settings = StreamSettings.from_env(env)
+    stream_once(spark, settings)
+    return StreamedCapture(
+        trades=trades,
+        cassandra=cassandra,
+        topic=topic,
+        settings=settings,
+        raw=read_table(cassandra, "trades"),
+        bars={bar: read_table(cassandra, table) for bar, table in TABLES.items()},
+    )

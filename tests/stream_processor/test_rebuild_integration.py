@@ -8,7 +8,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,16 @@ import pytest
 
 from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings
-from stream_processor.config import StreamSettings
 from stream_processor.jobs.rebuild import _trades, rebuild_range, run_rebuild
-from stream_processor.queries import start_queries
 from tests.conftest import REPO_ROOT, Stack
-from tests.stream_processor.conftest import create_topic, encode_trades, produce, read_table
+from tests.stream_processor.conftest import (
+    TABLES,
+    StreamedCapture,
+    encode_trades,
+    produce,
+    read_table,
+    stream_once,
+)
 from tests.stream_processor.oracle import (
     BAR_MS,
     assert_bars_equal,
@@ -31,11 +35,9 @@ from tests.stream_processor.oracle import (
     cassandra_trades,
     expected_bars,
 )
-from tests.stream_processor.test_replay_integration import _capture_trades
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"5s": "trades_agg_5s", "1m": "trades_agg_1m", "1h": "trades_agg_1h"}
 GHOST = "TEST:GHOST"
 
 
@@ -69,17 +71,6 @@ def _late_trades(capture: list[dict[str, Any]], n: int = 80) -> list[dict[str, A
     return out
 
 
-def _stream_once(spark: Any, settings: StreamSettings) -> None:
-    queries = start_queries(spark, settings, once=True)
-    try:
-        for q in queries:
-            q.awaitTermination(900)
-            assert q.exception() is None
-    finally:
-        for q in queries:
-            q.stop()
-
-
 def _bars(cassandra: CassandraSettings) -> dict[str, pd.DataFrame]:
     return {bar: read_table(cassandra, table) for bar, table in TABLES.items()}
 
@@ -90,32 +81,15 @@ def _in_windows(trades: pd.DataFrame, bar: str) -> set[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def streamed(
-    stack: Stack,
-    spark: Any,
-    shared_data: Path,
-    keyspace_factory: Callable[[], CassandraSettings],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> dict[str, Any]:
-    """The capture streamed through the job, then late trades: stored in ``trades``, left out
-    of the bars. Returns the trades, the late ones, the live bars and the job's settings."""
-    capture = _capture_trades(shared_data)
+def streamed(stack: Stack, spark: Any, streamed_capture: StreamedCapture) -> dict[str, Any]:
+    """The capture streamed through the job (shared with the replay test), then late trades:
+    stored in ``trades``, left out of the bars. Returns the trades, the late ones, the live bars
+    and the job's settings."""
+    capture = streamed_capture.trades
     late = _late_trades(capture)
-    cassandra = keyspace_factory()
-    topic = f"sp-rebuild-{os.urandom(5).hex()}"
-    create_topic(stack.kafka.bootstrap_servers, topic)
-    env = {
-        **os.environ,
-        "TRADES_TOPIC": topic,
-        "CASSANDRA_KEYSPACE": cassandra.keyspace,
-        "CHECKPOINT_DIR": str(tmp_path_factory.mktemp("rebuild") / "cp"),
-        "METRICS_PORT": "0",
-    }
-    settings = StreamSettings.from_env(env)
-    produce(stack.kafka.bootstrap_servers, topic, encode_trades(capture))
-    _stream_once(spark, settings)
-    produce(stack.kafka.bootstrap_servers, topic, encode_trades(late))
-    _stream_once(spark, settings)  # resumes with the watermark of the first run
+    cassandra, settings = streamed_capture.cassandra, streamed_capture.settings
+    produce(stack.kafka.bootstrap_servers, streamed_capture.topic, encode_trades(late))
+    stream_once(spark, settings)  # resumes with the watermark of the first run
     return {
         "cassandra": cassandra,
         "settings": settings,
