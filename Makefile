@@ -5,12 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser up down status logs clean demo test test-unit test-integration test-reliability lint bench screenshots
+.PHONY: help install browser up down status logs clean demo test test-unit test-integration test-reliability lint bench screenshots cluster-up cluster-down cluster-status test-cluster
 
 help:
 	@echo "make demo   - bring up the stack and run the pipeline on the built-in offline feed"
 	@echo "make test   - install what is missing and run every test (unit + integration)"
 	@echo "make up | down | status | logs | clean | lint | test-unit | bench | screenshots"
+	@echo "make cluster-up | cluster-down | cluster-status | test-cluster - the loopback cluster"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || command -v python3 >/dev/null || \
@@ -49,6 +50,27 @@ demo: install
 	$(PY) -m infra up
 	$(PY) -m infra demo
 
+# The cluster topology on loopback (README, Running on a cluster): three Kafka nodes, three
+# Cassandra nodes, Trino and a Spark standalone master with two workers, under its own STATE_DIR
+# and ports, so it can run beside the single-node stack.
+CLUSTER_STATE_DIR ?= .state-cluster
+CLUSTER := STATE_DIR=$(CLUSTER_STATE_DIR) $(PY) -m infra
+
+cluster-up: install
+	$(CLUSTER) up --topology cluster
+
+cluster-down:
+	@test -x $(PY) && $(CLUSTER) down --topology cluster || true
+
+cluster-status: $(STAMP)
+	$(CLUSTER) status --topology cluster
+
+# The failover test (about 10 GB of memory): brings the cluster up if needed, stops a Kafka
+# broker, a Cassandra node and a Spark worker while trades flow, and leaves the cluster as it
+# found it. `make test` runs it last when the machine has the memory (MemAvailable >= 16 GiB).
+test-cluster: install
+	STATE_DIR=$(CLUSTER_STATE_DIR) $(PY) -m pytest --durations=25 -W default -m cluster tests/cluster
+
 # Lint first, then the unit tests with their coverage floor, then everything that needs the
 # stack. The fault matrix runs after the rest and alone: it restarts Kafka and
 # Cassandra.
@@ -56,13 +78,16 @@ test: lint install browser
 	$(MAKE) --no-print-directory test-unit
 	$(MAKE) --no-print-directory test-integration
 	$(MAKE) --no-print-directory test-reliability
+	@if [ "$$(awk '/^MemAvailable:/ {print int($$2 / 1048576)}' /proc/meminfo)" -ge 16 ]; then \
+		$(MAKE) --no-print-directory test-cluster; \
+	else echo "make test: skipping test-cluster (needs 16 GiB available; run make test-cluster)"; fi
 
 # Every pytest step prints its 25 slowest tests (--durations=25), so CI shows where the time goes.
 # Warnings are errors in the unit tests; against the real engines they are shown, not fatal
 # (-W default): the engines' clients (pyspark, kafka-python, the Cassandra driver, MLflow)
 # warn from their own code in ways a test cannot fix.
 test-integration: install
-	$(PY) -m pytest --durations=25 -W default -m 'integration and not live and not reliability'
+	$(PY) -m pytest --durations=25 -W default -m 'integration and not live and not reliability and not cluster'
 
 test-reliability: install
 	$(PY) -m pytest --durations=25 -W default -m reliability tests/reliability
