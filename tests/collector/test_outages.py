@@ -161,15 +161,16 @@ def test_a_killed_collector_leaves_a_gap_that_its_successor_records(
         "COLLECTOR_HEARTBEAT_FILE": f"{tmp_path}/collector.heartbeat",
     }
     first = run_collector(server.port, env)
+    beat = Path(env["COLLECTOR_HEARTBEAT_FILE"])
     deadline = time.monotonic() + 60
-    while "progress:" not in first.output():
+    # killed once it is producing and has left a heartbeat for its successor
+    while "progress:" not in first.output() or not beat.exists():
         assert time.monotonic() < deadline and first.process.poll() is None, first.output()
         time.sleep(0.2)
-    time.sleep(1.5)
     first.process.send_signal(signal.SIGKILL)
     first.wait(10)
     killed = datetime.now(UTC)
-    time.sleep(2)
+    time.sleep(2)  # the outage itself: the gap must cover these 2 s
     second = run_collector(server.port, env, "--max-trades", "100")
     assert second.wait(120) == 0, second.output()
     rows = gaps_in(test_keyspace)
