@@ -98,10 +98,12 @@ def test_nothing_is_lost_or_duplicated_when_nodes_fail(rig: Rig) -> None:
         down_at = time.monotonic()
         run_infra("down", node, env=env)
         during = now_ms()
+
+        def stored_since_down(since: int = during) -> bool:
+            return rig.stored_after(since)
+
         # The pipeline keeps storing trades while the node is down, not only after.
-        flowed = wait_for(
-            lambda since=during: rig.stored_after(since), 300, f"trades with {node} down"
-        )
+        flowed = wait_for(stored_since_down, 300, f"trades with {node} down")
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         back_at = time.monotonic()
         run_infra("up", node, env=env, timeout=900)
