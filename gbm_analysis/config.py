@@ -8,16 +8,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, TypeVar, cast, get_args
 
 from gbm_analysis.exceptions import ConfigError
 from schemas.settings import (
     SettingsError,
     env_value,
     int_setting,
+    list_setting,
+    lookup,
     number_setting,
     parse_duration_ms,
     port_setting,
+    seconds_setting,
 )
 
 __all__ = [
@@ -37,6 +40,7 @@ MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 DEFAULT_MODELS: tuple[str, ...] = ("gbm", "ewma_t", "hist_sim")
 DRIFT_MODES: tuple[str, ...] = get_args(DriftMode)
 ENGINES: tuple[str, ...] = get_args(Engine)
+_Default = TypeVar("_Default", int, int | None)
 
 
 def parse_duration(text: str, *, name: str = "duration") -> int:
@@ -57,6 +61,11 @@ def parse_duration(text: str, *, name: str = "duration") -> int:
     if millis <= 0 or millis % 1000:
         raise ConfigError(f"{name}={text!r} is not a positive duration like 30s, 5m, 6h or 1d")
     return millis // 1000
+
+
+def _cores() -> int:
+    """The default of ``GBM_WORKERS``: the machine's cores."""
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +126,7 @@ class GbmSettings:
     seed: int | None = None
     symbols: tuple[str, ...] = field(default=())
     engine: Engine = "local"
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=_cores)
 
     def __post_init__(self) -> None:
         positive = {
@@ -180,47 +189,41 @@ class GbmSettings:
         1800
         """
         env = os.environ if env is None else env
-        kwargs: dict[str, object] = {}
-        durations = {
-            "GBM_LOOKBACK": "lookback_seconds",
-            "GBM_BAR_SECONDS": "bar_seconds",
-            "GBM_STEP": "step_seconds",
-            "GBM_MAX_GAP": "max_gap_seconds",
-            "GBM_PENDING_MAX": "pending_max_seconds",
-            "GBM_EWMA_HALF_LIFE": "ewma_half_life_seconds",
-            "GBM_SEASONAL_HISTORY": "seasonal_history_seconds",
-        }
-        for var, attr in durations.items():
-            if env.get(var):
-                kwargs[attr] = parse_duration(env[var], name=var)
-        integers = {
-            "GBM_STEPS": "n_steps",
-            "GBM_PATHS": "n_paths",
-            "GBM_SAMPLE_PATHS": "n_sample_paths",
-            "GBM_HIST_BINS": "histogram_bins",
-            "GBM_MIN_BARS": "min_bars",
-            "GBM_CHUNK_PATHS": "chunk_paths",
-            "GBM_SEED": "seed",
-            "GBM_WORKERS": "workers",
-        }
-        for var, attr in integers.items():
-            if env.get(var):
-                kwargs[attr] = _int(env, var)
-        if env.get("GBM_MODELS"):
-            kwargs["models"] = _csv(env["GBM_MODELS"])
-        if env.get("GBM_SYMBOLS"):
-            kwargs["symbols"] = _csv(env["GBM_SYMBOLS"])
-        if env.get("GBM_ENGINE"):
-            kwargs["engine"] = env["GBM_ENGINE"].strip()
-        if env.get("GBM_DRIFT"):
-            kwargs["drift"] = env["GBM_DRIFT"].strip()
-        raw_dof = (env.get("GBM_T_DOF") or "auto").strip()
-        if raw_dof != "auto":
-            try:
-                kwargs["t_dof"] = float(raw_dof)
-            except ValueError:
-                raise ConfigError(f"GBM_T_DOF={raw_dof!r} is not a number or 'auto'") from None
-        return cls(**kwargs)  # type: ignore[arg-type]
+        try:
+            return cls._from_env(env)
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str]) -> GbmSettings:
+        def seconds(name: str, default: int) -> int:
+            return duration_setting(env, name, default)
+
+        def integer(name: str, default: int) -> int:
+            return any_int_setting(env, name, default)
+
+        return cls(
+            lookback_seconds=seconds("GBM_LOOKBACK", cls.lookback_seconds),
+            bar_seconds=seconds("GBM_BAR_SECONDS", cls.bar_seconds),
+            step_seconds=seconds("GBM_STEP", cls.step_seconds),
+            n_steps=integer("GBM_STEPS", cls.n_steps),
+            n_paths=integer("GBM_PATHS", cls.n_paths),
+            n_sample_paths=integer("GBM_SAMPLE_PATHS", cls.n_sample_paths),
+            histogram_bins=integer("GBM_HIST_BINS", cls.histogram_bins),
+            models=cast(tuple[ModelName, ...], list_setting(env, "GBM_MODELS", cls.models)),
+            drift=cast(DriftMode, env_value(env, "GBM_DRIFT") or cls.drift),
+            min_bars=integer("GBM_MIN_BARS", cls.min_bars),
+            max_gap_seconds=seconds("GBM_MAX_GAP", cls.max_gap_seconds),
+            pending_max_seconds=seconds("GBM_PENDING_MAX", cls.pending_max_seconds),
+            ewma_half_life_seconds=seconds("GBM_EWMA_HALF_LIFE", cls.ewma_half_life_seconds),
+            seasonal_history_seconds=seconds("GBM_SEASONAL_HISTORY", cls.seasonal_history_seconds),
+            t_dof=_t_dof(env, cls.t_dof),
+            chunk_paths=integer("GBM_CHUNK_PATHS", cls.chunk_paths),
+            seed=any_int_setting(env, "GBM_SEED", cls.seed),
+            symbols=list_setting(env, "GBM_SYMBOLS", cls.symbols),
+            engine=cast(Engine, env_value(env, "GBM_ENGINE") or cls.engine),
+            workers=integer("GBM_WORKERS", _cores()),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,27 +245,46 @@ class ApiSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
         env = os.environ if env is None else env
         try:
-            port = port_setting(env, "GBM_API_PORT", 8000)
-            ttl_raw = env_value(env, "GBM_API_CACHE_TTL")
-            ttl_ms = parse_duration_ms("GBM_API_CACHE_TTL", ttl_raw) if ttl_raw else 5000
-            reads = number_setting(env, "GBM_API_READS_PER_S", 20.0, minimum=0)
+            return cls(
+                host=env_value(env, "GBM_API_HOST") or cls.host,
+                port=port_setting(env, "GBM_API_PORT", cls.port),
+                cache_ttl_s=seconds_setting(env, "GBM_API_CACHE_TTL", cls.cache_ttl_s),
+                reads_per_s=number_setting(env, "GBM_API_READS_PER_S", cls.reads_per_s, minimum=0),
+            )
         except SettingsError as exc:
             raise ConfigError(str(exc)) from None
-        return cls(
-            host=env.get("GBM_API_HOST") or "127.0.0.1",
-            port=port,
-            cache_ttl_s=ttl_ms / 1000,
-            reads_per_s=reads,
-        )
 
 
-def _int(env: Mapping[str, str], name: str) -> int:
-    """A set integer variable; the range is checked with the field it fills."""
+def duration_setting(env: Mapping[str, str], name: str, default: int) -> int:
+    """Whole seconds in the variable ``name`` (see :func:`parse_duration`); ``default`` when
+    unset or blank.
+
+    >>> duration_setting({"GBM_STEP": "2m"}, "GBM_STEP", 60), duration_setting({}, "GBM_STEP", 60)
+    (120, 60)
+    """
+    found = lookup(env, name)
+    if found is None:
+        return default
+    var, raw = found
+    return parse_duration(raw, name=var)
+
+
+def any_int_setting(env: Mapping[str, str], name: str, default: _Default) -> int | _Default:
+    """An integer variable of any sign, ``default`` when unset: the field it fills checks the
+    range, naming itself."""
+    if lookup(env, name) is None:
+        return default
+    return int_setting(env, name, 0, minimum=-(2**63))
+
+
+def _t_dof(env: Mapping[str, str], default: float | None) -> float | None:
+    """``GBM_T_DOF``: a number, or ``auto`` (estimated from the kurtosis: None)."""
+    raw = env_value(env, "GBM_T_DOF")
+    if raw is None:
+        return default
+    if raw == "auto":
+        return None
     try:
-        return int_setting(env, name, 0, minimum=-(2**63))
-    except SettingsError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"GBM_T_DOF={raw!r} is not a number or 'auto'") from None

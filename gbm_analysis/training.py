@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gbm_analysis import mlp, prophet_model, xgb
-from gbm_analysis.config import parse_duration
+from gbm_analysis.config import duration_setting
 from gbm_analysis.exceptions import ConfigError, DataError
 from gbm_analysis.learned import (
     LEARNED_MODELS,
@@ -39,7 +39,7 @@ from gbm_analysis.learned import (
     score_log_quantiles,
     walk_forward_split,
 )
-from schemas.settings import state_dir
+from schemas.settings import SettingsError, env_value, int_setting, list_setting, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,34 +106,33 @@ class TrainSettings:
         (1440, 'sqlite:////tmp/x/mlflow/mlflow.db')
         """
         env = os.environ if env is None else env
-        kwargs: dict[str, Any] = {}
-        windows = {
-            "GBM_TRAIN_WINDOW": "train_minutes",
-            "GBM_CALIB_WINDOW": "calib_minutes",
-            "GBM_TEST_WINDOW": "test_minutes",
-            "GBM_SCORE_EVERY": "score_every_minutes",
-        }
-        for var, attr in windows.items():
-            if env.get(var):
-                seconds = parse_duration(env[var], name=var)
-                if seconds % 60:
-                    raise ConfigError(f"{var}={env[var]!r} must be whole minutes")
-                kwargs[attr] = seconds // 60
-        if env.get("GBM_LEARNED_MODELS"):
-            kwargs["models"] = tuple(
-                p.strip() for p in env["GBM_LEARNED_MODELS"].split(",") if p.strip()
-            )
-        if env.get("GBM_SYMBOLS"):
-            kwargs["symbols"] = tuple(p.strip() for p in env["GBM_SYMBOLS"].split(",") if p.strip())
-        if env.get("GBM_MLP_MAX_ITER"):
-            raw = env["GBM_MLP_MAX_ITER"]
-            if not raw.strip().isdigit() or int(raw) <= 0:
-                raise ConfigError(f"GBM_MLP_MAX_ITER={raw!r} is not a positive integer")
-            kwargs["mlp"] = mlp.MlpParams(max_iter=int(raw))
+        try:
+            return cls._from_env(env)
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str]) -> TrainSettings:
+        def minutes(name: str, default: int) -> int:
+            seconds = duration_setting(env, name, default * 60)
+            if seconds % 60:
+                raise ConfigError(f"{name}={env_value(env, name)!r} must be whole minutes")
+            return seconds // 60
+
         root = state_dir(env) / "mlflow"
-        kwargs["tracking_uri"] = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlflow.db"
-        kwargs["artifact_root"] = str(root / "artifacts")
-        return cls(**kwargs)
+        return cls(
+            models=list_setting(env, "GBM_LEARNED_MODELS", cls.models),
+            train_minutes=minutes("GBM_TRAIN_WINDOW", cls.train_minutes),
+            calib_minutes=minutes("GBM_CALIB_WINDOW", cls.calib_minutes),
+            test_minutes=minutes("GBM_TEST_WINDOW", cls.test_minutes),
+            score_every_minutes=minutes("GBM_SCORE_EVERY", cls.score_every_minutes),
+            symbols=list_setting(env, "GBM_SYMBOLS", cls.symbols),
+            tracking_uri=env_value(env, "MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlflow.db",
+            artifact_root=str(root / "artifacts"),
+            mlp=mlp.MlpParams(
+                max_iter=int_setting(env, "GBM_MLP_MAX_ITER", mlp.MlpParams.max_iter, minimum=1)
+            ),
+        )
 
     def params_of(self, model: str) -> Any:
         return {"mlp": self.mlp, "xgb": self.xgb, "prophet": self.prophet}[model]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import gbm_analysis.backtest
@@ -11,6 +13,7 @@ import gbm_analysis.forecast
 import gbm_analysis.model
 from gbm_analysis.config import ApiSettings, GbmSettings, parse_duration
 from gbm_analysis.exceptions import ConfigError, GbmError
+from gbm_analysis.training import TrainSettings
 
 
 def test_defaults_follow_the_issue() -> None:
@@ -95,3 +98,50 @@ def test_public_surface(module: object, names: set[str]) -> None:
     exported = set(module.__all__)  # type: ignore[attr-defined]
     assert names <= exported
     assert all(hasattr(module, n) for n in exported)
+
+
+def test_unset_variables_keep_the_declared_defaults(tmp_path: Path) -> None:
+    """from_env passes each field's declared default, so the two never differ."""
+    assert GbmSettings.from_env({}) == GbmSettings()
+    assert ApiSettings.from_env({}) == ApiSettings()
+    train = TrainSettings.from_env({"STATE_DIR": str(tmp_path)})
+    declared = TrainSettings(tracking_uri=train.tracking_uri, artifact_root=train.artifact_root)
+    assert train == declared
+    assert train.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+
+
+def test_blank_variables_count_as_unset() -> None:
+    blank = {name: " " for name in ("GBM_LOOKBACK", "GBM_PATHS", "GBM_SEED", "GBM_MODELS")}
+    assert GbmSettings.from_env(blank) == GbmSettings()
+    assert ApiSettings.from_env({"GBM_API_PORT": "", "GBM_API_CACHE_TTL": " "}) == ApiSettings()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GBM_TRAIN_WINDOW": "90s"}, "GBM_TRAIN_WINDOW='90s' must be whole minutes"),
+        ({"GBM_TEST_WINDOW": "0m"}, "GBM_TEST_WINDOW='0m' is not a positive duration"),
+        ({"GBM_LEARNED_MODELS": "mlp,arima"}, "GBM_LEARNED_MODELS: 'arima' is not one of"),
+        ({"GBM_MLP_MAX_ITER": "many"}, "GBM_MLP_MAX_ITER='many' is not an integer"),
+        ({"GBM_MLP_MAX_ITER": "0"}, "GBM_MLP_MAX_ITER='0' must be >= 1"),
+    ],
+)
+def test_bad_train_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainSettings.from_env(env)
+
+
+def test_train_settings_from_the_environment() -> None:
+    s = TrainSettings.from_env(
+        {
+            "GBM_TRAIN_WINDOW": "2d",
+            "GBM_SCORE_EVERY": "30m",
+            "GBM_LEARNED_MODELS": "xgb, mlp",
+            "GBM_SYMBOLS": "AAPL",
+            "GBM_MLP_MAX_ITER": "5",
+            "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        }
+    )
+    assert (s.train_minutes, s.score_every_minutes, s.calib_minutes) == (2880, 30, 3 * 1440)
+    assert (s.models, s.symbols, s.mlp.max_iter) == (("xgb", "mlp"), ("AAPL",), 5)
+    assert s.tracking_uri == "http://127.0.0.1:5000"
