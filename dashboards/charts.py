@@ -80,39 +80,53 @@ def _band(
     col: int,
     show_legend: bool,
 ) -> None:
-    x = _times(fan["time"])
-    color = model_color(model)
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=_values(fan[lo]),
-            mode="lines",
-            line={"width": 0, "color": color},
-            name=f"{model} {lo}",
-            meta={"model": model, "role": lo},
-            showlegend=False,
-            legendgroup=model,
-        ),
-        row=1,
+    _band_edges(
+        fig,
+        _times(fan["time"]),
+        (_values(fan[lo]), _values(fan[hi])),
+        color=model_color(model),
+        alpha=alpha,
+        names=(f"{model} {lo}", f"{model} {label}"),
+        metas=({"model": model, "role": lo}, {"model": model, "role": hi}),
         col=col,
+        show_legend=show_legend,
+        legendgroup=model,
     )
-    # "tonexty" fills down to the trace just added: the band's other edge.
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=_values(fan[hi]),
-            mode="lines",
-            line={"width": 0, "color": color},
-            fill="tonexty",
-            fillcolor=_rgba(color, alpha),
-            name=f"{model} {label}",
-            meta={"model": model, "role": hi},
-            showlegend=show_legend,
-            legendgroup=model,
-        ),
-        row=1,
-        col=col,
-    )
+
+
+def _band_edges(
+    fig: go.Figure,
+    x: list[str] | list[float],
+    edges: tuple[list[float], list[float]],
+    *,
+    color: str,
+    alpha: float,
+    names: tuple[str, str],
+    metas: tuple[dict[str, Any], dict[str, Any]],
+    col: int,
+    show_legend: bool,
+    **common: Any,
+) -> None:
+    """A shaded band between two invisible lines, the low edge then the high one; ``common``
+    goes to both traces. The band's legend entry, if any, is the high edge's."""
+    for edge, y, name, meta in zip(("lo", "hi"), edges, names, metas, strict=True):
+        # "tonexty" fills down to the trace just added: the band's other edge.
+        fill = {"fill": "tonexty", "fillcolor": _rgba(color, alpha)} if edge == "hi" else {}
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                line={"width": 0, "color": color},
+                name=name,
+                meta=meta,
+                showlegend=show_legend and edge == "hi",
+                **fill,
+                **common,
+            ),
+            row=1,
+            col=col,
+        )
 
 
 def fan_figure(
@@ -353,37 +367,18 @@ def coverage_figure(coverage: pd.DataFrame) -> go.Figure:
             color = model_color(str(model))
             x = _values(one["horizon_s"])
             meta = {"model": model, "band": band}
-            fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=_values(one["lo"]),
-                    mode="lines",
-                    line={"width": 0, "color": color},
-                    showlegend=False,
-                    hoverinfo="skip",
-                    name=f"{model} {band} band low",
-                    meta={**meta, "role": "band lo"},
-                    legendgroup=str(model),
-                ),
-                row=1,
+            _band_edges(
+                fig,
+                x,
+                (_values(one["lo"]), _values(one["hi"])),
+                color=color,
+                alpha=0.12,
+                names=(f"{model} {band} band low", f"{model} {band} band high"),
+                metas=({**meta, "role": "band lo"}, {**meta, "role": "band hi"}),
                 col=col,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=_values(one["hi"]),
-                    mode="lines",
-                    line={"width": 0, "color": color},
-                    fill="tonexty",
-                    fillcolor=_rgba(color, 0.12),
-                    showlegend=False,
-                    hoverinfo="skip",
-                    name=f"{model} {band} band high",
-                    meta={**meta, "role": "band hi"},
-                    legendgroup=str(model),
-                ),
-                row=1,
-                col=col,
+                show_legend=False,
+                hoverinfo="skip",
+                legendgroup=str(model),
             )
             fig.add_trace(
                 go.Scatter(
