@@ -23,12 +23,12 @@ from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
     SecretStr,
-    SettingsError,
     choice_setting,
     duration_ms_setting,
     env_value,
     flag_setting,
     int_setting,
+    read_settings,
     seconds_setting,
     secret_setting,
     size_setting,
@@ -231,11 +231,7 @@ class CollectorConfig:
 
         :raises ConfigError: a variable has an unusable value; the message names it.
         """
-        env = os.environ if env is None else env
-        try:
-            return cls._from_env(env)
-        except SettingsError as exc:
-            raise ConfigError(str(exc)) from None
+        return read_settings(cls._from_env, env, ConfigError)
 
     @classmethod
     def _from_env(cls, env: Mapping[str, str]) -> CollectorConfig:

@@ -20,6 +20,7 @@ from schemas.settings import (
     number_setting,
     parse_duration_ms,
     port_setting,
+    read_settings,
     seconds_setting,
 )
 
@@ -188,11 +189,7 @@ class GbmSettings:
         >>> GbmSettings.from_env({"GBM_LOOKBACK": "30m", "GBM_MODELS": "gbm"}).lookback_seconds
         1800
         """
-        env = os.environ if env is None else env
-        try:
-            return cls._from_env(env)
-        except SettingsError as exc:
-            raise ConfigError(str(exc)) from None
+        return read_settings(cls._from_env, env, ConfigError)
 
     @classmethod
     def _from_env(cls, env: Mapping[str, str]) -> GbmSettings:
@@ -243,16 +240,16 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
-        env = os.environ if env is None else env
-        try:
-            return cls(
-                host=env_value(env, "GBM_API_HOST") or cls.host,
-                port=port_setting(env, "GBM_API_PORT", cls.port),
-                cache_ttl_s=seconds_setting(env, "GBM_API_CACHE_TTL", cls.cache_ttl_s),
-                reads_per_s=number_setting(env, "GBM_API_READS_PER_S", cls.reads_per_s, minimum=0),
-            )
-        except SettingsError as exc:
-            raise ConfigError(str(exc)) from None
+        return read_settings(cls._from_env, env, ConfigError)
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str]) -> ApiSettings:
+        return cls(
+            host=env_value(env, "GBM_API_HOST") or cls.host,
+            port=port_setting(env, "GBM_API_PORT", cls.port),
+            cache_ttl_s=seconds_setting(env, "GBM_API_CACHE_TTL", cls.cache_ttl_s),
+            reads_per_s=number_setting(env, "GBM_API_READS_PER_S", cls.reads_per_s, minimum=0),
+        )
 
 
 def duration_setting(env: Mapping[str, str], name: str, default: int) -> int:

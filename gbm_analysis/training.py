@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,7 @@ from gbm_analysis.learned import (
     score_log_quantiles,
     walk_forward_split,
 )
-from schemas.settings import SettingsError, env_value, int_setting, list_setting, state_dir
+from schemas.settings import env_value, int_setting, list_setting, read_settings, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,11 +104,7 @@ class TrainSettings:
         >>> s.train_minutes, s.tracking_uri
         (1440, 'sqlite:////tmp/x/mlflow/mlflow.db')
         """
-        env = os.environ if env is None else env
-        try:
-            return cls._from_env(env)
-        except SettingsError as exc:
-            raise ConfigError(str(exc)) from None
+        return read_settings(cls._from_env, env, ConfigError)
 
     @classmethod
     def _from_env(cls, env: Mapping[str, str]) -> TrainSettings:

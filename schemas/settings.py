@@ -31,11 +31,11 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import SecretStr as SecretStr  # re-exported: the secret type of every setting
 
@@ -69,6 +69,9 @@ RENAMED: dict[str, str] = {
 }
 #: The unit a plain number had under an old name whose unit was not seconds.
 OLD_UNITS: dict[str, str] = {"COLLECTOR_LINGER_MS": "ms"}
+
+
+_Settings = TypeVar("_Settings")
 
 
 class SettingsError(ValueError):
@@ -151,6 +154,25 @@ def env_value(env: Mapping[str, str], name: str) -> str | None:
     """The variable's text without surrounding blanks; ``None`` when unset or blank."""
     found = lookup(env, name)
     return None if found is None else found[1]
+
+
+def read_settings(
+    build: Callable[[Mapping[str, str]], _Settings],
+    env: Mapping[str, str] | None,
+    error: Callable[[str], Exception],
+) -> _Settings:
+    """``build(env)`` (``os.environ`` when ``env`` is None), with a :class:`SettingsError`
+    raised again as ``error``, the package's own error class, with the same one-line message.
+
+    >>> read_settings(lambda env: int_setting(env, "N", 1, minimum=0), {"N": "x"}, RuntimeError)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: N='x' is not an integer
+    """
+    try:
+        return build(os.environ if env is None else env)
+    except SettingsError as exc:
+        raise error(str(exc)) from None
 
 
 # --- one reader per kind of value ---------------------------------------------------------------

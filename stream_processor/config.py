@@ -6,7 +6,6 @@ Every variable has a loopback or local default; see :meth:`StreamSettings.from_e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -16,11 +15,11 @@ from schemas.limits import BARS_WATERMARK_MS, MAX_FUTURE_SKEW_MS, TradeLimits
 from schemas.settings import (
     CassandraSettings,
     KafkaSettings,
-    SettingsError,
     duration_ms_setting,
     env_value,
     flag_setting,
     int_setting,
+    read_settings,
     state_dir,
 )
 from stream_processor.exceptions import ConfigError
@@ -159,11 +158,7 @@ class StreamSettings:
 
         :raises ConfigError: naming the variable and its value when one is unusable.
         """
-        env = os.environ if env is None else env
-        try:
-            return cls._from_env(env)
-        except SettingsError as exc:
-            raise ConfigError(str(exc)) from None
+        return read_settings(cls._from_env, env, ConfigError)
 
     @classmethod
     def _from_env(cls, env: Mapping[str, str]) -> StreamSettings:
