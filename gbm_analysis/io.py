@@ -122,11 +122,14 @@ class GbmStore:
 
     # --- bars ---------------------------------------------------------------------------
 
-    def bar_partitions(self, days: Iterable[date]) -> list[tuple[str, date]]:
-        """(symbol, day) partitions of the 5-second bars on the given days."""
+    def bar_partitions(
+        self, days: Iterable[date], table: str = TABLE_AGG_5S
+    ) -> list[tuple[str, date]]:
+        """(symbol, day) partitions of the bars in ``table`` (the 5-second bars unless told)
+        on the given days."""
         wanted = set(days)
         rows = self._execute(
-            "bar partitions", f"SELECT DISTINCT symbol, day FROM {self.keyspace}.{TABLE_AGG_5S}"
+            f"{table} partitions", f"SELECT DISTINCT symbol, day FROM {self.keyspace}.{table}"
         )
         out = []
         for row in rows:

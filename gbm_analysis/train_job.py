@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -137,20 +137,6 @@ def train_from_frame(
     return results
 
 
-def _minute_partitions(store: GbmStore, days: Iterable[date]) -> list[tuple[str, date]]:
-    wanted = set(days)
-    rows = store._execute(  # noqa: SLF001 - the same driver-side session
-        "1-minute bar partitions",
-        f"SELECT DISTINCT symbol, day FROM {store.keyspace}.{TABLE_AGG_1M}",
-    )
-    out = []
-    for row in rows:
-        day = row.day.date() if hasattr(row.day, "date") else row.day
-        if isinstance(day, date) and day in wanted:
-            out.append((row.symbol, day))
-    return sorted(out)
-
-
 def train_on_spark(
     spark: SparkSession,
     store: GbmStore,
@@ -164,7 +150,7 @@ def train_on_spark(
 
     end = now.astimezone(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(minutes=settings.history_minutes)
-    partitions = _minute_partitions(store, days_between(start, end))
+    partitions = store.bar_partitions(days_between(start, end), TABLE_AGG_1M)
     if settings.symbols:
         partitions = [p for p in partitions if p[0] in settings.symbols]
     symbols = sorted({s for s, _ in partitions})
