@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from collector.models import Trade
 from schemas import avro_codec
@@ -31,6 +31,7 @@ FAST_PATH_FIELDS: tuple[tuple[str, Any], ...] = (
     ("ingest_ts", {"type": "long", "logicalType": "timestamp-millis"}),
 )
 _DOUBLE = struct.Struct("<d").pack
+_K = TypeVar("_K")
 
 
 def _long(n: int) -> bytes:
@@ -54,12 +55,12 @@ def _string(s: str) -> bytes:
     return (_SMALL_LEN[n] if n < 64 else _long(n)) + b
 
 
+def _conditions(c: tuple[str, ...]) -> bytes:
+    """Avro ``array<string>``: one block of ``len(c)`` items, then the empty block."""
+    return _long(len(c)) + b"".join(_string(x) for x in c) + b"\x00" if c else b"\x00"
+
+
 def _fast_body(t: Trade) -> bytes:
-    c = t.conditions
-    if c:
-        conditions = _long(len(c)) + b"".join(_string(x) for x in c) + b"\x00"
-    else:
-        conditions = b"\x00"
     return b"".join(
         (
             _string(t.trade_id),
@@ -67,52 +68,50 @@ def _fast_body(t: Trade) -> bytes:
             _DOUBLE(t.price),
             _DOUBLE(t.volume),
             _long(t.trade_ts_ms),
-            conditions,
+            _conditions(t.conditions),
             _string(t.source),
             _long(t.ingest_ts_ms),
         )
     )
 
 
+class _Memo(dict[_K, bytes]):
+    """Each key's encoding, made on its first lookup (``__missing__``); later lookups are a
+    plain dict's."""
+
+    __slots__ = ("_encode",)
+
+    def __init__(self, encode: Callable[[_K], bytes]) -> None:
+        super().__init__()
+        self._encode = encode
+
+    def __missing__(self, key: _K) -> bytes:
+        value = self[key] = self._encode(key)
+        return value
+
+
 def _fast_bodies(trades: list[Trade]) -> list[bytes]:
     # Within one frame the symbol, source, conditions and arrival time repeat, and trade times
     # often do: encode each distinct value once.
-    longs: dict[int, bytes] = {}
-    strings: dict[str, bytes] = {}
-    conds: dict[tuple[str, ...], bytes] = {(): b"\x00"}
+    longs = _Memo(_long)
+    strings = _Memo(_string)
+    conds = _Memo(_conditions)
     out: list[bytes] = []
     append = out.append
     for t in trades:
-        ts = longs.get(t.trade_ts_ms)
-        if ts is None:
-            ts = longs[t.trade_ts_ms] = _long(t.trade_ts_ms)
-        ingest = longs.get(t.ingest_ts_ms)
-        if ingest is None:
-            ingest = longs[t.ingest_ts_ms] = _long(t.ingest_ts_ms)
-        symbol = strings.get(t.symbol)
-        if symbol is None:
-            symbol = strings[t.symbol] = _string(t.symbol)
-        source = strings.get(t.source)
-        if source is None:
-            source = strings[t.source] = _string(t.source)
-        c = conds.get(t.conditions)
-        if c is None:
-            c = conds[t.conditions] = (
-                _long(len(t.conditions)) + b"".join(_string(x) for x in t.conditions) + b"\x00"
-            )
         tid = t.trade_id.encode("utf-8")
         append(
             b"".join(
                 (
                     _SMALL_LEN[len(tid)] if len(tid) < 64 else _long(len(tid)),
                     tid,
-                    symbol,
+                    strings[t.symbol],
                     _DOUBLE(t.price),
                     _DOUBLE(t.volume),
-                    ts,
-                    c,
-                    source,
-                    ingest,
+                    longs[t.trade_ts_ms],
+                    conds[t.conditions],
+                    strings[t.source],
+                    longs[t.ingest_ts_ms],
                 )
             )
         )
