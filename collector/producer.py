@@ -41,16 +41,6 @@ class KafkaSink(KafkaSinkBase):
 
     >>> KafkaSink(bootstrap_servers="127.0.0.1:9092", trades_topic="t", dlq_topic="d").failed
     0
-
-    With a broker::
-
-        sink = KafkaSink(bootstrap_servers="127.0.0.1:9092", trades_topic="trades",
-                         dlq_topic="trades.dlq")
-        sink.setup()
-        try:
-            sink.send_trades(trades, encoder.encode_many(trades))
-        finally:
-            sink.close(timeout_s=30)   # flushes; raises DeliveryError if anything is left
     """
 
     _producer_class = KafkaProducer

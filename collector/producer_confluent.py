@@ -62,14 +62,6 @@ class ConfluentKafkaSink(KafkaSinkBase):
     ...                           dlq_topic="trades.dlq", compression="lz4")
     >>> (sink.trades_topic, sink.failed, sink.sent)
     ('trades', 0, 0)
-
-    With a broker::
-
-        sink.setup()
-        try:
-            sink.send_trades(trades, encoder.encode_many(trades))
-        finally:
-            sink.close(timeout_s=30)   # flushes; raises DeliveryError if anything is left
     """
 
     _producer_class = Producer

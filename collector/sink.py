@@ -69,7 +69,16 @@ class KafkaSinkBase(ABC):
     :param producer_factory: builds the client's producer (tests pass fakes); None: the client's.
     :raises SinkSetupError: from :meth:`setup`, when brokers or topics cannot be reached.
 
-    A subclass sets the class attributes below and implements the abstract methods.
+    A subclass sets the class attributes below and implements the abstract methods. Either
+    client's sink is used the same way, with a broker::
+
+        sink = KafkaSink(bootstrap_servers="127.0.0.1:9092", trades_topic="trades",
+                         dlq_topic="trades.dlq")   # or ConfluentKafkaSink(...)
+        sink.setup()
+        try:
+            sink.send_trades(trades, encoder.encode_many(trades))
+        finally:
+            sink.close(timeout_s=30)   # flushes; raises DeliveryError if anything is left
     """
 
     #: The client's producer class (the default ``producer_factory``).
