@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the stack's command line, a free port and a progress line.
+"""What the benchmark scripts share: the stack's command line, a free port, a progress line and
+the results file.
 
 The scripts put the repository root on ``sys.path`` first, then import this as
 ``benchmarks._common``.
@@ -6,10 +7,14 @@ The scripts put the repository root on ``sys.path`` first, then import this as
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,3 +43,15 @@ def free_port() -> int:
 def log(msg: str) -> None:
     """A progress line with the wall-clock time, flushed at once."""
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def write_results(path: Path, results: Mapping[str, object], **machine: object) -> None:
+    """``results`` as indented JSON at ``path``, after the time (UTC) and the machine: its cores,
+    the Python version and the ``machine`` items given."""
+    doc = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), **machine},
+        **results,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, default=str))

@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import re
 import sys
 import time
@@ -49,7 +48,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import infra  # noqa: E402
+from benchmarks._common import infra, write_results  # noqa: E402
 from collector.config import DEFAULT_SYMBOLS  # noqa: E402
 from infra.config import InfraConfig  # noqa: E402
 from infra.trino import run_query  # noqa: E402
@@ -667,24 +666,11 @@ def main() -> int:
         f"\nload average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
         f"on {os.cpu_count()} cores"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "load_avg_before": load_before,
-                    "load_avg_after": load_after,
-                },
-                "repeat": args.repeat,
-                **(queries or {}),
-                "browser": browser,
-            },
-            indent=2,
-            default=str,
-        )
+    write_results(
+        RESULTS,
+        {"repeat": args.repeat, **(queries or {}), "browser": browser},
+        load_avg_before=load_before,
+        load_avg_after=load_after,
     )
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0

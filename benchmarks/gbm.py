@@ -30,11 +30,9 @@ Prints a table and writes ``benchmarks/results/gbm.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -49,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import infra  # noqa: E402
+from benchmarks._common import infra, write_results  # noqa: E402
 from gbm_analysis.config import GbmSettings  # noqa: E402
 from gbm_analysis.forecast import forecast_symbol  # noqa: E402
 from gbm_analysis.model import SECONDS_PER_YEAR, simulate_paths  # noqa: E402
@@ -421,31 +419,23 @@ def main() -> int:
             f"{row['train_cpu_s']:.2f} s / {row['predict_ms_per_forecast']:.2f} ms; "
             f"{row['predict_cpu_ms_per_forecast']:.2f} ms |"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "numpy": np.__version__,
-                },
-                "simulation": simulation,
-                "forecast_numpy": per_symbol,
-                "job": job,
-                "learned": learned,
-                "learned_settings": None
-                if learned is None
-                else {
-                    "symbols": args.learned_symbols,
-                    "minutes": args.learned_minutes,
-                    "mlp_max_iter": args.mlp_max_iter,
-                    "xgb_rounds": args.xgb_rounds,
-                },
+    write_results(
+        RESULTS,
+        {
+            "simulation": simulation,
+            "forecast_numpy": per_symbol,
+            "job": job,
+            "learned": learned,
+            "learned_settings": None
+            if learned is None
+            else {
+                "symbols": args.learned_symbols,
+                "minutes": args.learned_minutes,
+                "mlp_max_iter": args.mlp_max_iter,
+                "xgb_rounds": args.xgb_rounds,
             },
-            indent=2,
-        )
+        },
+        numpy=np.__version__,
     )
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")
     return 0
