@@ -364,15 +364,10 @@ def run_forecasts(
     )
     statuses: list[tuple[str, str, str, str]] = []
     if found:
-        engine = (
-            partial(_run_local, workers=settings.workers)
-            if spark is None
-            else partial(_run_spark, spark)
-        )
-        statuses = engine(
-            store,
-            settings,
-            partitions,
+        plan = _RunPlan(
+            store=store,
+            settings=settings,
+            partitions=partitions,
             start=read_start,
             family_from=family_from,
             as_of=as_of,
@@ -381,6 +376,7 @@ def run_forecasts(
             seed=seed,
             registry=registry,
         )
+        statuses = _run_local(plan) if spark is None else _run_spark(spark, plan)
     statuses += _skip_the_rest(store, settings, found, statuses, as_of, run_id, issued_at, seed)
     statuses.sort()
     _log_statuses(statuses)
@@ -415,34 +411,45 @@ def _write_run_row(
     )
 
 
-def _run_spark(
-    spark: SparkSession,
-    store: GbmStore,
-    settings: GbmSettings,
-    partitions: list[tuple[str, date]],
-    *,
-    start: datetime,
-    family_from: float | None,
-    as_of: datetime,
-    run_id: str,
-    issued_at: datetime,
-    seed: int,
-    registry: Registry | None,
-) -> list[tuple[str, str, str, str]]:
+@dataclass(frozen=True, kw_only=True)
+class _RunPlan:
+    """What either engine is given: the run and the (symbol, day) partitions of bars to read
+    from ``start`` to ``as_of``; ``family_from``, when set, is where the GBM family's lookback
+    begins inside that longer read (for ``seasonal_fhs``)."""
+
+    store: GbmStore
+    settings: GbmSettings
+    partitions: list[tuple[str, date]]
+    start: datetime
+    family_from: float | None
+    as_of: datetime
+    run_id: str
+    issued_at: datetime
+    seed: int
+    registry: Registry | None
+
+
+def _run_spark(spark: SparkSession, plan: _RunPlan) -> list[tuple[str, str, str, str]]:
     """The ``spark`` engine: bars read by the connector, ``applyInPandas`` per symbol, every
     table written by the connector; the ``(symbol, model, status, message)`` of each forecast."""
-    bars = _read_bars(spark, store.keyspace, partitions, start, as_of)
-    body = partial(forecast_frame, settings=settings, run_seed=seed, family_from=family_from)
+    bars = _read_bars(spark, plan.store.keyspace, plan.partitions, plan.start, plan.as_of)
+    body = partial(
+        forecast_frame, settings=plan.settings, run_seed=plan.seed, family_from=plan.family_from
+    )
     result = bars.groupBy("symbol").applyInPandas(body, schema=FORECAST_SCHEMA).cache()
-    if registry is not None:
-        found = sorted({s for s, _ in partitions})
-        result = _with_learned(spark, result, store, registry, found, settings, as_of)
+    if plan.registry is not None:
+        found = sorted({s for s, _ in plan.partitions})
+        result = _with_learned(
+            spark, result, plan.store, plan.registry, found, plan.settings, plan.as_of
+        )
     progress = _Progress(spark)
     progress.start()
     try:
-        for table, frame in _tables(result, settings, run_id, issued_at, seed).items():
-            logger.info("run %s: writing %s", run_id, table)
-            write_cassandra(frame, store.keyspace, table)
+        for table, frame in _tables(
+            result, plan.settings, plan.run_id, plan.issued_at, plan.seed
+        ).items():
+            logger.info("run %s: writing %s", plan.run_id, table)
+            write_cassandra(frame, plan.store.keyspace, table)
         return [
             (r.symbol, r.model, r.status, r.message)
             for r in result.select("symbol", "model", "status", "message").collect()
@@ -753,54 +760,47 @@ def _forecast_rows(
     ]
 
 
-def _run_local(
-    store: GbmStore,
-    settings: GbmSettings,
-    partitions: list[tuple[str, date]],
-    *,
-    start: datetime,
-    family_from: float | None,
-    as_of: datetime,
-    run_id: str,
-    issued_at: datetime,
-    seed: int,
-    registry: Registry | None,
-    workers: int,
-) -> list[tuple[str, str, str, str]]:
+def _run_local(plan: _RunPlan) -> list[tuple[str, str, str, str]]:
     """Read, forecast and write in this process: bars through the driver (one query per
-    partition, concurrently), the symbols forecast on ``workers`` threads (numpy's draws and
-    sorts release the GIL), and each symbol's rows written asynchronously while the next
-    ones are computed."""
+    partition, concurrently), the symbols forecast on ``GBM_WORKERS`` threads (numpy's
+    draws and sorts release the GIL), and each symbol's rows written asynchronously while the
+    next ones are computed."""
     t0 = time.perf_counter()
-    bars = store.read_closes(partitions, start, as_of)
+    bars = plan.store.read_closes(plan.partitions, plan.start, plan.as_of)
     t_read = time.perf_counter() - t0
-    writer = _Writer(store)
+    writer = _Writer(plan.store)
     statuses: list[tuple[str, str, str, str]] = []
     t_compute = 0.0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gbm-forecast") as pool:
+    with ThreadPoolExecutor(
+        max_workers=plan.settings.workers, thread_name_prefix="gbm-forecast"
+    ) as pool:
         futures = {
-            pool.submit(_forecast_rows, symbol, bars[symbol], settings, seed, family_from): symbol
+            pool.submit(
+                _forecast_rows, symbol, bars[symbol], plan.settings, plan.seed, plan.family_from
+            ): symbol
             for symbol in sorted(bars)
             if bars[symbol][0]  # none in the window: the run's "0 bars" row, as on Spark
         }
         for future in as_completed(futures):
             for row in future.result():
                 statuses.append((row["symbol"], row["model"], row["status"], row["message"]))
-                _write_rows(writer, row, settings, run_id, issued_at, seed)
+                _write_rows(writer, row, plan.settings, plan.run_id, plan.issued_at, plan.seed)
         t_compute = time.perf_counter() - t0 - t_read
-    if registry is not None:
+    if plan.registry is not None:
         from gbm_analysis.serving import learned_forecast_rows
 
-        rows = learned_forecast_rows(store, registry, sorted(bars), settings, as_of=as_of)
+        rows = learned_forecast_rows(
+            plan.store, plan.registry, sorted(bars), plan.settings, as_of=plan.as_of
+        )
         if rows:
             logger.info("adding %d learned-model forecasts", len(rows))
         for row in rows:
             statuses.append((row["symbol"], row["model"], row["status"], row["message"]))
-            _write_rows(writer, row, settings, run_id, issued_at, seed)
+            _write_rows(writer, row, plan.settings, plan.run_id, plan.issued_at, plan.seed)
     writer.drain()
     logger.info(
         "run %s: read %d bars in %.2fs, forecast and queued in %.2fs, %d rows written by %.2fs",
-        run_id,
+        plan.run_id,
         sum(len(s) for s, _ in bars.values()),
         t_read,
         t_compute,
