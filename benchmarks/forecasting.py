@@ -52,7 +52,6 @@ from gbm_analysis.learned import (  # noqa: E402
     outcomes,
     prepare_minutes,
     score_log_quantiles,
-    walk_forward_split,
 )
 from gbm_analysis.training import TrainSettings, score_positions, train_symbol  # noqa: E402
 
@@ -120,14 +119,7 @@ def score_fold(
             }
         )
     minutes = prepare_minutes(bars)
-    split = walk_forward_split(
-        len(minutes),
-        first=xgb.FIRST,
-        calib=settings.calib_minutes,
-        test=settings.test_minutes,
-        purge=N_STEPS,
-        train=settings.train_minutes,
-    )
+    split = settings.split(len(minutes), first=xgb.FIRST)
     positions = score_positions(minutes, split.test, settings.score_every_minutes)
     y = outcomes(minutes, positions)
     t = minutes["t"].to_numpy(dtype=np.int64)

@@ -33,6 +33,7 @@ from gbm_analysis.learned import (
     N_STEPS,
     Forecaster,
     HorizonScores,
+    WalkForwardSplit,
     outcomes,
     prepare_minutes,
     score_log_quantiles,
@@ -129,6 +130,18 @@ class TrainSettings:
             ),
         )
 
+    def split(self, n_minutes: int, *, first: int) -> WalkForwardSplit:
+        """The train, calibration and test windows of these settings over ``n_minutes`` rows of
+        1-minute bars, whose first full feature window ends at ``first``."""
+        return walk_forward_split(
+            n_minutes,
+            first=first,
+            calib=self.calib_minutes,
+            test=self.test_minutes,
+            purge=N_STEPS,
+            train=self.train_minutes,
+        )
+
     def params_of(self, model: str) -> Any:
         return {"mlp": self.mlp, "xgb": self.xgb, "prophet": self.prophet}[model]
 
@@ -191,14 +204,7 @@ def train_symbol(
             symbol, model, "ok", "", params=json.loads(json.dumps(asdict(params)))
         )
         try:
-            split = walk_forward_split(
-                len(minutes),
-                first=_first(model),
-                calib=settings.calib_minutes,
-                test=settings.test_minutes,
-                purge=N_STEPS,
-                train=settings.train_minutes,
-            )
+            split = settings.split(len(minutes), first=_first(model))
         except DataError as exc:
             outcome.status, outcome.message = exc.status, f"{symbol} {model}: {exc}"
             out.append(outcome)
@@ -233,14 +239,7 @@ def _score_baselines(
     from gbm_analysis.leaderboard import FAMILY_MODELS, family_quantiles
 
     try:
-        split = walk_forward_split(
-            len(minutes),
-            first=xgb.FIRST,
-            calib=settings.calib_minutes,
-            test=settings.test_minutes,
-            purge=N_STEPS,
-            train=settings.train_minutes,
-        )
+        split = settings.split(len(minutes), first=xgb.FIRST)
     except DataError:
         return []
     positions = score_positions(minutes, split.test, settings.score_every_minutes)
