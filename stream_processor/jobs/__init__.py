@@ -2,4 +2,15 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import logging
+import os
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging() -> None:
+    """The job's log lines, at ``LOG_LEVEL`` (default ``INFO``), as every job writes them."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -40,6 +40,7 @@ from schemas.runtime.spark import build_session
 from schemas.settings import state_dir
 from stream_processor.config import QueryName, StreamSettings
 from stream_processor.exceptions import ConfigError
+from stream_processor.jobs import configure_logging
 from stream_processor.metrics import PrometheusListener
 from stream_processor.queries import scheduler_conf, start_query
 
@@ -215,10 +216,7 @@ def supervise(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m stream_processor``; returns the process exit code."""
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging()
     args = parse_args(argv)
     try:
         settings = _settings(args)

@@ -55,6 +55,7 @@ from schemas.runtime.spark import build_session, collected_utc, read_cassandra, 
 from stream_processor import transforms
 from stream_processor.config import StreamSettings
 from stream_processor.exceptions import CassandraSinkError, ConfigError
+from stream_processor.jobs import configure_logging
 from stream_processor.rollups import HOUR, MINUTE, CassandraRollups, naive_utc
 from stream_processor.sinks import CASSANDRA_DRIVER_ERRORS, retry_write
 
@@ -322,10 +323,7 @@ def _request(args: argparse.Namespace) -> tuple[StreamSettings, RebuildRange]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m stream_processor.rebuild``; returns the exit status."""
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging()
     args = parse_args(argv)
     try:
         settings, request = _request(args)  # before Spark starts: a typo costs no JVM
