@@ -27,6 +27,10 @@ Usage::
     python benchmarks/pipeline.py --rates 1000,20000 --seconds 30
     # A/B in one run: the whole sequence once per variant, the job's environment overridden
     python benchmarks/pipeline.py --rates 1000,10000 --variant base --variant t1:RAW_TRIGGER=1s
+    # On the cluster topology (make cluster-up): the job submitted to the Spark master with one
+    # executor per worker used (--spark-workers), the topic replicated three times
+    eval "$(STATE_DIR=.state-cluster python -m infra env --topology cluster)"
+    python benchmarks/pipeline.py --topology cluster --spark-workers 2
 
 Prints tables and writes ``benchmarks/results/pipeline.json``; each variant's stream job logs
 every micro-batch (with Spark's per-phase timings) to ``benchmarks/results/pipeline-job-NAME.log``.
@@ -55,6 +59,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._common import free_port, infra, log  # noqa: E402
 from collector.config import DEFAULT_SYMBOLS  # noqa: E402
+from infra.config import InfraConfig  # noqa: E402
+from infra.topology import ClusterPlan, topology  # noqa: E402
 from schemas.runtime.cassandra import connect  # noqa: E402
 from schemas.settings import CassandraSettings, KafkaSettings  # noqa: E402
 
@@ -205,7 +211,7 @@ def _process_tree_cpu_s(root: int) -> float:
 
 
 def _service_pid(name: str) -> int | None:
-    pid_file = REPO / ".state" / name / "pid"
+    pid_file = InfraConfig.from_env().state_dir / name / "pid"
     try:
         return int(pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -213,20 +219,26 @@ def _service_pid(name: str) -> int | None:
 
 
 class CpuMeter:
-    """CPU seconds used by named process trees between ``start`` and ``stop``."""
+    """CPU seconds used by named groups of process trees between ``start`` and ``stop`` (a
+    component of the cluster topology is several processes: three Kafka nodes, or the driver
+    and the Spark workers with their executors)."""
 
     def __init__(self) -> None:
-        self.pids: dict[str, int] = {}
+        self.pids: dict[str, list[int]] = {}
         self.before: dict[str, float] = {}
 
-    def start(self, pids: dict[str, int | None]) -> None:
-        self.pids = {name: pid for name, pid in pids.items() if pid}
-        self.before = {name: _process_tree_cpu_s(pid) for name, pid in self.pids.items()}
+    def start(self, pids: dict[str, list[int]]) -> None:
+        self.pids = {name: group for name, group in pids.items() if group}
+        self.before = {name: self._cpu(group) for name, group in self.pids.items()}
+
+    @staticmethod
+    def _cpu(group: list[int]) -> float:
+        return sum(_process_tree_cpu_s(pid) for pid in group)
 
     def stop(self) -> dict[str, float]:
         return {
-            name: round(_process_tree_cpu_s(pid) - self.before[name], 2)
-            for name, pid in self.pids.items()
+            name: round(self._cpu(group) - self.before[name], 2)
+            for name, group in self.pids.items()
         }
 
 
@@ -241,8 +253,24 @@ def _pct(values: list[float], q: float) -> float | None:
 STACK_SERVICES = ("kafka", "cassandra", "trino", "superset", "streamlit")
 
 
-def _stack_pids(job_pid: int) -> dict[str, int | None]:
-    return {"spark": job_pid, **{name: _service_pid(name) for name in STACK_SERVICES}}
+def _stack_pids(job_pid: int) -> dict[str, list[int]]:
+    """Each component's processes; on the cluster topology, every node of it."""
+    if topology() == "cluster":
+        plan = ClusterPlan.from_env()
+        groups = {
+            "kafka": [n.name for n in plan.kafka],
+            "cassandra": [n.name for n in plan.cassandra],
+            "spark": ["spark-master", *(w.name for w in plan.spark_workers)],
+            "trino": ["trino"],
+        }
+    else:
+        groups = {name: [name] for name in STACK_SERVICES}
+    pids = {
+        name: [pid for service in services if (pid := _service_pid(service))]
+        for name, services in groups.items()
+    }
+    pids["spark"] = [job_pid, *pids.get("spark", [])]
+    return pids
 
 
 def _self_cpu_s() -> float:
@@ -327,7 +355,7 @@ def run_step(
     )
     cpu = CpuMeter()
     reaped_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu.start({"feed": feed.pid, **_stack_pids(job_pid)})
+    cpu.start({"feed": [feed.pid], **_stack_pids(job_pid)})
     bench_before = _self_cpu_s()
     _, collector_err = collector_proc.communicate()
     fed_s = time.monotonic() - start
@@ -408,7 +436,17 @@ def run_variant(
         from kafka.admin import KafkaAdminClient, NewTopic
 
         admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        if args.topology == "cluster":
+            plan = ClusterPlan.from_env()
+            new_topic = NewTopic(
+                topic,
+                num_partitions=2,
+                replication_factor=plan.replication_factor,
+                topic_configs={"min.insync.replicas": str(plan.min_insync_replicas)},
+            )
+        else:
+            new_topic = NewTopic(topic, num_partitions=2, replication_factor=1)
+        admin.create_topics([new_topic])
         admin.close()
         metrics_port = free_port()
         job_env = {
@@ -422,9 +460,19 @@ def run_variant(
         job_log = REPO / "benchmarks" / "results" / f"pipeline-job-{name}.log"
         job_log.parent.mkdir(parents=True, exist_ok=True)
         log(f"variant {name} {overrides or ''}: stream processor log {job_log}")
+        command = [PY, "-m", "stream_processor"]
+        if args.topology == "cluster":
+            # spark-submit to the standalone master, one executor per worker used.
+            from infra.spark_submit import submit_argv, submit_env
+
+            config, plan = InfraConfig.from_env(), ClusterPlan.from_env()
+            job_env = submit_env(config, plan, job_env)
+            command = submit_argv(
+                config, plan, "stream_processor", [], env=job_env, total_cores=args.spark_workers
+            )
         with open(job_log, "wb") as log_file:
             job = subprocess.Popen(
-                [PY, "-m", "stream_processor"],
+                command,
                 cwd=REPO,
                 env=job_env,
                 stdout=log_file,
@@ -563,7 +611,19 @@ def main() -> None:
         "overrides, one after the other in this run (an A/B: repeat as A, B, A for a check of "
         "drift); default: one variant, 'default', with none",
     )
+    parser.add_argument(
+        "--topology",
+        choices=("single", "cluster"),
+        help="the stack under test (default: STACK_TOPOLOGY or what `up` recorded in STATE_DIR)",
+    )
+    parser.add_argument(
+        "--spark-workers",
+        type=int,
+        default=2,
+        help="cluster topology: executors (one core each, one per worker) the job gets",
+    )
     args = parser.parse_args()
+    args.topology = topology(given=args.topology)
     rates = [int(r) for r in args.rates.split(",")]
     variants = [parse_variant(spec) for spec in args.variant or ["default"]]
 
@@ -575,27 +635,32 @@ def main() -> None:
             "loadavg_at_start": os.getloadavg(),
         },
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "topology": args.topology,
+        "spark_workers": args.spark_workers if args.topology == "cluster" else None,
         "variants": [],
     }
-    keyspace = f"bench_{uuid.uuid4().hex[:8]}"
-    infra("migrate", "--keyspace", keyspace)
-    try:
-        log(f"Cassandra write ceiling: Spark batch upsert of {args.ceiling_rows:,} rows")
-        env = {**os.environ, "CASSANDRA_KEYSPACE": keyspace}
-        results["cassandra_ceiling"] = cassandra_ceiling(
-            CassandraSettings.from_env(env), args.ceiling_rows
-        )
-    finally:
-        infra("drop-keyspace", keyspace)
-    ceiling = results["cassandra_ceiling"]["rows_per_s"]
-    log(f"  {ceiling:,.0f} rows/s")
+    ceiling = float("nan")
+    if args.ceiling_rows > 0:  # 0 skips it (a keyspace's migrations take minutes on 3 nodes)
+        keyspace = f"bench_{uuid.uuid4().hex[:8]}"
+        infra("migrate", "--keyspace", keyspace)
+        try:
+            log(f"Cassandra write ceiling: Spark batch upsert of {args.ceiling_rows:,} rows")
+            env = {**os.environ, "CASSANDRA_KEYSPACE": keyspace}
+            results["cassandra_ceiling"] = cassandra_ceiling(
+                CassandraSettings.from_env(env), args.ceiling_rows
+            )
+        finally:
+            infra("drop-keyspace", keyspace)
+        ceiling = results["cassandra_ceiling"]["rows_per_s"]
+        log(f"  {ceiling:,.0f} rows/s")
     for name, overrides in variants:
         results["variants"].append(run_variant(name, overrides, rates, args))
     for variant in results["variants"]:
         print_variant(variant, ceiling)
     print(f"\nCassandra write ceiling (Spark connector, batch): {ceiling:,.0f} rows/s")
     results["machine"]["loadavg_at_end"] = os.getloadavg()
-    out = REPO / "benchmarks" / "results" / "pipeline.json"
+    suffix = f"-cluster-{args.spark_workers}w" if args.topology == "cluster" else ""
+    out = REPO / "benchmarks" / "results" / f"pipeline{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
