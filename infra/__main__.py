@@ -21,7 +21,7 @@ from pathlib import Path
 from infra.cassandra import APP_ROLE, MIGRATOR_ROLE, READER_ROLE, CassandraService
 from infra.cluster import ClusterCassandra, cluster_config, cluster_services, cluster_up, stop_all
 from infra.config import InfraConfig
-from infra.errors import InfraError, ServiceStartError, TrinoQueryError
+from infra.errors import InfraError, TrinoQueryError, report
 from infra.java import find_java17
 from infra.kafka import KafkaService
 from infra.maven import resolve_jars
@@ -476,13 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = InfraConfig.from_env()
         args.fn(config, args)
-    except ServiceStartError as exc:
-        print(f"infra: error: {exc}", file=sys.stderr)
-        print(exc.log_tail, file=sys.stderr)
-        return exc.exit_code
     except (InfraError, SettingsError) as exc:
-        print(f"infra: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+        return report(exc)
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from dashboards.superset.bundle import DASHBOARD_SLUG
 from infra.config import InfraConfig
-from infra.errors import InfraError, InstallError
+from infra.errors import InfraError, InstallError, report
 from schemas.settings import (
     CREDENTIALS_FILE_NAME,
     SecretStr,
@@ -331,8 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in screenshots():
                 print(f"infra: wrote {path.relative_to(REPO_ROOT)}")
     except (InfraError, SettingsError) as exc:
-        print(f"infra: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+        return report(exc)
     return 0
 
 

@@ -13,6 +13,8 @@ InfraError
 
 from __future__ import annotations
 
+import sys
+
 
 class InfraError(Exception):
     exit_code = 1
@@ -50,3 +52,13 @@ class TrinoQueryError(InfraError):
 
 class DemoError(InfraError):
     """A step of ``python -m infra demo`` failed, or the data did not arrive in time."""
+
+
+def report(exc: Exception) -> int:
+    """Print ``exc`` as the command's one error line (and a failed service's last log lines);
+    the exit status it asks for (``exit_code``), else 2 (a setting we cannot use)."""
+    print(f"infra: error: {exc}", file=sys.stderr)
+    if isinstance(exc, ServiceStartError):
+        print(exc.log_tail, file=sys.stderr)
+    exit_code: int = getattr(exc, "exit_code", 2)
+    return exit_code

@@ -57,3 +57,19 @@ def test_infra_sql_prints_trinos_message_in_one_line(
     monkeypatch.setenv("TRINO_PORT", str(trino_port))
     assert main(["sql", "SELECT * FROM nope.t"]) == 1
     assert capsys.readouterr().err == f"infra: error: trino: {MESSAGE}\n"
+
+
+def test_report_prints_one_line_and_returns_the_exit_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from infra.errors import JavaNotFoundError, ServiceStartError, report
+    from schemas.settings import SettingsError
+
+    assert report(ServiceStartError("kafka did not start", "last line of its log")) == 1
+    assert capsys.readouterr().err == "infra: error: kafka did not start\nlast line of its log\n"
+    assert report(JavaNotFoundError("no Java 17")) == 3
+    assert report(SettingsError("KAFKA_HEAP='lots': expected a size")) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "infra: error: no Java 17",
+        "infra: error: KAFKA_HEAP='lots': expected a size",
+    ]
