@@ -7,7 +7,7 @@ so a test, or anyone reading the JSON, can tell the traces apart without relying
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import pandas as pd
@@ -404,43 +404,53 @@ def coverage_figure(coverage: pd.DataFrame) -> go.Figure:
     return _finish(fig, "coverage", 340)
 
 
-def skill_figure(skill: pd.DataFrame, baseline: str) -> go.Figure:
-    """CRPS skill against ``baseline`` per model over backtest evaluations (> 0: better)."""
+def _skill_lines(
+    skill: pd.DataFrame,
+    baseline: str,
+    x: Callable[[pd.DataFrame], list[Any]],
+    x_title: str,
+    mode: str,
+) -> go.Figure:
+    """One line of CRPS skill against ``baseline`` per model, ``x(rows of the model)`` along
+    the x axis, and the zero line (no better than the baseline)."""
     fig = go.Figure()
     for model, one in skill.groupby("model", sort=False):
         fig.add_trace(
             go.Scatter(
-                x=_times(one["evaluated_at"]),
+                x=x(one),
                 y=_values(one["skill"]),
-                mode="lines+markers",
+                mode=mode,
                 line={"color": model_color(str(model))},
                 name=str(model),
                 meta={"model": model, "role": "skill"},
             )
         )
     fig.add_hline(y=0.0, line={"color": "#999999", "dash": "dot"})
-    fig.update_layout(yaxis_title=f"CRPS skill vs {baseline}", xaxis_title="evaluated at (UTC)")
+    fig.update_layout(yaxis_title=f"CRPS skill vs {baseline}", xaxis_title=x_title)
+    return fig
+
+
+def skill_figure(skill: pd.DataFrame, baseline: str) -> go.Figure:
+    """CRPS skill against ``baseline`` per model over backtest evaluations (> 0: better)."""
+    fig = _skill_lines(
+        skill,
+        baseline,
+        lambda one: _times(one["evaluated_at"]),
+        "evaluated at (UTC)",
+        "lines+markers",
+    )
     return _finish(fig, "skill", 300)
 
 
 def leaderboard_figure(skill: pd.DataFrame, baseline: str) -> go.Figure:
     """The leaderboard as a chart: each model's CRPS skill against ``baseline`` by horizon
     (:func:`dashboards.forecasts.leaderboard_skill`); above 0 beats it, the higher the better."""
-    fig = go.Figure()
-    for model, one in skill.groupby("model", sort=False):
-        fig.add_trace(
-            go.Scatter(
-                x=[int(h) for h in one["horizon"]],
-                y=_values(one["skill"]),
-                mode="lines",
-                line={"color": model_color(str(model))},
-                name=str(model),
-                meta={"model": model, "role": "skill"},
-            )
-        )
-    fig.add_hline(y=0.0, line={"color": "#999999", "dash": "dot"})
-    fig.update_layout(
-        yaxis_title=f"CRPS skill vs {baseline}", xaxis_title="horizon (minutes ahead)"
+    fig = _skill_lines(
+        skill,
+        baseline,
+        lambda one: [int(h) for h in one["horizon"]],
+        "horizon (minutes ahead)",
+        "lines",
     )
     fig = _finish(fig, "leaderboard", 320)
     fig.update_layout(hovermode="x")
