@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from dashboards.superset.bundle import DASHBOARD_SLUG
 from infra.config import InfraConfig
 from infra.errors import InfraError, InstallError, report
+from infra.tools import apt_install
 from schemas.settings import (
     CREDENTIALS_FILE_NAME,
     SecretStr,
@@ -65,17 +66,6 @@ def chromium_version(path: Path) -> str | None:
     return result.stdout.strip() or None
 
 
-def _apt(prefix: list[str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*prefix, "apt-get", *args],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-    )
-
-
 def _last_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = (result.stderr or result.stdout).strip().splitlines()
     return lines[-1] if lines else f"exit code {result.returncode}"
@@ -95,23 +85,12 @@ def ensure_chromium(env: Mapping[str, str] | None = None) -> tuple[Path, str]:
             f"no Chromium at {path} and no apt-get to install it: install Chromium and set "
             "CHROMIUM_PATH to its binary"
         )
-    if os.geteuid() == 0:
-        prefix: list[str] = []
-    elif (
-        shutil.which("sudo")
-        and subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
-    ):
-        prefix = ["sudo", "-n"]
-    else:
-        raise InstallError(
-            f"no Chromium at {path}; installing it needs root: run "
-            f"`sudo apt-get install -y {APT_PACKAGE}` or set CHROMIUM_PATH"
-        )
-    print(f"infra: installing {APT_PACKAGE} with apt-get (about 150 MB) ...", flush=True)
-    result = _apt(prefix, "install", "-y", APT_PACKAGE)
-    if result.returncode != 0:  # most often a stale package index
-        _apt(prefix, "update")
-        result = _apt(prefix, "install", "-y", APT_PACKAGE)
+    result = apt_install(
+        APT_PACKAGE,
+        missing=f"no Chromium at {path}",
+        alternative=" or set CHROMIUM_PATH",
+        size=" (about 150 MB)",
+    )
     if result.returncode != 0:
         raise InstallError(f"apt-get install {APT_PACKAGE} failed: {_last_line(result)}")
     version = chromium_version(path)

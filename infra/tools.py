@@ -104,28 +104,55 @@ def ensure_compose() -> Path:
         return found
     if shutil.which("apt-get") is None:
         raise InstallError("docker-compose not found and no apt-get: install docker-compose 1.29+")
+    # --no-install-recommends: the package recommends Debian's Docker engine, not needed here.
+    result = apt_install(
+        COMPOSE_APT_PACKAGE, "--no-install-recommends", missing="docker-compose not found"
+    )
+    found = compose_path()
+    if result.returncode != 0 or found is None:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise InstallError(f"apt-get install {COMPOSE_APT_PACKAGE} failed: {lines[-1:] or '?'}")
+    return found
+
+
+def apt_install(
+    package: str, *options: str, missing: str, alternative: str = "", size: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``apt-get install -y [options] package`` as root, or through ``sudo -n`` when that needs
+    no password; when it fails (most often a stale package index), ``apt-get update`` and once
+    more. The last attempt's result: the caller checks what it installed.
+
+    :param missing: what is missing, the start of the error when root is out of reach
+    :param alternative: the user's other way out, added to that error (``" or set X"``)
+    :param size: about how much it downloads, for the progress line (``" (about 150 MB)"``)
+    :raises InstallError: neither root nor ``sudo`` without a password
+    """
     if os.geteuid() == 0:
         prefix: list[str] = []
     elif shutil.which("sudo") and _ran_ok(["sudo", "-n", "true"]):
         prefix = ["sudo", "-n"]
     else:
         raise InstallError(
-            f"docker-compose not found; installing it needs root: run "
-            f"`sudo apt-get install --no-install-recommends -y {COMPOSE_APT_PACKAGE}`"
+            f"{missing}; installing it needs root: run "
+            f"`sudo apt-get install {' '.join([*options, '-y', package])}`{alternative}"
         )
-    print(f"infra: installing {COMPOSE_APT_PACKAGE} with apt-get ...", flush=True)
-    # --no-install-recommends: the package recommends Debian's Docker engine, not needed here.
-    install = [*prefix, "apt-get", "install", "-y", "--no-install-recommends", COMPOSE_APT_PACKAGE]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0:  # most often a stale package index
-        subprocess.run([*prefix, "apt-get", "update"], capture_output=True, env=env, check=False)
-        result = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
-    found = compose_path()
-    if result.returncode != 0 or found is None:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise InstallError(f"apt-get install {COMPOSE_APT_PACKAGE} failed: {lines[-1:] or '?'}")
-    return found
+    print(f"infra: installing {package} with apt-get{size} ...", flush=True)
+
+    def apt(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, "apt-get", *args],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+
+    result = apt("install", "-y", *options, package)
+    if result.returncode != 0:
+        apt("update")
+        result = apt("install", "-y", *options, package)
+    return result
 
 
 def _ran_ok(argv: list[str]) -> bool:
