@@ -13,7 +13,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +30,26 @@ def infra(*args: str) -> None:
         text=True,
         timeout=600,
     )
+
+
+def simulated_feed(rate: int, port: int, symbols: Sequence[str], *extra: str) -> list[str]:
+    """The command line of the offline feed simulating ``rate`` trades/s of ``symbols`` on
+    ``port`` (warnings only in its log); ``extra`` options go last."""
+    return [
+        sys.executable,
+        "-m",
+        "collector.feed",
+        "--simulate",
+        "--rate",
+        str(rate),
+        "--port",
+        str(port),
+        "--symbols",
+        ",".join(symbols),
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
 
 
 def free_port() -> int:

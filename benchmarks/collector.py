@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import free_port  # noqa: E402
+from benchmarks._common import free_port, simulated_feed  # noqa: E402
 from collector.config import DEFAULT_SYMBOLS, CollectorConfig  # noqa: E402
 from collector.connection import FinnhubConnection  # noqa: E402
 from collector.encoding import TradeEncoder  # noqa: E402
@@ -76,25 +76,7 @@ def end_to_end(rate: int, seconds: float, kafka: KafkaSettings, client: str) -> 
     port = free_port()
     topic = f"bench-collector-{uuid.uuid4().hex[:8]}"
     _create_topic(kafka.bootstrap_servers, topic, 2)
-    feed = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "collector.feed",
-            "--simulate",
-            "--rate",
-            str(rate),
-            "--port",
-            str(port),
-            "--max-trades",
-            str(n),
-            "--symbols",
-            ",".join(SYMBOLS),
-            "--log-level",
-            "WARNING",
-        ],
-        cwd=REPO,
-    )
+    feed = subprocess.Popen(simulated_feed(rate, port, SYMBOLS, "--max-trades", str(n)), cwd=REPO)
     try:
         time.sleep(1.5)
         config = CollectorConfig(

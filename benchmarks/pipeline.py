@@ -57,7 +57,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import free_port, infra, log  # noqa: E402
+from benchmarks._common import free_port, infra, log, simulated_feed  # noqa: E402
 from collector.config import DEFAULT_SYMBOLS  # noqa: E402
 from infra.config import InfraConfig  # noqa: E402
 from infra.topology import ClusterPlan, topology  # noqa: E402
@@ -312,20 +312,7 @@ def run_step(
 ) -> dict[str, Any]:
     feed_port = free_port()
     feed = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "collector.feed",
-            "--simulate",
-            "--rate",
-            str(rate),
-            "--port",
-            str(feed_port),
-            "--symbols",
-            ",".join(SYMBOLS),
-            "--log-level",
-            "WARNING",
-        ],
+        simulated_feed(rate, feed_port, SYMBOLS),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
