@@ -129,6 +129,33 @@ def _band_edges(
         )
 
 
+def _path_line(
+    fig: go.Figure,
+    path: pd.DataFrame,
+    color: str,
+    name: str,
+    meta: dict[str, Any],
+    col: int,
+    **extra: Any,
+) -> None:
+    """One simulated price path (``time``, ``price``): a thin line, no hover, no legend entry."""
+    fig.add_trace(
+        go.Scatter(
+            x=_times(path["time"]),
+            y=_values(path["price"]),
+            mode="lines",
+            line={"width": 0.7, "color": color},
+            hoverinfo="skip",
+            name=name,
+            meta=meta,
+            showlegend=False,
+            **extra,
+        ),
+        row=1,
+        col=col,
+    )
+
+
 def fan_figure(
     fan: pd.DataFrame,
     *,
@@ -181,20 +208,14 @@ def fan_figure(
         for path, one in model_paths.groupby("path") if not model_paths.empty else ():
             # pandas-stubs types a group key as any scalar; "path" is an integer column.
             path_id = int(cast(int, path))
-            fig.add_trace(
-                go.Scatter(
-                    x=_times(one["time"]),
-                    y=_values(one["price"]),
-                    mode="lines",
-                    line={"width": 0.7, "color": _rgba(color, 0.35)},
-                    hoverinfo="skip",
-                    name=f"{model} path {path_id}",
-                    meta={"model": model, "role": "path", "path": path_id},
-                    showlegend=False,
-                    legendgroup=model,
-                ),
-                row=1,
-                col=col,
+            _path_line(
+                fig,
+                one,
+                _rgba(color, 0.35),
+                f"{model} path {path_id}",
+                {"model": model, "role": "path", "path": path_id},
+                col,
+                legendgroup=model,
             )
         _band(fig, model_fan, "q05", "q95", model, "5-95%", 0.15, col, first)
         _band(fig, model_fan, "q25", "q75", model, "25-75%", 0.30, col, first)
@@ -214,19 +235,13 @@ def fan_figure(
         sim = (what_if or {}).get(model)
         if sim is not None:
             for _, one in sim.paths.groupby("path"):
-                fig.add_trace(
-                    go.Scatter(
-                        x=_times(one["time"]),
-                        y=_values(one["price"]),
-                        mode="lines",
-                        line={"width": 0.7, "color": _rgba(WHAT_IF_COLOR, 0.3)},
-                        hoverinfo="skip",
-                        name="what-if path",
-                        meta={"model": model, "role": "what-if path"},
-                        showlegend=False,
-                    ),
-                    row=1,
-                    col=col,
+                _path_line(
+                    fig,
+                    one,
+                    _rgba(WHAT_IF_COLOR, 0.3),
+                    "what-if path",
+                    {"model": model, "role": "what-if path"},
+                    col,
                 )
             for q, dash in (("q05", "dot"), ("q50", "dash"), ("q95", "dot")):
                 fig.add_trace(
