@@ -124,6 +124,29 @@ class CassandraNodeService(CassandraService):
     def template_values(self) -> dict[str, object]:
         return self.plan.cassandra_values(self.node)
 
+    def answers(self) -> bool:
+        """A login works, or the node got as far as authenticating the client. A node of a ring
+        that was stopped whole and starts again one node at a time cannot log anyone in alone:
+        the roles are read at LOCAL_QUORUM, two of system_auth's three copies. Waiting for a
+        login there would wait forever for the nodes started after it."""
+        return super().answers() or self.reaches_authentication()
+
+    def reaches_authentication(self) -> bool:
+        from cassandra import AuthenticationFailed
+        from cassandra.cluster import NoHostAvailable
+
+        user, password = self.admin_credentials()
+        try:
+            cluster, _ = connect(
+                self.settings(), username=user, password=password, connect_timeout=3
+            )
+        except NoHostAvailable as exc:
+            return any(isinstance(error, AuthenticationFailed) for error in exc.errors.values())
+        except Exception:  # noqa: BLE001 - refused, timed out: not up yet
+            return False
+        cluster.shutdown()
+        return True
+
     def after_ready(self) -> None:
         """Roles are created once every node answers (``cluster_up``)."""
 
@@ -325,30 +348,35 @@ def cluster_up(
             port = next(iter(svc.ports.values()))
             say(f"{svc.name}: {state} (pid {svc.pid()}, {svc.bind_host}:{port})")
 
-    kafka = [s for s in chosen.values() if isinstance(s, KafkaNodeService)]
-    cassandra = [s for s in chosen.values() if isinstance(s, CassandraNodeService)]
-    others = [s for s in chosen.values() if s not in kafka and s not in cassandra]
-    master = [s for s in others if isinstance(s, SparkMaster)]
-    # The master boots while Kafka does; the nodes one at a time after.
-    for svc in (*kafka, *master):
-        started[svc.name] = svc.start()
-    start_and_wait(kafka)
-    if kafka and all(s.answers() for s in every.values() if isinstance(s, KafkaNodeService)):
-        created = ensure_topics(
-            plan.bootstrap_servers, plan.replication_factor, plan.min_insync_replicas
-        )
-        if created:
-            say(
-                f"topics {', '.join(created)}: replication factor {plan.replication_factor}, "
-                f"min.insync.replicas {plan.min_insync_replicas}"
+    try:
+        kafka = [s for s in chosen.values() if isinstance(s, KafkaNodeService)]
+        cassandra = [s for s in chosen.values() if isinstance(s, CassandraNodeService)]
+        others = [s for s in chosen.values() if s not in kafka and s not in cassandra]
+        master = [s for s in others if isinstance(s, SparkMaster)]
+        # The master boots while Kafka does; the nodes one at a time after.
+        for svc in (*kafka, *master):
+            started[svc.name] = svc.start()
+        start_and_wait(kafka)
+        if kafka and all(s.answers() for s in every.values() if isinstance(s, KafkaNodeService)):
+            created = ensure_topics(
+                plan.bootstrap_servers, plan.replication_factor, plan.min_insync_replicas
             )
-    for node in cassandra:
-        start_and_wait([node])
-    ring = [s for s in every.values() if isinstance(s, CassandraNodeService)]
-    if cassandra and all(s.answers() for s in ring):
-        bootstrap_cluster_auth(config, plan)
-        migrate()
-    start_and_wait(others)
+            if created:
+                say(
+                    f"topics {', '.join(created)}: replication factor {plan.replication_factor}, "
+                    f"min.insync.replicas {plan.min_insync_replicas}"
+                )
+        for node in cassandra:
+            start_and_wait([node])
+        ring = [s for s in every.values() if isinstance(s, CassandraNodeService)]
+        if cassandra and all(s.answers() for s in ring):
+            bootstrap_cluster_auth(config, plan)
+            migrate()
+        start_and_wait(others)
+    except InfraError:
+        # Leave nothing half-started behind, as the single-node `up` does.
+        stop_all([every[name] for name, fresh in started.items() if fresh], say)
+        raise
 
 
 def bootstrap_cluster_auth(config: InfraConfig, plan: ClusterPlan) -> None:

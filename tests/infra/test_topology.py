@@ -332,3 +332,31 @@ def test_the_zip_alone_loads_the_contracts(tmp_path: Path) -> None:
     )
     path, topic, schema = result.stdout.split()
     assert path.startswith(str(zipped)) and (topic, schema) == ("trades", "Trade")
+
+
+def test_a_restarting_node_answers_once_it_authenticates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ring stopped whole starts one node at a time: the first cannot log anyone in (roles
+    are read at LOCAL_QUORUM), yet it is up, and the next node must start."""
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    from infra import cluster as cluster_module
+
+    plan = ClusterPlan.from_env({})
+    node = CassandraNodeService(cluster_config(config(tmp_path), plan), plan, plan.cassandra[0])
+    node.admin_file.parent.mkdir(parents=True)
+    node.admin_file.write_text("CASSANDRA_USERNAME=admin\nCASSANDRA_PASSWORD=pw\n")
+    monkeypatch.setattr(CassandraService, "answers", lambda self: False)
+
+    def refuse(error: Exception) -> None:
+        def connect(*args: object, **kwargs: object) -> None:
+            raise NoHostAvailable("no host", {"127.0.0.1:9142": error})
+
+        monkeypatch.setattr(cluster_module, "connect", connect)
+
+    refuse(AuthenticationFailed("Cannot achieve consistency level LOCAL_QUORUM"))
+    assert node.answers()
+    refuse(ConnectionRefusedError("refused"))
+    assert not node.answers()
