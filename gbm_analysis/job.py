@@ -150,6 +150,10 @@ def _with_learned(
 
 
 _N_PCT = 99  # percentiles stored per step
+#: the primary key of every table a run writes, (symbol, day) the partition
+_KEY_COLUMNS = ("symbol", "day", "issued_at", "run_id", "model")
+#: the run's estimates that each step's row in ``gbm_forecasts`` repeats
+_STEP_ESTIMATES = ("last_price", "mu", "sigma", "sigma_annualised", "annualisation", "n_bars")
 
 
 def _runs_table(
@@ -196,12 +200,7 @@ def _forecasts_table(ok: DataFrame, settings: GbmSettings, keys: list[Column]) -
     steps = ok.select(
         *keys,
         "as_of",
-        "last_price",
-        "mu",
-        "sigma",
-        "sigma_annualised",
-        "annualisation",
-        "n_bars",
+        *_STEP_ESTIMATES,
         "p_above",
         "percentiles",
         F.posexplode("mean").alias("i", "mean"),
@@ -211,19 +210,14 @@ def _forecasts_table(ok: DataFrame, settings: GbmSettings, keys: list[Column]) -
         return F.element_at("percentiles", F.col("i") * _N_PCT + level).alias(f"q{level:02d}")
 
     return steps.select(
-        *(F.col(c) for c in ("symbol", "day", "issued_at", "run_id", "model")),
+        *(F.col(c) for c in _KEY_COLUMNS),
         (F.col("i") + 1).alias("step"),
         F.timestamp_seconds(F.col("as_of") + (F.col("i") + 1) * settings.step_seconds).alias(
             "target_ts"
         ),
         ((F.col("i") + 1) * settings.step_seconds).alias("horizon_s"),
         F.timestamp_seconds(F.col("as_of")).alias("as_of"),
-        "last_price",
-        "mu",
-        "sigma",
-        "sigma_annualised",
-        "annualisation",
-        "n_bars",
+        *_STEP_ESTIMATES,
         "mean",
         pct(5),
         pct(25),
@@ -249,11 +243,7 @@ def _paths_table(ok: DataFrame, settings: GbmSettings, keys: list[Column]) -> Da
             F.explode(F.sequence(F.lit(0), F.lit(settings.n_sample_paths - 1))).alias("path"),
         )
         .select(
-            "symbol",
-            "day",
-            "issued_at",
-            "run_id",
-            "model",
+            *_KEY_COLUMNS,
             "path",
             F.timestamp_seconds(F.col("as_of")).alias("as_of"),
             F.lit(settings.step_seconds).alias("step_seconds"),
@@ -570,11 +560,7 @@ class _Writer:
 
 
 _RUN_COLUMNS = (
-    "symbol",
-    "day",
-    "issued_at",
-    "run_id",
-    "model",
+    *_KEY_COLUMNS,
     "status",
     "message",
     "as_of",
@@ -597,21 +583,12 @@ _RUN_COLUMNS = (
     "hist_counts",
 )
 _STEP_COLUMNS = (
-    "symbol",
-    "day",
-    "issued_at",
-    "run_id",
-    "model",
+    *_KEY_COLUMNS,
     "step",
     "target_ts",
     "horizon_s",
     "as_of",
-    "last_price",
-    "mu",
-    "sigma",
-    "sigma_annualised",
-    "annualisation",
-    "n_bars",
+    *_STEP_ESTIMATES,
     "mean",
     "q05",
     "q25",
@@ -622,11 +599,7 @@ _STEP_COLUMNS = (
     "percentiles",
 )
 _PATH_COLUMNS = (
-    "symbol",
-    "day",
-    "issued_at",
-    "run_id",
-    "model",
+    *_KEY_COLUMNS,
     "path",
     "as_of",
     "step_seconds",
