@@ -65,8 +65,22 @@ def engine(request: pytest.FixtureRequest) -> Any:
     return None if request.param == "local" else request.getfixturevalue("spark")
 
 
-def _run(engine: Any, store: GbmStore, settings: GbmSettings, seed: int) -> Any:
+_issued: list[datetime] = []
+
+
+def _issue_time() -> datetime:
+    """Now to the second, and after this module's previous run: the same test runs once per
+    engine, often within one second, and two runs of one second tie in the forecast tables'
+    clustering order, so "the latest run" could be either of them."""
     issued = datetime.now(UTC).replace(microsecond=0)
+    if _issued and issued <= _issued[-1]:
+        issued = _issued[-1] + timedelta(seconds=1)
+    _issued.append(issued)
+    return issued
+
+
+def _run(engine: Any, store: GbmStore, settings: GbmSettings, seed: int) -> Any:
+    issued = _issue_time()
     return run_forecasts(engine, store, settings, as_of=AS_OF, issued_at=issued, seed=seed)
 
 
@@ -232,7 +246,7 @@ def test_a_bar_still_open_at_as_of_is_not_used(
         models=("gbm",),
         symbols=(symbols["GOOD"],),
     )
-    issued = datetime.now(UTC).replace(microsecond=0)
+    issued = _issue_time()
     mid_bar = AS_OF + timedelta(seconds=BAR / 2)
     result = run_forecasts(engine, store, settings, as_of=mid_bar, issued_at=issued, seed=1)
     (run,) = store.latest_runs(symbols["GOOD"], days_back=1, now=result.issued_at)
