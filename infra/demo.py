@@ -15,16 +15,25 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from infra.config import InfraConfig
+from infra.demo_counts import (
+    TIME_COLUMNS,
+    count_since,
+    days_between,
+    kafka_end_offsets,
+    produced_since,
+    window_floor,
+)
 from infra.errors import DemoError, InfraError
 from infra.pipeline import PipelineProcess, pipeline_steps
 from infra.process import port_bindable
 from infra.trino import CATALOG, run_query
-from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S, topic_specs
+from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S, TABLE_TRADES
 from schemas.runtime.cassandra import connect
 from schemas.settings import (
     CassandraSettings,
@@ -123,30 +132,6 @@ class Processes:
             return ""
 
 
-def kafka_counts(bootstrap: str) -> dict[str, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="demo")
-    try:
-        counts = {}
-        for role, spec in topic_specs().items():
-            parts = [
-                TopicPartition(spec.name, p) for p in consumer.partitions_for_topic(spec.name) or ()
-            ]
-            ends = consumer.end_offsets(parts) if parts else {}
-            starts = consumer.beginning_offsets(parts) if parts else {}
-            counts[role] = sum(ends[p] - starts[p] for p in parts)
-        return counts
-    finally:
-        consumer.close()
-
-
-def cassandra_count(session: object, table: str) -> int:
-    statement = f"SELECT COUNT(*) AS n FROM {table}"
-    row = session.execute(statement, timeout=120).one()  # type: ignore[attr-defined]
-    return int(row.n)
-
-
 def run_demo(config: InfraConfig) -> None:
     demo = DemoSettings.from_env()
     running = [n for n, step in pipeline_steps(config).items() if step.pid() is not None]
@@ -170,6 +155,7 @@ def run_demo(config: InfraConfig) -> None:
         "GBM_PATHS": env_value(os.environ, "GBM_PATHS") or "2000",
     }
     procs = Processes(config, env)
+    run = DemoRun(kafka.bootstrap_servers)
     print(
         f"demo: running for {demo.seconds:.0f} s at ~{demo.rate:.0f} trades/s; logs in "
         f"{procs.log_dir}",
@@ -184,8 +170,8 @@ def run_demo(config: InfraConfig) -> None:
         procs.start("stream_processor", [])
         time.sleep(3)
         procs.start("collector", [])
-        _watch(procs, demo, kafka, cassandra, env)
-        summary = _summary(kafka, cassandra, config)
+        _watch(procs, demo, run, cassandra, env)
+        summary = _summary(run, cassandra, config)
         # Counted and scored: from here on the market stays live for the dashboards.
         procs.start("collector", [])
         procs.start("forecaster", ["run", "--every", demo.forecast_every])
@@ -201,28 +187,14 @@ def run_demo(config: InfraConfig) -> None:
     print(summary + live_note(config, demo.forecast_every), flush=True)
 
 
-def bars_since(session: object, since_ms: int) -> dict[str, int]:
-    """5-second bars per symbol whose window started at or after ``since_ms``."""
-    statement = (
-        f"SELECT symbol, day, COUNT(*) AS n FROM {TABLE_AGG_5S} WHERE window_start >= %s "
-        "GROUP BY symbol, day ALLOW FILTERING"
-    )
-    rows = session.execute(statement, (since_ms,), timeout=120)  # type: ignore[attr-defined]
-    per_symbol: dict[str, int] = {}
-    for row in rows:
-        per_symbol[row.symbol] = per_symbol.get(row.symbol, 0) + int(row.n)
-    return per_symbol
-
-
 def _watch(
     procs: Processes,
     demo: DemoSettings,
-    kafka: KafkaSettings,
+    run: DemoRun,
     cassandra: CassandraSettings,
     env: dict[str, str],
 ) -> None:
     started = time.monotonic()
-    started_ms = int(time.time() * 1000)
     # Forecast once every symbol has this many closed bars behind the as-of point, then keep
     # streaming until every horizon step of that forecast is realised (plus the watermark).
     bars_needed = int(env["GBM_MIN_BARS"]) + 8
@@ -239,12 +211,13 @@ def _watch(
                 )
             procs.check_alive("feed", "stream_processor", "collector")
             elapsed = time.monotonic() - started
-            counts = kafka_counts(kafka.bootstrap_servers)
-            fresh_bars = bars_since(session, started_ms)
+            counts = run.produced()
+            fresh_bars = count_since(session, TABLE_AGG_5S, run.started)
+            minute_bars = count_since(session, TABLE_AGG_1M, run.started)
             print(
                 f"demo: t={elapsed:4.0f}s  kafka trades={counts['trades']:,}  "
-                f"dlq={counts['dlq']:,}  new 5s bars={sum(fresh_bars.values()):,}  "
-                f"1m bars={cassandra_count(session, TABLE_AGG_1M):,}",
+                f"dlq={counts['dlq']:,}  5s bars={sum(fresh_bars.values()):,}  "
+                f"1m bars={sum(minute_bars.values()):,}",
                 flush=True,
             )
             if not forecast_done and fresh_bars and min(fresh_bars.values()) >= bars_needed:
@@ -266,9 +239,9 @@ def _watch(
             "demo: collector stopped (SIGTERM, flushed); letting the stream processor catch up",
             flush=True,
         )
-        produced = kafka_counts(kafka.bootstrap_servers)["trades"]
+        produced = run.produced()["trades"]
         deadline = time.monotonic() + 120
-        while (stored := cassandra_count(session, "trades")) < produced:
+        while (stored := sum(count_since(session, TABLE_TRADES, run.started).values())) < produced:
             procs.check_alive("stream_processor")
             if time.monotonic() > deadline:
                 raise DemoError(f"only {stored:,} of {produced:,} trades reached Cassandra")
@@ -284,29 +257,64 @@ def _watch(
         cluster.shutdown()
 
 
-def _summary(kafka: KafkaSettings, cassandra: CassandraSettings, config: InfraConfig) -> str:
-    """The counts at the moment every produced trade is stored (the collector is stopped)."""
-    counts = kafka_counts(kafka.bootstrap_servers)
+def _summary(run: DemoRun, cassandra: CassandraSettings, config: InfraConfig) -> str:
+    """This run's counts at the moment every trade it produced is stored (collector stopped)."""
+    counts = run.produced()
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     try:
-        names = (
-            "trades",
-            "trades_agg_5s",
-            "trades_agg_1m",
-            "trades_agg_1h",
-            "gbm_forecasts",
-            "gbm_backtest",
-        )
-        tables = {t: cassandra_count(session, t) for t in names}
+        written = {t: count_since(session, t, run.started) for t in TIME_COLUMNS}
     finally:
         cluster.shutdown()
-    # The same counts through SQL, the way dashboards read them.
-    sql = "SELECT count(*) FROM {}.{}"
+    tables = {t: sum(per_symbol.values()) for t, per_symbol in written.items()}
+    span = (run.started, datetime.now(UTC))
+    # The same counts through SQL, the way dashboards read them: partition keys and time bound.
     via_trino = {
-        t: run_query(config.trino_port, sql.format(cassandra.keyspace, t)).rows[0][0]
-        for t in ("trades", "trades_agg_5s", "trades_agg_1m", "gbm_forecasts")
+        t: run_query(
+            config.trino_port, trino_count_sql(cassandra.keyspace, t, written[t], span)
+        ).rows[0][0]
+        for t in (TABLE_TRADES, TABLE_AGG_5S, TABLE_AGG_1M, "gbm_forecasts")
     }
     return summary_text(config, cassandra, counts, tables, via_trino)
+
+
+@dataclass
+class DemoRun:
+    """When this run started and the topics' end offsets then: what it produced is the growth."""
+
+    bootstrap: str
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    offsets_at_start: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.offsets_at_start = kafka_end_offsets(self.bootstrap)
+
+    def produced(self) -> dict[str, int]:
+        return produced_since(self.offsets_at_start, kafka_end_offsets(self.bootstrap))
+
+
+def trino_count_sql(
+    keyspace: str, table: str, symbols: Iterable[str], span: tuple[datetime, datetime]
+) -> str:
+    """A count of ``table``'s rows from the span's start, in the symbols' partitions of its days.
+
+    >>> span = (datetime(2026, 11, 30, 3, 7, 42, 250000, tzinfo=UTC),
+    ...         datetime(2026, 11, 30, 3, 9, tzinfo=UTC))
+    >>> print(trino_count_sql("market", "trades", ["B'X", "AAPL"], span))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    SELECT count(*) FROM market.trades WHERE symbol IN ('AAPL', 'B''X')
+      AND day IN (DATE '2026-11-30') AND trade_ts >= TIMESTAMP '2026-11-30 03:07:42.250 UTC'
+    """
+    if not symbols:
+        return "SELECT 0"
+    column, width = TIME_COLUMNS[table]
+    start = window_floor(span[0].astimezone(UTC), width)
+    quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sorted(symbols))
+    days = ", ".join(f"DATE '{d.isoformat()}'" for d in days_between(start, span[1]))
+    stamp = start.strftime("%Y-%m-%d %H:%M:%S.") + f"{start.microsecond // 1000:03d} UTC"
+    return (
+        f"SELECT count(*) FROM {keyspace}.{table} WHERE symbol IN ({quoted}) "
+        f"AND day IN ({days}) AND {column} >= TIMESTAMP '{stamp}'"
+    )
 
 
 def summary_text(
@@ -320,6 +328,7 @@ def summary_text(
     return (
         f"""
 demo: done.
+  Written by this run, counted in each store:
   Kafka      127.0.0.1:{config.kafka_port}  trades={counts['trades']:,}  dlq={counts['dlq']:,}
   Cassandra  127.0.0.1:{config.cassandra_port}  keyspace {cassandra.keyspace}: """
         + "  ".join(f"{t}={n:,}" for t, n in tables.items())
