@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 
 import pytest
 
+from infra.demo_counts import count_since
 from schemas.runtime.cassandra import connect
 from tests.conftest import LiveMarket, Stack, infra_cli
 
@@ -49,9 +51,10 @@ def test_the_market_stays_live_after_the_demo(live_market: LiveMarket, stack: St
         assert re.search(rf"^{step}\s+\d+\s+RUNNING\s+running$", status.stdout, re.M), status.stdout
     cluster, session = connect(stack.cassandra, keyspace=stack.cassandra.keyspace)
     try:
+        since = datetime.now(UTC)
 
         def stored() -> int:
-            return session.execute("SELECT COUNT(*) AS n FROM trades", timeout=60).one().n
+            return sum(count_since(session, "trades", since).values())
 
         before = stored()
         deadline = time.monotonic() + 60
