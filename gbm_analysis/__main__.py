@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
     if as_of_text:
         _parse_time(as_of_text, datetime.now(UTC))  # fail before Spark starts
     base_seed = args.seed if args.seed is not None else settings.seed
-    registry = _registry_if_trained()
+    registry = None
     cluster, session = connect(cassandra)
     # under spark-submit the submitted session runs the job; otherwise GBM_ENGINE says
     use_spark = settings.engine == "spark" or bool(os.environ.get("SPARK_SUBMIT_MODE"))
@@ -162,6 +162,9 @@ def _run(args: argparse.Namespace, settings: GbmSettings, cassandra: CassandraSe
             issued_at = datetime.now(UTC)
             seed = base_seed if base_seed is not None else secrets.randbits(63)
             as_of = _parse_time(as_of_text, issued_at) if as_of_text else issued_at
+            # Looked up again until it exists: a schedule started before the first `train`
+            # picks the learned models up at its next run, not at its next restart.
+            registry = registry or _registry_if_trained()
             result = run_forecasts(
                 spark,
                 store,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from gbm_analysis.__main__ import _parse_time, main
+from gbm_analysis.config import GbmSettings
 from gbm_analysis.exceptions import ConfigError
+from schemas.settings import CassandraSettings
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -53,3 +57,39 @@ def test_bad_input_exits_2_with_one_line(
 def test_relative_as_of_must_be_a_duration() -> None:
     with pytest.raises(ConfigError, match="--as-of='0s'"):
         _parse_time("-0s", NOW)
+
+
+def test_a_scheduled_run_picks_up_models_trained_after_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run --every` started before the first `train` (no MLflow registry yet) forecasts with the
+    learned models from the first run after they are trained, not only after a restart."""
+    import gbm_analysis.__main__ as cli
+    import gbm_analysis.job
+    import schemas.runtime.cassandra
+
+    trained = SimpleNamespace(name="registry")
+    lookups = iter([None, trained, trained])
+    monkeypatch.setattr(cli, "_registry_if_trained", lambda: next(lookups))
+    monkeypatch.setattr(
+        schemas.runtime.cassandra,
+        "connect",
+        lambda settings: (SimpleNamespace(shutdown=lambda: None), object()),
+    )
+    registries: list[object] = []
+
+    class Enough(Exception):
+        pass
+
+    def run_forecasts(spark: object, store: object, settings: object, **kwargs: Any) -> object:
+        registries.append(kwargs["registry"])
+        if len(registries) == 2:
+            raise Enough
+        return SimpleNamespace(statuses=[], n_ok=0, run_id="r", seed=1, duration_s=0.0)
+
+    monkeypatch.setattr(gbm_analysis.job, "run_forecasts", run_forecasts)
+    monkeypatch.setenv("GBM_ENGINE", "local")
+    args = cli._parser().parse_args(["run", "--every", "1s"])
+    with pytest.raises(Enough):
+        cli._run(args, GbmSettings.from_env(), CassandraSettings.from_env())
+    assert registries == [None, trained]
