@@ -16,13 +16,17 @@ Usage::
    timed from the read of the bars to the last write (the Spark session start is reported
    separately), twice each; then ``python -m gbm_analysis run --once`` per engine, timed from
    process start to exit. Needs the stack (``python -m infra up``). ``--skip-spark``: the local
-   engine only.
+   engine only. ``--keep-keyspace`` keeps the scratch keyspace and its bars, and ``--keyspace
+   NAME`` runs the job again on the bars of a kept one, as of their end, without writing any
+   (drop it afterwards with ``python -m infra drop-keyspace NAME``).
 3. The learned forecasters (``--learned-models``, default ``mlp,xgb,prophet``): per symbol
    (``--learned-symbols`` simulated GBM series of ``--learned-minutes`` 1-minute bars), the
    walk-forward training time of each model (fit on the training window, calibration included)
    and its inference time per forecast (all 60 steps, 99 quantiles, issued every 15 minutes in
    the test window), wall clock and CPU time, in this process, one thread (``--skip-learned``
    leaves it out). ``--mlp-max-iter`` and ``--xgb-rounds`` shrink the training budget.
+
+``--skip-simulation`` leaves out parts 1 and the one-core numpy timing of all models.
 
 Prints a table and writes ``benchmarks/results/gbm.json``.
 """
@@ -126,11 +130,16 @@ def bench_forecast_numpy(n_symbols: int, settings: GbmSettings) -> dict[str, Any
         100 * np.exp(np.cumsum(SIGMA * math.sqrt(5) * rng.standard_normal(n)))
         for _ in range(n_symbols)
     ]
-    t0 = time.perf_counter()
+    t0, cpu = time.perf_counter(), time.process_time()
     for i, closes in enumerate(bars):
         forecast_symbol(f"S{i}", t, closes, settings, run_seed=1)
     seconds = time.perf_counter() - t0
-    return {"symbols": n_symbols, "bars_per_symbol": n, "seconds": seconds}
+    return {
+        "symbols": n_symbols,
+        "bars_per_symbol": n,
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu,
+    }
 
 
 def bench_learned(
@@ -216,71 +225,120 @@ def _cli_run_once(keyspace: str, engine: str, as_of: datetime) -> tuple[float, f
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "gbm_analysis", "run", "--once", "--as-of", as_of.isoformat()],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "CASSANDRA_KEYSPACE": keyspace,
-            "GBM_ENGINE": engine,
-            "GBM_SEED": "7",
-            "LOG_LEVEL": "WARNING",
-        },
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "gbm_analysis", "run", "--once", "--as-of", as_of.isoformat()],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "CASSANDRA_KEYSPACE": keyspace,
+                "GBM_ENGINE": engine,
+                "GBM_SEED": "7",
+                "LOG_LEVEL": "WARNING",
+            },
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    except subprocess.CalledProcessError as exc:  # say why, not only the exit status
+        print(exc.stderr[-3000:], file=sys.stderr)
+        raise
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
 
-def bench_job(n_symbols: int, settings: GbmSettings, *, spark_too: bool = True) -> dict[str, Any]:
+def _write_bars(
+    session: Any, keyspace: str, n_symbols: int, settings: GbmSettings, as_of: datetime
+) -> None:
+    """Six hours (the lookback) of simulated 5-second bars ending at ``as_of`` per symbol."""
     from cassandra.concurrent import execute_concurrent
     from cassandra.query import BatchStatement, BatchType
 
+    n = settings.lookback_seconds // settings.bar_seconds
+    stmt = session.prepare(
+        f"INSERT INTO {keyspace}.trades_agg_5s (symbol, day, window_start, window_end, close) "
+        "VALUES (?,?,?,?,?)"
+    )
+    starts = [as_of - timedelta(seconds=settings.bar_seconds * (n - i)) for i in range(n)]
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    per_batch = 64  # rows of one partition per unlogged batch: about 4 KB
+    for k in range(n_symbols):
+        closes = 100 * np.exp(np.cumsum(SIGMA * math.sqrt(5) * rng.standard_normal(n)))
+        rows = [
+            (f"BENCH:{k:03d}", ws.date(), ws, ws + timedelta(seconds=5), float(c))
+            for ws, c in zip(starts, closes, strict=True)
+        ]
+        batches = []
+        for lo in range(0, n, per_batch):
+            batch, day = BatchStatement(batch_type=BatchType.UNLOGGED), rows[lo][1]
+            for row in rows[lo : lo + per_batch]:
+                if row[1] != day:  # one partition (symbol, day) per batch
+                    batches.append(batch)
+                    batch, day = BatchStatement(batch_type=BatchType.UNLOGGED), row[1]
+                batch.add(stmt, row)
+            batches.append(batch)
+        execute_concurrent(session, [(b, ()) for b in batches], concurrency=16)
+        print(f"  bars: {k + 1}/{n_symbols} symbols x {n} bars written", end="\r", flush=True)
+    print(f"\n  bars written in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def _bars_end(session: Any, keyspace: str) -> datetime:
+    """The end of the newest bar of ``BENCH:000`` in a keyspace an earlier run kept: the as-of
+    time those bars were written for."""
+    days = [
+        r.day
+        for r in session.execute(f"SELECT DISTINCT symbol, day FROM {keyspace}.trades_agg_5s")
+        if r.symbol == "BENCH:000"
+    ]
+    ends = [
+        row.window_end
+        for day in days
+        for row in session.execute(
+            f"SELECT window_end FROM {keyspace}.trades_agg_5s WHERE symbol = %s AND day = %s "
+            "ORDER BY window_start DESC LIMIT 1",
+            ("BENCH:000", day),
+        )
+    ]
+    if not ends:
+        raise SystemExit(f"{keyspace} holds no BENCH:000 bars: run once with --keep-keyspace")
+    return max(ends).replace(tzinfo=UTC)
+
+
+def bench_job(
+    n_symbols: int,
+    settings: GbmSettings,
+    *,
+    spark_too: bool = True,
+    keyspace: str | None = None,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """The job against ``n_symbols`` symbols' bars: in a new scratch keyspace (dropped at the
+    end unless ``keep``), or in ``keyspace``, kept by an earlier run, whose bars are reused."""
     from gbm_analysis.io import GbmStore
     from gbm_analysis.job import run_forecasts
     from schemas.runtime.cassandra import connect
     from schemas.runtime.spark import build_session
     from schemas.settings import CassandraSettings
 
-    keyspace = f"bench_gbm_{uuid.uuid4().hex[:6]}"
-    print(f"job: creating scratch keyspace {keyspace}", flush=True)
-    infra("migrate", "--keyspace", keyspace)
+    reuse = keyspace is not None
+    keyspace = keyspace or f"bench_gbm_{uuid.uuid4().hex[:6]}"
+    if not reuse:
+        print(f"job: creating scratch keyspace {keyspace}", flush=True)
+        infra("migrate", "--keyspace", keyspace)
     cassandra = CassandraSettings.from_env({**os.environ, "CASSANDRA_KEYSPACE": keyspace})
     cluster, session = connect(cassandra)
     try:
-        as_of = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         n = settings.lookback_seconds // settings.bar_seconds
-        stmt = session.prepare(
-            f"INSERT INTO {keyspace}.trades_agg_5s (symbol, day, window_start, window_end, close) "
-            "VALUES (?,?,?,?,?)"
-        )
-        starts = [as_of - timedelta(seconds=settings.bar_seconds * (n - i)) for i in range(n)]
-        rng = np.random.default_rng(0)
-        t0 = time.perf_counter()
-        per_batch = 64  # rows of one partition per unlogged batch: about 4 KB
-        for k in range(n_symbols):
-            closes = 100 * np.exp(np.cumsum(SIGMA * math.sqrt(5) * rng.standard_normal(n)))
-            rows = [
-                (f"BENCH:{k:03d}", ws.date(), ws, ws + timedelta(seconds=5), float(c))
-                for ws, c in zip(starts, closes, strict=True)
-            ]
-            batches = []
-            for lo in range(0, n, per_batch):
-                batch, day = BatchStatement(batch_type=BatchType.UNLOGGED), rows[lo][1]
-                for row in rows[lo : lo + per_batch]:
-                    if row[1] != day:  # one partition (symbol, day) per batch
-                        batches.append(batch)
-                        batch, day = BatchStatement(batch_type=BatchType.UNLOGGED), row[1]
-                    batch.add(stmt, row)
-                batches.append(batch)
-            execute_concurrent(session, [(b, ()) for b in batches], concurrency=16)
-            print(f"  bars: {k + 1}/{n_symbols} symbols x {n} bars written", end="\r", flush=True)
-        print(f"\n  bars written in {time.perf_counter() - t0:.1f} s", flush=True)
+        if reuse:
+            as_of = _bars_end(session, keyspace)
+            print(f"job: reusing the bars of {keyspace}, as of {as_of.isoformat()}", flush=True)
+        else:
+            as_of = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            _write_bars(session, keyspace, n_symbols, settings, as_of)
 
         store = GbmStore(session, keyspace)
         out: dict[str, Any] = {
@@ -339,7 +397,10 @@ def bench_job(n_symbols: int, settings: GbmSettings, *, spark_too: bool = True) 
         return out
     finally:
         cluster.shutdown()
-        infra("drop-keyspace", keyspace)
+        if keep or reuse:
+            print(f"job: kept keyspace {keyspace} (drop it with python -m infra drop-keyspace)")
+        else:
+            infra("drop-keyspace", keyspace)
 
 
 def main() -> int:
@@ -352,6 +413,17 @@ def main() -> int:
         "--skip-spark", action="store_true", help="time the job with the local engine only"
     )
     parser.add_argument("--skip-learned", action="store_true", help="no learned models")
+    parser.add_argument(
+        "--keep-keyspace", action="store_true", help="keep the scratch keyspace and its bars"
+    )
+    parser.add_argument(
+        "--keyspace", help="reuse the bars of a keyspace an earlier --keep-keyspace run kept"
+    )
+    parser.add_argument(
+        "--skip-simulation",
+        action="store_true",
+        help="leave out the simulation and one-core numpy benchmarks",
+    )
     parser.add_argument("--learned-models", default="mlp,xgb,prophet")
     parser.add_argument("--learned-symbols", type=int, default=2)
     parser.add_argument("--learned-minutes", type=int, default=10_000)
@@ -361,15 +433,27 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     settings = GbmSettings(n_paths=args.paths, n_steps=args.steps)
 
-    simulation = bench_simulation(args.paths, args.steps)
-    per_symbol = bench_forecast_numpy(args.symbols, settings)
-    print(
-        f"forecast without Spark: {per_symbol['seconds']:.2f} s for {args.symbols} symbols "
-        "x 3 models on one core",
-        flush=True,
-    )
+    simulation: list[dict[str, Any]] = []
+    per_symbol = None
+    if not args.skip_simulation:
+        simulation = bench_simulation(args.paths, args.steps)
+        per_symbol = bench_forecast_numpy(args.symbols, settings)
+        print(
+            f"forecast without Spark: {per_symbol['seconds']:.2f} s "
+            f"({per_symbol['cpu_seconds']:.2f} s CPU) for {args.symbols} symbols "
+            "x 3 models on one core",
+            flush=True,
+        )
     job = (
-        None if args.skip_job else bench_job(args.symbols, settings, spark_too=not args.skip_spark)
+        None
+        if args.skip_job
+        else bench_job(
+            args.symbols,
+            settings,
+            spark_too=not args.skip_spark,
+            keyspace=args.keyspace,
+            keep=args.keep_keyspace,
+        )
     )
     learned = None
     if not args.skip_learned:
@@ -393,9 +477,11 @@ def main() -> int:
             if row["speedup_of_vectorised"] > 1.0001
             else f"| {row['method']} | {row['path_steps_per_s'] / 1e6:,.2f} M path-steps/s |"
         )
-    print(
-        f"| 3 models x {args.symbols} symbols, numpy only, 1 core | {per_symbol['seconds']:.2f} s |"
-    )
+    if per_symbol:
+        print(
+            f"| 3 models x {args.symbols} symbols, numpy only, 1 core | "
+            f"{per_symbol['seconds']:.2f} s ({per_symbol['cpu_seconds']:.2f} s CPU) |"
+        )
     if job:
         for engine in ("local", "spark"):
             if f"{engine}_first_run_s" not in job:
