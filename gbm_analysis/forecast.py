@@ -24,16 +24,16 @@ from gbm_analysis.exceptions import DataError
 from gbm_analysis.model import (
     PathSummary,
     ReturnSeries,
+    bootstrap_log_paths,
     centre_step_returns,
     estimate,
     estimate_ewma,
     grid_log_returns,
-    simulate_bootstrap_paths,
-    simulate_paths,
+    simulate_log_paths,
     step_log_returns,
-    summarise_paths,
+    summarise_log_paths,
 )
-from gbm_analysis.seasonal import seasonal_blocks, simulate_block_paths
+from gbm_analysis.seasonal import block_log_paths, seasonal_blocks
 from schemas.markets import annualisation_for
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def _one_model(
     if model == "gbm":
         est = estimate(series, drift=settings.drift)
         mu, sigma, stderr = est.mu, est.sigma, est.sigma_stderr
-        paths = simulate_paths(s0, mu, sigma, dt, n_steps, n_paths, rng, chunk_paths=chunk)
+        log_paths = simulate_log_paths(mu, sigma, dt, n_steps, n_paths, rng, chunk_paths=chunk)
     elif model == "ewma_t":
         ewma = estimate_ewma(
             series,
@@ -147,7 +147,9 @@ def _one_model(
             dof=settings.t_dof,
         )
         mu, sigma, dof = ewma.mu, ewma.sigma, ewma.dof
-        paths = simulate_paths(s0, mu, sigma, dt, n_steps, n_paths, rng, dof=dof, chunk_paths=chunk)
+        log_paths = simulate_log_paths(
+            mu, sigma, dt, n_steps, n_paths, rng, dof=dof, chunk_paths=chunk
+        )
     elif model == "seasonal_fhs":
         blocks = seasonal_blocks(
             long_series or series,
@@ -157,7 +159,7 @@ def _one_model(
             half_life_seconds=settings.ewma_half_life_seconds,
             drift=settings.drift,
         )
-        paths = simulate_block_paths(s0, blocks, n_paths, rng, chunk_paths=chunk)
+        log_paths = block_log_paths(blocks, n_paths, rng, chunk_paths=chunk)
         mu = (
             _arithmetic_drift(blocks.cumulative[:, -1], settings.horizon_seconds)
             if settings.drift != "zero"
@@ -167,12 +169,12 @@ def _one_model(
     else:  # hist_sim: bootstrap of overlapping historical step returns, drift as GBM_DRIFT says
         raw = step_log_returns(series, step_bars=settings.step_seconds // settings.bar_seconds)
         hist = centre_step_returns(raw, drift=settings.drift)
-        paths = simulate_bootstrap_paths(s0, hist, n_steps, n_paths, rng, chunk_paths=chunk)
+        log_paths = bootstrap_log_paths(hist, n_steps, n_paths, rng, chunk_paths=chunk)
         # arithmetic drift per second, E[S(t+d)] = S(t) exp(mu d), as the GBM's mu (0 under zero)
         mu = _arithmetic_drift(hist, settings.step_seconds) if settings.drift != "zero" else 0.0
         sigma = float(hist.std(ddof=1) / math.sqrt(settings.step_seconds))
-    summary = summarise_paths(
-        paths, s0, n_sample=settings.n_sample_paths, bins=settings.histogram_bins
+    summary = summarise_log_paths(
+        log_paths, s0, n_sample=settings.n_sample_paths, bins=settings.histogram_bins
     )
     convention = annualisation_for(symbol)
     return ModelForecast(

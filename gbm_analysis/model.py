@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,10 +47,12 @@ __all__ = [
     "estimate",
     "estimate_ewma",
     "grid_log_returns",
+    "bootstrap_log_paths",
     "centre_step_returns",
-    "simulate_bootstrap_paths",
+    "simulate_log_paths",
     "simulate_paths",
     "step_log_returns",
+    "summarise_log_paths",
     "summarise_paths",
 ]
 
@@ -322,6 +324,134 @@ def _chunks(n_paths: int, chunk_paths: int) -> Iterator[tuple[int, int]]:
         yield lo, min(lo + chunk_paths, n_paths)
 
 
+#: candidate pairs drawn at once by :class:`_StudentT`: its temporaries stay in a core's cache
+_T_BLOCK = 16_384
+
+
+class _StudentT:
+    """Student-t variates by Bailey's polar method, one fixed stream per generator and ``dof``.
+
+    For ``(U, V)`` uniform on the unit disc and ``W = U^2 + V^2``,
+    ``T = U sqrt(dof (W^(-2/dof) - 1) / W)`` has the t distribution with ``dof`` degrees of
+    freedom exactly (R. W. Bailey, Math. Comp. 62, 1994). A candidate costs two uniforms, and
+    pi/4 of them are kept; ``Generator.standard_t`` draws a normal and a gamma per variate
+    instead (the gamma another normal, a uniform and often a log), about 1.3x the CPU here.
+
+    Candidates come ``_T_BLOCK`` pairs at a time, and the variates of a block not yet handed out
+    wait for the next call, so the stream does not depend on how the calls split it (the chunks).
+    """
+
+    def __init__(self, rng: np.random.Generator, dof: float) -> None:
+        self._rng = rng
+        self._dof = dof
+        self._spare: FloatArray = np.empty(0, dtype=np.float64)
+
+    def fill(self, out: FloatArray) -> None:
+        """Fill ``out`` (any shape, C-contiguous) with the next variates, in row-major order."""
+        flat = out.reshape(-1)
+        done = 0
+        while done < flat.size:
+            if not self._spare.size:
+                self._spare = self._block()
+            take = min(self._spare.size, flat.size - done)
+            flat[done : done + take] = self._spare[:take]
+            self._spare = self._spare[take:]
+            done += take
+
+    def _block(self) -> FloatArray:
+        u, v = self._rng.random((2, _T_BLOCK))
+        u *= 2.0
+        u -= 1.0
+        v *= 2.0
+        v -= 1.0
+        w = u * u
+        v *= v
+        w += v
+        # W = 0 (both exactly 0, p = 2^-106) would give 0 * inf
+        inside = (w < 1.0) & (w > 0.0)
+        u, w = u[inside], w[inside]
+        t: FloatArray = np.log(w)
+        t *= -2.0 / self._dof
+        np.exp(t, out=t)
+        t -= 1.0
+        t *= self._dof
+        t /= w
+        np.sqrt(t, out=t)
+        t *= u
+        return t
+
+
+def simulate_log_paths(
+    mu: float,
+    sigma: float,
+    dt: float,
+    n_steps: int,
+    n_paths: int,
+    rng: np.random.Generator,
+    *,
+    dof: float | None = None,
+    chunk_paths: int = 2_000,
+) -> FloatArray:
+    """Cumulative log returns of GBM paths with the exact log-normal step, step-major.
+
+    Each step adds ``(mu - sigma^2/2) dt + sigma sqrt(dt) Z``; ``Z`` is standard normal, or, with
+    ``dof``, Student-t scaled to unit variance (fat tails, same variance). Row ``k`` holds every
+    path's ``log(S((k+1) dt) / S(0))``: a row is one step's values in contiguous memory, which
+    the per-step statistics (:func:`summarise_log_paths`) sort and reduce. The draws are taken
+    path by path, ``chunk_paths`` paths at a time (temporary memory is one chunk), so the result
+    does not depend on ``chunk_paths``.
+
+    :param mu: arithmetic drift per second
+    :param sigma: volatility per second, >= 0
+    :param dt: step length in seconds, > 0
+    :param n_steps: steps per path
+    :param n_paths: number of paths
+    :param rng: the generator, e.g. ``np.random.default_rng(seed)``
+    :param dof: Student-t degrees of freedom (> 2) instead of normal innovations
+    :param chunk_paths: paths drawn per chunk
+    :returns: shape ``(n_steps, n_paths)``
+    :raises ConfigError: on a non-positive step or size
+
+    >>> simulate_log_paths(0.0, 0.001, 60.0, 3, 4, np.random.default_rng(7)).shape
+    (3, 4)
+    """
+    if not (sigma >= 0 and math.isfinite(sigma)) or not dt > 0:
+        raise ConfigError(f"sigma={sigma!r} must be >= 0 and dt={dt!r} > 0")
+    if n_steps <= 0 or n_paths <= 0:
+        raise ConfigError(f"n_steps={n_steps!r} and n_paths={n_paths!r} must be positive")
+    if dof is not None and not dof > 2:
+        raise ConfigError(f"dof={dof!r} must be > 2")
+    drift = (mu - 0.5 * sigma * sigma) * dt
+    vol = sigma * math.sqrt(dt)
+    t_scale = math.sqrt((dof - 2.0) / dof) if dof is not None else 1.0
+    student = _StudentT(rng, dof) if dof is not None else None
+
+    def draw(block: FloatArray) -> None:
+        if student is None:
+            rng.standard_normal(out=block)
+        else:
+            student.fill(block)
+        block *= vol * t_scale
+        block += drift
+
+    return _step_major(n_steps, n_paths, chunk_paths, draw)
+
+
+def _step_major(
+    n_steps: int, n_paths: int, chunk_paths: int, draw: Callable[[FloatArray], None]
+) -> FloatArray:
+    """Per-step log returns that ``draw`` writes path by path into ``(paths, n_steps)`` chunks,
+    summed along each path while the chunk is in cache, as cumulative log returns of shape
+    ``(n_steps, n_paths)``."""
+    out = np.empty((n_steps, n_paths), dtype=np.float64)
+    for lo, hi in _chunks(n_paths, chunk_paths):
+        block = np.empty((hi - lo, n_steps), dtype=np.float64)
+        draw(block)
+        np.cumsum(block, axis=1, out=block)
+        out[:, lo:hi] = block.T
+    return out
+
+
 def simulate_paths(
     s0: float,
     mu: float,
@@ -334,22 +464,10 @@ def simulate_paths(
     dof: float | None = None,
     chunk_paths: int = 2_000,
 ) -> FloatArray:
-    """Simulate GBM prices with the exact log-normal step, vectorised and chunked.
-
-    ``S(t+dt) = S(t) exp((mu - sigma^2/2) dt + sigma sqrt(dt) Z)``; ``Z`` is standard normal, or,
-    with ``dof``, Student-t scaled to unit variance (fat tails, same variance). Paths are filled
-    ``chunk_paths`` rows at a time into the result, so temporary memory is one chunk; the draws are
-    taken in row order, so the result does not depend on ``chunk_paths``.
+    """Simulate GBM prices with the exact log-normal step: ``s0 * exp`` of
+    :func:`simulate_log_paths` (same parameters and draws), one path per row.
 
     :param s0: price at the start, > 0
-    :param mu: arithmetic drift per second
-    :param sigma: volatility per second, >= 0
-    :param dt: step length in seconds, > 0
-    :param n_steps: steps per path
-    :param n_paths: number of paths
-    :param rng: the generator, e.g. ``np.random.default_rng(seed)``
-    :param dof: Student-t degrees of freedom (> 2) instead of normal innovations
-    :param chunk_paths: rows simulated per chunk
     :returns: prices, shape ``(n_paths, n_steps)``; column ``k`` is the price at ``(k+1) dt``
     :raises ConfigError: on a non-positive price, step or size
 
@@ -359,42 +477,25 @@ def simulate_paths(
     """
     if not (s0 > 0 and math.isfinite(s0)):
         raise ConfigError(f"s0={s0!r} must be a positive finite price")
-    if not (sigma >= 0 and math.isfinite(sigma)) or not dt > 0:
-        raise ConfigError(f"sigma={sigma!r} must be >= 0 and dt={dt!r} > 0")
-    if n_steps <= 0 or n_paths <= 0:
-        raise ConfigError(f"n_steps={n_steps!r} and n_paths={n_paths!r} must be positive")
-    if dof is not None and not dof > 2:
-        raise ConfigError(f"dof={dof!r} must be > 2")
-    out = np.empty((n_paths, n_steps), dtype=np.float64)
-    drift = (mu - 0.5 * sigma * sigma) * dt
-    vol = sigma * math.sqrt(dt)
-    t_scale = math.sqrt((dof - 2.0) / dof) if dof is not None else 1.0
-    for lo, hi in _chunks(n_paths, chunk_paths):
-        block = out[lo:hi]
-        if dof is None:
-            rng.standard_normal(out=block)
-        else:
-            block[:] = rng.standard_t(dof, size=block.shape)
-        block *= vol * t_scale
-        block += drift
-        _prices_from_log_returns(block, s0)
-    return out
+    log_paths = simulate_log_paths(
+        mu, sigma, dt, n_steps, n_paths, rng, dof=dof, chunk_paths=chunk_paths
+    )
+    return np.ascontiguousarray(_prices(log_paths, s0).T)
 
 
-def _prices_from_log_returns(block: FloatArray, s0: float) -> None:
-    """Turn per-step log returns into prices in place, ``s0 * exp(cumulative return)``.
+def _prices(log_returns: FloatArray, s0: float) -> FloatArray:
+    """``s0 * exp(log_returns)``, a new array.
 
     Scaling ``exp`` by ``s0`` (not ``exp(log s0 + x)``) keeps a path that has not moved at exactly
     ``s0``: ``exp(log s0)`` is one rounding off ``s0`` for most two-decimal prices, which would put
     every flat path above or below the last price (P(above), band edges, ties in the backtest).
     """
-    np.cumsum(block, axis=1, out=block)
-    np.exp(block, out=block)
-    block *= s0
+    out = np.exp(log_returns)
+    out *= s0
+    return out
 
 
-def simulate_bootstrap_paths(
-    s0: float,
+def bootstrap_log_paths(
     step_returns: FloatArray,
     n_steps: int,
     n_paths: int,
@@ -405,7 +506,7 @@ def simulate_bootstrap_paths(
     """Historical simulation: each step's log return is drawn with replacement from the past.
 
     :param step_returns: historical log returns over one step (e.g. from :func:`step_log_returns`)
-    :returns: prices, shape ``(n_paths, n_steps)``
+    :returns: cumulative log returns, shape ``(n_steps, n_paths)`` as :func:`simulate_log_paths`
     :raises InsufficientDataError: fewer than 10 historical step returns
     """
     if step_returns.size < 10:
@@ -413,13 +514,12 @@ def simulate_bootstrap_paths(
             f"{step_returns.size} historical step returns, need at least 10 for historical "
             "simulation"
         )
-    out = np.empty((n_paths, n_steps), dtype=np.float64)
-    for lo, hi in _chunks(n_paths, chunk_paths):
-        block = out[lo:hi]
+
+    def draw(block: FloatArray) -> None:
         idx = rng.integers(0, step_returns.size, size=block.shape)
         np.take(step_returns, idx, out=block)
-        _prices_from_log_returns(block, s0)
-    return out
+
+    return _step_major(n_steps, n_paths, chunk_paths, draw)
 
 
 @dataclass(frozen=True)
@@ -461,24 +561,84 @@ def summarise_paths(
     >>> s.mean.tolist(), s.p_above.tolist(), s.hist_counts.tolist()
     ([3.0, 4.0], [0.6666666666666666, 0.6666666666666666], [1, 2])
     """
-    n = paths.shape[0]
+    lo, hi, frac = _ranks(paths.shape[0])
     ordered = np.sort(paths, axis=0)
-    pos = PERCENTILE_LEVELS * (n - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n - 1)
-    frac = (pos - lo)[:, None]
-    below, above = ordered[lo], ordered[hi]
-    # interpolated as numpy does, from the nearer neighbour, so equal neighbours (flat paths at
-    # s0) give exactly their value: ``a (1 - f) + a f`` can be one rounding off ``a``
-    pct = np.where(
-        frac < 0.5, below + (above - below) * frac, above - (above - below) * (1.0 - frac)
-    )  # (99, n_steps)
+    pct = _interpolate(ordered[lo].T, ordered[hi].T, frac)
     counts, edges = np.histogram(paths[:, -1], bins=bins)
     return PathSummary(
         mean=paths.mean(axis=0),
-        percentiles=np.ascontiguousarray(pct.T),
+        percentiles=np.ascontiguousarray(pct),
         p_above=(paths > s0).mean(axis=0),
         sample=paths[:n_sample].copy(),
         hist_edges=edges.astype(np.float64),
         hist_counts=counts.astype(np.int64),
     )
+
+
+#: values of the steps summarised together by :func:`summarise_log_paths` (512 KiB of doubles):
+#: each block of steps is read from memory once, and its prices, mean, count and sort stay in a
+#: core's cache
+_SUMMARY_BLOCK = 65_536
+
+
+def summarise_log_paths(
+    log_paths: FloatArray, s0: float, *, n_sample: int = 50, bins: int = 50
+) -> PathSummary:
+    """:func:`summarise_paths` of the prices ``s0 * exp(log_paths)``, from cumulative log
+    returns of shape ``(n_steps, n_paths)`` (:func:`simulate_log_paths`); sorts ``log_paths``
+    in place.
+
+    ``exp`` keeps the order, so the percentiles come from the sorted log returns, and only the
+    order statistics they use are turned into prices: the same values as sorting the prices.
+    A step's values are one contiguous row, and a few rows at a time are summarised.
+
+    >>> s = summarise_log_paths(np.array([[-0.1, 0.0, 0.1], [0.0, 0.0, 0.2]]), 10.0, bins=2)
+    >>> s.p_above.tolist(), s.quantile(0.5).tolist(), s.hist_counts.tolist(), s.sample.shape
+    ([0.3333333333333333, 0.3333333333333333], [10.0, 10.0], [2, 1], (3, 2))
+    """
+    n_steps, n = log_paths.shape
+    n_sample = min(n_sample, n)
+    lo, hi, frac = _ranks(n)
+    mean = np.empty(n_steps, dtype=np.float64)
+    p_above = np.empty(n_steps, dtype=np.float64)
+    sample = np.empty((n_sample, n_steps), dtype=np.float64)
+    below = np.empty((n_steps, lo.size), dtype=np.float64)
+    above = np.empty((n_steps, lo.size), dtype=np.float64)
+    rows = max(1, _SUMMARY_BLOCK // n)
+    prices = np.empty((min(rows, n_steps), n), dtype=np.float64)
+    for a in range(0, n_steps, rows):
+        b = min(a + rows, n_steps)
+        steps, block = log_paths[a:b], prices[: b - a]
+        np.exp(steps, out=block)
+        block *= s0  # as _prices: a flat path stays at exactly s0
+        mean[a:b] = block.mean(axis=1)
+        p_above[a:b] = np.count_nonzero(block > s0, axis=1) / n
+        sample[:, a:b] = block[:, :n_sample].T
+        steps.sort(axis=1)
+        below[a:b], above[a:b] = steps[:, lo], steps[:, hi]
+    counts, edges = np.histogram(block[-1], bins=bins)  # the last step's prices
+    return PathSummary(
+        mean=mean,
+        percentiles=_interpolate(_prices(below, s0), _prices(above, s0), frac),
+        p_above=p_above,
+        sample=sample,
+        hist_edges=edges.astype(np.float64),
+        hist_counts=counts.astype(np.int64),
+    )
+
+
+def _ranks(n: int) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
+    """The order statistics below and above each of :data:`PERCENTILE_LEVELS` among ``n``
+    values, and the fraction of the way between them (numpy's ``linear`` method)."""
+    pos = PERCENTILE_LEVELS * (n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    return lo, hi, pos - lo
+
+
+def _interpolate(below: FloatArray, above: FloatArray, frac: FloatArray) -> FloatArray:
+    """``below`` to ``above`` by ``frac`` (along the last axis), from the nearer neighbour as
+    numpy does, so equal neighbours (flat paths at s0) give exactly their value:
+    ``a (1 - f) + a f`` can be one rounding off ``a``."""
+    gap = above - below
+    return np.where(frac < 0.5, below + gap * frac, above - gap * (1.0 - frac))

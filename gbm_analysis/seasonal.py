@@ -50,7 +50,7 @@ __all__ = [
     "PERIOD_SECONDS",
     "SeasonalBlocks",
     "seasonal_blocks",
-    "simulate_block_paths",
+    "block_log_paths",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -241,27 +241,21 @@ def seasonal_blocks(
     )
 
 
-def simulate_block_paths(
-    s0: float,
+def block_log_paths(
     blocks: SeasonalBlocks,
     n_paths: int,
     rng: np.random.Generator,
     *,
     chunk_paths: int = 2_000,
 ) -> FloatArray:
-    """Prices of ``n_paths`` paths, each one block drawn with replacement, ``s0 * exp(cumulative)``.
-
-    :returns: shape ``(n_paths, n_steps)``
-    """
+    """Cumulative log returns of ``n_paths`` paths, each one block drawn with replacement;
+    shape ``(n_steps, n_paths)``, as :func:`gbm_analysis.model.simulate_log_paths`, so that
+    :func:`gbm_analysis.model.summarise_log_paths` turns them into ``s0 * exp(cumulative)``."""
     if n_paths <= 0 or chunk_paths <= 0:
         raise ConfigError(f"n_paths={n_paths!r} and chunk_paths={chunk_paths!r} must be positive")
-    n_steps = blocks.cumulative.shape[1]
-    out = np.empty((n_paths, n_steps), dtype=np.float64)
+    out = np.empty((blocks.cumulative.shape[1], n_paths), dtype=np.float64)
     for lo in range(0, n_paths, chunk_paths):
         hi = min(lo + chunk_paths, n_paths)
         pick = rng.integers(0, blocks.n_blocks, size=hi - lo)
-        block = out[lo:hi]
-        np.take(blocks.cumulative, pick, axis=0, out=block)
-        np.exp(block, out=block)
-        block *= s0
+        out[:, lo:hi] = blocks.cumulative[pick].T
     return out

@@ -17,12 +17,14 @@ from gbm_analysis.exceptions import (
 from gbm_analysis.model import (
     PERCENTILE_LEVELS,
     SECONDS_PER_YEAR,
+    bootstrap_log_paths,
     estimate,
     estimate_ewma,
     grid_log_returns,
-    simulate_bootstrap_paths,
+    simulate_log_paths,
     simulate_paths,
     step_log_returns,
+    summarise_log_paths,
     summarise_paths,
 )
 from tests.gbm_analysis.conftest import BAR, gbm_closes
@@ -150,12 +152,38 @@ def test_student_t_innovations_have_fat_tails_and_unit_variance() -> None:
 def test_same_seed_same_paths_whatever_the_chunking(dof: float | None) -> None:
     def run(seed: int, chunk: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        return simulate_paths(50.0, 0.0, 1e-4, 60.0, 12, 1_001, rng, dof=dof, chunk_paths=chunk)
+        return simulate_paths(50.0, 0.0, 1e-4, 60.0, 12, 3_001, rng, dof=dof, chunk_paths=chunk)
 
-    first = run(7, 1_001)
-    assert np.array_equal(first, run(7, 1_001))
+    # 36,012 draws: the Student-t draws span several of their sampler's blocks
+    first = run(7, 3_001)
+    assert np.array_equal(first, run(7, 3_001))
+    assert np.array_equal(first, run(7, 1_000))
     assert np.array_equal(first, run(7, 64))
-    assert not np.array_equal(first, run(8, 1_001))
+    assert not np.array_equal(first, run(8, 3_001))
+
+
+@pytest.mark.parametrize("dof", [4.05, 5.0, 30.0])
+def test_student_t_draws_follow_the_t_distribution(dof: float) -> None:
+    """Over the whole range of ``dof`` the estimator gives: one step of 200,000 paths, the
+    innovations divided back out, against the t distribution's CDF (Kolmogorov-Smirnov) and
+    its tails."""
+    sigma, dt = 1e-3, 1.0
+    steps = simulate_log_paths(
+        0.0, sigma, dt, 1, 200_000, np.random.default_rng(11), dof=dof
+    ).ravel()
+    z = (steps + 0.5 * sigma**2 * dt) / (sigma * math.sqrt(dt))
+    t = z / math.sqrt((dof - 2.0) / dof)  # back to the standard t
+    assert stats.kstest(t, stats.t(dof).cdf).pvalue > 0.01
+    for q in (1e-3, 1e-2, 0.99, 0.999):  # the tails too, within 4 standard errors
+        share = float((t <= stats.t(dof).ppf(q)).mean())
+        assert abs(share - q) < 4 * math.sqrt(q * (1 - q) / t.size)
+
+
+def test_prices_are_s0_times_exp_of_the_log_paths() -> None:
+    log_paths = simulate_log_paths(0.0, 5e-4, 60.0, 4, 9, np.random.default_rng(3), dof=6.0)
+    prices = simulate_paths(20.0, 0.0, 5e-4, 60.0, 4, 9, np.random.default_rng(3), dof=6.0)
+    assert log_paths.shape == (4, 9) and prices.shape == (9, 4)
+    assert np.array_equal(prices, 20.0 * np.exp(log_paths.T))
 
 
 def test_paths_start_from_s0_and_constant_when_sigma_and_mu_are_zero() -> None:
@@ -201,11 +229,11 @@ def test_historical_simulation_draws_only_observed_step_returns() -> None:
     series = _series(gbm_closes(400, sigma_per_s=SIGMA, seed=4))
     hist = step_log_returns(series, step_bars=12)
     assert hist.size == 400 - 12
-    paths = simulate_bootstrap_paths(10.0, hist, 3, 500, np.random.default_rng(0))
-    first = np.log(paths[:, 0] / 10.0)
-    assert np.isin(np.round(first, 12), np.round(hist, 12)).all()
+    log_paths = bootstrap_log_paths(hist, 3, 500, np.random.default_rng(0))
+    assert log_paths.shape == (3, 500)
+    assert np.isin(log_paths[0], hist).all()
     with pytest.raises(InsufficientDataError, match="need at least 10"):
-        simulate_bootstrap_paths(10.0, hist[:9], 3, 5, np.random.default_rng(0))
+        bootstrap_log_paths(hist[:9], 3, 5, np.random.default_rng(0))
 
 
 def test_summary_matches_numpy_percentiles_and_counts_every_path() -> None:
@@ -219,3 +247,23 @@ def test_summary_matches_numpy_percentiles_and_counts_every_path() -> None:
     assert np.array_equal(summary.sample, paths[:5])
     with pytest.raises(ConfigError, match="level=0.333"):
         summary.quantile(0.333)
+
+
+def test_summary_of_log_paths_equals_the_summary_of_their_prices() -> None:
+    """Percentiles from the sorted log returns, turned into prices afterwards, are the ones of
+    the sorted prices, to the bit; flat paths (exact zeros) and moves that cancel included."""
+    rng = np.random.default_rng(5)
+    moves = rng.choice(np.log([0.999, 1.0, 1.001, 1.002]), size=(6, 2_001))
+    moves[:, :300] = 0.0
+    log_paths = np.cumsum(moves, axis=0)
+    s0 = 101.23
+    prices = np.ascontiguousarray((s0 * np.exp(log_paths)).T)
+    expected = summarise_paths(prices, s0, n_sample=7, bins=13)
+    got = summarise_log_paths(log_paths.copy(), s0, n_sample=7, bins=13)
+    assert np.array_equal(got.percentiles, expected.percentiles)
+    assert np.array_equal(got.p_above, expected.p_above)
+    assert np.array_equal(got.sample, expected.sample)
+    assert np.array_equal(got.hist_edges, expected.hist_edges)
+    assert np.array_equal(got.hist_counts, expected.hist_counts)
+    assert np.allclose(got.mean, expected.mean, rtol=1e-13, atol=0.0)
+    assert got.quantile(0.01)[0] < s0 == got.quantile(0.5)[0]
