@@ -300,9 +300,16 @@ FORECAST_COLUMNS: tuple[str, ...] = (
 )
 
 
-def forecast_row(fc: ModelForecast) -> dict[str, Any]:
-    """One forecast as a row of :data:`FORECAST_COLUMNS` (arrays as flat lists, row-major)."""
+def forecast_row(fc: ModelForecast, *, lists: bool = True) -> dict[str, Any]:
+    """One forecast as a row of :data:`FORECAST_COLUMNS` (arrays flat, row-major): as lists, or
+    with ``lists=False`` as numpy arrays (the local engine encodes them itself)."""
     s = fc.summary
+
+    def flat(values: NDArray[Any] | None) -> Any:
+        if values is None:
+            return []
+        return values.ravel().tolist() if lists else values.ravel()
+
     return {
         "symbol": fc.symbol,
         "model": fc.model,
@@ -320,12 +327,12 @@ def forecast_row(fc: ModelForecast) -> dict[str, Any]:
         "n_returns": fc.n_returns,
         "n_rejected": fc.n_rejected,
         "n_segments": fc.n_segments,
-        "mean": s.mean.tolist() if s else [],
-        "p_above": s.p_above.tolist() if s else [],
-        "percentiles": s.percentiles.ravel().tolist() if s else [],
-        "sample": s.sample.ravel().tolist() if s else [],
-        "hist_edges": s.hist_edges.tolist() if s else [],
-        "hist_counts": s.hist_counts.tolist() if s else [],
+        "mean": flat(s.mean if s else None),
+        "p_above": flat(s.p_above if s else None),
+        "percentiles": flat(s.percentiles if s else None),
+        "sample": flat(s.sample if s else None),
+        "hist_edges": flat(s.hist_edges if s else None),
+        "hist_counts": flat(s.hist_counts if s else None),
     }
 
 

@@ -35,7 +35,10 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from gbm_analysis.config import GbmSettings
+from gbm_analysis.cql import batch_rows, bound_rows, cells, double_lists
 from gbm_analysis.exceptions import StorageError
 from gbm_analysis.forecast import forecast_frame, forecast_row, forecast_symbol
 from gbm_analysis.io import GbmStore, days_between, new_run_id, to_utc
@@ -47,6 +50,7 @@ from schemas.runtime.spark import read_cassandra, write_cassandra
 if TYPE_CHECKING:
     from datetime import date
 
+    from numpy.typing import NDArray
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from gbm_analysis.registry import Registry
@@ -150,6 +154,8 @@ def _with_learned(
 
 
 _N_PCT = 99  # percentiles stored per step
+#: the percentiles each step's row in ``gbm_forecasts`` also has as columns q05 .. q95
+_BAND_LEVELS = (5, 25, 50, 75, 95)
 #: the primary key of every table a run writes, (symbol, day) the partition
 _KEY_COLUMNS = ("symbol", "day", "issued_at", "run_id", "model")
 #: the run's estimates that each step's row in ``gbm_forecasts`` repeats
@@ -219,11 +225,7 @@ def _forecasts_table(ok: DataFrame, settings: GbmSettings, keys: list[Column]) -
         F.timestamp_seconds(F.col("as_of")).alias("as_of"),
         *_STEP_ESTIMATES,
         "mean",
-        pct(5),
-        pct(25),
-        pct(50),
-        pct(75),
-        pct(95),
+        *(pct(level) for level in _BAND_LEVELS),
         F.element_at("p_above", F.col("i") + 1).alias("p_above"),
         F.slice("percentiles", F.col("i") * _N_PCT + 1, _N_PCT).alias("percentiles"),
     )
@@ -535,15 +537,21 @@ class _Writer:
             raise StorageError(f"cassandra write failed: {type(exc).__name__}: {exc}") from exc
         self.n_rows += 1
 
-    def submit_batch(self, statement: Any, rows: Sequence[Sequence[Any]]) -> None:
-        """``rows`` of one partition, in one unlogged batch."""
+    @property
+    def protocol_version(self) -> int:
+        """The native protocol version the session's connections speak."""
+        return int(self._store.session.cluster.protocol_version)
+
+    def submit_batch(self, statement: Any, rows: Sequence[Sequence[bytes | None]]) -> None:
+        """``rows`` of one partition, encoded (:func:`gbm_analysis.cql.batch_rows`), in one
+        unlogged batch."""
         from cassandra.query import BatchStatement, BatchType
 
         if not rows:
             return
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        for values in rows:
-            batch.add(statement, values)
+        for bound in bound_rows(statement, rows):
+            batch.add(bound)
         self.submit(batch, ())
         self.n_rows += len(rows) - 1
 
@@ -655,58 +663,48 @@ def _write_rows(
     )
     if row["status"] != "ok":
         return
-    pct = list(row["percentiles"])
-    means, above = list(row["mean"]), list(row["p_above"])
-    statement = writer.prepare(TABLE_GBM_FORECASTS, _STEP_COLUMNS)
-    fixed = [
-        row["last_price"],
-        row["mu"],
-        row["sigma"],
-        row["sigma_annualised"],
-        row["annualisation"],
-        row["n_bars"],
-    ]
-    n_pct = 99
-    # timestamps as epoch ms, encoded by the driver as they are (a datetime costs a timegm a
-    # row); issued_at truncated to the millisecond as the driver truncates a datetime
+    # the step and path rows are encoded a batch at a time (gbm_analysis/cql.py); timestamps
+    # as epoch ms, issued_at truncated to the millisecond as the driver truncates a datetime
     issued_ms = calendar.timegm(issued_at.utctimetuple()) * 1000 + issued_at.microsecond // 1000
-    keys = [row["symbol"], day, issued_ms, run_id, row["model"]]
-    as_of_ms = int(round(as_of * 1000))
-    step_ms = settings.step_seconds * 1000
-    steps = []
-    for i, mean in enumerate(means):
-        step = i + 1
-        levels = pct[i * n_pct : (i + 1) * n_pct]
-        steps.append(
-            [
-                *keys,
-                step,
-                as_of_ms + step * step_ms,  # epoch ms: the driver encodes ints as they are
-                step * settings.step_seconds,
-                as_of_ms,
-                *fixed,
-                mean,
-                levels[4],
-                levels[24],
-                levels[49],
-                levels[74],
-                levels[94],
-                above[i],
-                levels,
-            ]
-        )
-    writer.submit_batch(statement, steps)
-    sample = list(row["sample"])
-    if not settings.n_sample_paths or not sample:  # learned models draw no paths
-        return
+    key_values = [row["symbol"], day, issued_ms, run_id, row["model"]]
+    shared = {**dict(zip(_KEY_COLUMNS, key_values, strict=True)), "as_of": round(as_of * 1000)}
+    _write_steps(writer, row, shared, settings.step_seconds)
+    sample = np.asarray(row["sample"], dtype=np.float64)
+    if settings.n_sample_paths and sample.size:  # learned models draw no paths
+        _write_paths(writer, sample.reshape(settings.n_sample_paths, -1), shared, settings)
+
+
+def _write_paths(
+    writer: _Writer, prices: NDArray[np.float64], shared: dict[str, Any], settings: GbmSettings
+) -> None:
+    """The ``gbm_paths`` rows of one (symbol, model), one per sample path, in one batch."""
     statement = writer.prepare(TABLE_GBM_PATHS, _PATH_COLUMNS)
-    n = settings.n_steps
+    varying = {"path": cells(np.arange(prices.shape[0]), "int"), "prices": double_lists(prices)}
+    shared = {**shared, "step_seconds": settings.step_seconds}
+    writer.submit_batch(statement, batch_rows(statement, writer.protocol_version, shared, varying))
+
+
+def _write_steps(
+    writer: _Writer, row: dict[str, Any], shared: dict[str, Any], step_seconds: int
+) -> None:
+    """The ``gbm_forecasts`` rows of one (symbol, model), one per step, in one batch."""
+    statement = writer.prepare(TABLE_GBM_FORECASTS, _STEP_COLUMNS)
+    means = np.asarray(row["mean"], dtype=np.float64)
+    pct = np.asarray(row["percentiles"], dtype=np.float64).reshape(means.size, _N_PCT)
+    step = np.arange(1, means.size + 1, dtype=np.int64)
+    varying = {
+        "step": cells(step, "int"),
+        "target_ts": cells(shared["as_of"] + step * (step_seconds * 1000), "timestamp"),
+        "horizon_s": cells(step * step_seconds, "int"),
+        "mean": cells(means, "double"),
+        **{f"q{level:02d}": cells(pct[:, level - 1], "double") for level in _BAND_LEVELS},
+        "p_above": cells(np.asarray(row["p_above"], dtype=np.float64), "double"),
+        "percentiles": double_lists(pct),
+    }
+    estimates = {c: row[c] for c in _STEP_ESTIMATES}
     writer.submit_batch(
         statement,
-        [
-            [*keys, path, as_of_ms, settings.step_seconds, sample[path * n : (path + 1) * n]]
-            for path in range(settings.n_sample_paths)
-        ],
+        batch_rows(statement, writer.protocol_version, {**shared, **estimates}, varying),
     )
 
 
@@ -717,11 +715,9 @@ def _forecast_rows(
     seed: int,
     family_from: float | None,
 ) -> list[dict[str, Any]]:
-    import numpy as np
-
     starts, closes = bars
     return [
-        forecast_row(fc)
+        forecast_row(fc, lists=False)
         for fc in forecast_symbol(
             symbol,
             np.asarray(starts, dtype=np.float64),
