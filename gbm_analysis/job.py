@@ -499,6 +499,43 @@ def _log_statuses(statuses: list[tuple[str, str, str, str]]) -> None:
 _WRITES_IN_FLIGHT = 32
 
 
+#: times a timed-out insert of the run is sent again (:func:`_retry_timed_out_writes`)
+_WRITE_RETRIES = 3
+
+
+def _retry_timed_out_writes() -> Any:
+    """The driver's retry policy, except that an insert or unlogged batch whose replica did
+    not answer in time (``WriteTimeout``) is sent again, up to ``_WRITE_RETRIES`` times.
+
+    The run's inserts are idempotent (the same key and values again), so a retry can only
+    write the same row. On a loaded single node a write waited past the server's 2-s timeout
+    in its mutation queue often enough that one of a run's 300 writes failed, and with it the
+    run; the driver's default retries a timed-out write only for the batch log."""
+    from cassandra.policies import RetryPolicy, WriteType
+
+    class RetryTimedOutWrites(RetryPolicy):
+        def on_write_timeout(
+            self,
+            query: Any,
+            consistency: Any,
+            write_type: Any,
+            required_responses: int,
+            received_responses: int,
+            retry_num: int,
+        ) -> tuple[Any, Any]:
+            if retry_num < _WRITE_RETRIES and write_type in (
+                WriteType.SIMPLE,
+                WriteType.UNLOGGED_BATCH,
+            ):
+                logger.warning("a write timed out on the server; sending it again")
+                return self.RETRY, consistency
+            return super().on_write_timeout(
+                query, consistency, write_type, required_responses, received_responses, retry_num
+            )
+
+    return RetryTimedOutWrites()
+
+
 class _Writer:
     """Prepared inserts sent asynchronously, at most ``_WRITES_IN_FLIGHT`` requests at a time;
     the first failure is raised by :meth:`submit` or :meth:`drain` as a :class:`StorageError`.
@@ -514,18 +551,22 @@ class _Writer:
         self._store = store
         self._pending: deque[Any] = deque()
         self._prepared: dict[str, Any] = {}
+        self._retry = _retry_timed_out_writes()
         self.n_rows = 0
 
     def prepare(self, table: str, columns: Sequence[str]) -> Any:
         key = f"{table}({','.join(columns)})"
         if key not in self._prepared:
             try:
-                self._prepared[key] = self._store.session.prepare(
+                statement = self._store.session.prepare(
                     f"INSERT INTO {self._store.keyspace}.{table} ({', '.join(columns)}) "
                     f"VALUES ({', '.join('?' * len(columns))})"
                 )
             except _driver_errors() as exc:
                 raise StorageError(f"cassandra prepare {table} insert failed: {exc}") from exc
+            statement.retry_policy = self._retry
+            statement.is_idempotent = True
+            self._prepared[key] = statement
         return self._prepared[key]
 
     def submit(self, statement: Any, values: Sequence[Any]) -> None:
@@ -549,7 +590,8 @@ class _Writer:
 
         if not rows:
             return
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED, retry_policy=self._retry)
+        batch.is_idempotent = True
         for bound in bound_rows(statement, rows):
             batch.add(bound)
         self.submit(batch, ())
