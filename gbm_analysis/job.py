@@ -752,7 +752,7 @@ def _write_steps(
 
 def _forecast_rows(
     symbol: str,
-    bars: tuple[list[float], list[float]],
+    bars: tuple[NDArray[np.float64], NDArray[np.float64]],
     settings: GbmSettings,
     seed: int,
     family_from: float | None,
@@ -760,14 +760,7 @@ def _forecast_rows(
     starts, closes = bars
     return [
         forecast_row(fc, lists=False)
-        for fc in forecast_symbol(
-            symbol,
-            np.asarray(starts, dtype=np.float64),
-            np.asarray(closes, dtype=np.float64),
-            settings,
-            seed,
-            family_from=family_from,
-        )
+        for fc in forecast_symbol(symbol, starts, closes, settings, seed, family_from=family_from)
     ]
 
 
@@ -790,7 +783,7 @@ def _run_local(plan: _RunPlan) -> list[tuple[str, str, str, str]]:
                 _forecast_rows, symbol, bars[symbol], plan.settings, plan.seed, plan.family_from
             ): symbol
             for symbol in sorted(bars)
-            if bars[symbol][0]  # none in the window: the run's "0 bars" row, as on Spark
+            if bars[symbol][0].size  # none in the window: the run's "0 bars" row, as on Spark
         }
         for future in as_completed(futures):
             for row in future.result():

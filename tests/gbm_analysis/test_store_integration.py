@@ -257,3 +257,48 @@ def test_the_api_shows_sigma_annualised_by_the_markets_convention_and_names_it(
     assert model["sigma"] == 1e-4
     assert model["sigma_annualised"] == pytest.approx(1e-4 * math.sqrt(seconds_per_year))
     assert model["annualisation"] == label
+
+
+def test_the_run_reads_the_closed_bars_with_a_close_as_numpy_columns(
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    insert_bars: Callable[[str, list[datetime], np.ndarray], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The forecast run's read: bars over midnight (two partitions), a NaN close kept for the
+    model to count, a row without a close or a window_end left out, and the bar still open at
+    the end left out; the numpy columns and the driver's rows give the same arrays."""
+    from gbm_analysis.io import GbmStore
+
+    symbol = f"COLS{uuid.uuid4().hex[:6]}:AAPL"
+    midnight = datetime(2026, 1, 6, tzinfo=UTC)
+    starts = [midnight + timedelta(seconds=BAR * i) for i in range(-6, 6)]
+    closes = 100.0 + np.arange(len(starts), dtype=np.float64)
+    closes[2] = math.nan
+    insert_bars(symbol, starts, closes)
+    late = midnight + timedelta(seconds=BAR * 6)
+    cassandra_session.execute(
+        "INSERT INTO trades_agg_5s (symbol, day, window_start, close) VALUES (%s,%s,%s,1.5)",
+        (symbol, late.date(), late),
+    )
+    cassandra_session.execute(
+        "INSERT INTO trades_agg_5s (symbol, day, window_start, window_end) VALUES (%s,%s,%s,%s)",
+        (symbol, late.date(), late + timedelta(seconds=5), late + timedelta(seconds=10)),
+    )
+    store = GbmStore(cassandra_session, test_keyspace.keyspace)
+    partitions = [(symbol, midnight.date() - timedelta(days=1)), (symbol, midnight.date())]
+    end = starts[-1] + timedelta(seconds=2)  # the last bar is still open then
+    start = starts[0]
+
+    got = store.read_closes(partitions, start, end)
+    assert store._column_session() is not None  # the driver has its numpy parser
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GbmStore, "_column_session", lambda self: None)
+        rows = store.read_closes(partitions, start, end)
+    expected = np.array([s.timestamp() for s in starts[:-1]]), closes[:-1]
+    for read in (got, rows):
+        order = np.argsort(read[symbol][0])
+        assert np.array_equal(read[symbol][0][order], expected[0])
+        assert np.array_equal(read[symbol][1][order], expected[1], equal_nan=True)
+        assert read[symbol][0].dtype == read[symbol][1].dtype == np.float64
