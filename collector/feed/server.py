@@ -110,6 +110,7 @@ class FeedServer:
         self._junk_index = 0
         self._hostile_index = 0
         self._dripped = False
+        self._dripping = False
         self._aborted_mid_frame = False
         self._sent_log: IO[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -273,14 +274,17 @@ class FeedServer:
                 self._subscribed.clear()
             return
         pause = self.faults.drip_s / len(raw)
-        self._stall_until = time.monotonic() + self.faults.drip_s + 1
         logger.warning("fault: dripping a %d-byte frame over %.1f s", len(raw), self.faults.drip_s)
-        for i in range(len(raw)):
-            if transport.is_closing():
-                break
-            transport.write(raw[i : i + 1])
-            await asyncio.sleep(pause)
-        self._stall_until = 0.0
+        # Until the last byte, however late: on a loaded machine each sleep overruns its pause.
+        self._dripping = True
+        try:
+            for i in range(len(raw)):
+                if transport.is_closing():
+                    break
+                transport.write(raw[i : i + 1])
+                await asyncio.sleep(pause)
+        finally:
+            self._dripping = False
 
     async def _after_trade_frame(self, clients: list[_Client]) -> None:
         f = self.faults
@@ -348,9 +352,10 @@ class FeedServer:
     async def _pinger(self) -> None:
         while True:
             await asyncio.sleep(self.options.ping_interval_s)
-            if self._stalled():
-                continue
             for c in list(self._clients):
+                # checked before each send: the previous one may have yielded to a drip's start
+                if self._stalled() or self._dripping:
+                    break
                 await self._send(c, '{"type":"ping"}')
                 self.stats.pings_sent += 1
 

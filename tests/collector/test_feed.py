@@ -217,6 +217,9 @@ def client() -> Iterator[Callable[..., websocket.WebSocket]]:
     yield connect
     for ws in sockets:
         ws.close(timeout=0.2)
+        # close() does nothing once the server has closed first (websocket-client then counts the
+        # connection as closed but keeps its socket open): shutdown() closes the socket itself.
+        ws.shutdown()
 
 
 def recv_json(ws: websocket.WebSocket) -> Any:

@@ -3,15 +3,17 @@ reset in the middle of a frame. Over a real socket, against the feed in this pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import websocket
 
-from collector.feed import FaultPlan, FeedServer, SimulatedMarket
+from collector.feed import FaultPlan, FeedOptions, FeedServer, SimulatedMarket
 from collector.feed.faults import HOSTILE, HOSTILE_LARGE, HOSTILE_LARGE_EVERY, hostile_frame
 from tests.collector.test_feed import client  # noqa: F401 - fixture
 
@@ -63,9 +65,66 @@ def test_a_dripped_frame_arrives_a_byte_at_a_time(
     assert frame_after["type"] == "trade"  # it arrived whole after the drip
 
 
-def test_a_connection_is_reset_in_the_middle_of_a_frame(feed: Callable[..., FeedServer]) -> None:
+@pytest.fixture
+def busy_feed() -> Iterator[Callable[..., FeedServer]]:
+    """Factory: a feed whose event loop also runs a task that holds it 20 ms at a time, as a
+    loaded machine delays each of the loop's turns."""
+    started: list[tuple[FeedServer, threading.Thread]] = []
+
+    async def hog() -> None:
+        while True:
+            time.sleep(0.02)
+            await asyncio.sleep(0)
+
+    async def serve(server: FeedServer, ready: threading.Event) -> None:
+        task = asyncio.create_task(hog())
+        try:
+            await server.run(ready)
+        finally:
+            task.cancel()
+
+    def start(faults: FaultPlan, **options: float) -> FeedServer:
+        server = FeedServer(
+            SimulatedMarket(SYMBOLS, rate=200, seed=1), FeedOptions(port=0, **options), faults
+        )
+        ready = threading.Event()
+        thread = threading.Thread(target=asyncio.run, args=(serve(server, ready),), daemon=True)
+        thread.start()
+        started.append((server, thread))
+        assert ready.wait(10), "the feed did not start listening"
+        return server
+
+    yield start
+    for server, thread in started:
+        server.stop()
+        thread.join(10)
+
+
+def test_pings_wait_for_a_drip_that_outlasts_its_planned_time(
+    busy_feed: Callable[..., FeedServer],
+    client: Callable[..., websocket.WebSocket],  # noqa: F811
+) -> None:
+    # 0.3 s planned; one byte per turn of the busy loop takes about 100 bytes * 20 ms
+    server = busy_feed(FaultPlan(drip_after=1, drip_s=0.3), ping_interval_s=0.05)
+    ws = client(server.port)
+    ws.send(json.dumps({"type": "subscribe", "symbol": "AAPL"}))
+    arrivals: list[tuple[float, str]] = []
+    while sum(kind == "trade" for _, kind in arrivals) < 3:  # the second is the dripped one
+        # a ping written into the dripped frame corrupts it: this raises
+        arrivals.append((time.monotonic(), json.loads(ws.recv())["type"]))
+    longest = max(b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False))
+    assert server.stats.drips == 1
+    assert longest > 0.3 + 1, "the drip took no longer than planned: the test shows nothing"
+    assert {kind for _, kind in arrivals} == {"trade", "ping"}
+
+
+def test_a_connection_is_reset_in_the_middle_of_a_frame(
+    feed: Callable[..., FeedServer],
+    client: Callable[..., websocket.WebSocket],  # noqa: F811
+) -> None:
     server = feed(SimulatedMarket(SYMBOLS, rate=500, seed=1), FaultPlan(abort_mid_frame_after=20))
-    ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/", timeout=5)
+    # the fixture closes the socket, which websocket-client leaves open after a reset
+    ws = client(server.port)
     ws.send(json.dumps({"type": "subscribe", "symbol": "AAPL"}))
     with pytest.raises(
         (websocket.WebSocketConnectionClosedException, ConnectionError, socket.error)
