@@ -22,8 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from gbm_analysis.learned import Forecaster, HorizonScores
 from gbm_analysis.training import REPORT_STEPS, TrainOutcome
@@ -62,8 +64,8 @@ def mean_crps(scores: HorizonScores | None) -> float:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """MLflow warns (at import and on use) that our pyfunc's ``predict`` has no typed signature;
-    it takes a frame of bars on purpose."""
+    """MLflow's first import warns about type hints of its own pyfunc classes (``Any`` in
+    mlflow/types/responses.py), which it does not validate."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*type hint", UserWarning)
         yield
@@ -80,10 +82,12 @@ def _pyfunc_class() -> type:
         def __init__(self, forecaster: Forecaster) -> None:
             self.forecaster = forecaster
 
-        # no type hints: MLflow would read them as a schema of list-wrapped instances
-        def predict(self, context, model_input, params=None):
-            import pandas as pd
-
+        # A frame hint, which MLflow takes as it is: no schema inferred, nothing validated (a list
+        # hint would become a schema of list-wrapped rows). Without a hint it warns, from inside
+        # its own warning filters ("once"), which _quiet cannot override.
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        ) -> pd.DataFrame:
             from gbm_analysis.learned import prepare_minutes
 
             minutes = prepare_minutes(model_input)
