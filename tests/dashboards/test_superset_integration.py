@@ -155,12 +155,29 @@ def test_an_edited_template_shows_after_the_next_import(
 
 
 def chart_results(
-    client: SupersetClient, chart_id: int, result_type: str = "full"
+    client: SupersetClient, chart_id: int, result_type: str = "full", force: bool = True
 ) -> list[dict[str, Any]]:
-    suffix = "" if result_type == "full" else f"?type={result_type}"
-    status, body = client.get(f"/api/v1/chart/{chart_id}/data/{suffix}")
+    """The chart's results; ``force`` (the default here) queries Trino now, not the cache."""
+    query = f"?type={result_type}&force={str(force).lower()}"
+    status, body = client.get(f"/api/v1/chart/{chart_id}/data/{query}")
     assert status == 200, (chart_id, body)
     return body["result"]
+
+
+def test_chart_data_comes_from_the_cache_within_a_refresh_period_and_health_queries_trino(
+    superset: SupersetService, client: SupersetClient
+) -> None:
+    state = superset.provisioned()
+    assert state is not None
+    chart_id = int(state["health_chart_id"])
+    fresh = chart_results(client, chart_id)
+    assert fresh and not any(r["is_cached"] for r in fresh)  # None or False: not from the cache
+    again = chart_results(client, chart_id, force=False)
+    assert [r["is_cached"] for r in again] == [True] * len(fresh)
+    assert [r["cache_key"] for r in again] == [r["cache_key"] for r in fresh]
+    assert {r["cache_timeout"] for r in again} == {superset.config.superset_refresh_s}
+    status, body = superset.chart_data(chart_id)  # what `status` counts as healthy
+    assert status == 200 and not any(r["is_cached"] for r in body["result"]), body
 
 
 def test_every_chart_answers_with_rows_from_the_live_market(

@@ -72,7 +72,7 @@ def test_config_reads_the_key_from_its_file_and_keeps_everything_under_state(
 ) -> None:
     key_file = tmp_path / "secret_key"
     ensure_secret_key(key_file)
-    text = render_config(key_file, tmp_path / "data" / "superset.db", tmp_path / "data")
+    text = render_config(key_file, tmp_path / "data" / "superset.db", tmp_path / "data", 30)
     assert key_file.read_text().strip() not in text
     namespace: dict[str, object] = {}
     exec(compile(text, "superset_config.py", "exec"), namespace)  # noqa: S102 - our template
@@ -82,6 +82,39 @@ def test_config_reads_the_key_from_its_file_and_keeps_everything_under_state(
     )
     assert namespace["DATA_DIR"] == str(tmp_path / "data")
     assert namespace["SCARF_ANALYTICS"] is False
+
+
+def rendered_config(tmp_path: Path, chart_cache_s: int) -> dict[str, object]:
+    key_file = tmp_path / "secret_key"
+    ensure_secret_key(key_file)
+    data = tmp_path / "data"
+    namespace: dict[str, object] = {}
+    text = render_config(key_file, data / "superset.db", data, chart_cache_s)
+    exec(compile(text, "superset_config.py", "exec"), namespace)  # noqa: S102 - our template
+    return namespace
+
+
+def test_chart_data_is_cached_for_one_refresh_period_in_a_folder_every_worker_shares(
+    tmp_path: Path,
+) -> None:
+    config = rendered_config(tmp_path, 45)
+    assert config["DATA_CACHE_CONFIG"] == {
+        "CACHE_TYPE": "FileSystemCache",  # a per-process cache would miss on the other worker
+        "CACHE_DIR": str(tmp_path / "data" / "cache" / "data"),
+        "CACHE_DEFAULT_TIMEOUT": 45,
+        "CACHE_THRESHOLD": 1000,
+    }
+    # "force" would pass by the cache on every open dashboard's refresh
+    assert config["DASHBOARD_AUTO_REFRESH_MODE"] == "fetch"
+    metadata = config["CACHE_CONFIG"]
+    assert isinstance(metadata, dict)
+    assert metadata["CACHE_TYPE"] == "FileSystemCache"
+    assert metadata["CACHE_DIR"] == str(tmp_path / "data" / "cache" / "metadata")
+
+
+def test_without_auto_refresh_chart_data_is_not_cached(tmp_path: Path) -> None:
+    # A timeout of 0 means "never expires" to Superset's caches.
+    assert rendered_config(tmp_path, 0)["DATA_CACHE_CONFIG"] == {"CACHE_TYPE": "NullCache"}
 
 
 def test_service_layout_and_settings(tmp_path: Path) -> None:
