@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/dashboards.py [--repeat 20] [--loads 5] [--keep]
-        [--skip-queries] [--skip-browser] [--built-in-queries]
+        [--skip-queries] [--skip-browser] [--only superset|streamlit] [--built-in-queries]
 
 1. Data: 24 hours of 5-second bars (and their 1-minute and 1-hour rollups) for the collector's
    default symbols in a scratch keyspace ``bench_dash`` (``python -m infra migrate``), written as
@@ -408,14 +408,16 @@ def time_cql(
 # --- browser ---------------------------------------------------------------------------------
 
 
-def time_browser(loads: int) -> dict[str, Any]:
-    """Each page on its own: one that cannot be measured is reported, the other still runs."""
+def time_browser(loads: int, only: str | None = None) -> dict[str, Any]:
+    """Each page on its own: one that cannot be measured is reported, the other still runs.
+    ``only`` (``superset`` or ``streamlit``) times that page alone."""
     from infra import browser as pages
 
     urls = pages.DashboardUrls.from_env()
     out: dict[str, Any] = {}
+    loaders = (("superset", _superset_load), ("streamlit", _streamlit_load))
     with pages.launch() as browser:
-        for key, one in (("superset", _superset_load), ("streamlit", _streamlit_load)):
+        for key, one in [(k, f) for k, f in loaders if only in (None, k)]:
             try:
                 runs = [one(browser, urls) for _ in range(loads)]
             except Exception as exc:  # noqa: BLE001 - report any failure of the page and go on
@@ -615,6 +617,8 @@ def print_browser(browser: dict[str, Any]) -> None:
         ("superset", "Superset Market overview", "every chart drawn", SUPERSET_TARGET_S),
         ("streamlit", "Streamlit explorer", "fan chart drawn", STREAMLIT_TARGET_S),
     ):
+        if key not in browser:
+            continue
         b = browser[key]
         if "error" in b:
             print(f"| {label} | {until} | - | - | - | not measured: {b['error'][:120]} |")
@@ -624,7 +628,7 @@ def print_browser(browser: dict[str, Any]) -> None:
             f"| {label} | {until} | {b['first_s']:.2f} | {b['p50_s']:.2f} | "
             f"{b['max_s']:.2f} | <= {target:g} s: {met} |"
         )
-    if "error" not in browser["superset"]:
+    if "error" not in browser.get("superset", {"error": "not timed"}):
         print(f"(Superset's first chart: p50 {browser['superset']['first_chart_p50_s']:.2f} s)")
 
 
@@ -635,6 +639,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep the {KEYSPACE} keyspace")
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument(
+        "--only",
+        choices=("superset", "streamlit"),
+        help="time this dashboard alone in the browser",
+    )
     parser.add_argument(
         "--built-in-queries",
         action="store_true",
@@ -653,7 +662,7 @@ def main() -> int:
     )
     if not args.skip_browser:
         print(f"browser: {args.loads} loads of each dashboard", flush=True)
-    browser = None if args.skip_browser else time_browser(args.loads)
+    browser = None if args.skip_browser else time_browser(args.loads, args.only)
 
     if queries:
         print_queries(queries)

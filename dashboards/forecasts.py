@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,6 @@ from cassandra import DriverException, RequestValidationException
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 
-from gbm_analysis.backtest import binomial_band
 from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S
 from schemas.gbm_tables import (
     TABLE_GBM_BACKTEST,
@@ -34,6 +33,9 @@ from schemas.gbm_tables import (
     TABLE_MODEL_SCORES,
 )
 from schemas.markets import annualisation_for
+
+if TYPE_CHECKING:
+    from gbm_analysis.backtest import BinomialBand
 
 __all__ = [
     "CANDLE_TABLES",
@@ -322,13 +324,21 @@ def coverage_frame(backtest: pd.DataFrame) -> pd.DataFrame:
         cover50, cover90``).
     :returns: ``model, band, nominal, step, horizon_s, n, coverage, lo, hi, inside``
     """
+    # Imported here: gbm_analysis.backtest imports scipy, a third of the explorer's import time,
+    # which nothing above the backtest panel needs.
+    from gbm_analysis.backtest import binomial_band
+
     rows = []
+    bands: dict[tuple[int, float], BinomialBand] = {}  # models share their counts
     columns = ("model", "step", "horizon_s", "n", "cover50", "cover90")
     for model, step, horizon_s, n, cover50, cover90 in zip(
         *(backtest[c] for c in columns), strict=True
     ):
         for band, nominal, coverage in (("50%", 0.5, float(cover50)), ("90%", 0.9, float(cover90))):
-            b = binomial_band(int(n), nominal)
+            key = (int(n), nominal)
+            b = bands.get(key)
+            if b is None:
+                b = bands[key] = binomial_band(*key)
             rows.append(
                 (
                     model,

@@ -52,7 +52,6 @@ from dashboards.forecasts import (
 )
 from dashboards.settings import ExplorerSettings
 from dashboards.what_if import StoredModel, WhatIf, WhatIfResult, what_if_forecast
-from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL
 from gbm_analysis.config import MODEL_NAMES
 from schemas.runtime.cassandra import connect
 from schemas.settings import CassandraSettings, SettingsError
@@ -149,7 +148,7 @@ class View:
     history_minutes: int
     n_sample: int
     days: tuple[date, ...]
-    backtest_symbol: str
+    pooled_backtest: bool
     what_if: tuple[tuple[StoredModel, WhatIf], ...]
 
 
@@ -280,16 +279,9 @@ def explore(target: Target) -> None:
     simulated = [b for b in bases if b.model in MODEL_NAMES]
     enabled, change = what_if_controls((simulated or bases)[0], run)
     first = bases[0]
-    cols = st.columns(4)
-    cols[0].metric("last price", f"{first.last_price:,.6g}")
-    cols[1].metric("as of (UTC)", f"{first.as_of:%H:%M:%S}", help=f"{first.as_of:%Y-%m-%d}")
-    cols[2].metric("horizon", f"{first.n_steps} x {first.step_seconds} s")
-    cols[3].metric("paths", f"{first.n_paths:,}")
-    st.caption(
-        f"Run {run.run_id}, issued {run.issued_at:%Y-%m-%d %H:%M:%S} UTC, seed "
-        f"{first.seed}, forecasting from {first.as_of:%Y-%m-%d %H:%M:%S} UTC."
-    )
-    st.dataframe(parameter_table(shown, symbol), hide_index=True, width="stretch")
+    # The run's figures go above the fan but are sent after it: the fan is what a visitor waits
+    # for, and the browser starts loading the charting code when the first chart arrives.
+    header = st.container()
 
     what_if = (
         tuple((base, replace(change, n_sample=max(n_sample, 1))) for base in simulated)
@@ -305,17 +297,34 @@ def explore(target: Target) -> None:
         history_minutes=HISTORY[history],
         n_sample=n_sample,
         days=days,
-        backtest_symbol=POOLED_SYMBOL if scope == POOLED_LABEL else symbol,
+        pooled_backtest=scope == POOLED_LABEL,
         what_if=what_if,
     )
     first_end = first.as_of + timedelta(seconds=first.n_steps * first.step_seconds)
     run_every = SETTINGS.refresh_for(first_end, datetime.now(UTC))
     st.fragment(run_every=run_every)(live_fan)(view, ok, run_every)
+    with header:
+        run_header(first, run, shown, symbol)
     try:
         run_charts(view, ok)
         model_charts(target, symbol)
     except CASSANDRA_ERRORS as exc:
         _cassandra_failed(exc, view.target)
+
+
+def run_header(first: StoredModel, run: RunKey, shown: pd.DataFrame, symbol: str) -> None:
+    """The run at a glance: last price, as-of time, horizon, paths, and each shown model's
+    fitted parameters."""
+    cols = st.columns(4)
+    cols[0].metric("last price", f"{first.last_price:,.6g}")
+    cols[1].metric("as of (UTC)", f"{first.as_of:%H:%M:%S}", help=f"{first.as_of:%Y-%m-%d}")
+    cols[2].metric("horizon", f"{first.n_steps} x {first.step_seconds} s")
+    cols[3].metric("paths", f"{first.n_paths:,}")
+    st.caption(
+        f"Run {run.run_id}, issued {run.issued_at:%Y-%m-%d %H:%M:%S} UTC, seed "
+        f"{first.seed}, forecasting from {first.as_of:%Y-%m-%d %H:%M:%S} UTC."
+    )
+    st.dataframe(parameter_table(shown, symbol), hide_index=True, width="stretch")
 
 
 def choose_models(ok_models: list[str]) -> tuple[str, ...]:
@@ -434,6 +443,10 @@ def _live_fan(view: View, ok: pd.DataFrame, run_every: float | None) -> None:
 def run_charts(view: View, ok: pd.DataFrame) -> None:
     """Terminal distribution, P(above last) and the backtest: fixed for a run, so drawn with the
     page, not refreshed with the fan."""
+    # Imported here, after the fan is sent: gbm_analysis.backtest imports scipy, a third of the
+    # explorer's import time (paid by the first page after a start).
+    from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL
+
     forecasts, fan, sims = _run_frames(view)
     if fan.empty:
         return
@@ -465,9 +478,9 @@ def run_charts(view: View, ok: pd.DataFrame) -> None:
         st.subheader("P(above the last price)")
         st.plotly_chart(p_above_figure(fan, sims), key="p_above", width="stretch")
 
-    scope = "all symbols, pooled" if view.backtest_symbol == POOLED_SYMBOL else view.symbol
-    st.subheader(f"Backtest ({scope})")
-    backtests = _backtests(view.target, view.backtest_symbol, view.days)
+    st.subheader(f"Backtest ({POOLED_LABEL if view.pooled_backtest else view.symbol})")
+    backtest_symbol = POOLED_SYMBOL if view.pooled_backtest else view.symbol
+    backtests = _backtests(view.target, backtest_symbol, view.days)
     if backtests.empty:
         st.info(
             "Not backtested yet: the backtest (`python -m gbm_analysis backtest`) scores "
@@ -488,6 +501,8 @@ def run_charts(view: View, ok: pd.DataFrame) -> None:
 def model_charts(target: Target, symbol: str) -> None:
     """Every model's walk-forward scores (``python -m gbm_analysis train`` writes them) and the
     newest drift check of the learned models, for the symbol (not the run)."""
+    from gbm_analysis.backtest import BASELINE_MODEL  # here, not at the top: see run_charts
+
     st.subheader(f"Leaderboard ({symbol}, walk-forward)")
     scores = _scores(target, symbol)
     if scores.empty:

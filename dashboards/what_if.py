@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 
 from dashboards.forecasts import QUANTILES, histogram_frame, terminal_density
-from gbm_analysis.forecast import generator_for
-from gbm_analysis.model import simulate_paths, summarise_paths
 
 __all__ = ["StoredModel", "WhatIf", "WhatIfResult", "what_if_forecast"]
 
@@ -98,6 +96,11 @@ class WhatIfResult:
 
 def what_if_forecast(base: StoredModel, change: WhatIf) -> WhatIfResult:
     """Simulate ``base`` with ``change`` applied; the same inputs give the same numbers."""
+    # Imported here, not with the module: the explorer needs this module's dataclasses for its
+    # first page, the job's simulator (and what that imports) only once the overlay is turned on.
+    from gbm_analysis.forecast import generator_for
+    from gbm_analysis.model import simulate_paths, summarise_paths
+
     # hist_sim draws from its own stream in the job; use it too, so each model's what-if differs.
     rng = generator_for(change.seed, base.symbol, base.model)
     mu = change.drift_pct_per_day / 100 / SECONDS_PER_DAY

@@ -291,6 +291,34 @@ def test_first_chart_is_the_newest_run_with_the_stored_quantiles(
     assert any("the horizon has passed, so it no longer refreshes" in c.value for c in at.caption)
 
 
+def test_the_fan_is_sent_before_any_other_chart_or_table(
+    app: AppTest, symbols: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fan is what a visitor waits for, and the browser loads the charting code only when a
+    chart arrives: the run's parameter table, drawn above the fan, is sent after it."""
+    sent: list[str] = []
+
+    def recording(name: str, what: Any) -> Any:
+        original = getattr(st, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            sent.append(what(args, kwargs))
+            return original(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(st, "plotly_chart", recording("plotly_chart", lambda a, k: k["key"]))
+    monkeypatch.setattr(
+        st, "dataframe", recording("dataframe", lambda a, k: ",".join(map(str, a[0].columns)))
+    )
+    at = ok(app.run())
+    sent.clear()
+    at = ok(widget(at, "selectbox", "symbol").select(symbols["good"]).run())
+    parameters = next(i for i, s in enumerate(sent) if "sigma (annualised)" in s)
+    assert sent[0] == "fan" and parameters > 0
+    assert at.dataframe[0].value.columns[1] == "sigma (annualised)"  # still drawn above the fan
+
+
 def test_every_control_changes_what_the_charts_show(
     app: AppTest, session: Any, symbols: dict[str, str], data: dict[str, Any]
 ) -> None:
