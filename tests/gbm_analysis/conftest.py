@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,30 @@ def tick_closes(s0: float, *, zero_share: float, n_minutes: int, seed: int = 0) 
     cents = np.cumsum(rng.choice([0, 1, -1], size=n_minutes, p=[zero_share, up, up]))
     per_minute = np.round(s0 + 0.01 * (cents - cents[-1]), 2)  # the last close is s0
     return np.repeat(per_minute, int(60 / BAR))
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with MLflow's schema migrations applied, made once a session:
+    the migrations cost seconds of CPU for every new store."""
+    from mlflow import MlflowClient
+
+    import gbm_analysis.registry  # noqa: F401  (turns MLflow's telemetry off, as for the job)
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()  # creates, migrates
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, migrated_mlflow_db: Path) -> str:
+    """A new MLflow store of this test alone (a copy of the migrated empty one); Registry makes
+    its experiment in it as in a store it had created itself."""
+    target = tmp_path / "mlflow" / "mlflow.db"
+    target.parent.mkdir()
+    shutil.copyfile(migrated_mlflow_db, target)
+    return f"sqlite:///{target}"
 
 
 @pytest.fixture(scope="module")

@@ -51,12 +51,14 @@ def trained() -> TrainOutcome:
     return outcome
 
 
-def test_registry_round_trip_and_promotion(tmp_path: Path, trained: TrainOutcome) -> None:
+def test_registry_round_trip_and_promotion(
+    tmp_path: Path, mlflow_uri: str, trained: TrainOutcome
+) -> None:
     from mlflow import MlflowClient
 
     from gbm_analysis.registry import PRODUCTION, Registry, registered_name
 
-    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    uri = mlflow_uri
     registry = Registry(uri, tmp_path / "artifacts")
     assert registry.production("mlp", SYMBOL) is None
 
@@ -105,14 +107,14 @@ def test_registry_round_trip_and_promotion(tmp_path: Path, trained: TrainOutcome
 
 
 def test_logging_and_loading_a_forecaster_raises_no_user_warning(
-    tmp_path: Path, trained: TrainOutcome
+    tmp_path: Path, mlflow_uri: str, trained: TrainOutcome
 ) -> None:
     """MLflow looks for an input type hint on the pyfunc's ``predict`` where the class is defined
     and again where a load unpickles it, and warns when there is none: once a process, from
     inside its own warning filters, so no filter of ours (or of pytest) can silence it."""
     from gbm_analysis.registry import Registry
 
-    registry = Registry(f"sqlite:///{tmp_path}/mlflow/mlflow.db", tmp_path / "artifacts")
+    registry = Registry(mlflow_uri, tmp_path / "artifacts")
     warnings.onceregistry.clear()  # an earlier test of this process may have had it already
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -141,7 +143,7 @@ def _drifting_then_flat(n: int, *, flat_last: int, drift_bps: float, seed: int) 
 
 
 def test_a_retrain_replaces_production_only_when_it_scores_better_on_the_latest_window(
-    tmp_path: Path,
+    tmp_path: Path, mlflow_uri: str
 ) -> None:
     """Real trainings, real scores, the real MLflow SQLite store: each retrain scores the
     production version on the retrain's own (latest) test window; a model fitted on a climbing
@@ -159,7 +161,7 @@ def test_a_retrain_replaces_production_only_when_it_scores_better_on_the_latest_
     n = 3_500
     flat = prepare_minutes(gbm_minutes(n, seed=5))
     climbing = prepare_minutes(_drifting_then_flat(n, flat_last=700, drift_bps=5.0, seed=6))
-    registry = Registry(f"sqlite:///{tmp_path}/mlflow/mlflow.db", tmp_path / "artifacts")
+    registry = Registry(mlflow_uri, tmp_path / "artifacts")
 
     def retrain(bars: pd.DataFrame) -> tuple[TrainOutcome, int, bool]:
         found = registry.production("mlp", SYMBOL)

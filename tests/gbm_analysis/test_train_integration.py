@@ -72,6 +72,7 @@ def test_train_on_spark_registers_and_replaces_only_a_better_model(
     test_keyspace: CassandraSettings,
     symbols: tuple[str, str],
     tmp_path: Path,
+    mlflow_uri: str,
 ) -> None:
     good, thin = symbols
     settings = TrainSettings(
@@ -82,7 +83,7 @@ def test_train_on_spark_registers_and_replaces_only_a_better_model(
         symbols=symbols,
         mlp=mlp.MlpParams(max_iter=5),
     )
-    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
+    registry = Registry(mlflow_uri, tmp_path / "artifacts")
     store = GbmStore(cassandra_session, test_keyspace.keyspace)
 
     first = train_on_spark(spark, store, settings, registry, now=NOW)
@@ -149,6 +150,7 @@ def test_hourly_run_adds_the_registered_model_and_the_api_serves_it(
     symbols: tuple[str, str],
     insert_bars: Any,
     tmp_path: Path,
+    mlflow_uri: str,
 ) -> None:
     from fastapi.testclient import TestClient
 
@@ -160,7 +162,7 @@ def test_hourly_run_adds_the_registered_model_and_the_api_serves_it(
     # the GBM family reads the 5-second bars of the last hour; the mlp the 1-minute bars
     starts = [NOW - timedelta(seconds=5 * (720 - i)) for i in range(720)]
     insert_bars(good, starts, gbm_closes(720, sigma_per_s=2e-4, seed=3))
-    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
+    registry = Registry(mlflow_uri, tmp_path / "artifacts")
     settings = TrainSettings(
         models=("mlp",),
         train_minutes=1_500,
