@@ -41,8 +41,9 @@ TESTS = (
 def warning_options(config: pytest.Config) -> list[str]:
     """The ``-W`` options this run was given, so the child treats warnings as its parent does.
 
-    ``make test-integration`` shows the engines' clients' warnings (``-W default``); without
-    passing that on, the child would fall back to pyproject's "error" and fail on them.
+    ``make test-integration`` gives none: parent and child both take pyproject's filterwarnings
+    (every warning an error but the named third-party ones). A ``-W`` given by hand, e.g.
+    ``-W default`` while chasing a warning, applies to the child too.
     """
     return [arg for policy in config.option.pythonwarnings or () for arg in ("-W", policy)]
 

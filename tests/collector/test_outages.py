@@ -45,6 +45,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until either side ends, then end both directions. Each socket is
+    the source of one of a connection's two pipes, which closes it; the other pipe's sendall to
+    it then fails like one to a closed peer."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        src.close()
+
+
 class KafkaBehindAPort:
     """A port that refuses connections until :meth:`open`, then forwards each one to Kafka.
 
@@ -75,21 +93,7 @@ class KafkaBehindAPort:
                 return
             upstream = socket.create_connection(self.target)
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 
     def close(self) -> None:
         self._stop.set()
@@ -244,21 +248,7 @@ class CuttableProxy:
                     return
                 self._open |= {client, upstream}
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 
 
 class _BrokerBehindProxy(KafkaService):
@@ -307,6 +297,7 @@ def private_kafka(
         broker.wait_ready(180)
         yield broker.bootstrap, proxy
     finally:
+        proxy.cut()
         broker.stop()
         Supervisor(config).shutdown()
 

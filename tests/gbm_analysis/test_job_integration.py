@@ -16,6 +16,7 @@ from gbm_analysis.evaluation import format_report, run_backtest
 from gbm_analysis.io import GbmStore
 from gbm_analysis.job import run_forecasts
 from schemas.settings import CassandraSettings
+from tests.conftest import PYSPARK_SOCKET_WARNING
 from tests.gbm_analysis.conftest import BAR, gbm_closes
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,14 @@ def _settings(symbols: dict[str, str]) -> GbmSettings:
     )
 
 
-@pytest.fixture(params=["local", "spark"])
+# The Spark runs get the session through getfixturevalue, which the conftest's marking of the
+# tests that use a Spark session cannot see at collection: their param carries that mark.
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("spark", marks=pytest.mark.filterwarnings(PYSPARK_SOCKET_WARNING)),
+    ]
+)
 def engine(request: pytest.FixtureRequest) -> Any:
     """The run's engine: None runs it in this process (``GBM_ENGINE=local``, the default), else
     the Spark session (``GBM_ENGINE=spark``)."""

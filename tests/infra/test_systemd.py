@@ -81,29 +81,31 @@ def test_serve_runs_a_service_in_the_foreground_until_sigterm(stack: Stack, tmp_
     shutil.copy(stack.state_dir / "credentials.env", state / "credentials.env")
     port = free_port()
     env = {**os.environ, "STATE_DIR": str(state), "STREAMLIT_PORT": str(port)}
-    server = subprocess.Popen(
+    # The with block closes the stdout pipe and reaps the child, whatever the test's outcome.
+    with subprocess.Popen(
         [sys.executable, "-m", "infra", "serve", "streamlit"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert server.stdout is not None
-        # The child's own output comes first (under systemd it all goes to the journal).
-        lines = iter(server.stdout.readline, "")
-        assert any(line.startswith("infra: streamlit: serving") for line in lines)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as r:
-            assert r.read() == b"ok"
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
+    ) as server:
+        try:
+            assert server.stdout is not None
+            # The child's own output comes first (under systemd it all goes to the journal).
+            lines = iter(server.stdout.readline, "")
+            assert any(line.startswith("infra: streamlit: serving") for line in lines)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as r:
+                assert r.read() == b"ok"
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=30) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
+                pass
         except OSError:
             break
         time.sleep(0.2)
