@@ -109,6 +109,19 @@ def create_topic(stack: Stack, name: str, partitions: int) -> None:
         admin.close()
 
 
+def topic_size(stack: Stack, topic: str) -> int:
+    """Records in ``topic`` so far (the sum of its partitions' end offsets; 0 before it exists)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka.bootstrap_servers, group_id=None)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        return sum(consumer.end_offsets(tps).values()) if tps else 0
+    finally:
+        consumer.close()
+
+
 def read_topic(stack: Stack, topic: str, timeout_s: float = 30) -> list[Any]:
     """Every record of ``topic`` (all partitions, from the beginning to the current end)."""
     from kafka import KafkaConsumer, TopicPartition
