@@ -73,11 +73,14 @@ cluster-status: $(STAMP)
 test-cluster: install
 	STATE_DIR=$(CLUSTER_STATE_DIR) $(PY) -m pytest --durations=25 -W default -m cluster tests/cluster
 
-# Lint first, then the unit tests with their coverage floor, then everything that needs the
+# Lint and the unit tests with their coverage floor first, then everything that needs the
 # stack. The fault matrix runs after the rest and alone: it restarts Kafka and
-# Cassandra.
-test: lint install browser
-	$(MAKE) --no-print-directory test-unit
+# Cassandra. Lint (mypy) and the unit tests are independent and each use one core, so they run
+# side by side on the 2 cores; each one's output is printed whole when it ends (--output-sync),
+# and either failing fails `make test` once the other has finished. install and browser run
+# before, one after the other: both may call apt-get, which takes the dpkg lock.
+test: install browser
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint test-unit
 	$(MAKE) --no-print-directory test-integration
 	$(MAKE) --no-print-directory test-reliability
 	@if [ "$(TEST_CLUSTER)" != true ]; then \
