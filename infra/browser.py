@@ -189,20 +189,28 @@ def open_dashboard(page: Page, urls: DashboardUrls, timeout_s: float = 90) -> li
     page.wait_for_selector(CHART_CELL, state="attached", timeout=timeout_s * 1000)
     settled: dict[int, ChartCell] = {}
     while True:
-        cells = chart_cells(page)
+        # A settled cell is not judged again: reading a drawn chart's canvas pixels every 100 ms
+        # took the page's own CPU while the other charts were still loading.
+        cells = _judge_cells(page, sorted(settled))
         now = time.monotonic() - t0
         for n, cell in enumerate(cells):
-            if n not in settled and (cell.rendered or cell.empty or cell.error):
+            if (
+                cell is not None
+                and n not in settled
+                and (cell.rendered or cell.empty or cell.error)
+            ):
                 settled[n] = replace(cell, settled_s=now)
         if len(settled) == len(cells) or now > timeout_s:
-            return [settled.get(n, cell) for n, cell in enumerate(cells)]
+            # Only settled cells are skipped, so every index has a state here.
+            return [c for n, cell in enumerate(cells) if (c := settled.get(n, cell)) is not None]
         page.wait_for_timeout(100)
 
 
 # One cell's state. Loaders (an animated svg) come and go before ECharts has drawn, and every
 # cell header holds svg icons, so a chart counts as drawn only by what its body shows with no
 # loader in it: painted canvas pixels (ECharts), table rows, an svg, or digits (big numbers).
-_JUDGE_CELLS = """cells => cells.map(cell => {
+_JUDGE_CELLS = """(cells, skip) => cells.map((cell, n) => {
+  if (skip.includes(n)) return null;
   const LOADER = '[data-test="loading-indicator"], [aria-label="Loading"]';
   // The header also holds badges (e.g. the count of filters applied): take the title alone.
   const title = cell.querySelector('[data-test="editable-title"]') ||
@@ -231,8 +239,14 @@ _JUDGE_CELLS = """cells => cells.map(cell => {
 })"""
 
 
+def _judge_cells(page: Page, skip: list[int]) -> list[ChartCell | None]:
+    """Every chart cell's state, None for the cells at the indices in ``skip``."""
+    states = page.locator(CHART_CELL).evaluate_all(_JUDGE_CELLS, skip)
+    return [None if state is None else ChartCell(**state) for state in states]
+
+
 def chart_cells(page: Page) -> list[ChartCell]:
-    return [ChartCell(**state) for state in page.locator(CHART_CELL).evaluate_all(_JUDGE_CELLS)]
+    return [cell for cell in _judge_cells(page, []) if cell is not None]
 
 
 def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> int:

@@ -70,6 +70,31 @@ def test_dashboard_waits_until_each_chart_has_drawn_once(browser_page: Page) -> 
     assert settled["trades"] < 3.0 <= settled["prices"] < 15
 
 
+def test_a_chart_once_drawn_is_not_read_again_while_others_load(browser_page: Page) -> None:
+    # Reading a canvas's pixels is the costly part of judging a cell; the dashboard's own
+    # rendering shares the CPU with it.
+    html = "".join(
+        [
+            cell("early", '<div data-test="chart-container"><canvas id="early"></canvas></div>'),
+            cell("late", '<div data-test="chart-container"><canvas id="late"></canvas></div>'),
+            "<script>window.reads = {};"
+            "const read = CanvasRenderingContext2D.prototype.getImageData;"
+            "CanvasRenderingContext2D.prototype.getImageData = function (...a) {"
+            " window.reads[this.canvas.id] = (window.reads[this.canvas.id] || 0) + 1;"
+            " return read.apply(this, a); };"
+            "const paint = id => document.getElementById(id).getContext('2d')"
+            ".fillRect(0, 0, 10, 10);"
+            "paint('early'); setTimeout(() => paint('late'), 2000);</script>",
+        ]
+    )
+    serve(browser_page, f"{URLS.superset}/superset/dashboard/market-overview/", html)
+    cells = open_dashboard(browser_page, URLS, timeout_s=15)
+    assert [(c.title, c.rendered) for c in cells] == [("early", True), ("late", True)]
+    reads = browser_page.evaluate("window.reads")
+    assert reads["early"] == 1, reads
+    assert reads["late"] > 1, reads  # judged on every poll until it drew
+
+
 def test_dashboard_reports_blank_failed_and_empty_charts(browser_page: Page) -> None:
     html = "".join(
         [
