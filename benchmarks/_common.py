@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: the stack's command line, a free port, a progress line and
-the results file.
+"""What the benchmark scripts share: the stack's command line, a free port, a progress line, the
+CPU seconds of a service's processes and the results file.
 
 The scripts put the repository root on ``sys.path`` first, then import this as
 ``benchmarks._common``.
@@ -75,3 +75,39 @@ def write_results(path: Path, results: Mapping[str, object], **machine: object) 
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, default=str))
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of ``root`` and every live descendant (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def service_pid(name: str) -> int | None:
+    """The pid a stack service (``trino``, ``superset``, ...) wrote under its state folder."""
+    from infra.config import InfraConfig
+
+    pid_file = InfraConfig.from_env().state_dir / name / "pid"
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None

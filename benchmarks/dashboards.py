@@ -9,17 +9,22 @@ Usage::
    default symbols in a scratch keyspace ``bench_dash`` (``python -m infra migrate``), written as
    single-partition unlogged batches with the driver's concurrent execution; dropped at the end
    unless ``--keep``.
-2. Queries: every chart query of the Superset "Market overview" dashboard as Superset renders it
-   (``GET /api/v1/chart/<id>/data/?type=query``). Those on bar tables run against the scratch
+2. Queries: every chart query of the Superset "Market overview" dashboard as Superset sends it to
+   Trino: rendered by ``GET /api/v1/chart/<id>/data/?type=query``, then formatted by Superset's
+   own sqlglot step (in its venv), which rewrites literals Trino treats differently (see
+   ``as_executed``). Those on bar tables run against the scratch
    keyspace, ``--repeat`` times through Trino's REST API (p50/p95, target <= 1 s), next to a CQL
    read of the same partitions with the same columns and time bound (the floor: what Trino has to
-   fetch from Cassandra anyway). Every chart query also runs as it is on the live keyspace. When
+   fetch from Cassandra anyway). Every chart query also runs as it is on the live keyspace,
+   rendered again just before (its relative time range resolved then). When
    Superset is not running, queries written here stand in (``--built-in-queries`` forces them);
    note that Trino turns ``day IN`` of consecutive days into a range, which the Cassandra
    connector cannot push down (a full scan; trinodb/trino#28624): the Superset datasets use one
    ``day =`` per UNION ALL branch instead.
 3. Browser (headless chromium), on the live data: the Superset dashboard from navigation until
-   every chart has been drawn once (target <= 3 s; the first chart is reported too), and the
+   every chart has been drawn once (target <= 3 s; the first chart is reported too, with how
+   many chart-data answers came from Superset's results cache and the CPU seconds Chromium,
+   Superset and Trino used during the load), and the
    Streamlit explorer's time to its fan chart in a fresh browser session (target <= 2 s),
    ``--loads`` times each.
 
@@ -34,6 +39,8 @@ import json
 import logging
 import os
 import re
+import resource
+import subprocess
 import sys
 import time
 import urllib.request
@@ -48,7 +55,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import infra, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    infra,
+    process_tree_cpu_s,
+    service_pid,
+    write_results,
+)
 from collector.config import DEFAULT_SYMBOLS  # noqa: E402
 from infra.config import InfraConfig  # noqa: E402
 from infra.trino import run_query  # noqa: E402
@@ -328,6 +340,44 @@ def superset_chart_sql(urls: Any) -> list[tuple[str, str]]:
     return out
 
 
+# Superset's own formatting step (superset.models.core.Database._execute_sql_with_mutation_and_
+# logging), run on each statement before it goes to the database.
+_FORMAT_IN_SUPERSET = """
+import json, sys
+from superset.sql.parse import SQLScript
+sqls = json.load(sys.stdin)
+print(json.dumps([";\\n".join(s.format() for s in SQLScript(q, "trino").statements) for q in sqls]))
+"""
+
+
+def as_executed(sqls: list[str], venv: Path) -> list[str]:
+    """Each chart's SQL as Superset sends it to Trino. ``?type=query`` answers with the SQL before
+    Superset's sqlglot pass, which rewrites e.g. ``TIMESTAMP '2026-11-30 08:01:00.000000'`` (a
+    timestamp(6): Trino then casts the timestamp(3) clustering column and reads every trade of
+    the day) into ``CAST('2026-11-30 08:01:00.000000' AS TIMESTAMP)``, a range Cassandra serves.
+    Timing the unformatted text measured a query Superset never runs (20-23 s instead of
+    0.3-0.4 s for "latest trades" at load 15-20)."""
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _FORMAT_IN_SUPERSET],
+        input=json.dumps(sqls),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"formatting in Superset's venv failed: {result.stderr[-500:]}")
+    formatted: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return formatted
+
+
+def superset_chart_sql_as_executed(urls: Any, venv: Path) -> list[tuple[str, str]]:
+    """(chart name, SQL as it reaches Trino) of every chart on the dashboard, rendered now."""
+    rendered = superset_chart_sql(urls)
+    executed = as_executed([sql for _, sql in rendered], venv)
+    return [(name, sql) for (name, _), sql in zip(rendered, executed, strict=True)]
+
+
 def time_superset_api(urls: Any, repeat: int) -> list[dict[str, Any]]:
     """Each chart's data through Superset's API, one request at a time and bypassing its cache:
     Trino's time plus Superset's own work per chart, without the browser."""
@@ -433,30 +483,76 @@ def time_browser(loads: int, only: str | None = None) -> dict[str, Any]:
                 "loads": runs,
             }
             print(f"  {key}: first {times[0]:.2f} s, p50 {out[key]['p50_s']:.2f} s", flush=True)
+            for n, run in enumerate(runs):
+                if "cpu_s" in run:
+                    cpu = ", ".join(f"{k} {v:.1f}" for k, v in run["cpu_s"].items())
+                    print(
+                        f"    load {n + 1}: {run['done_s']:.2f} s (first chart "
+                        f"{run['first_chart_s']:.2f} s), {run['from_cache']} of "
+                        f"{run['chart_data_answers']} chart-data answers from the cache, "
+                        f"CPU s: {cpu}",
+                        flush=True,
+                    )
     return out
 
 
-def _superset_load(browser: Any, urls: Any) -> dict[str, float]:
+def _cpu_now() -> dict[str, float]:
+    """CPU seconds so far of Chromium (every process under this one: Playwright's driver and
+    the browser), Superset (gunicorn and its workers) and Trino."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = {"browser": process_tree_cpu_s(os.getpid()) - own.ru_utime - own.ru_stime}
+    for name in ("superset", "trino"):
+        if (pid := service_pid(name)) is not None:
+            cpu[name] = process_tree_cpu_s(pid)
+    return cpu
+
+
+def _note_chart_data(response: Any, cached: list[bool]) -> None:
+    """Whether each chart-data answer came from Superset's results cache (every query in it)."""
+    if "/api/v1/chart/data" not in response.url or response.request.method != "POST":
+        return
+    try:
+        results = response.json()["result"]
+    except Exception:  # noqa: BLE001 - an error page or a non-JSON body: not counted
+        return
+    cached.append(all(result.get("is_cached") for result in results))
+
+
+def _superset_load(browser: Any, urls: Any) -> dict[str, Any]:
     """A logged-in user opens the dashboard: from navigation to the first and to the last chart
-    drawn (the welcome page's own requests are let finish first)."""
+    drawn (the welcome page's own requests are let finish first), with how many chart-data
+    answers came from Superset's cache and the CPU seconds used meanwhile."""
     from infra.browser import VIEWPORT, open_dashboard, superset_login
 
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
+    cached: list[bool] = []
+    page.on("response", lambda response: _note_chart_data(response, cached))
     try:
         superset_login(page, urls)
         page.wait_for_load_state("networkidle")
+        cached.clear()
+        before = _cpu_now()
         cells = open_dashboard(page, urls, timeout_s=120)
+        # Read before the context closes: its renderer's CPU leaves the process tree with it.
+        after = _cpu_now()
         bad = [c.title for c in cells if c.error or c.empty or not c.rendered]
         if bad:
             raise RuntimeError(f"superset charts not drawn: {', '.join(bad)}")
         times = [c.settled_s or 0.0 for c in cells]
-        return {"first_chart_s": min(times), "done_s": max(times), "charts": len(cells)}
+        return {
+            "first_chart_s": min(times),
+            "done_s": max(times),
+            "charts": len(cells),
+            "chart_data_answers": len(cached),
+            "from_cache": sum(cached),
+            "cpu_s": {k: round(after[k] - before[k], 2) for k in after if k in before},
+        }
     finally:
         context.close()
 
 
-def _streamlit_load(browser: Any, urls: Any) -> dict[str, float]:
+def _streamlit_load(browser: Any, urls: Any) -> dict[str, Any]:
     """A new browser session opens the explorer: to its first chart, and to the end of the
     script run (every chart and table)."""
     from infra.browser import STREAMLIT_RUNNING, VIEWPORT, open_streamlit
@@ -502,8 +598,10 @@ def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool) 
         rendered: list[tuple[str, str]] = []
         if not built_in:
             try:
-                rendered = superset_chart_sql(DashboardUrls.from_env())
-            except (OSError, KeyError, ValueError) as exc:
+                rendered = superset_chart_sql_as_executed(
+                    DashboardUrls.from_env(), config.superset_venv
+                )
+            except (OSError, KeyError, ValueError, RuntimeError) as exc:
                 print(f"queries: Superset unavailable ({exc}); using the built-in ones")
             found = [
                 q
@@ -539,7 +637,10 @@ def bench_queries(config: InfraConfig, repeat: int, keep: bool, built_in: bool) 
     live = []
     if rendered:
         print(f"chart queries as they are, on the live {LIVE_KEYSPACE} keyspace:", flush=True)
-        for name, sql in rendered:
+        # Rendered again: "the last 2 minutes" of the first rendering is minutes old by now.
+        for name, sql in superset_chart_sql_as_executed(
+            DashboardUrls.from_env(), config.superset_venv
+        ):
             sql = sql.strip().rstrip(";")
             timing = time_trino(config, DashboardQuery(name, sql, "", [], None), repeat)
             live.append({"name": name, "sql": sql, "trino": timing})

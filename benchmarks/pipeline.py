@@ -57,7 +57,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import free_port, infra, log, simulated_feed  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    free_port,
+    infra,
+    log,
+    process_tree_cpu_s,
+    service_pid,
+    simulated_feed,
+)
 from collector.config import DEFAULT_SYMBOLS  # noqa: E402
 from infra.config import InfraConfig  # noqa: E402
 from infra.topology import ClusterPlan, topology  # noqa: E402
@@ -185,39 +192,6 @@ class LatencyPoller(threading.Thread):
             cluster.shutdown()
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _process_tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of ``root`` and every live descendant (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        times[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += times.get(pid, 0.0)
-        todo.extend(children.get(pid, []))
-    return total
-
-
-def _service_pid(name: str) -> int | None:
-    pid_file = InfraConfig.from_env().state_dir / name / "pid"
-    try:
-        return int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 class CpuMeter:
     """CPU seconds used by named groups of process trees between ``start`` and ``stop`` (a
     component of the cluster topology is several processes: three Kafka nodes, or the driver
@@ -233,7 +207,7 @@ class CpuMeter:
 
     @staticmethod
     def _cpu(group: list[int]) -> float:
-        return sum(_process_tree_cpu_s(pid) for pid in group)
+        return sum(process_tree_cpu_s(pid) for pid in group)
 
     def stop(self) -> dict[str, float]:
         return {
@@ -266,7 +240,7 @@ def _stack_pids(job_pid: int) -> dict[str, list[int]]:
     else:
         groups = {name: [name] for name in STACK_SERVICES}
     pids = {
-        name: [pid for service in services if (pid := _service_pid(service))]
+        name: [pid for service in services if (pid := service_pid(service))]
         for name, services in groups.items()
     }
     pids["spark"] = [job_pid, *pids.get("spark", [])]
