@@ -38,14 +38,54 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gbm_analysis import mlp, prophet_model, xgb  # noqa: E402
 from gbm_analysis.config import parse_duration  # noqa: E402
+
+
+def _minutes_arg(text: str) -> int:
+    seconds = parse_duration(text, name="window")
+    if seconds % 60:
+        raise argparse.ArgumentTypeError(f"{text!r} is not whole minutes")
+    return seconds // 60
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="kind", required=True)
+    for kind in ("real", "sim"):
+        p = sub.add_parser(kind)
+        if kind == "real":
+            p.add_argument("--csv", required=True)
+            p.add_argument("--symbols", default="", help="comma-separated, default every symbol")
+            p.add_argument("--folds", type=int, default=4)
+            p.add_argument("--fold", type=int, default=0)
+        else:
+            p.add_argument("--series", type=int, default=4)
+            p.set_defaults(folds=1, fold=0)
+        p.add_argument("--train", type=_minutes_arg, default=4 * 1440)
+        p.add_argument("--calib", type=_minutes_arg, default=1440)
+        p.add_argument("--test", type=_minutes_arg, default=2 * 1440)
+        p.add_argument("--every", type=int, default=15, help="minutes between issue times")
+        p.add_argument("--paths", type=int, default=1_000, help="GBM family paths per forecast")
+        p.add_argument("--models", default="mlp,xgb,prophet")
+        p.add_argument("--mlp-max-iter", type=int, default=50)
+        p.add_argument("--xgb-rounds", type=int, default=60)
+        p.add_argument("--prophet-samples", type=int, default=100)
+    sub.add_parser("report")
+    return parser
+
+
+# The arguments are read before numpy, pandas and the model libraries load (seconds of CPU), so
+# --help and a wrong flag answer at once.
+if __name__ == "__main__":
+    ARGS = parser().parse_args()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from gbm_analysis import mlp, prophet_model, xgb  # noqa: E402
 from gbm_analysis.leaderboard import FAMILY_MODELS, family_quantiles  # noqa: E402
 from gbm_analysis.learned import (  # noqa: E402
     N_STEPS,
@@ -60,13 +100,6 @@ MODELS = ("gbm", "ewma_t", "hist_sim", "mlp", "xgb", "prophet")
 TABLE_STEPS = (1, 5, 15, 30, 60)
 SIM_SIGMA_BPS = 8.0  # per minute, about BTC's in March 2025
 SIM_START = 1_740_787_200  # 2025-03-01 00:00 UTC
-
-
-def _minutes_arg(text: str) -> int:
-    seconds = parse_duration(text, name="window")
-    if seconds % 60:
-        raise argparse.ArgumentTypeError(f"{text!r} is not whole minutes")
-    return seconds // 60
 
 
 def simulated_minutes(n: int, seed: int, sigma_bps: float = SIM_SIGMA_BPS) -> pd.DataFrame:
@@ -330,30 +363,7 @@ def report(args: argparse.Namespace) -> None:
         print()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="kind", required=True)
-    for kind in ("real", "sim"):
-        p = sub.add_parser(kind)
-        if kind == "real":
-            p.add_argument("--csv", required=True)
-            p.add_argument("--symbols", default="", help="comma-separated, default every symbol")
-            p.add_argument("--folds", type=int, default=4)
-            p.add_argument("--fold", type=int, default=0)
-        else:
-            p.add_argument("--series", type=int, default=4)
-            p.set_defaults(folds=1, fold=0)
-        p.add_argument("--train", type=_minutes_arg, default=4 * 1440)
-        p.add_argument("--calib", type=_minutes_arg, default=1440)
-        p.add_argument("--test", type=_minutes_arg, default=2 * 1440)
-        p.add_argument("--every", type=int, default=15, help="minutes between issue times")
-        p.add_argument("--paths", type=int, default=1_000, help="GBM family paths per forecast")
-        p.add_argument("--models", default="mlp,xgb,prophet")
-        p.add_argument("--mlp-max-iter", type=int, default=50)
-        p.add_argument("--xgb-rounds", type=int, default=60)
-        p.add_argument("--prophet-samples", type=int, default=100)
-    sub.add_parser("report")
-    args = parser.parse_args()
+def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
     if args.kind == "report":
@@ -364,4 +374,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(ARGS))
