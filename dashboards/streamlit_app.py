@@ -19,14 +19,7 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from dashboards.charts import (
-    coverage_figure,
-    fan_figure,
-    leaderboard_figure,
-    p_above_figure,
-    skill_figure,
-    terminal_figure,
-)
+from dashboards.charts import coverage_figure, leaderboard_figure, skill_figure
 from dashboards.forecasts import (
     CANDLE_TABLES,
     CASSANDRA_ERRORS,
@@ -51,6 +44,7 @@ from dashboards.forecasts import (
     terminal_density,
 )
 from dashboards.settings import ExplorerSettings
+from dashboards.vega_charts import fan_charts, p_above_chart, terminal_chart
 from dashboards.what_if import StoredModel, WhatIf, WhatIfResult, what_if_forecast
 from gbm_analysis.config import MODEL_NAMES
 from schemas.runtime.cassandra import connect
@@ -61,6 +55,13 @@ TWO_MODELS = "two, side by side: model A and model B"
 HISTORY = {"15 min": 15, "1 h": 60, "6 h": 360}
 PATH_COUNTS = (500, 1_000, 2_000, 5_000, 10_000, 20_000)
 POOLED_LABEL = "all symbols, pooled"
+DISTRIBUTION, BACKTEST, LEADERBOARD, DRIFT = (
+    "terminal price and P(above)",
+    "backtest",
+    "leaderboard",
+    "drift",
+)
+PANELS = (DISTRIBUTION, BACKTEST, LEADERBOARD, DRIFT)
 
 
 class Target(NamedTuple):
@@ -305,11 +306,7 @@ def explore(target: Target) -> None:
     st.fragment(run_every=run_every)(live_fan)(view, ok, run_every)
     with header:
         run_header(first, run, shown, symbol)
-    try:
-        run_charts(view, ok)
-        model_charts(target, symbol)
-    except CASSANDRA_ERRORS as exc:
-        _cassandra_failed(exc, view.target)
+    st.fragment(lower_panels)(view, ok)
 
 
 def run_header(first: StoredModel, run: RunKey, shown: pd.DataFrame, symbol: str) -> None:
@@ -402,18 +399,10 @@ def _live_fan(view: View, ok: pd.DataFrame, run_every: float | None) -> None:
     st.subheader("Forecast fan over the price history")
     if bars.empty:
         st.caption(f"No {view.candle} bars around this run yet.")
-    st.plotly_chart(
-        fan_figure(
-            fan,
-            candles=bars,
-            candle_label=view.candle,
-            realised=realised,
-            paths=paths,
-            what_if=sims,
-        ),
-        key="fan",
-        width="stretch",
-    )
+    charts = fan_charts(fan, candles=bars, realised=realised, paths=paths, what_if=sims)
+    # side by side, left to right in the order chosen (model A, then B)
+    for column, (model, chart) in zip(st.columns(len(charts)), charts.items(), strict=True):
+        column.altair_chart(chart, key=f"fan-{model}", width="stretch")
     realised_steps = band_coverage(fan, realised)
     if realised.empty:
         st.caption(
@@ -440,13 +429,30 @@ def _live_fan(view: View, ok: pd.DataFrame, run_every: float | None) -> None:
     st.caption(f"Read at {now:%H:%M:%S} UTC in {time.perf_counter() - started:.2f} s; {refresh}")
 
 
-def run_charts(view: View, ok: pd.DataFrame) -> None:
-    """Terminal distribution, P(above last) and the backtest: fixed for a run, so drawn with the
-    page, not refreshed with the fan."""
-    # Imported here, after the fan is sent: gbm_analysis.backtest imports scipy, a third of the
-    # explorer's import time (paid by the first page after a start).
-    from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL
+def lower_panels(view: View, ok: pd.DataFrame) -> None:
+    """One panel under the fan, chosen with a segmented control. A fragment: choosing another
+    panel reruns this alone, not the fan. One panel, not all of them, so a page load draws two
+    small Vega-Lite charts after the fan instead of five more charts, and Streamlit loads the
+    Plotly chunk (4.7 MB) only when the backtest or the leaderboard is opened."""
+    choice = st.segmented_control(
+        "below the fan", PANELS, default=PANELS[0], required=True, key="panel"
+    )
+    try:
+        if choice == BACKTEST:
+            backtest_panel(view)
+        elif choice == LEADERBOARD:
+            leaderboard_panel(view.target, view.symbol)
+        elif choice == DRIFT:
+            drift_panel(view.target, view.symbol)
+        else:
+            distribution_panel(view, ok)
+    except CASSANDRA_ERRORS as exc:
+        _cassandra_failed(exc, view.target)
 
+
+def distribution_panel(view: View, ok: pd.DataFrame) -> None:
+    """Terminal distribution and P(above last): fixed for a run, so drawn with the page, not
+    refreshed with the fan."""
     forecasts, fan, sims = _run_frames(view)
     if fan.empty:
         return
@@ -467,8 +473,8 @@ def run_charts(view: View, ok: pd.DataFrame) -> None:
             )
             if edges
         }
-        st.plotly_chart(
-            terminal_figure(
+        st.altair_chart(
+            terminal_chart(
                 histograms, densities, last_price=float(ok["last_price"].iloc[0]), what_if=sims
             ),
             key="terminal",
@@ -476,7 +482,14 @@ def run_charts(view: View, ok: pd.DataFrame) -> None:
         )
     with right:
         st.subheader("P(above the last price)")
-        st.plotly_chart(p_above_figure(fan, sims), key="p_above", width="stretch")
+        st.altair_chart(p_above_chart(fan, sims), key="p_above", width="stretch")
+
+
+def backtest_panel(view: View) -> None:
+    """The backtest's band coverage (with the binomial acceptance band) and CRPS skill."""
+    # Imported here, not at the top: gbm_analysis.backtest imports scipy, a third of the
+    # explorer's import time (paid by the first page after a start).
+    from gbm_analysis.backtest import BASELINE_MODEL, POOLED_SYMBOL
 
     st.subheader(f"Backtest ({POOLED_LABEL if view.pooled_backtest else view.symbol})")
     backtest_symbol = POOLED_SYMBOL if view.pooled_backtest else view.symbol
@@ -498,10 +511,10 @@ def run_charts(view: View, ok: pd.DataFrame) -> None:
     st.plotly_chart(skill_figure(skill, BASELINE_MODEL), key="skill", width="stretch")
 
 
-def model_charts(target: Target, symbol: str) -> None:
-    """Every model's walk-forward scores (``python -m gbm_analysis train`` writes them) and the
-    newest drift check of the learned models, for the symbol (not the run)."""
-    from gbm_analysis.backtest import BASELINE_MODEL  # here, not at the top: see run_charts
+def leaderboard_panel(target: Target, symbol: str) -> None:
+    """Every model's walk-forward scores (``python -m gbm_analysis train`` writes them), for the
+    symbol (not the run)."""
+    from gbm_analysis.backtest import BASELINE_MODEL  # here, not at the top: see backtest_panel
 
     st.subheader(f"Leaderboard ({symbol}, walk-forward)")
     scores = _scores(target, symbol)
@@ -526,6 +539,9 @@ def model_charts(target: Target, symbol: str) -> None:
             width="stretch",
         )
 
+
+def drift_panel(target: Target, symbol: str) -> None:
+    """The newest drift check of the learned models' inputs, for the symbol (not the run)."""
     st.subheader(f"Drift of the learned models' inputs ({symbol})")
     table, summary = drift_status(_drift(target, symbol))
     if not summary:

@@ -116,8 +116,10 @@ def launch(env: Mapping[str, str] | None = None) -> Iterator[Browser]:
 # --- the dashboards' pages ---------------------------------------------------------------------
 
 CHART_CELL = '[data-test="chart-grid-component"]'
-STREAMLIT_CHART = '[data-testid="stPlotlyChart"]'
-STREAMLIT_TRACE = f"{STREAMLIT_CHART} .main-svg .trace"
+# The fan is a Vega-Lite chart (one per model shown), drawn as SVG: a drawn chart has marks.
+STREAMLIT_CHART = '[data-testid="stVegaLiteChart"]'
+STREAMLIT_MARK = "svg.marks .role-mark"
+STREAMLIT_TRACE = f"{STREAMLIT_CHART} {STREAMLIT_MARK}"
 STREAMLIT_ERROR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 STREAMLIT_RUNNING = '[data-testid="stStatusWidget"]'
 
@@ -251,7 +253,8 @@ def chart_cells(page: Page) -> list[ChartCell]:
 
 def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> int:
     """Open the forecast explorer, wait until its first chart (the fan) has drawn, and return
-    how many traces that chart has; an app error on the page raises at once."""
+    how many layers of marks (candles, bands, lines) that chart has; an app error on the page
+    raises at once."""
     page.goto(urls.streamlit, wait_until="domcontentloaded", timeout=timeout_s * 1000)
     page.wait_for_selector(
         f"{STREAMLIT_TRACE}, {STREAMLIT_ERROR}", state="attached", timeout=timeout_s * 1000
@@ -260,7 +263,7 @@ def open_streamlit(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> in
     if errors.count():
         text = " ".join(errors.first.inner_text().split())
         raise InfraError(f"streamlit: the app shows an error: {text[:300]}")
-    return page.locator(STREAMLIT_CHART).first.locator(".trace").count()
+    return page.locator(STREAMLIT_CHART).first.locator(STREAMLIT_MARK).count()
 
 
 def streamlit_screenshot(page: Page, path: Path, timeout_s: float = 60) -> None:

@@ -126,15 +126,16 @@ def test_dashboard_without_charts_times_out(browser_page: Page) -> None:
         open_dashboard(browser_page, URLS, timeout_s=2)
 
 
-def test_streamlit_counts_the_first_charts_traces(browser_page: Page) -> None:
+def test_streamlit_counts_the_first_charts_marks(browser_page: Page) -> None:
+    mark = '<g class="mark-line role-mark"></g>'
     serve(
         browser_page,
         URLS.streamlit,
         (
-            '<div data-testid="stPlotlyChart"><svg class="main-svg"><g class="trace"></g>'
-            '<g class="trace"></g><g class="trace"></g></svg></div>'
-            '<div data-testid="stPlotlyChart"><svg class="main-svg">'
-            '<g class="trace"></g></svg></div>'
+            # a Plotly chart is not the fan; the first Vega-Lite chart is
+            '<div data-testid="stPlotlyChart"><svg class="main-svg"><g class="trace"></g></svg>'
+            f'</div><div data-testid="stVegaLiteChart"><svg class="marks">{mark * 3}</svg></div>'
+            f'<div data-testid="stVegaLiteChart"><svg class="marks">{mark}</svg></div>'
         ),
     )
     assert open_streamlit(browser_page, URLS, timeout_s=5) == 3

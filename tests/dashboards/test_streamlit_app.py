@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
 from infra.cassandra import READER_ROLE, CassandraService
@@ -211,10 +213,76 @@ def decode(values: Any) -> list[Any]:
 
 
 def figures(at: AppTest) -> dict[str, dict[str, Any]]:
-    out = {}
+    """Every chart on the page by name, as ``{"data": [trace, ...]}`` with Plotly's traces (each
+    ``meta = {"model", "role"}``). The Vega-Lite charts (the fans, one per model, the terminal
+    distribution and P(above)) are read into the same shape: one trace per model and role, its
+    ``y`` the plotted column (and a candle trace's ``close``); the fans merged under ``"fan"``."""
+    out: dict[str, dict[str, Any]] = {}
     for element in at.get("plotly_chart"):
         spec = json.loads(element.proto.spec)
         out[spec["layout"]["meta"]["chart"]] = spec
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        frames = {
+            d.name: convert_arrow_bytes_to_pandas_df(d.data.data) for d in element.proto.datasets
+        }
+        chart = spec["description"].split(" ")[0]
+        found = out.setdefault(chart, {"data": []})["data"]
+        for layer in spec["layer"]:
+            frame = frames[layer.get("data", spec.get("data"))["name"]]
+            found += vega_traces(layer["description"], frame)
+    return out
+
+
+#: the column each Vega-Lite layer role plots, as a Plotly trace's ``y``
+VEGA_Y = {
+    "candles": "close",
+    "path": "price",
+    "q50": "q50",
+    "realised": "close",
+    "what-if path": "price",
+    "what-if q05": "price",
+    "what-if q50": "price",
+    "what-if q95": "price",
+    "histogram": "density",
+    "density": "density",
+    "what-if density": "density",
+    "p_above": "p_above",
+    "what-if p_above": "p_above",
+}
+
+
+def vega_traces(description: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A fan's layer (``"<model>|<role>"``) is one model's; another chart's layer holds every
+    model, told apart by ``series`` (``"gbm histogram"``, ``"what-if gbm density"``, ``"gbm"``)."""
+    if "|" in description:
+        model, role = description.split("|")
+        groups = [(model, role, frame)]
+    elif "series" not in frame:  # a reference line (P = 0.5)
+        return []
+    else:
+        groups = []
+        for series, rows in frame.groupby("series", sort=False):
+            words = str(series).split(" ")
+            what_if = words[0] == "what-if"
+            model = words[1] if what_if else words[0]
+            role = " ".join(words[2 if what_if else 1 :]) or description
+            groups.append((model, f"what-if {role}" if what_if else role, rows))
+    out = []
+    for model, role, rows in groups:
+        if role.count("-q") == 1 and role.startswith("q"):  # a band: its low and high edges
+            out += [
+                {"meta": {"model": model, "role": edge}, "y": list(rows.sort_values("time")[edge])}
+                for edge in role.split("-")
+            ]
+            continue
+        if role not in VEGA_Y:
+            continue
+        paths = rows.groupby("path", sort=True) if role.endswith("path") else [(None, rows)]
+        for _, one in paths:
+            one = one.sort_values("time") if "time" in one else one
+            trace = {"meta": {"model": model, "role": role}, "y": list(one[VEGA_Y[role]])}
+            out.append({**trace, "close": trace["y"]} if role == "candles" else trace)
     return out
 
 
@@ -227,6 +295,12 @@ def traces(
         if (model is None or t.get("meta", {}).get("model") == model)
         and (role is None or t.get("meta", {}).get("role") == role)
     ]
+
+
+def panel(at: AppTest, name: str) -> AppTest:
+    """Choose the panel shown under the fan."""
+    (control,) = [b for b in at.button_group if b.label == "below the fan"]
+    return control.set_value(name).run()
 
 
 def widget(at: AppTest, kind: str, label: str) -> Any:
@@ -298,8 +372,8 @@ def test_the_fan_is_sent_before_any_other_chart_or_table(
     chart arrives: the run's parameter table, drawn above the fan, is sent after it."""
     sent: list[str] = []
 
-    def recording(name: str, what: Any) -> Any:
-        original = getattr(st, name)
+    def recording(name: str, what: Any, owner: Any = st) -> Any:
+        original = getattr(owner, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             sent.append(what(args, kwargs))
@@ -307,7 +381,9 @@ def test_the_fan_is_sent_before_any_other_chart_or_table(
 
         return call
 
-    monkeypatch.setattr(st, "plotly_chart", recording("plotly_chart", lambda a, k: k["key"]))
+    # the fans are drawn into columns: the column's (a DeltaGenerator's) method draws them
+    charts = recording("altair_chart", lambda a, k: k["key"], DeltaGenerator)
+    monkeypatch.setattr(DeltaGenerator, "altair_chart", charts)
     monkeypatch.setattr(
         st, "dataframe", recording("dataframe", lambda a, k: ",".join(map(str, a[0].columns)))
     )
@@ -315,7 +391,7 @@ def test_the_fan_is_sent_before_any_other_chart_or_table(
     sent.clear()
     at = ok(widget(at, "selectbox", "symbol").select(symbols["good"]).run())
     parameters = next(i for i, s in enumerate(sent) if "sigma (annualised)" in s)
-    assert sent[0] == "fan" and parameters > 0
+    assert sent[0].startswith("fan-") and parameters > 0
     assert at.dataframe[0].value.columns[1] == "sigma (annualised)"  # still drawn above the fan
 
 
@@ -356,6 +432,8 @@ def test_every_control_changes_what_the_charts_show(
     assert decode(q50["y"])[1:] == pytest.approx(list(gbm["q50"]), rel=1e-12)
     assert {m.label: m.value for m in at.metric}["as of (UTC)"].endswith(f"{AS_OF_OLD:%H:%M:%S}")
 
+    assert not any(h.value.startswith("Backtest") for h in at.subheader)  # not asked for
+    at = ok(panel(at, "backtest"))
     assert f"Backtest ({symbols['good']})" in [h.value for h in at.subheader]
     at = ok(widget(at, "radio", "backtest of").set_value("all symbols, pooled").run())
     assert "Backtest (all symbols, pooled)" in [h.value for h in at.subheader]
@@ -430,7 +508,8 @@ def test_terminal_p_above_coverage_and_skill_show_the_stored_numbers(
 ) -> None:
     at = open_symbol(app, symbols["good"])
     charts = figures(at)
-    assert set(charts) == {"fan", "terminal", "p_above", "coverage", "skill"}
+    # one panel under the fan at a time, the distribution first; no Plotly chart on the page
+    assert set(charts) == {"fan", "terminal", "p_above"} and not at.get("plotly_chart")
     want = stored(session, symbols["good"], AS_OF_NEW)
     for model in MODELS:
         row = run_row(session, symbols["good"], AS_OF_NEW, model)
@@ -443,6 +522,9 @@ def test_terminal_p_above_coverage_and_skill_show_the_stored_numbers(
         (p_above,) = traces(charts["p_above"], model, "p_above")
         assert decode(p_above["y"]) == pytest.approx(list(rows["p_above"]))
 
+    at = ok(panel(at, "backtest"))
+    charts = figures(at)
+    assert set(charts) == {"fan", "coverage", "skill"}
     backtest = backtests(session, symbols["good"])
     newest = newest_backtest(session, symbols["good"])
     for model in MODELS:
@@ -485,7 +567,7 @@ def test_a_symbol_without_forecasts_says_why(app: AppTest, symbols: dict[str, st
     at = open_symbol(app, symbols["thin"])
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 3 and all("too_few_bars" in w for w in warnings)
-    assert not at.get("plotly_chart")
+    assert not at.get("plotly_chart") and not at.get("vega_lite_chart")
 
 
 def test_an_empty_keyspace_says_there_is_no_data_yet(
@@ -498,7 +580,11 @@ def test_an_empty_keyspace_says_there_is_no_data_yet(
         monkeypatch.setenv("CASSANDRA_KEYSPACE", name)
         at = ok(AppTest.from_file(str(APP), default_timeout=60).run())
         assert [i.value for i in at.info][0].startswith(f"No forecasts in keyspace '{name}'")
-        assert not at.get("plotly_chart")
+        assert (
+            not at.get("plotly_chart")
+            and not at.get("vega_lite_chart")
+            and not at.get("vega_lite_chart")
+        )
     finally:
         run_infra("drop-keyspace", name, env=infra_env)
 
@@ -515,7 +601,7 @@ def test_cassandra_down_is_one_line_not_a_trace(
     (error,) = [e.value for e in at.error]
     assert error.startswith(f"Cassandra at 127.0.0.1:{closed_port} is not answering")
     assert "make up" in error and "\n" not in error
-    assert not at.get("plotly_chart")
+    assert not at.get("plotly_chart") and not at.get("vega_lite_chart")
 
 
 def test_bad_setting_is_one_line(reader_env: None, monkeypatch: pytest.MonkeyPatch) -> None:

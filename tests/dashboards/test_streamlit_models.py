@@ -4,6 +4,7 @@ walk-forward leaderboard (``model_scores``) and the newest drift check (``model_
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from infra.config import InfraConfig
 from infra.streamlit import APP
 from schemas.settings import CassandraSettings
 from tests.conftest import REPO_ROOT
-from tests.dashboards.test_streamlit_app import decode, figures, ok, traces, widget
+from tests.dashboards.test_streamlit_app import decode, figures, ok, panel, traces, widget
 from tests.gbm_analysis.test_learned import gbm_minutes
 
 # MLflow 3.17's SQL store uses a loader SQLAlchemy 2.1 deprecates (not our code)
@@ -207,12 +208,12 @@ def test_two_models_side_by_side_a_learned_one_and_the_gbm(
     at = ok(widget(at, "selectbox", "model A").select("mlp").run())
     at = ok(widget(at, "selectbox", "model B").select("gbm").run())
     fan = figures(at)["fan"]
-    # two panels, A on the left: the mlp's traces on the first x axis, the gbm's on the second
-    assert [a["text"] for a in fan["layout"]["annotations"]][:2] == ["mlp", "gbm"]
+    # two charts side by side, A on the left
+    fans = [json.loads(e.proto.spec) for e in at.get("vega_lite_chart")][:2]
+    assert [f["title"] for f in fans] == ["mlp", "gbm"]
     assert {t["meta"]["model"] for t in fan["data"]} == {"mlp", "gbm"}
     (mlp_q50,) = traces(fan, "mlp", "q50")
     (gbm_q50,) = traces(fan, "gbm", "q50")
-    assert mlp_q50.get("xaxis", "x") == "x" and gbm_q50["xaxis"] == "x2"
     assert decode(mlp_q50["y"])[1:] == pytest.approx(_stored_q50(session, symbol, "mlp"))
     assert decode(gbm_q50["y"])[1:] == pytest.approx(_stored_q50(session, symbol, "gbm"))
     assert not traces(fan, "mlp", "path")  # a learned model draws no sample paths
@@ -235,6 +236,7 @@ def test_leaderboard_table_and_chart_are_the_stored_scores(
     symbol = data["symbol"]
     at = ok(app.run())
     at = ok(widget(at, "selectbox", "symbol").select(symbol).run())
+    at = ok(panel(at, "leaderboard"))
     assert f"Leaderboard ({symbol}, walk-forward)" in [h.value for h in at.subheader]
     stored = pd.DataFrame(
         [
@@ -278,6 +280,7 @@ def test_drift_status_shows_the_newest_check_and_its_retrain(
     symbol = data["symbol"]
     at = ok(app.run())
     at = ok(widget(at, "selectbox", "symbol").select(symbol).run())
+    at = ok(panel(at, "drift"))
     assert f"Drift of the learned models' inputs ({symbol})" in [h.value for h in at.subheader]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["drift status"] == "retrain triggered"
@@ -312,7 +315,8 @@ def test_a_symbol_never_trained_says_how_to_get_scores_and_drift(
         "gbm",
         "hist_sim",
     ]
-    infos = " ".join(i.value for i in at.info)
-    assert "`python -m gbm_analysis train` scores every model" in infos
-    assert "`python -m gbm_analysis drift` compares" in infos
+    at = ok(panel(at, "leaderboard"))
+    assert "`python -m gbm_analysis train` scores every model" in " ".join(i.value for i in at.info)
     assert "leaderboard" not in figures(at)
+    at = ok(panel(at, "drift"))
+    assert "`python -m gbm_analysis drift` compares" in " ".join(i.value for i in at.info)
