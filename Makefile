@@ -99,9 +99,10 @@ test-reliability: install
 	$(PY) -m pytest --durations=25 -W default -m reliability tests/reliability
 
 # The tests that need no service, with the coverage report of the pure modules; it fails under
-# the floor in pyproject.toml ([tool.coverage.report] fail_under).
+# the floor in pyproject.toml ([tool.coverage.report] fail_under). Two pytest-xdist workers: the
+# unit tests share no service, and lint's mypy is done within the first minutes beside them.
 test-unit: $(STAMP)
-	$(PY) -m pytest --durations=25 -m 'not integration and not live' --cov --cov-report=term-missing:skip-covered
+	$(PY) -m pytest -n 2 --durations=25 -m 'not integration and not live' --cov --cov-report=term-missing:skip-covered
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
