@@ -51,20 +51,24 @@ def _candles(model: str, candles: pd.DataFrame) -> list[alt.Chart]:
         up=lambda f: f["close"] >= f["open"]
     )
     base = alt.Chart(frame)
-    shade = alt.condition("datum.up", alt.value("#7a7a7a"), alt.value("#b0b0b0"))
+    # fill and stroke, not color: the panel's color scale is the legend's
+    shades = alt.Scale(domain=[True, False], range=["#7a7a7a", "#b0b0b0"])
     tooltip = [
         alt.Tooltip("window_start:T", title="bar", format="%H:%M:%S"),
         *(alt.Tooltip(f"{c}:Q", format=",.6g") for c in ("open", "high", "low", "close")),
     ]
     wick = base.mark_rule().encode(
-        x="window_start:T", y=alt.Y("low:Q", scale=alt.Scale(zero=False)), y2="high:Q", color=shade
+        x=alt.X("window_start:T"),
+        y=alt.Y("low:Q", scale=alt.Scale(zero=False)),
+        y2=alt.Y2("high"),
+        stroke=alt.Stroke("up:N", scale=shades, legend=None),
     )
     body = base.mark_bar().encode(
-        x="window_start:T",
-        x2="window_end:T",
-        y="open:Q",
-        y2="close:Q",
-        color=shade,
+        x=alt.X("window_start:T"),
+        x2=alt.X2("window_end"),
+        y=alt.Y("open:Q"),
+        y2=alt.Y2("close"),
+        fill=alt.Fill("up:N", scale=shades, legend=None),
         tooltip=tooltip,
     )
     return [
@@ -76,7 +80,10 @@ def _candles(model: str, candles: pd.DataFrame) -> list[alt.Chart]:
 def _paths(paths: pd.DataFrame, series: str, opacity: float, description: str) -> alt.Chart:
     line = alt.Chart(paths.assign(series=series)).mark_line(strokeWidth=0.7, opacity=opacity)
     return line.encode(
-        x="time:T", y=alt.Y("price:Q"), detail="path:N", color=alt.Color("series:N")
+        x=alt.X("time:T"),
+        y=alt.Y("price:Q"),
+        detail=alt.Detail("path:N"),
+        color=alt.Color("series:N"),
     ).properties(description=description)
 
 
@@ -110,7 +117,7 @@ def _model_panel(
     base = alt.Chart(frame)
     for lo, hi, opacity in (("q05", "q95", 0.15), ("q25", "q75", 0.3)):
         band = base.mark_area(opacity=opacity, color=model_color(model)).encode(
-            x="time:T", y=f"{lo}:Q", y2=f"{hi}:Q"
+            x=alt.X("time:T"), y=alt.Y(f"{lo}:Q"), y2=alt.Y2(hi)
         )
         layers.append(band.properties(description=f"{model}|{lo}-{hi}"))
     layers.append(
@@ -129,8 +136,8 @@ def _model_panel(
     layers.append(
         base.mark_circle(size=300, opacity=0.001)
         .encode(
-            x="time:T",
-            y="q50:Q",
+            x=alt.X("time:T"),
+            y=alt.Y("q50:Q"),
             tooltip=[*tooltip, alt.Tooltip("p_above:Q", title="P(above last)", format=".2f")],
         )
         # drag pans, the wheel zooms the time axis, a double-click resets it; on one layer
@@ -146,7 +153,7 @@ def _model_panel(
             layers.append(
                 alt.Chart(one)
                 .mark_line(strokeWidth=1.5, strokeDash=dash)
-                .encode(x="time:T", y="price:Q", color=alt.Color("series:N"))
+                .encode(x=alt.X("time:T"), y=alt.Y("price:Q"), color=alt.Color("series:N"))
                 .properties(description=f"{model}|what-if {q}")
             )
     if not realised.empty:
@@ -154,8 +161,8 @@ def _model_panel(
             alt.Chart(realised[["time", "close"]].assign(series="realised"))
             .mark_line(strokeWidth=2)
             .encode(
-                x="time:T",
-                y="close:Q",
+                x=alt.X("time:T"),
+                y=alt.Y("close:Q"),
                 color=alt.Color("series:N"),
                 tooltip=[
                     alt.Tooltip("time:T", format="%H:%M:%S"),
