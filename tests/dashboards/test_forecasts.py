@@ -15,7 +15,7 @@ from cassandra.cluster import NoHostAvailable
 
 import dashboards.forecasts
 import dashboards.settings
-from dashboards.charts import coverage_figure, fan_figure, skill_figure, trace_roles
+from dashboards.charts import coverage_figure, skill_figure
 from dashboards.forecasts import (
     QUERIES,
     ForecastReader,
@@ -308,50 +308,6 @@ def test_what_if_is_seeded_and_sigma_widens_the_fan() -> None:
     ]
     with pytest.raises(ValueError, match="sigma multiplier -1"):
         WhatIf(sigma_multiplier=-1, drift_pct_per_day=0, n_steps=1, n_paths=1, seed=0)
-
-
-def test_fan_figure_has_one_panel_per_model_with_bands_paths_and_realised() -> None:
-    fan = fan_frame(pd.concat([forecasts("gbm", 100.0), forecasts("ewma_t", 100.0)]))
-    candles = pd.DataFrame(
-        {
-            "window_start": [AS_OF - timedelta(seconds=5)],
-            "open": [99.0],
-            "high": [101.0],
-            "low": [98.0],
-            "close": [100.0],
-        }
-    )
-    realised = pd.DataFrame({"time": [AS_OF + timedelta(seconds=5)], "close": [100.5]})
-    paths = paths_frame(
-        pd.DataFrame(
-            [
-                {
-                    "model": "gbm",
-                    "path": 0,
-                    "as_of": AS_OF,
-                    "step_seconds": 5,
-                    "prices": [1.0, 2.0, 3.0],
-                    "last_price": 100.0,
-                }
-            ]
-        )
-    )
-    fig = fan_figure(fan, candles=candles, candle_label="5 s", realised=realised, paths=paths)
-    roles = trace_roles(fig)
-    for model in ("gbm", "ewma_t"):
-        assert [r for m, r in roles if m == model and r.startswith("q")] == [
-            "q05",
-            "q95",
-            "q25",
-            "q75",
-            "q50",
-        ]
-        assert (model, "candles") in roles and (model, "realised") in roles
-    assert roles.count(("gbm", "path")) == 1 and ("ewma_t", "path") not in roles
-    q95 = next(t for t in fig.data if t.meta == {"model": "gbm", "role": "q95"})
-    assert q95.fill == "tonexty" and list(q95.y) == [100.0, 103.0, 104.0, 105.0]
-    assert fig.layout.meta == {"chart": "fan"}
-    assert fig.layout.xaxis2.matches is None and fig.layout.yaxis2.matches == "y"
 
 
 def test_coverage_and_skill_figures_carry_the_numbers() -> None:
