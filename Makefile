@@ -71,7 +71,7 @@ cluster-status: $(STAMP)
 # (MemAvailable >= 16 GiB). Not by default: on 2 cores it adds 20-25 minutes (the cluster's
 # start and the test), which would take the suite past its time budget.
 test-cluster: install
-	STATE_DIR=$(CLUSTER_STATE_DIR) $(PY) -m pytest --durations=25 -W default -m cluster tests/cluster
+	STATE_DIR=$(CLUSTER_STATE_DIR) $(PY) -m pytest --durations=25 -m cluster tests/cluster
 
 # Lint and the unit tests with their coverage floor first, then everything that needs the
 # stack. The fault matrix runs after the rest and alone: it restarts Kafka and
@@ -93,10 +93,10 @@ test: install browser
 # Every step, unit or against the real engines, fails on a warning: pyproject.toml's
 # filterwarnings ignores only the few the engines' clients raise from their own code, each named.
 test-integration: install
-	$(PY) -m pytest --durations=25 -W default -m 'integration and not live and not reliability and not cluster'
+	$(PY) -m pytest --durations=25 -m 'integration and not live and not reliability and not cluster'
 
 test-reliability: install
-	$(PY) -m pytest --durations=25 -W default -m reliability tests/reliability
+	$(PY) -m pytest --durations=25 -m reliability tests/reliability
 
 # The tests that need no service, with the coverage report of the pure modules; it fails under
 # the floor in pyproject.toml ([tool.coverage.report] fail_under). Two pytest-xdist workers: the
