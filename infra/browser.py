@@ -195,16 +195,14 @@ def open_dashboard(page: Page, urls: DashboardUrls, timeout_s: float = 90) -> li
         # took the page's own CPU while the other charts were still loading.
         cells = _judge_cells(page, sorted(settled))
         now = time.monotonic() - t0
+        # A cell that comes back None is a settled one, skipped.
         for n, cell in enumerate(cells):
-            if (
-                cell is not None
-                and n not in settled
-                and (cell.rendered or cell.empty or cell.error)
-            ):
+            if cell is not None and (cell.rendered or cell.empty or cell.error):
                 settled[n] = replace(cell, settled_s=now)
         if len(settled) == len(cells) or now > timeout_s:
-            # Only settled cells are skipped, so every index has a state here.
-            return [c for n, cell in enumerate(cells) if (c := settled.get(n, cell)) is not None]
+            return [
+                settled[n] if cell is None else settled.get(n, cell) for n, cell in enumerate(cells)
+            ]
         page.wait_for_timeout(100)
 
 
