@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser up down status logs clean demo test test-unit test-integration test-reliability lint bench screenshots cluster-up cluster-down cluster-status test-cluster
+.PHONY: help install browser up down status logs clean demo test test-unit test-stack test-integration test-reliability lint bench screenshots cluster-up cluster-down cluster-status test-cluster
 
 help:
 	@echo "make demo   - bring up the stack and run the pipeline on the built-in offline feed"
@@ -74,15 +74,14 @@ test-cluster: install
 	STATE_DIR=$(CLUSTER_STATE_DIR) $(PY) -m pytest --durations=25 -m cluster tests/cluster
 
 # Lint and the unit tests with their coverage floor first, then everything that needs the
-# stack. The fault matrix runs after the rest and alone: it restarts Kafka and
-# Cassandra. Lint (mypy) and the unit tests are independent and each use one core, so they run
-# side by side on the 2 cores; each one's output is printed whole when it ends (--output-sync),
-# and either failing fails `make test` once the other has finished. install and browser run
-# before, one after the other: both may call apt-get, which takes the dpkg lock.
+# stack in one pytest session (test-stack), so the stack starts once. Lint (mypy) and the unit
+# tests are independent and each use one core, so they run side by side on the 2 cores; each
+# one's output is printed whole when it ends (--output-sync), and either failing fails
+# `make test` once the other has finished. install and browser run before, one after the
+# other: both may call apt-get, which takes the dpkg lock.
 test: install browser
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint test-unit
-	$(MAKE) --no-print-directory test-integration
-	$(MAKE) --no-print-directory test-reliability
+	$(MAKE) --no-print-directory test-stack
 	@if [ "$(TEST_CLUSTER)" != true ]; then \
 		echo "make test: test-cluster not run (make test TEST_CLUSTER=true, or make test-cluster)"; \
 	elif [ "$$(awk '/^MemAvailable:/ {print int($$2 / 1048576)}' /proc/meminfo)" -ge 16 ]; then \
@@ -92,6 +91,12 @@ test: install browser
 # Every pytest step prints its 25 slowest tests (--durations=25), so CI shows where the time goes.
 # Every step, unit or against the real engines, fails on a warning: pyproject.toml's
 # filterwarnings ignores only the few the engines' clients raise from their own code, each named.
+# test-integration and test-reliability in one session: the fault matrix runs last (it restarts
+# Kafka and Cassandra under the tests; tests/conftest.py orders it), and the stack is started
+# once instead of stopped and started again between the two.
+test-stack: install
+	$(PY) -m pytest --durations=40 -m 'integration and not live and not cluster'
+
 test-integration: install
 	$(PY) -m pytest --durations=25 -m 'integration and not live and not reliability and not cluster'
 

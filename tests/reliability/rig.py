@@ -110,9 +110,11 @@ class Rig:
             # A restarted job catches up in bounded batches, not one giant one, so a batch
             # running 2 minutes is wedged: after a Cassandra restart the connector's Java
             # driver can block forever in Session.refreshSchema (scylladb/java-driver#343);
-            # the job then exits 3 and supervisord restarts it from its checkpoint.
+            # the job then exits 3 and supervisord restarts it from its checkpoint. A restarted
+            # job's first batch took 17-24 s in the clean-clone run of 2026-11-30, so 75 s is
+            # three times that; every second of it adds to the Cassandra row's recovery.
             "MAX_OFFSETS_PER_TRIGGER": "20000",
-            "BATCH_STALL_TIMEOUT": "120s",
+            "BATCH_STALL_TIMEOUT": "75s",
             "SPARK_DRIVER_MEMORY": "1g",
             "LOG_LEVEL": "WARNING",
         }
