@@ -15,8 +15,15 @@ The model, per forecast:
 
 1. **Profile.** The variance of one-step returns per step-long bucket of the hour (60 buckets of
    a minute with the defaults), relative to the mean, from the whole history passed in
-   (``GBM_SEASONAL_HISTORY``, 7 days by default), shrunk toward 1 by a prior of ``PROFILE_PRIOR``
-   returns per bucket.
+   (``GBM_SEASONAL_HISTORY``, 7 days by default): each bucket's mean square, unshrunk but for a
+   pseudo-count of ``PROFILE_PRIOR`` (one return at the mean variance).
+   Shrinking toward the flat profile lowers the error averaged over the hour's buckets, but the
+   hourly job always forecasts from the same phase, the peak after the full hour, so the
+   shrinkage's bias there does not average out: blocks borrowed from the minute either side were
+   rescaled into the peak too small, and the 50% band was too narrow at 3-10 minutes (a prior of
+   20 returns took 11% off each bucket's excess over the mean with 7 days of history). The
+   estimate's noise, unlike that bias, changes sign from forecast to forecast, and blocks
+   starting at the forecast's own phase do not depend on the profile at all (it cancels).
 2. **Level.** An EWMA of the de-seasonalised bar returns (half-life ``GBM_EWMA_HALF_LIFE``), so
    the level as of each bar is known without looking ahead.
 3. **Blocks.** The ``N_BLOCKS`` past moments nearest the forecast's time of the hour (the same
@@ -62,8 +69,10 @@ PERIOD_SECONDS = 3600
 N_BLOCKS = 300
 #: fewer whole horizons in the history than this, and the model does not forecast
 MIN_BLOCKS = 100
-#: the profile of a bucket is shrunk toward 1 as if this many more returns had the mean variance
-PROFILE_PRIOR = 20.0
+#: pseudo-count of returns at the mean variance per bucket: keeps a bucket whose price never moved
+#: from a zero variance (the blocks divide by it) and moves a bucket of ``n`` returns only
+#: ``1 / (n + 1)`` of the way to the mean (0.6% with 7 days of one-minute bars)
+PROFILE_PRIOR = 1.0
 
 
 @dataclass(frozen=True)
