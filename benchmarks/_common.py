@@ -103,11 +103,13 @@ def process_tree_cpu_s(root: int) -> float:
 
 
 def service_pid(name: str) -> int | None:
-    """The pid a stack service (``trino``, ``superset``, ...) wrote under its state folder."""
+    """The pid of a running stack service (``trino``, ``superset``, a cluster node such as
+    ``kafka-2``), found as ``python -m infra status`` finds it: supervisord's, else the pid
+    file's only while that process's command line is the service's (a stopped service's pid
+    file can name a pid the system has since given to another process)."""
+    from infra.__main__ import services
     from infra.config import InfraConfig
+    from infra.topology import topology
 
-    pid_file = InfraConfig.from_env().state_dir / name / "pid"
-    try:
-        return int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
+    service = services(InfraConfig.from_env(), topology()).get(name)
+    return None if service is None else service.pid()
