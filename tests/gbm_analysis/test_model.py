@@ -15,11 +15,13 @@ from gbm_analysis.exceptions import (
     InvalidDataError,
 )
 from gbm_analysis.model import (
+    _PAIRS,
     PERCENTILE_LEVELS,
     SECONDS_PER_YEAR,
     bootstrap_log_paths,
     estimate,
     estimate_ewma,
+    ewma_variances,
     grid_log_returns,
     simulate_log_paths,
     simulate_paths,
@@ -179,6 +181,23 @@ def test_student_t_draws_follow_the_t_distribution(dof: float) -> None:
         assert abs(share - q) < 4 * math.sqrt(q * (1 - q) / t.size)
 
 
+def test_normal_draws_follow_the_normal_distribution_and_pairs_are_independent() -> None:
+    """One step of 229,376 paths, the innovations divided back out, against the normal CDF
+    (Kolmogorov-Smirnov) and its tails; the cosine and sine halves of each Box-Muller block
+    (a radius each pair shares) are uncorrelated, and so are their squares."""
+    sigma, dt, n = 1e-3, 1.0, 14 * _PAIRS
+    steps = simulate_log_paths(0.0, sigma, dt, 1, n, np.random.default_rng(13)).ravel()
+    z = (steps + 0.5 * sigma**2 * dt) / (sigma * math.sqrt(dt))
+    assert stats.kstest(z, stats.norm.cdf).pvalue > 0.01
+    for q in (1e-3, 1e-2, 0.99, 0.999):
+        share = float((z <= stats.norm.ppf(q)).mean())
+        assert abs(share - q) < 4 * math.sqrt(q * (1 - q) / n)
+    pairs = z.reshape(-1, 2, _PAIRS)
+    first, second = pairs[:, 0].ravel(), pairs[:, 1].ravel()
+    for a, b in ((first, second), (first**2, second**2)):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 4 / math.sqrt(first.size)
+
+
 def test_prices_are_s0_times_exp_of_the_log_paths() -> None:
     log_paths = simulate_log_paths(0.0, 5e-4, 60.0, 4, 9, np.random.default_rng(3), dof=6.0)
     prices = simulate_paths(20.0, 0.0, 5e-4, 60.0, 4, 9, np.random.default_rng(3), dof=6.0)
@@ -249,9 +268,22 @@ def test_summary_matches_numpy_percentiles_and_counts_every_path() -> None:
         summary.quantile(0.333)
 
 
+def _assert_within_a_float32_rounding(
+    got: np.ndarray, expected: np.ndarray, log_paths: np.ndarray, s0: float
+) -> None:
+    """Percentiles from log returns sorted as float32: each interpolates between two order
+    statistics ``s0 * exp(x)`` with ``x`` rounded to float32 (2^-24 of ``x``), so it is off by
+    at most the largest such error among its step's paths, plus a few float64 roundings."""
+    worst = np.max(s0 * np.exp(log_paths) * np.abs(log_paths), axis=1, keepdims=True)
+    bound = worst * 2.0**-24 + expected * 8 * 2.0**-53
+    assert (np.abs(got - expected) <= bound).all(), float(np.max(np.abs(got - expected) / bound))
+
+
 def test_summary_of_log_paths_equals_the_summary_of_their_prices() -> None:
     """Percentiles from the sorted log returns, turned into prices afterwards, are the ones of
-    the sorted prices, to the bit; flat paths (exact zeros) and moves that cancel included."""
+    the sorted prices within the float32 rounding of their sort keys, and to the bit where
+    paths are flat (exact zeros); P(above), the sample and the histogram to the bit, moves that
+    cancel included."""
     rng = np.random.default_rng(5)
     moves = rng.choice(np.log([0.999, 1.0, 1.001, 1.002]), size=(6, 2_001))
     moves[:, :300] = 0.0
@@ -260,10 +292,61 @@ def test_summary_of_log_paths_equals_the_summary_of_their_prices() -> None:
     prices = np.ascontiguousarray((s0 * np.exp(log_paths)).T)
     expected = summarise_paths(prices, s0, n_sample=7, bins=13)
     got = summarise_log_paths(log_paths.copy(), s0, n_sample=7, bins=13)
-    assert np.array_equal(got.percentiles, expected.percentiles)
+    _assert_within_a_float32_rounding(got.percentiles, expected.percentiles, log_paths, s0)
+    flat = expected.percentiles == s0
+    assert flat.any() and (got.percentiles[flat] == s0).all()
     assert np.array_equal(got.p_above, expected.p_above)
     assert np.array_equal(got.sample, expected.sample)
     assert np.array_equal(got.hist_edges, expected.hist_edges)
     assert np.array_equal(got.hist_counts, expected.hist_counts)
     assert np.allclose(got.mean, expected.mean, rtol=1e-13, atol=0.0)
     assert got.quantile(0.01)[0] < s0 == got.quantile(0.5)[0]
+
+
+@pytest.mark.parametrize(("n_paths", "scale"), [(10_000, 0.01), (2_001, 1.0), (7, 0.3)])
+def test_log_path_percentiles_match_numpy_quantile_of_the_prices(
+    n_paths: int, scale: float
+) -> None:
+    """On continuous fat-tailed data, every step's percentiles 1..99 are ``np.quantile`` of the
+    prices (linear interpolation) within the float32 rounding of the sorted log returns, for
+    moves from 1% to 100%; the log paths themselves are left as they were."""
+    rng = np.random.default_rng(12)
+    log_paths = np.cumsum(scale * rng.standard_t(4.0, size=(5, n_paths)), axis=0)
+    s0 = 37_012.5
+    before = log_paths.copy()
+    got = summarise_log_paths(log_paths, s0, n_sample=3, bins=5)
+    expected = np.quantile(s0 * np.exp(log_paths), PERCENTILE_LEVELS, axis=1).T
+    _assert_within_a_float32_rounding(got.percentiles, expected, log_paths, s0)
+    assert np.array_equal(log_paths, before)
+    assert (np.diff(got.percentiles, axis=1) >= 0).all()
+
+
+def _ewma_loop(x: np.ndarray, lam: np.ndarray, var0: float) -> tuple[np.ndarray, float]:
+    prior, var = np.empty_like(x), var0
+    for i in range(x.size):
+        prior[i] = var
+        var = lam[i] * var + (1.0 - lam[i]) * x[i]
+    return prior, var
+
+
+@pytest.mark.parametrize(
+    ("n", "half_life", "max_dt"),
+    [
+        (4_319, 900.0, 5.0),  # six hours of 5-second bars: one block
+        (3_000, 900.0, 300.0),  # gaps up to 5 minutes: blocks end on the decay
+        (2_500, 0.25, 300.0),  # returns that each decay past the span, lam = 0 (underflow) too
+        (1, 900.0, 5.0),
+    ],
+)
+def test_ewma_variances_equal_the_serial_recursion(n: int, half_life: float, max_dt: float) -> None:
+    rng = np.random.default_rng(n)
+    dt = rng.choice(np.arange(5.0, max_dt + 5.0, 5.0), size=n)
+    x = (rng.standard_t(4.0, size=n) * 1e-4) ** 2 / dt
+    x[rng.random(n) < 0.2] = 0.0  # unchanged prices
+    lam = np.power(0.5, dt / half_life)
+    expected_prior, expected_last = _ewma_loop(x, lam, 3e-9)
+    prior, last = ewma_variances(x, lam, 3e-9)
+    assert np.allclose(prior, expected_prior, rtol=1e-12, atol=0.0)
+    assert last == pytest.approx(expected_last, rel=1e-12, abs=0.0)
+    if half_life < 1.0:
+        assert (lam == 0.0).any() and (prior[1:][lam[:-1] == 0.0] == x[:-1][lam[:-1] == 0.0]).all()
