@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/gbm.py [--symbols 50] [--paths 10000] [--steps 60] [--skip-job]
 
-1. Simulation throughput at equal work (``--paths`` x ``--steps`` path-steps): the chunked,
+1. Simulation throughput at equal work (``--paths`` x ``--steps`` path-steps): the
    vectorised :func:`gbm_analysis.model.simulate_paths`; a per-path Python loop calling numpy once
    per path; a pure-Python loop (one ``random.gauss`` per path-step); the naive loop that draws
    one numpy scalar per path-step (what the reference job's single ``np.random.normal()`` becomes
@@ -107,7 +107,7 @@ def bench_simulation(n_paths: int, n_steps: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     print(f"simulation: {n_paths:,} paths x {n_steps} steps = {work:,} path-steps each", flush=True)
     for name, fn, repeat in (
-        ("vectorised (chunked numpy)", vectorised, 7),
+        ("vectorised (numpy, step rows)", vectorised, 7),
         ("per-path loop (numpy per path)", numpy_per_path, 3),
         ("per-path loop (pure Python)", pure_python, 1),
         ("per-path loop (numpy scalars)", numpy_scalars, 1),

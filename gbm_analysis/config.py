@@ -91,7 +91,8 @@ class GbmSettings:
     :param seasonal_history_seconds: bars ``seasonal_fhs`` learns its intraday profile and its
         blocks from, ending at as-of (7 days); the other models use ``lookback_seconds`` of them
     :param t_dof: Student-t degrees of freedom of ``ewma_t``; None estimates it from kurtosis
-    :param chunk_paths: paths simulated per chunk, bounding temporary memory (2,000)
+    :param chunk_paths: paths ``seasonal_fhs`` simulates per chunk, bounding its temporary
+        memory (2,000); the GBM family draws and summarises a few steps at a time instead
     :param seed: run seed; None draws one from OS entropy (stored with the run either way)
     :param symbols: only these symbols; empty means every symbol with bars
     :param engine: ``local`` (read, forecast and write in this process with the cassandra

@@ -29,13 +29,14 @@ from gbm_analysis.exceptions import DataError
 from gbm_analysis.model import (
     PathSummary,
     ReturnSeries,
-    bootstrap_log_paths,
+    bootstrap_step_draws,
     centre_step_returns,
     estimate,
     estimate_ewma,
+    gbm_step_draws,
     grid_log_returns,
-    simulate_log_paths,
     step_log_returns,
+    summarise_draws,
     summarise_log_paths,
 )
 from gbm_analysis.seasonal import block_log_paths, seasonal_blocks
@@ -136,13 +137,17 @@ def _one_model(
 ) -> ModelForecast:
     rng = generator_for(run_seed, symbol, model)
     s0 = series.last_price
-    n_steps, n_paths, chunk = settings.n_steps, settings.n_paths, settings.chunk_paths
+    n_steps, n_paths = settings.n_steps, settings.n_paths
     dt = float(settings.step_seconds)
     stderr = dof = math.nan
+    # the GBM family's paths are summarised as they are drawn, a few steps at a time;
+    # seasonal_fhs draws whole paths (blocks of history) and is summarised afterwards
+    n_sample, bins = settings.n_sample_paths, settings.histogram_bins
     if model == "gbm":
         est = estimate(series, drift=settings.drift)
         mu, sigma, stderr = est.mu, est.sigma, est.sigma_stderr
-        log_paths = simulate_log_paths(mu, sigma, dt, n_steps, n_paths, rng, chunk_paths=chunk)
+        draws = gbm_step_draws(mu, sigma, dt, rng)
+        summary = summarise_draws(draws, n_steps, n_paths, s0, n_sample=n_sample, bins=bins)
     elif model == "ewma_t":
         ewma = estimate_ewma(
             series,
@@ -152,9 +157,8 @@ def _one_model(
             dof=settings.t_dof,
         )
         mu, sigma, dof = ewma.mu, ewma.sigma, ewma.dof
-        log_paths = simulate_log_paths(
-            mu, sigma, dt, n_steps, n_paths, rng, dof=dof, chunk_paths=chunk
-        )
+        draws = gbm_step_draws(mu, sigma, dt, rng, dof=dof)
+        summary = summarise_draws(draws, n_steps, n_paths, s0, n_sample=n_sample, bins=bins)
     elif model == "seasonal_fhs":
         blocks = seasonal_blocks(
             long_series or series,
@@ -164,7 +168,8 @@ def _one_model(
             half_life_seconds=settings.ewma_half_life_seconds,
             drift=settings.drift,
         )
-        log_paths = block_log_paths(blocks, n_paths, rng, chunk_paths=chunk)
+        log_paths = block_log_paths(blocks, n_paths, rng, chunk_paths=settings.chunk_paths)
+        summary = summarise_log_paths(log_paths, s0, n_sample=n_sample, bins=bins)
         mu = (
             _arithmetic_drift(blocks.cumulative[:, -1], settings.horizon_seconds)
             if settings.drift != "zero"
@@ -174,13 +179,11 @@ def _one_model(
     else:  # hist_sim: bootstrap of overlapping historical step returns, drift as GBM_DRIFT says
         raw = step_log_returns(series, step_bars=settings.step_seconds // settings.bar_seconds)
         hist = centre_step_returns(raw, drift=settings.drift)
-        log_paths = bootstrap_log_paths(hist, n_steps, n_paths, rng, chunk_paths=chunk)
+        draws = bootstrap_step_draws(hist, rng)
+        summary = summarise_draws(draws, n_steps, n_paths, s0, n_sample=n_sample, bins=bins)
         # arithmetic drift per second, E[S(t+d)] = S(t) exp(mu d), as the GBM's mu (0 under zero)
         mu = _arithmetic_drift(hist, settings.step_seconds) if settings.drift != "zero" else 0.0
         sigma = float(hist.std(ddof=1) / math.sqrt(settings.step_seconds))
-    summary = summarise_log_paths(
-        log_paths, s0, n_sample=settings.n_sample_paths, bins=settings.histogram_bins
-    )
     convention = annualisation_for(symbol)
     return ModelForecast(
         symbol=symbol,

@@ -18,14 +18,19 @@ from gbm_analysis.model import (
     _PAIRS,
     PERCENTILE_LEVELS,
     SECONDS_PER_YEAR,
+    StepDraws,
     bootstrap_log_paths,
+    bootstrap_step_draws,
     estimate,
     estimate_ewma,
     ewma_variances,
+    gbm_step_draws,
     grid_log_returns,
+    log_paths_of,
     simulate_log_paths,
     simulate_paths,
     step_log_returns,
+    summarise_draws,
     summarise_log_paths,
     summarise_paths,
 )
@@ -150,18 +155,64 @@ def test_student_t_innovations_have_fat_tails_and_unit_variance() -> None:
     assert stats.kurtosis(z) > 2.0  # normal: 0; t(5): 6
 
 
-@pytest.mark.parametrize("dof", [None, 4.5])
-def test_same_seed_same_paths_whatever_the_chunking(dof: float | None) -> None:
-    def run(seed: int, chunk: int) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        return simulate_paths(50.0, 0.0, 1e-4, 60.0, 12, 3_001, rng, dof=dof, chunk_paths=chunk)
+def _split_draws(draw: StepDraws, n_steps: int, n_paths: int, splits: list[int]) -> np.ndarray:
+    """The per-step returns of ``draw``, asked for ``splits`` rows at a time (the rest last)."""
+    out = np.empty((n_steps, n_paths))
+    at = 0
+    for size in [*splits, n_steps]:
+        size = min(size, n_steps - at)
+        if size:
+            draw(out[at : at + size])
+            at += size
+    return out
 
-    # 36,012 draws: the Student-t draws span several of their sampler's blocks
-    first = run(7, 3_001)
-    assert np.array_equal(first, run(7, 3_001))
-    assert np.array_equal(first, run(7, 1_000))
-    assert np.array_equal(first, run(7, 64))
-    assert not np.array_equal(first, run(8, 3_001))
+
+@pytest.mark.parametrize("dof", [None, 4.5, "bootstrap"])
+def test_same_seed_same_paths_whatever_the_calls(dof: float | str | None) -> None:
+    """A stream of step draws gives the same numbers however the calls split it: 36,012
+    draws span several of the samplers' blocks, and the splits fall inside them."""
+
+    def draws(seed: int) -> StepDraws:
+        rng = np.random.default_rng(seed)
+        if dof == "bootstrap":
+            return bootstrap_step_draws(np.linspace(-1e-3, 1e-3, 50), rng)
+        return gbm_step_draws(0.0, 1e-4, 60.0, rng, dof=dof)  # type: ignore[arg-type]
+
+    whole = _split_draws(draws(7), 12, 3_001, [])
+    assert np.array_equal(whole, _split_draws(draws(7), 12, 3_001, [1, 5]))
+    assert np.array_equal(whole, _split_draws(draws(7), 12, 3_001, [7, 1, 1]))
+    assert not np.array_equal(whole, _split_draws(draws(8), 12, 3_001, []))
+    if dof != "bootstrap":
+        rng = np.random.default_rng(7)
+        paths = simulate_log_paths(0.0, 1e-4, 60.0, 12, 3_001, rng, dof=dof)  # type: ignore[arg-type]
+        assert np.array_equal(paths, np.cumsum(whole, axis=0))
+
+
+@pytest.mark.parametrize(
+    ("kind", "n_steps", "n_paths"),
+    [("gbm", 60, 10_000), ("t", 13, 7_001), ("bootstrap", 60, 3), ("gbm", 1, 70_000)],
+)
+def test_summarising_as_drawn_equals_summarising_the_paths(
+    kind: str, n_steps: int, n_paths: int
+) -> None:
+    """:func:`summarise_draws` (a few steps drawn, summed and summarised at a time) gives the
+    numbers of :func:`summarise_log_paths` of the whole paths, to the bit: blocks of 6, 9 and
+    1 steps of 10,000, 7,001 and 70,000 paths, and one block of every step for 3 paths."""
+    hist = np.log(np.array([0.999, 1.0, 1.0, 1.001, 1.002] * 3))
+
+    def draws() -> StepDraws:
+        rng = np.random.default_rng(21)
+        if kind == "bootstrap":
+            return bootstrap_step_draws(hist, rng)
+        return gbm_step_draws(1e-6, 2e-4, 60.0, rng, dof=5.0 if kind == "t" else None)
+
+    s0 = 64.37
+    expected = summarise_log_paths(log_paths_of(draws(), n_steps, n_paths), s0, n_sample=4)
+    got = summarise_draws(draws(), n_steps, n_paths, s0, n_sample=4)
+    for field in ("mean", "percentiles", "p_above", "sample", "hist_edges", "hist_counts"):
+        assert np.array_equal(getattr(got, field), getattr(expected, field)), field
+    with pytest.raises(ConfigError, match="must be positive"):
+        summarise_draws(draws(), 0, n_paths, s0)
 
 
 @pytest.mark.parametrize("dof", [4.05, 5.0, 30.0])
