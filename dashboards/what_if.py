@@ -99,14 +99,15 @@ def what_if_forecast(base: StoredModel, change: WhatIf) -> WhatIfResult:
     # Imported here, not with the module: the explorer needs this module's dataclasses for its
     # first page, the job's simulator (and what that imports) only once the overlay is turned on.
     from gbm_analysis.forecast import generator_for
-    from gbm_analysis.model import simulate_paths, summarise_paths
+    from gbm_analysis.model import simulate_log_paths, summarise_log_paths
 
     # hist_sim draws from its own stream in the job; use it too, so each model's what-if differs.
     rng = generator_for(change.seed, base.symbol, base.model)
     mu = change.drift_pct_per_day / 100 / SECONDS_PER_DAY
     dof = base.dof if base.model == "ewma_t" else None
-    paths = simulate_paths(
-        base.last_price,
+    # the job's own simulation and summary (float32 sort keys): the unchanged what-if is the
+    # stored forecast to the bit
+    log_paths = simulate_log_paths(
         mu,
         base.sigma * change.sigma_multiplier,
         float(base.step_seconds),
@@ -115,8 +116,8 @@ def what_if_forecast(base: StoredModel, change: WhatIf) -> WhatIfResult:
         rng,
         dof=dof,
     )
-    summary = summarise_paths(
-        paths, base.last_price, n_sample=min(change.n_sample, len(paths)), bins=HIST_BINS
+    summary = summarise_log_paths(
+        log_paths, base.last_price, n_sample=change.n_sample, bins=HIST_BINS
     )
     steps = np.arange(change.n_steps + 1)
     times = [base.as_of + timedelta(seconds=int(s) * base.step_seconds) for s in steps]
