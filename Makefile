@@ -11,6 +11,7 @@ help:
 	@echo "make demo   - bring up the stack and run the pipeline on the built-in offline feed"
 	@echo "make test   - install what is missing and run every test (unit + integration)"
 	@echo "make up | down | status | logs | clean | lint | test-unit | bench | screenshots"
+	@echo "make test-stack (test-integration, then test-reliability, in one session)"
 	@echo "make cluster-up | cluster-down | cluster-status | test-cluster - the loopback cluster"
 
 $(STAMP): pyproject.toml
