@@ -69,8 +69,8 @@ cluster-status: $(STAMP)
 # The failover test (about 10 GB of memory): brings the cluster up if needed, stops a Kafka
 # broker, a Cassandra node and a Spark worker while trades flow, and leaves the cluster as it
 # found it. `make test TEST_CLUSTER=true` runs it last when the machine has the memory
-# (MemAvailable >= 16 GiB). Not by default: on 2 cores it adds 20-25 minutes (the cluster's
-# start and the test), which would take the suite past its time budget.
+# (MemAvailable >= 16 GiB). Not by default: on 2 cores it adds about 8 minutes on a quiet
+# machine (the cluster's start 3, the test 4, its stop), which takes the suite past its budget.
 test-cluster: install
 	STATE_DIR=$(CLUSTER_STATE_DIR) $(PY) -m pytest --durations=25 -m cluster tests/cluster
 
