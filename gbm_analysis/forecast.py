@@ -29,6 +29,7 @@ from gbm_analysis.exceptions import DataError
 from gbm_analysis.model import (
     PathSummary,
     ReturnSeries,
+    StepDraws,
     bootstrap_step_draws,
     centre_step_returns,
     estimate,
@@ -140,14 +141,14 @@ def _one_model(
     n_steps, n_paths = settings.n_steps, settings.n_paths
     dt = float(settings.step_seconds)
     stderr = dof = math.nan
-    # the GBM family's paths are summarised as they are drawn, a few steps at a time;
-    # seasonal_fhs draws whole paths (blocks of history) and is summarised afterwards
     n_sample, bins = settings.n_sample_paths, settings.histogram_bins
+    # the GBM family's steps, summarised below as they are drawn, a few steps at a time;
+    # seasonal_fhs draws whole paths (blocks of history) and is summarised in its branch
+    draws: StepDraws | None = None
     if model == "gbm":
         est = estimate(series, drift=settings.drift)
         mu, sigma, stderr = est.mu, est.sigma, est.sigma_stderr
         draws = gbm_step_draws(mu, sigma, dt, rng)
-        summary = summarise_draws(draws, n_steps, n_paths, s0, n_sample=n_sample, bins=bins)
     elif model == "ewma_t":
         ewma = estimate_ewma(
             series,
@@ -158,7 +159,6 @@ def _one_model(
         )
         mu, sigma, dof = ewma.mu, ewma.sigma, ewma.dof
         draws = gbm_step_draws(mu, sigma, dt, rng, dof=dof)
-        summary = summarise_draws(draws, n_steps, n_paths, s0, n_sample=n_sample, bins=bins)
     elif model == "seasonal_fhs":
         blocks = seasonal_blocks(
             long_series or series,
@@ -180,10 +180,11 @@ def _one_model(
         raw = step_log_returns(series, step_bars=settings.step_seconds // settings.bar_seconds)
         hist = centre_step_returns(raw, drift=settings.drift)
         draws = bootstrap_step_draws(hist, rng)
-        summary = summarise_draws(draws, n_steps, n_paths, s0, n_sample=n_sample, bins=bins)
         # arithmetic drift per second, E[S(t+d)] = S(t) exp(mu d), as the GBM's mu (0 under zero)
         mu = _arithmetic_drift(hist, settings.step_seconds) if settings.drift != "zero" else 0.0
         sigma = float(hist.std(ddof=1) / math.sqrt(settings.step_seconds))
+    if draws is not None:
+        summary = summarise_draws(draws, n_steps, n_paths, s0, n_sample=n_sample, bins=bins)
     convention = annualisation_for(symbol)
     return ModelForecast(
         symbol=symbol,

@@ -592,7 +592,6 @@ def simulate_log_paths(
     >>> simulate_log_paths(0.0, 0.001, 60.0, 3, 4, np.random.default_rng(7)).shape
     (3, 4)
     """
-    _check_size(n_steps, n_paths)
     return log_paths_of(gbm_step_draws(mu, sigma, dt, rng, dof=dof), n_steps, n_paths)
 
 
@@ -644,7 +643,6 @@ def bootstrap_log_paths(
 
     :raises InsufficientDataError: fewer than 10 historical step returns
     """
-    _check_size(n_steps, n_paths)
     return log_paths_of(bootstrap_step_draws(step_returns, rng), n_steps, n_paths)
 
 
@@ -705,6 +703,12 @@ def summarise_paths(
 #: from memory once, and its prices, mean, count and sort keys stay in a core's cache
 _SUMMARY_BLOCK = 65_536
 
+
+def _block_rows(n_steps: int, n_paths: int) -> int:
+    """Steps summarised together: as many as fit :data:`_SUMMARY_BLOCK`, at least one."""
+    return min(n_steps, max(1, _SUMMARY_BLOCK // n_paths))
+
+
 _scratch = threading.local()
 
 
@@ -740,7 +744,7 @@ def summarise_log_paths(
     ([0.3333333333333333, 0.3333333333333333], [10.0, 10.0], [2, 1], (3, 2))
     """
     n_steps, n = log_paths.shape
-    rows = max(1, _SUMMARY_BLOCK // n)
+    rows = _block_rows(n_steps, n)
     blocks = ((a, log_paths[a : a + rows]) for a in range(0, n_steps, rows))
     return _summarise(blocks, n_steps, n, s0, n_sample=n_sample, bins=bins)
 
@@ -757,7 +761,7 @@ def summarise_draws(
     :raises ConfigError: on a non-positive size
     """
     _check_size(n_steps, n_paths)
-    rows = min(n_steps, max(1, _SUMMARY_BLOCK // n_paths))
+    rows = _block_rows(n_steps, n_paths)
 
     def blocks() -> Iterator[tuple[int, FloatArray]]:
         # two buffers in turn: the last row of one is the row above the other's first
@@ -789,7 +793,7 @@ def _summarise(
     sample = np.empty((n_sample, n_steps), dtype=np.float64)
     below = np.empty((n_steps, lo.size), dtype=np.float64)
     above = np.empty((n_steps, lo.size), dtype=np.float64)
-    rows = min(n_steps, max(1, _SUMMARY_BLOCK // n))
+    rows = _block_rows(n_steps, n)
     prices = _scratch_array("prices", (rows, n), np.float64)
     keys = _scratch_array("keys", (rows, n), np.float32)
     block = prices[:0]
