@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 __all__ = [
+    "close_rollups",
     "kafka_records",
     "scheduler_conf",
     "start_queries",
@@ -57,6 +58,20 @@ def _shared_rollups(settings: StreamSettings) -> CassandraRollups:
         if key not in _rollups:
             _rollups[key] = CassandraRollups(settings.cassandra, settings.cassandra.keyspace)
         return _rollups[key]
+
+
+def close_rollups() -> None:
+    """Shut down the shared rollup writers' driver sessions, once their queries have stopped.
+
+    A cassandra-driver cluster left open at interpreter exit races the exit: its scheduler
+    thread submits to an executor that Python has already shut down, and the process ends with
+    a ``RuntimeError`` traceback from a thread (seen under load in ``tests/test_time_zones.py``).
+    """
+    with _rollups_lock:
+        writers = list(_rollups.values())
+        _rollups.clear()
+    for writer in writers:
+        writer.close()
 
 
 _POOLS_XML = """<?xml version="1.0"?>

@@ -43,6 +43,17 @@ def infra_cli(
     )
 
 
+def open_cassandra_clusters() -> set[int]:
+    """The ids of the cassandra-driver clusters alive and not shut down in this process: one
+    left open at exit makes the interpreter's exit race its scheduler thread."""
+    import gc
+
+    from cassandra.cluster import Cluster
+
+    gc.collect()
+    return {id(o) for o in gc.get_objects() if isinstance(o, Cluster) and not o.is_shutdown}
+
+
 def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:
     result = infra_cli(*args, env=env, timeout=timeout)
     if result.returncode != 0:

@@ -42,7 +42,7 @@ from stream_processor.config import QueryName, StreamSettings
 from stream_processor.exceptions import ConfigError
 from stream_processor.jobs import configure_logging
 from stream_processor.metrics import PrometheusListener
-from stream_processor.queries import scheduler_conf, start_query
+from stream_processor.queries import close_rollups, scheduler_conf, start_query
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -253,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port:
         listener.serve(settings.metrics_host, settings.metrics_port)
     logger.info("settings: %s", settings)
-    code = supervise(spark, settings, once=args.once, stop=stop)
+    try:
+        code = supervise(spark, settings, once=args.once, stop=stop)
+    finally:
+        close_rollups()
     if code != EXIT_STALLED:  # stopping a session with a wedged task would wait forever
         spark.stop()
     return code

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
+@pytest.fixture(scope="session", autouse=True)
+def rollups_closed_at_the_end() -> Iterator[None]:
+    """The streaming queries' shared rollup writers (one driver session per keyspace) closed
+    when the session ends, as ``python -m stream_processor`` closes them when it stops."""
+    yield
+    from stream_processor.queries import close_rollups
+
+    close_rollups()
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     from schemas.runtime.spark import build_session

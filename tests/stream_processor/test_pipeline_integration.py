@@ -16,8 +16,8 @@ import pytest
 from schemas import avro_codec
 from schemas.settings import CassandraSettings
 from stream_processor.config import StreamSettings
-from stream_processor.queries import start_queries
-from tests.conftest import Stack
+from stream_processor.queries import close_rollups, start_queries
+from tests.conftest import Stack, open_cassandra_clusters
 from tests.stream_processor.conftest import (
     consume_all,
     create_topic,
@@ -117,6 +117,7 @@ def test_known_trade_set_matches_pandas(
     settings = _settings(stack, cassandra, topic, tmp_path)
     p1, p2 = _phase1(), _phase2()
     produce(stack.kafka.bootstrap_servers, topic, encode_trades(p1) + _malformed())
+    clusters_before = open_cassandra_clusters()
     queries = start_queries(spark, settings)
     try:
         for q in queries:
@@ -135,6 +136,9 @@ def test_known_trade_set_matches_pandas(
     finally:
         for q in queries:
             q.stop()
+    # the rollups' driver session closes with the job, as python -m stream_processor does
+    close_rollups()
+    assert open_cassandra_clusters() <= clusters_before
 
     trades = pd.DataFrame(p1 + p2)
     phase = pd.Series([1] * len(p1) + [2] * len(p2))
