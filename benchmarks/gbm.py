@@ -51,7 +51,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import infra, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    infra,
+    process_tree_cpu_s,
+    service_pid,
+    write_results,
+)
 from gbm_analysis.config import GbmSettings  # noqa: E402
 from gbm_analysis.forecast import forecast_symbol  # noqa: E402
 from gbm_analysis.model import SECONDS_PER_YEAR, simulate_paths  # noqa: E402
@@ -308,6 +313,13 @@ def _bars_end(session: Any, keyspace: str) -> datetime:
     return max(ends).replace(tzinfo=UTC)
 
 
+def _cassandra_cpu_s() -> float:
+    """CPU seconds Cassandra's process has used so far (0 when the stack's Cassandra is not
+    found: a stack started elsewhere), so a run's share of it is a difference."""
+    pid = service_pid("cassandra")
+    return 0.0 if pid is None else process_tree_cpu_s(pid)
+
+
 def bench_job(
     n_symbols: int,
     settings: GbmSettings,
@@ -359,6 +371,7 @@ def bench_job(
             try:
                 for attempt in range(2):  # the first run also warms Spark's Python workers
                     wall, cpu = time.perf_counter(), time.process_time()
+                    cassandra_cpu = _cassandra_cpu_s()
                     result = run_forecasts(
                         spark,
                         store,
@@ -371,9 +384,12 @@ def bench_job(
                     out[f"{key}_s"] = time.perf_counter() - wall
                     # this process only: Spark's JVM and Python workers are other processes
                     out[f"{key}_driver_cpu_s"] = time.process_time() - cpu
+                    # what the same two cores spent storing the forecasts meanwhile
+                    out[f"{key}_cassandra_cpu_s"] = _cassandra_cpu_s() - cassandra_cpu
                     print(
                         f"  {engine} run {attempt + 1}: {out[f'{key}_s']:.1f} s "
-                        f"({out[f'{key}_driver_cpu_s']:.1f} s CPU in this process), "
+                        f"({out[f'{key}_driver_cpu_s']:.1f} s CPU in this process, "
+                        f"{out[f'{key}_cassandra_cpu_s']:.1f} s in Cassandra's), "
                         f"{result.n_ok} forecasts ok",
                         flush=True,
                     )
@@ -492,7 +508,8 @@ def main() -> int:
                 print(
                     f"| {engine}: read to last write, {run} run (target <= 5 s) | "
                     f"{job[f'{engine}_{run}_run_s']:.1f} s "
-                    f"({job[f'{engine}_{run}_run_driver_cpu_s']:.1f} s CPU in this process) |"
+                    f"({job[f'{engine}_{run}_run_driver_cpu_s']:.1f} s CPU in this process, "
+                    f"{job[f'{engine}_{run}_run_cassandra_cpu_s']:.1f} s in Cassandra's) |"
                 )
             print(
                 f"| {engine}: `run --once`, process start to exit (target <= 15 s) | "

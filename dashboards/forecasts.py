@@ -24,6 +24,10 @@ from cassandra.connection import ConnectionException
 
 from schemas.contracts import TABLE_AGG_1M, TABLE_AGG_5S
 from schemas.gbm_tables import (
+    PATH_PRICES,
+    PATH_PRICES_BEFORE_010,
+    PERCENTILES,
+    PERCENTILES_BEFORE_010,
     TABLE_GBM_BACKTEST,
     TABLE_GBM_FORECAST_RUNS,
     TABLE_GBM_FORECASTS,
@@ -31,6 +35,7 @@ from schemas.gbm_tables import (
     TABLE_GBM_RUNS,
     TABLE_MODEL_DRIFT,
     TABLE_MODEL_SCORES,
+    stored_list,
 )
 from schemas.markets import annualisation_for
 
@@ -81,11 +86,12 @@ QUERIES = {
     "complete runs": f"SELECT issued_at, run_id FROM {{ks}}.{TABLE_GBM_RUNS} WHERE day = ?",
     "forecasts": (
         "SELECT model, step, target_ts, horizon_s, as_of, last_price, mean, q05, q25, q50, q75, "
-        f"q95, p_above, percentiles FROM {{ks}}.{TABLE_GBM_FORECASTS} "
+        f"q95, p_above, {PERCENTILES}, {PERCENTILES_BEFORE_010} FROM {{ks}}.{TABLE_GBM_FORECASTS} "
         "WHERE symbol = ? AND day = ? AND issued_at = ? AND run_id = ?"
     ),
     "paths": (
-        f"SELECT model, path, as_of, step_seconds, prices FROM {{ks}}.{TABLE_GBM_PATHS} "
+        f"SELECT model, path, as_of, step_seconds, {PATH_PRICES}, {PATH_PRICES_BEFORE_010} "
+        f"FROM {{ks}}.{TABLE_GBM_PATHS} "
         "WHERE symbol = ? AND day = ? AND issued_at = ? AND run_id = ?"
     ),
     "backtest": f"SELECT * FROM {{ks}}.{TABLE_GBM_BACKTEST} WHERE symbol = ? AND day = ?",
@@ -521,6 +527,17 @@ def _frame(rows: Iterable[Any]) -> pd.DataFrame:
     return pd.DataFrame([row._asdict() for row in rows])
 
 
+def _stored_lists(frame: pd.DataFrame, column: str, before_010: str) -> pd.DataFrame:
+    """``frame`` with one list column under the name the pages use, ``before_010``: the
+    frozen ``column`` of rows written since migration 010, the old column's list before it."""
+    if not frame.empty:
+        frame[before_010] = [
+            stored_list({column: new, before_010: old}, column, before_010)
+            for new, old in zip(frame[column], frame[before_010], strict=True)
+        ]
+    return frame.drop(columns=[column], errors="ignore")
+
+
 def _days(start: datetime, end: datetime) -> list[date]:
     """UTC days from ``start`` to ``end`` inclusive (the partitions a time range touches)."""
     first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
@@ -586,14 +603,22 @@ class ForecastReader:
         return runs.sort_values(["issued_at", "model"], ascending=[False, True], ignore_index=True)
 
     def forecasts(self, symbol: str, run: RunKey) -> pd.DataFrame:
-        frame = _frame(self._execute("forecasts", (symbol, run.day, run.issued_at, run.run_id)))
+        frame = _stored_lists(
+            _frame(self._execute("forecasts", (symbol, run.day, run.issued_at, run.run_id))),
+            PERCENTILES,
+            PERCENTILES_BEFORE_010,
+        )
         for column in ("target_ts", "as_of"):
             if not frame.empty:
                 frame[column] = frame[column].map(utc)
         return frame
 
     def paths(self, symbol: str, run: RunKey) -> pd.DataFrame:
-        frame = _frame(self._execute("paths", (symbol, run.day, run.issued_at, run.run_id)))
+        frame = _stored_lists(
+            _frame(self._execute("paths", (symbol, run.day, run.issued_at, run.run_id))),
+            PATH_PRICES,
+            PATH_PRICES_BEFORE_010,
+        )
         if not frame.empty:
             frame["as_of"] = frame["as_of"].map(utc)
         return frame

@@ -20,10 +20,13 @@ from gbm_analysis.config import GbmSettings
 from gbm_analysis.exceptions import StorageError
 from schemas.contracts import TABLE_AGG_5S
 from schemas.gbm_tables import (
+    PERCENTILES,
+    PERCENTILES_BEFORE_010,
     TABLE_GBM_BACKTEST,
     TABLE_GBM_FORECAST_RUNS,
     TABLE_GBM_FORECASTS,
     TABLE_GBM_RUNS,
+    stored_list,
 )
 from schemas.runtime.cassandra import driver_errors as _driver_errors
 
@@ -82,6 +85,13 @@ def _nan_to_none(value: Any) -> Any:
     if type(value).__name__ == "Date" and hasattr(value, "date"):
         return value.date()
     return value
+
+
+def _step_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``gbm_forecasts`` row with its 99 percentiles under ``percentiles``, whichever column
+    stored them (the frozen one since migration 010)."""
+    percentiles = stored_list(row, PERCENTILES, PERCENTILES_BEFORE_010)
+    return {**{k: v for k, v in row.items() if k != PERCENTILES}, "percentiles": percentiles}
 
 
 @dataclass(frozen=True)
@@ -383,7 +393,7 @@ class GbmStore:
             "WHERE symbol = %s AND day = %s AND issued_at = %s AND run_id = %s",
             (symbol, day, issued_at, run_id),
         )
-        return [{k: _nan_to_none(v) for k, v in r._asdict().items()} for r in rows]
+        return [{k: _nan_to_none(v) for k, v in _step_row(r._asdict()).items()} for r in rows]
 
     # --- backtest -----------------------------------------------------------------------
 
@@ -400,7 +410,7 @@ class GbmStore:
 
         cols = (
             "symbol, day, issued_at, run_id, model, step, target_ts, horizon_s, as_of, "
-            "last_price, percentiles"
+            f"last_price, {PERCENTILES}, {PERCENTILES_BEFORE_010}"
         )
         for i, (symbol, day) in enumerate(partitions, start=1):
             rows = self._execute(
@@ -417,7 +427,7 @@ class GbmStore:
                 symbol,
                 day,
             )
-            frame = pd.DataFrame([r._asdict() for r in rows])
+            frame = pd.DataFrame([_step_row(r._asdict()) for r in rows])
             if not frame.empty:
                 for col in ("issued_at", "target_ts", "as_of"):
                     frame[col] = pd.to_datetime(frame[col], utc=True)

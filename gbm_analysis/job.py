@@ -43,7 +43,13 @@ from gbm_analysis.exceptions import StorageError
 from gbm_analysis.forecast import forecast_frame, forecast_row, forecast_symbol
 from gbm_analysis.io import GbmStore, days_between, new_run_id, to_utc
 from schemas.contracts import TABLE_AGG_5S
-from schemas.gbm_tables import TABLE_GBM_FORECAST_RUNS, TABLE_GBM_FORECASTS, TABLE_GBM_PATHS
+from schemas.gbm_tables import (
+    PATH_PRICES,
+    PERCENTILES,
+    TABLE_GBM_FORECAST_RUNS,
+    TABLE_GBM_FORECASTS,
+    TABLE_GBM_PATHS,
+)
 from schemas.runtime.cassandra import driver_errors as _driver_errors
 from schemas.runtime.spark import read_cassandra, write_cassandra
 
@@ -227,7 +233,7 @@ def _forecasts_table(ok: DataFrame, settings: GbmSettings, keys: list[Column]) -
         "mean",
         *(pct(level) for level in _BAND_LEVELS),
         F.element_at("p_above", F.col("i") + 1).alias("p_above"),
-        F.slice("percentiles", F.col("i") * _N_PCT + 1, _N_PCT).alias("percentiles"),
+        F.slice("percentiles", F.col("i") * _N_PCT + 1, _N_PCT).alias(PERCENTILES),
     )
 
 
@@ -250,7 +256,7 @@ def _paths_table(ok: DataFrame, settings: GbmSettings, keys: list[Column]) -> Da
             F.timestamp_seconds(F.col("as_of")).alias("as_of"),
             F.lit(settings.step_seconds).alias("step_seconds"),
             F.slice("sample", F.col("path") * settings.n_steps + 1, settings.n_steps).alias(
-                "prices"
+                PATH_PRICES
             ),
         )
     )
@@ -646,14 +652,14 @@ _STEP_COLUMNS = (
     "q75",
     "q95",
     "p_above",
-    "percentiles",
+    PERCENTILES,
 )
 _PATH_COLUMNS = (
     *_KEY_COLUMNS,
     "path",
     "as_of",
     "step_seconds",
-    "prices",
+    PATH_PRICES,
 )
 _LEARNED = ("model_version", "model_run_id")
 
@@ -721,7 +727,7 @@ def _write_paths(
 ) -> None:
     """The ``gbm_paths`` rows of one (symbol, model), one per sample path, in one batch."""
     statement = writer.prepare(TABLE_GBM_PATHS, _PATH_COLUMNS)
-    varying = {"path": cells(np.arange(prices.shape[0]), "int"), "prices": double_lists(prices)}
+    varying = {"path": cells(np.arange(prices.shape[0]), "int"), PATH_PRICES: double_lists(prices)}
     shared = {**shared, "step_seconds": settings.step_seconds}
     writer.submit_batch(statement, batch_rows(statement, writer.protocol_version, shared, varying))
 
@@ -741,7 +747,7 @@ def _write_steps(
         "mean": cells(means, "double"),
         **{f"q{level:02d}": cells(pct[:, level - 1], "double") for level in _BAND_LEVELS},
         "p_above": cells(np.asarray(row["p_above"], dtype=np.float64), "double"),
-        "percentiles": double_lists(pct),
+        PERCENTILES: double_lists(pct),
     }
     estimates = {c: row[c] for c in _STEP_ESTIMATES}
     writer.submit_batch(

@@ -414,11 +414,11 @@ def test_every_control_changes_what_the_charts_show(
     at = ok(widget(at, "slider", "sample paths").set_value(3).run())
     paths = traces(figures(at)["fan"], "gbm", "path")
     rows = session.execute(
-        "SELECT path, model, as_of, prices FROM gbm_paths WHERE symbol = %s " "AND day = %s",
+        "SELECT path, model, as_of, path_prices FROM gbm_paths WHERE symbol = %s AND day = %s",
         (symbols["good"], NOW.date()),
     )
     stored_paths = {
-        r.path: list(r.prices)
+        r.path: list(r.path_prices)
         for r in rows
         if r.model == "gbm" and r.as_of.replace(tzinfo=UTC) == AS_OF_NEW
     }

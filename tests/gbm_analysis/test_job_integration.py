@@ -136,13 +136,20 @@ def test_run_writes_forecasts_and_reasons(
 
     paths = list(
         cassandra_session.execute(
-            "SELECT path, prices FROM gbm_paths WHERE symbol=%s AND day=%s AND issued_at=%s "
-            "AND run_id=%s AND model='gbm'",
+            "SELECT path, path_prices, prices FROM gbm_paths WHERE symbol=%s AND day=%s "
+            "AND issued_at=%s AND run_id=%s AND model='gbm'",
             (symbols["GOOD"], gbm["day"], gbm["issued_at"], result.run_id),
         )
     )
     assert [p.path for p in paths] == list(range(7))
-    assert all(len(p.prices) == N_STEPS for p in paths)
+    # each list one frozen cell (migration 010); the multi-cell columns stay empty
+    assert all(len(p.path_prices) == N_STEPS and p.prices is None for p in paths)
+    stored_steps = cassandra_session.execute(
+        "SELECT percentile_prices, percentiles FROM gbm_forecasts WHERE symbol=%s AND day=%s "
+        "AND issued_at=%s AND run_id=%s",
+        (symbols["GOOD"], gbm["day"], gbm["issued_at"], result.run_id),
+    )
+    assert all(len(r.percentile_prices) == 99 and r.percentiles is None for r in stored_steps)
 
     # same seed, new run: identical numbers
     again = _run(engine, store, settings, seed=123)

@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from schemas.gbm_tables import (
+    PATH_PRICES,
+    PATH_PRICES_BEFORE_010,
+    PERCENTILES,
+    PERCENTILES_BEFORE_010,
+)
 from schemas.settings import CassandraSettings
 from tests.conftest import REPO_ROOT
 from tests.gbm_analysis.conftest import BAR
@@ -54,10 +60,11 @@ def insert_forecast(
     last_price: float = 100.0,
     models: tuple[str, ...] = ("gbm",),
     complete: bool = True,
+    percentiles_column: str = PERCENTILES,
 ) -> None:
     """The rows a run writes for one symbol: per-model run rows, per-step forecasts (percentiles
-    1..99 spread +-1% around the last price), and, when ``complete``, the ``gbm_runs`` row
-    that a run writes last."""
+    1..99 spread +-1% around the last price, in ``percentiles_column``: a run before migration 010
+    wrote ``percentiles``), and, when ``complete``, the ``gbm_runs`` row that a run writes last."""
     day = issued_at.date()
     pct = [last_price * (1 + (k - 50) / 5000) for k in range(1, 100)]
     for model in models:
@@ -70,7 +77,8 @@ def insert_forecast(
         for step in range(1, n_steps + 1):
             session.execute(
                 "INSERT INTO gbm_forecasts (symbol, day, issued_at, run_id, model, step, "
-                "target_ts, horizon_s, as_of, last_price, q05, q25, q50, q75, q95, percentiles) "
+                "target_ts, horizon_s, as_of, last_price, q05, q25, q50, q75, q95, "
+                f"{percentiles_column}) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (
                     symbol,
@@ -176,6 +184,71 @@ def test_a_run_killed_mid_write_is_neither_served_nor_scored(
     assert "incomplete runs skipped: 1 (6 forecast steps without a gbm_runs row" in (
         format_report(forecasts, _)
     )
+
+
+def test_forecasts_stored_before_migration_010_are_scored_and_shown_as_after_it(
+    cassandra_session: Any,
+    test_keyspace: CassandraSettings,
+    insert_bars: Callable[[str, list[datetime], np.ndarray], None],
+) -> None:
+    """Migration 010 moved the percentiles and the paths' prices to frozen columns; a run stored
+    before it (multi-cell ``percentiles`` and ``prices``) reads as one stored after it, in the
+    backtest and on the explorer's page."""
+    from dashboards.forecasts import ForecastReader, RunKey
+    from gbm_analysis.backtest import score_forecasts
+    from gbm_analysis.evaluation import run_backtest
+    from gbm_analysis.io import GbmStore
+
+    symbol = f"OLD{uuid.uuid4().hex[:6]}:IBM"
+    starts = [AS_OF + timedelta(seconds=BAR * i) for i in range(-12, 48)]
+    insert_bars(symbol, starts, 100.0 + 0.01 * np.arange(len(starts)))
+    issued = datetime.now(UTC).replace(microsecond=0)
+    runs = {
+        column: f"{column}-{uuid.uuid4().hex[:6]}"
+        for column in (PERCENTILES, PERCENTILES_BEFORE_010)
+    }
+    for i, (column, run_id) in enumerate(runs.items()):
+        insert_forecast(
+            cassandra_session,
+            symbol,
+            run_id=run_id,
+            issued_at=issued + timedelta(seconds=i),
+            percentiles_column=column,
+        )
+        for path, prices_column in enumerate((PATH_PRICES, PATH_PRICES_BEFORE_010)):
+            cassandra_session.execute(
+                "INSERT INTO gbm_paths (symbol, day, issued_at, run_id, model, path, as_of, "
+                f"step_seconds, {prices_column}) VALUES (%s,%s,%s,%s,'gbm',%s,%s,60,%s)",
+                (
+                    symbol,
+                    issued.date(),
+                    issued + timedelta(seconds=i),
+                    run_id,
+                    path,
+                    AS_OF,
+                    [100.0 + path, 101.0, 102.0],
+                ),
+            )
+
+    store = GbmStore(cassandra_session, test_keyspace.keyspace)
+    forecasts, _ = run_backtest(
+        store, bar_seconds=5, max_gap_seconds=300, evaluated_at=issued, backtest_id="bt-010"
+    )
+    mine = score_forecasts(forecasts[forecasts["symbol"] == symbol].sort_values("step"))
+    assert set(mine["status"]) == {"scored"} and mine["crps_bps"].notna().all()
+    new, old = (mine[mine["run_id"] == runs[c]] for c in (PERCENTILES, PERCENTILES_BEFORE_010))
+    assert new["crps_bps"].tolist() == old["crps_bps"].tolist()
+
+    reader = ForecastReader(cassandra_session, test_keyspace.keyspace)
+    shown = {}
+    for i, (column, run_id) in enumerate(runs.items()):
+        key = RunKey(day=issued.date(), issued_at=issued + timedelta(seconds=i), run_id=run_id)
+        steps, paths = reader.forecasts(symbol, key), reader.paths(symbol, key)
+        assert PERCENTILES not in steps and PATH_PRICES not in paths
+        shown[column] = (steps["percentiles"].tolist(), paths["prices"].tolist())
+    assert shown[PERCENTILES] == shown[PERCENTILES_BEFORE_010]
+    assert len(shown[PERCENTILES][0]) == 3 and len(shown[PERCENTILES][0][0]) == 99
+    assert shown[PERCENTILES][1] == [[100.0, 101.0, 102.0], [101.0, 101.0, 102.0]]
 
 
 def test_steps_no_bar_follows_expire_and_are_counted_apart(
