@@ -51,7 +51,8 @@ def open_cassandra_clusters() -> set[int]:
     from cassandra.cluster import Cluster
 
     gc.collect()
-    return {id(o) for o in gc.get_objects() if isinstance(o, Cluster) and not o.is_shutdown}
+    # type(), not isinstance(): isinstance on a dead weak proxy among the objects raises
+    return {id(o) for o in gc.get_objects() if issubclass(type(o), Cluster) and not o.is_shutdown}
 
 
 def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:
