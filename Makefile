@@ -87,11 +87,15 @@ test-cluster: install
 # stacks' JVMs starting at once slowed test-stack's start from 77 s to 143 s. Its
 # output goes to $(CLUSTER_LOG) and is printed after test-stack's; either failing fails `make
 # test`. test-stack's fault matrix, the part most sensitive to load, runs last, after the
-# cluster's test has finished.
+# cluster's test has finished. make runs a line naming $(MAKE) even under -n, so the block
+# checks for a dry run itself (tests/test_commands.py runs `make -n test`).
 CLUSTER_LOG := $(CLUSTER_STATE_DIR)/test-cluster.log
 test: install browser
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint test-unit
-	@mkdir -p $(CLUSTER_STATE_DIR) && rm -f $(CLUSTER_LOG).rc; \
+	@if [ -n "$(findstring n,$(firstword -$(MAKEFLAGS)))" ]; then \
+		echo "make test-stack, with make test-cluster beside it (a dry run starts neither)"; \
+		exit 0; fi; \
+	mkdir -p $(CLUSTER_STATE_DIR) && rm -f $(CLUSTER_LOG).rc; \
 	if [ "$(TEST_CLUSTER)" = false ]; then \
 		echo "make test: test-cluster not run (TEST_CLUSTER=false; make test-cluster runs it)"; \
 	elif [ "$$(awk '/^MemAvailable:/ {print int($$2 / 1048576)}' /proc/meminfo)" -lt 16 ]; then \
