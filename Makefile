@@ -82,7 +82,7 @@ test-cluster: install
 # one's output is printed whole when it ends (--output-sync), and either failing fails
 # `make test` once the other has finished. install and browser run before, one after the
 # other: both may call apt-get, which takes the dpkg lock.
-# The cluster's failover test runs in the background beside test-stack, on its own ports and
+# With TEST_CLUSTER=true the failover test runs in the background beside test-stack, on its own ports and
 # STATE_DIR: test-stack's sessions spend most of their time waiting on outages and recoveries
 # (15 CPU minutes in 42), so the two together take little longer than test-stack alone. It
 # starts once the single-node stack answers (`infra status`; at most 10 minutes' wait): the two
@@ -95,15 +95,16 @@ CLUSTER_LOG := $(CLUSTER_STATE_DIR)/test-cluster.log
 test: install browser
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint test-unit
 	@if [ -n "$(findstring n,$(firstword -$(MAKEFLAGS)))" ]; then \
-		echo "make test-stack, with make test-cluster beside it (a dry run starts neither)"; \
+		echo "make test-stack (and test-cluster beside it with TEST_CLUSTER=true): dry run"; \
 		exit 0; fi; \
-	mkdir -p $(CLUSTER_STATE_DIR) && rm -f $(CLUSTER_LOG).rc; \
+	rm -f $(CLUSTER_LOG).rc; \
 	if [ "$(TEST_CLUSTER)" != true ]; then \
 		echo "make test: test-cluster not run (make test TEST_CLUSTER=true, or make test-cluster)"; \
 	elif [ "$$(awk '/^MemAvailable:/ {print int($$2 / 1048576)}' /proc/meminfo)" -lt 16 ]; then \
 		echo "make test: skipping test-cluster (needs 16 GiB available; run make test-cluster)"; \
 	else \
 		echo "make test: test-cluster runs beside test-stack; its output follows ($(CLUSTER_LOG))"; \
+		mkdir -p $(CLUSTER_STATE_DIR); \
 		{ for wait in $$(seq 60); do $(PY) -m infra status > /dev/null 2>&1 && break; \
 		    sleep 10; done; \
 		  $(MAKE) --no-print-directory test-cluster > $(CLUSTER_LOG) 2>&1; \
