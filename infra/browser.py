@@ -172,7 +172,10 @@ def superset_login(page: Page, urls: DashboardUrls, timeout_s: float = 60) -> No
     page.fill('[data-test="username-input"]', urls.superset_user)
     page.fill('[data-test="password-input"]', urls.superset_password.get_secret_value())
     page.click('[data-test="login-button"]')
-    page.wait_for_url(lambda u: "/login" not in u, timeout=timeout_s * 1000)
+    # Logged in once the redirect away from /login is committed: waiting for the welcome page's
+    # load event as well (Playwright's default) took over 60 s on a loaded machine, and every
+    # caller navigates on at once.
+    page.wait_for_url(lambda u: "/login" not in u, wait_until="commit", timeout=timeout_s * 1000)
 
 
 def open_dashboard(page: Page, urls: DashboardUrls, timeout_s: float = 90) -> list[ChartCell]:
