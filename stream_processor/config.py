@@ -91,6 +91,9 @@ class StreamSettings:
     :param stall_timeout_ms: a micro-batch running longer than this counts as wedged (for
         example inside a Cassandra driver call that never returns); the job then exits with
         status 3 for its service manager to restart it from the checkpoints.
+    :param first_batch_stall_timeout_ms: the same for each query's first micro-batch after the
+        job starts, which starts the executors and catches up (default, 0: ``stall_timeout_ms``;
+        a value below it counts as it).
     :param max_restarts: failures of one query within ten minutes before the job gives up
         (exit status 1); each failure restarts the query from its checkpoint.
     :param metrics_host: bind address of the Prometheus endpoint.
@@ -119,6 +122,7 @@ class StreamSettings:
     limits: TradeLimits = field(default_factory=TradeLimits)
     sink_retry_ms: int = 300_000
     stall_timeout_ms: int = 600_000
+    first_batch_stall_timeout_ms: int = 0
     max_restarts: int = 10
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9109
@@ -185,6 +189,9 @@ class StreamSettings:
             limits=TradeLimits.from_env(env),
             sink_retry_ms=duration_ms("SINK_RETRY_TIMEOUT", cls.sink_retry_ms),
             stall_timeout_ms=duration_ms("BATCH_STALL_TIMEOUT", cls.stall_timeout_ms),
+            first_batch_stall_timeout_ms=duration_ms(
+                "FIRST_BATCH_STALL_TIMEOUT", cls.first_batch_stall_timeout_ms
+            ),
             max_restarts=int_setting(env, "QUERY_MAX_RESTARTS", cls.max_restarts, minimum=0),
             metrics_host=env_value(env, "STREAM_METRICS_HOST") or cls.metrics_host,
             metrics_port=int_setting(env, "STREAM_METRICS_PORT", cls.metrics_port, minimum=0),

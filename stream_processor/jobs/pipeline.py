@@ -57,11 +57,21 @@ EXIT_STALLED = 3
 
 
 class _StallWatch:
-    """Tracks how long each query's current micro-batch has been running."""
+    """Tracks how long each query's current micro-batch has been running.
 
-    def __init__(self, timeout_s: float) -> None:
+    A query's first micro-batch in this process may run for ``first_batch_timeout_s`` (default:
+    ``timeout_s``): it starts the executors' JVMs and Python workers and, after a restart,
+    catches up, which on a loaded cluster takes minutes; a wedged later batch is caught sooner.
+    """
+
+    def __init__(self, timeout_s: float, first_batch_timeout_s: float | None = None) -> None:
         self.timeout_s = timeout_s
+        self.first_batch_timeout_s = max(timeout_s, first_batch_timeout_s or timeout_s)
         self.started: dict[str, tuple[int, float]] = {}
+
+    def limit(self, query: StreamingQuery) -> float:
+        """The seconds ``query``'s current micro-batch may run."""
+        return self.first_batch_timeout_s if query.lastProgress is None else self.timeout_s
 
     def stalled(self, name: str, query: StreamingQuery, now: float) -> bool:
         if not query.status.get("isTriggerActive"):
@@ -73,7 +83,7 @@ class _StallWatch:
         if first_batch != batch:
             since = now
         self.started[name] = (batch, since)
-        return now - since > self.timeout_s
+        return now - since > self.limit(query)
 
 
 _LOCAL_SCHEMES = ("", "file")
@@ -171,7 +181,9 @@ def supervise(
         q: start_query(spark, settings, q, once=once, stop=stop) for q in settings.queries
     }
     restarts = _Restarts(settings.max_restarts)
-    watch = _StallWatch(settings.stall_timeout_ms / 1000.0)
+    watch = _StallWatch(
+        settings.stall_timeout_ms / 1000.0, settings.first_batch_stall_timeout_ms / 1000.0
+    )
     while running and not stop.is_set():
         try:
             spark.streams.awaitAnyTermination(1)
@@ -184,7 +196,7 @@ def supervise(
                     logger.error(
                         "query %s: micro-batch running for more than %.0f s, exiting with "
                         "status %d so that the job restarts from its checkpoints",
-                        *(name, watch.timeout_s, EXIT_STALLED),
+                        *(name, watch.limit(query), EXIT_STALLED),
                     )
                     return EXIT_STALLED
                 continue
