@@ -70,9 +70,9 @@ cluster-status: $(STAMP)
 # broker, a Cassandra node and a Spark worker while trades flow, and leaves the cluster as it
 # found it. `make test TEST_CLUSTER=true` runs it beside test-stack when the machine has the
 # memory (MemAvailable >= 16 GiB): on its own it takes about 8 minutes on a quiet machine (the
-# cluster's start 3, the test 4, its stop). Not by default: beside test-stack it took make test
-# to 42:34, 43:52 and 46:04 in three clean-clone runs, and the last one's Superset browser test
-# timed out under the load, so it would break the 45-minute budget.
+# cluster's start 3, the test 4, its stop), 10.5 beside test-stack. Not by default: beside
+# test-stack, make test took 42:34, 43:52, 46:04 and 43:45 in four clean-clone runs, too close
+# to the 45-minute budget.
 test-cluster: install
 	STATE_DIR=$(CLUSTER_STATE_DIR) $(PY) -m pytest --durations=25 -m cluster tests/cluster
 
