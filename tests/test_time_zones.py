@@ -16,6 +16,7 @@ tests do not. Each child costs a JVM start and a streaming job, so the list is s
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -36,6 +37,17 @@ TESTS = (
     f"{JOB}::test_api_serves_latest_forecast_and_backtest",
     f"{JOB}::test_a_bar_still_open_at_as_of_is_not_used",
 )
+
+
+# The summary line of a child run with -q, e.g. "8 passed in 101.70s (0:01:41)".
+SUMMARY = re.compile(r"^=*\s*\d+ (passed|failed|error|skipped|deselected)\b.* in [\d.]+s\b")
+
+
+def summary_line(output: str) -> str | None:
+    """The child pytest's summary line, wherever it is in ``output``: a JVM thread can still
+    print after it while the child exits (Spark's state store maintenance, as the SparkEnv
+    stops)."""
+    return next((line for line in reversed(output.splitlines()) if SUMMARY.match(line)), None)
 
 
 def warning_options(config: pytest.Config) -> list[str]:
@@ -93,4 +105,23 @@ def test_rollup_and_gbm_tests_pass_under_a_non_utc_host_zone(
 ) -> None:
     code, output = zone_runs[zone]
     assert code == 0, f"under TZ={zone}:\n{output[-9000:]}"
-    assert " passed" in output.splitlines()[-1]
+    summary = summary_line(output)
+    assert summary is not None and " passed" in summary, f"under TZ={zone}:\n{output[-9000:]}"
+    assert not re.search(r"\b(failed|error)", summary), summary
+
+
+def test_the_summary_line_is_found_when_the_jvm_prints_after_it() -> None:
+    # The Kolkata child's output in a clean-clone make test (2026-11-30): exit status 0, and
+    # the state store's maintenance thread's warning printed after pytest's summary.
+    output = (
+        "........                                                                 [100%]\n"
+        "8 passed in 101.70s (0:01:41)\n"
+        "26/12/01 00:06:02 WARN StateStore: Error running maintenance thread\n"
+        "java.lang.IllegalStateException: SparkEnv not active, cannot do maintenance on "
+        "StateStores\n"
+        "\tat java.base/java.lang.Thread.run(Thread.java:840)\n"
+    )
+    assert summary_line(output) == "8 passed in 101.70s (0:01:41)"
+    assert summary_line("1 failed, 7 passed in 90.10s (0:01:30)\n").startswith("1 failed")
+    assert summary_line("no tests ran in 0.01s\n") is None
+    assert summary_line("") is None
