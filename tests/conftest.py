@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import HTTPServer
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,19 @@ def open_cassandra_clusters() -> set[int]:
     gc.collect()
     # type(), not isinstance(): isinstance on a dead weak proxy among the objects raises
     return {id(o) for o in gc.get_objects() if issubclass(type(o), Cluster) and not o.is_shutdown}
+
+
+@contextmanager
+def serving(server: HTTPServer) -> Iterator[HTTPServer]:
+    """``server`` (a stand-in for a service, on a loopback port) answering on a daemon thread
+    while the block runs; shut down and closed after it."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def run_infra(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:

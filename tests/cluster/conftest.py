@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.cluster import SparkMaster
+from infra.cluster import ClusterTrino, cluster_services
+from infra.config import InfraConfig
 from infra.topology import ClusterPlan
 from schemas.settings import CassandraSettings, KafkaSettings, state_dir
 from tests.conftest import Stack, infra_cli, run_infra
@@ -35,12 +36,8 @@ def failover_processes(plan: ClusterPlan) -> list[str]:
     """The cluster's processes the failover test uses: all but Trino, which it never queries
     (it reads Cassandra directly). Trino's JVM is the largest of the cluster and its start
     takes most CPU, on the same two cores as test-stack when ``make test`` runs both."""
-    return [
-        *(node.name for node in plan.kafka),
-        *(node.name for node in plan.cassandra),
-        SparkMaster.name,
-        *(worker.name for worker in plan.spark_workers),
-    ]
+    every = cluster_services(InfraConfig.from_env(cluster_env()), plan)
+    return [name for name, process in every.items() if not isinstance(process, ClusterTrino)]
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from playwright.sync_api import Page
 
 from infra.browser import DashboardUrls, superset_login
 from schemas.settings import SecretStr
+from tests.conftest import serving
 
 LOGIN_FORM = (
     b'<form method="post" action="/login/"><input data-test="username-input" name="username">'
@@ -69,14 +70,11 @@ class LoginHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_superset() -> Iterator[FakeSuperset]:
     server = FakeSuperset()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
+    with serving(server):
+        try:
+            yield server
+        finally:
+            server.release.set()  # before the shutdown, which waits for the image's request
 
 
 def test_login_returns_once_the_redirect_away_from_login_commits(

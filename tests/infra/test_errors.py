@@ -4,7 +4,6 @@ the CLI prints as one line."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +12,7 @@ import pytest
 from infra.__main__ import main
 from infra.errors import InfraError, TrinoQueryError
 from infra.trino import run_query
+from tests.conftest import serving
 
 MESSAGE = "line 1:15: Schema 'nope' does not exist"
 
@@ -35,14 +35,8 @@ class RefusingTrino(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def trino_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingTrino)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), RefusingTrino)) as server:
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_refused_query_is_a_trino_query_error_in_the_infra_tree(trino_port: int) -> None:
