@@ -14,12 +14,17 @@ help:
 	@echo "make test-stack (test-integration, then test-reliability, in one session)"
 	@echo "make cluster-up | cluster-down | cluster-status | test-cluster - the loopback cluster"
 
+# The venv's packages are installed with uv (pinned here and in pyproject's dev extras; a unit
+# test keeps the two equal): in a clean clone it installed the same 150 packages as pip in 32 s
+# instead of 111, and Superset's (infra/superset.py) in 9 s instead of 98. pip only bootstraps it.
+UV_REQUIREMENT := uv==0.13.9
+
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || command -v python3 >/dev/null || \
 		{ echo "error: Python 3.11 not found (set PYTHON_BOOTSTRAP=/path/to/python3.11)"; exit 1; }
 	@test -x $(PY) || $$(command -v $(PYTHON_BOOTSTRAP) || command -v python3) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check '$(UV_REQUIREMENT)'
+	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]'
 	@touch $(STAMP)
 
 # Also the deploy artefacts' validators: helm (built once from the Go module proxy into

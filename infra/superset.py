@@ -115,28 +115,33 @@ def _install(venv: Path) -> Path:
         return venv
     log = venv.with_name(venv.name + "-install.log")
     log.parent.mkdir(parents=True, exist_ok=True)
+    uv = Path(sys.executable).with_name("uv")
+    if not uv.exists():
+        raise InstallError(
+            f"superset: uv not found at {uv} (it is in the dev extras: make install installs it)"
+        )
     print(
         f"infra: installing Superset {SUPERSET_VERSION} into {venv} from "
-        f"{REQUIREMENTS} (about 2 minutes; log: {log}) ...",
+        f"{REQUIREMENTS} (under a minute; log: {log}) ...",
         flush=True,
     )
     shutil.rmtree(venv, ignore_errors=True)
     started = time.monotonic()
     with open(log, "w") as out:
         # The interpreter of the project's venv is a Python 3.11, which Superset 6.1 supports.
+        # uv installs the same pinned set as pip, ten times faster (Makefile, UV_REQUIREMENT).
         for step, argv in (
-            ("creating the virtualenv", [sys.executable, "-m", "venv", str(venv)]),
             (
-                "pip install -r requirements.txt",
+                "creating the virtualenv",
+                [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+            ),
+            (
+                "uv pip install -r requirements.txt",
                 [
-                    str(venv / "bin/python"),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--no-input",
-                    "--disable-pip-version-check",
-                    "-r",
-                    str(REQUIREMENTS),
+                    str(uv),
+                    *("pip", "install", "--no-progress"),
+                    *("--python", str(venv / "bin/python")),
+                    *("-r", str(REQUIREMENTS)),
                 ],
             ),
         ):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from infra.superset import (
     split_symbols,
 )
 from schemas.settings import SettingsError, load_credentials_file
+from tests.conftest import REPO_ROOT
 
 
 def mode(path: Path) -> int:
@@ -151,7 +154,7 @@ def test_symbols_setting_errors_name_the_variable() -> None:
     )
 
 
-def test_pip_failure_is_one_line_naming_the_step(tmp_path: Path, monkeypatch) -> None:
+def test_install_failure_is_one_line_naming_the_step(tmp_path: Path, monkeypatch) -> None:
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("this is not === a requirement\n")
     monkeypatch.setattr(superset, "REQUIREMENTS", requirements)
@@ -160,6 +163,26 @@ def test_pip_failure_is_one_line_naming_the_step(tmp_path: Path, monkeypatch) ->
         install_superset(config)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("superset: pip install -r requirements.txt failed (exit ")
+    assert message.startswith("superset: uv pip install -r requirements.txt failed (exit ")
     assert str(tmp_path / "venv-install.log") in message
     assert not (tmp_path / "venv" / ".requirements.sha256").exists()
+
+
+def test_without_uv_beside_the_interpreter_the_install_says_where_it_looked(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(superset.sys, "executable", str(tmp_path / "bin" / "python"))
+    config = InfraConfig.from_env({**os.environ, "SUPERSET_VENV": str(tmp_path / "venv")})
+    with pytest.raises(InstallError) as info:
+        install_superset(config)
+    assert str(info.value) == (
+        f"superset: uv not found at {tmp_path / 'bin' / 'uv'} "
+        "(it is in the dev extras: make install installs it)"
+    )
+
+
+def test_the_makefile_bootstraps_the_uv_that_pyproject_pins() -> None:
+    makefile = re.search(r"^UV_REQUIREMENT := (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.M)
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = [r for r in extras["optional-dependencies"]["dev"] if r.startswith("uv==")]
+    assert makefile is not None and pins == [makefile.group(1)]
