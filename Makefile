@@ -14,13 +14,13 @@ help:
 	@echo "make test-stack (test-integration, then test-reliability, in one session)"
 	@echo "make cluster-up | cluster-down | cluster-status | test-cluster - the loopback cluster"
 
-# The venv's packages are installed with uv (pinned here and in pyproject's dev extras; a unit
-# test keeps the two equal): in a clean clone it installed the same 150 packages as pip in 53 s
-# instead of 111, and Superset's (infra/superset.py) in 16 s instead of 98. pip only bootstraps
-# it. Compiled at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (it is on the CI
+# The venv's packages are installed with uv, at the version pyproject's dev extras pin (read
+# from there when the recipe runs: one pin). In a clean clone it installed the same 150
+# packages as pip in 53 s instead of 111, and Superset's (infra/superset.py) in 16 s instead
+# of 98. pip only bootstraps it. Compiled at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (it is on the CI
 # machine), every process would otherwise compile what it imports again, and the unit tests
 # took 3:45 instead of 2:43.
-UV_REQUIREMENT := uv==0.13.9
+UV_REQUIREMENT = $(shell grep -o '"uv==[^"]*"' pyproject.toml | tr -d '"')
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || command -v python3 >/dev/null || \

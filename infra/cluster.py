@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from infra import process
 from infra.cassandra import CassandraService
 from infra.config import InfraConfig
 from infra.errors import InfraError
@@ -295,10 +296,14 @@ class SparkWorkerService(SparkDaemon):
 def spark_bin(name: str) -> str:
     """A script of the pip-installed PySpark (``spark-class``, ``spark-submit``), which the
     venv's ``bin`` holds next to this interpreter."""
-    path = Path(sys.executable).parent / name
-    if not path.exists():
-        raise InfraError(f"{path} not found: is pyspark installed in this venv? (make install)")
-    return str(path)
+    return str(
+        process.venv_bin(
+            name,
+            lambda path: InfraError(
+                f"{path} not found: is pyspark installed in this venv? (make install)"
+            ),
+        )
+    )
 
 
 def cluster_services(config: InfraConfig, plan: ClusterPlan) -> dict[str, ManagedProcess]:

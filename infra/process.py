@@ -6,10 +6,20 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+
+def venv_bin(name: str, missing: Callable[[Path], Exception]) -> Path:
+    """The script ``name`` that the venv's ``bin`` holds next to this interpreter (a tool its
+    packages install); ``missing(path)`` is raised when it is not there."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise missing(path)
+    return path
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

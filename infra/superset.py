@@ -115,11 +115,12 @@ def _install(venv: Path) -> Path:
         return venv
     log = venv.with_name(venv.name + "-install.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    uv = Path(sys.executable).with_name("uv")
-    if not uv.exists():
-        raise InstallError(
-            f"superset: uv not found at {uv} (it is in the dev extras: make install installs it)"
-        )
+    uv = process.venv_bin(
+        "uv",
+        lambda path: InstallError(
+            f"superset: uv not found at {path} (it is in the dev extras: make install installs it)"
+        ),
+    )
     print(
         f"infra: installing Superset {SUPERSET_VERSION} into {venv} from "
         f"{REQUIREMENTS} (under a minute; log: {log}) ...",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -182,7 +183,15 @@ def test_without_uv_beside_the_interpreter_the_install_says_where_it_looked(
 
 
 def test_the_makefile_bootstraps_the_uv_that_pyproject_pins() -> None:
-    makefile = re.search(r"^UV_REQUIREMENT := (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.M)
+    # The venv's install recipe as make would run it (-n: printed, not run; -B: out of date).
+    recipe = subprocess.run(
+        ["make", "-n", "-B", ".venv/.installed"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    makefile = re.search(r"pip install .*'(uv==\S+)'$", recipe, re.M)
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     pins = [r for r in extras["optional-dependencies"]["dev"] if r.startswith("uv==")]
     assert makefile is not None and pins == [makefile.group(1)]
